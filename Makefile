@@ -1,0 +1,63 @@
+# livefuse — make run | make test | make build | make bench | make lint
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+GOTEST_TIMEOUT ?= 15m
+# Debian packages the tests drive for real: ffmpeg/ffprobe (push, play, probe), nginx (CDN edge).
+APT_PKGS := ffmpeg nginx-light
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build run run-config test test-unit test-e2e bench lint fuzz clean
+
+all: build
+
+# deps installs what the server and the tests need when it is missing.
+deps:
+	@missing=""; \
+	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
+	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@ffmpeg -hide_banner -version | head -1
+
+build:
+	$(GO) build -o $(BIN)/livefuse ./cmd/livefuse
+	$(GO) build -o $(BIN)/livectl ./cmd/livectl
+
+# run starts livefuse with the embedded defaults (data in ./livefuse-data).
+run: deps build
+	$(BIN)/livefuse serve $(if $(CONFIG),--config $(CONFIG),)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# test runs everything: lint, unit tests with the race detector on the
+# concurrent packages, fuzz seeds, and the end-to-end tests with real ffmpeg.
+test: deps lint
+	$(GO) test -count=1 -timeout $(GOTEST_TIMEOUT) ./...
+	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) ./origin/...
+
+# bench: Stream fan-out micro-benchmarks, then the player load test
+# (N HTTP-FLV and N RTMP players of one 2.5 Mbit/s stream).
+BENCH_N ?= 100 500 1000
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./origin/ ./av/
+	@for n in $(BENCH_N); do \
+	  echo "== $$n HTTP-FLV players"; $(GO) run ./e2e/loadtool -server $(BIN)/livefuse -flv $$n -rtmp 0 -duration 30s; \
+	  echo "== $$n RTMP players";    $(GO) run ./e2e/loadtool -server $(BIN)/livefuse -flv 0 -rtmp $$n -duration 30s; \
+	done
+
+# fuzz runs every fuzz target for FUZZTIME each (the seeds run in make test).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,546 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/livefuse/livefuse/av"
+)
+
+// env is shared by every test of the package: the binary and the test media
+// are built once per run.
+var env struct {
+	dir    string // temp dir for the run
+	bin    string // livefuse binary
+	clip   string // 10 s H.264 (2 s GOP, B-frames) + AAC, FLV
+	clipHD string // same at 1280x720 (unused until needed)
+	err    error
+}
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if _, err := exec.LookPath("ffmpeg"); err != nil {
+			fmt.Println("e2e: ffmpeg not on PATH: run `make test`, which installs it")
+			return 1
+		}
+		dir, err := os.MkdirTemp("", "livefuse-e2e-")
+		if err != nil {
+			fmt.Println("e2e:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		env.dir = dir
+		env.bin = filepath.Join(dir, "livefuse")
+		build := exec.Command("go", "build", "-o", env.bin, "../cmd/livefuse")
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Println("e2e: build livefuse:", err)
+			return 1
+		}
+		env.clip = filepath.Join(dir, "clip.flv")
+		if err := makeClip(env.clip, "640x360", 10); err != nil {
+			fmt.Println("e2e: make clip:", err)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// makeClip writes an H.264 (2 s GOP, 2 B-frames) + AAC stereo clip.
+func makeClip(out, size string, seconds int) error {
+	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size="+size+":rate=25",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+		"-t", fmt.Sprint(seconds),
+		"-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+		"-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-bf", "2",
+		"-c:a", "aac", "-b:a", "96k", "-ac", "2",
+		"-f", "flv", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v: %s", err, b)
+	}
+	return nil
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// server is one running livefuse process.
+type server struct {
+	t                         *testing.T
+	dir, cfgPath              string
+	rtmp, rtsp, http, apiPort int
+	token                     string
+	cmd                       *exec.Cmd
+	logMu                     sync.Mutex
+	log                       bytes.Buffer
+	exited                    chan struct{}
+}
+
+const apiToken = "e2e-api-token"
+
+// startServer starts livefuse with a config on fresh ports. extra is YAML
+// appended to the generated config (streams, origin settings, …).
+func startServer(t *testing.T, extra string) *server {
+	t.Helper()
+	s := &server{t: t, dir: t.TempDir(), token: apiToken}
+	s.rtmp, s.rtsp, s.http, s.apiPort = freePort(t), freePort(t), freePort(t), freePort(t)
+	udp := freeUDPPair(t)
+	cfg := fmt.Sprintf(`data_dir: %s
+log_level: debug
+rtmp: {addr: "127.0.0.1:%d"}
+rtsp: {addr: "127.0.0.1:%d", udp_rtp_addr: "127.0.0.1:%d", udp_rtcp_addr: "127.0.0.1:%d"}
+http: {addr: "127.0.0.1:%d", public_host: "127.0.0.1"}
+lms: {api_addr: "127.0.0.1:%d", api_token: %q}
+`, filepath.Join(s.dir, "data"), s.rtmp, s.rtsp, udp, udp+1, s.http, s.apiPort, apiToken)
+	cfg += extra
+	s.cfgPath = filepath.Join(s.dir, "livefuse.yaml")
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+// freeUDPPair returns an even UDP port whose successor is free too.
+func freeUDPPair(t *testing.T) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := c.LocalAddr().(*net.UDPAddr).Port
+		c.Close()
+		if p%2 != 0 || p > 65000 {
+			continue
+		}
+		c2, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+1))
+		if err != nil {
+			continue
+		}
+		c2.Close()
+		return p
+	}
+	t.Fatal("no free UDP port pair")
+	return 0
+}
+
+func (s *server) start() {
+	t := s.t
+	s.cmd = exec.Command(env.bin, "serve", "--config", s.cfgPath)
+	s.cmd.Stdout = &lockedWriter{mu: &s.logMu, w: &s.log}
+	s.cmd.Stderr = s.cmd.Stdout
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.exited = make(chan struct{})
+	go func() { s.cmd.Wait(); close(s.exited) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.exited:
+			t.Fatalf("livefuse exited at start:\n%s", s.logs())
+		default:
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", s.apiPort))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("livefuse not ready in 30 s:\n%s", s.logs())
+}
+
+// stop sends SIGTERM and waits (SIGKILL after 10 s).
+func (s *server) stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		s.t.Errorf("livefuse did not stop within 10 s of SIGTERM")
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.exited
+	}
+	if s.t.Failed() {
+		s.t.Logf("livefuse log:\n%s", s.tail(200))
+	}
+}
+
+func (s *server) logs() string {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return s.log.String()
+}
+
+func (s *server) tail(n int) string {
+	lines := strings.Split(s.logs(), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (s *server) rtmpURL(name, query string) string {
+	u := fmt.Sprintf("rtmp://127.0.0.1:%d/live/%s", s.rtmp, name)
+	if query != "" {
+		u += "?" + query
+	}
+	return u
+}
+
+func (s *server) rtspURL(name, query string) string {
+	u := fmt.Sprintf("rtsp://127.0.0.1:%d/live/%s", s.rtsp, name)
+	if query != "" {
+		u += "?" + query
+	}
+	return u
+}
+
+func (s *server) flvURL(name string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d/live/%s.flv", s.http, name)
+}
+
+func (s *server) hlsURL(name string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d/live/%s/index.m3u8", s.http, name)
+}
+
+// api calls the control API and decodes the JSON answer into out (if not nil).
+func (s *server) api(method, path string, body any, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d/api/v1%s", s.apiPort, path), rd)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("decode %s: %w", b, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// ffmpegCmd starts ffmpeg with args, bound to the test's lifetime.
+func ffmpegCmd(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("ffmpeg", append([]string{"-hide_banner", "-nostdin", "-loglevel", "error"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+		}
+		if t.Failed() && stderr.Len() > 0 {
+			t.Logf("ffmpeg %v: %s", args, stderr.String())
+		}
+	})
+	return cmd
+}
+
+// push starts ffmpeg pushing the clip in real time with -c copy.
+// loop repeats the clip until the test ends.
+func push(t *testing.T, url string, loop bool, extra ...string) *exec.Cmd {
+	args := []string{"-re"}
+	if loop {
+		args = append(args, "-stream_loop", "-1")
+	}
+	args = append(args, "-i", env.clip, "-c", "copy")
+	args = append(args, extra...)
+	format := "flv"
+	if strings.HasPrefix(url, "rtsp://") {
+		format = "rtsp"
+	}
+	args = append(args, "-f", format, url)
+	return ffmpegCmd(t, args...)
+}
+
+// waitLive polls the HTTP-FLV URL until the stream answers 200.
+func waitLive(t *testing.T, url string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			code := resp.StatusCode
+			resp.Body.Close()
+			cancel()
+			if code == 200 {
+				return
+			}
+		} else {
+			cancel()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s not live within %v", url, within)
+}
+
+// frame is one packet as framemd5 reports it.
+type frame struct {
+	stream int
+	size   int
+	hash   string
+}
+
+// framemd5 runs ffmpeg -c copy -f framemd5 on input and returns the packets.
+func framemd5(t *testing.T, timeout time.Duration, input ...string) []frame {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	args := append([]string{"-hide_banner", "-nostdin", "-loglevel", "error"}, input...)
+	args = append(args, "-map", "0", "-c", "copy", "-f", "framemd5", "-")
+	cmd := exec.CommandContext(ctx, "ffmpeg", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil && ctx.Err() == nil {
+		t.Fatalf("framemd5 %v: %v: %s", input, err, stderr.String())
+	}
+	return parseFramemd5(t, out)
+}
+
+func parseFramemd5(t *testing.T, out []byte) []frame {
+	var frames []frame
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
+			continue
+		}
+		// stream_index, dts, pts, duration, size, hash
+		f := strings.Split(line, ",")
+		if len(f) < 6 {
+			t.Fatalf("framemd5 line %q", line)
+		}
+		var fr frame
+		fmt.Sscan(strings.TrimSpace(f[0]), &fr.stream)
+		fmt.Sscan(strings.TrimSpace(f[4]), &fr.size)
+		fr.hash = strings.TrimSpace(f[5])
+		frames = append(frames, fr)
+	}
+	return frames
+}
+
+// byStream splits frames per stream index.
+func byStream(fs []frame) map[int][]frame {
+	m := map[int][]frame{}
+	for _, f := range fs {
+		m[f.stream] = append(m[f.stream], f)
+	}
+	return m
+}
+
+// assertBitExact checks that, per stream, got is a contiguous run of want
+// (the player may join at a keyframe after the start) covering at least
+// minShare of it, with identical bytes.
+func assertBitExact(t *testing.T, want, got []frame, minShare float64) {
+	t.Helper()
+	w, g := byStream(want), byStream(got)
+	if len(g) != len(w) {
+		t.Fatalf("streams: got %d, want %d", len(g), len(w))
+	}
+	for idx, wf := range w {
+		gf := g[idx]
+		if len(gf) == 0 {
+			t.Fatalf("stream %d: no packets", idx)
+		}
+		start := -1
+		for i := range wf {
+			if wf[i].hash == gf[0].hash {
+				start = i
+				break
+			}
+		}
+		if start < 0 {
+			t.Fatalf("stream %d: first received packet (%d bytes, %s) is not in the source", idx, gf[0].size, gf[0].hash)
+		}
+		n := 0
+		for i := range gf {
+			if start+i >= len(wf) {
+				t.Fatalf("stream %d: %d packets more than the source", idx, len(gf)-i)
+			}
+			if wf[start+i].hash != gf[i].hash || wf[start+i].size != gf[i].size {
+				t.Fatalf("stream %d: packet %d differs: source %d bytes %s, got %d bytes %s",
+					idx, start+i, wf[start+i].size, wf[start+i].hash, gf[i].size, gf[i].hash)
+			}
+			n++
+		}
+		if share := float64(n) / float64(len(wf)); share < minShare {
+			t.Fatalf("stream %d: got %d of %d packets (%.0f%%), want at least %.0f%%", idx, n, len(wf), share*100, minShare*100)
+		}
+		t.Logf("stream %d: %d of %d source packets received bit-exact (from packet %d)", idx, n, len(wf), start)
+	}
+}
+
+// flvPlayer reads an HTTP-FLV URL with av.FLVReader and records when each
+// video frame arrives.
+type flvPlayer struct {
+	mu       sync.Mutex
+	arrivals []time.Time
+	packets  []*av.Packet
+	err      error
+	done     chan struct{}
+	cancel   context.CancelFunc
+	keepData bool
+}
+
+func playFLV(t *testing.T, url string, keepData bool) *flvPlayer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &flvPlayer{done: make(chan struct{}), cancel: cancel, keepData: keepData}
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("play %s: %v", url, err)
+	}
+	if resp.StatusCode != 200 {
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("play %s: status %d", url, resp.StatusCode)
+	}
+	go func() {
+		defer close(p.done)
+		defer resp.Body.Close()
+		r, err := av.NewFLVReader(resp.Body)
+		if err != nil {
+			p.setErr(err)
+			return
+		}
+		for {
+			pkt, err := r.ReadPacket()
+			if err != nil {
+				p.setErr(err)
+				return
+			}
+			p.mu.Lock()
+			if pkt.Kind == av.KindVideo && !pkt.Header {
+				p.arrivals = append(p.arrivals, time.Now())
+			}
+			if !p.keepData {
+				pkt.Data = nil
+			}
+			p.packets = append(p.packets, pkt)
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *flvPlayer) setErr(err error) {
+	p.mu.Lock()
+	p.err = err
+	p.mu.Unlock()
+}
+
+func (p *flvPlayer) stop() {
+	p.cancel()
+	<-p.done
+}
+
+// frames returns how many video frames arrived so far.
+func (p *flvPlayer) frames() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.arrivals)
+}
+
+// maxGap is the largest interval between video frame arrivals after from.
+func (p *flvPlayer) maxGap(from time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var gap time.Duration
+	prev := from
+	for _, a := range p.arrivals {
+		if a.Before(from) {
+			continue
+		}
+		if d := a.Sub(prev); d > gap {
+			gap = d
+		}
+		prev = a
+	}
+	if d := time.Since(prev); d > gap {
+		gap = d
+	}
+	return gap
+}
+
+// waitFrames waits until at least n video frames arrived.
+func (p *flvPlayer) waitFrames(t *testing.T, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if p.frames() >= n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t.Fatalf("player got %d video frames in %v, want %d (err %v)", len(p.arrivals), within, n, p.err)
+}
