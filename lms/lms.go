@@ -1,0 +1,90 @@
+// Package lms is the Live Manage Service, the control plane of livefuse: the
+// stream registry (kept in etcd and mirrored in memory, so every node sees
+// changes without a restart) and the control API operators and livectl use.
+//
+// lms never imports the media packages. What it needs from a node (live
+// status, kicking a publisher) comes through the LiveSource interface, and
+// nodes follow registry changes through Registry.Subscribe.
+//
+// A typical node:
+//
+//	st, err := lms.OpenStore(ctx, cfg, log)     // embedded etcd or a cluster
+//	reg := lms.NewRegistry(st, log)
+//	reg.Subscribe(apply)                       // before Start: no change is missed
+//	err = reg.Start(ctx)
+//	err = reg.Seed(ctx, streamsFromConfigFile)
+//	srv, err := lms.NewServer(cfg, reg, live, log, promReg)
+//	err = srv.Start()
+//	defer srv.Close(); defer reg.Close(); defer st.Close()
+package lms
+
+import (
+	"errors"
+	"time"
+
+	"github.com/livefuse/livefuse/lms/api"
+)
+
+// Stream is one registry entry; see api.Stream.
+type Stream = api.Stream
+
+// LiveStatus is a node's report on a stream on air; see api.LiveStatus.
+type LiveStatus = api.LiveStatus
+
+// Errors of the registry and of LiveSource.
+var (
+	// ErrNotFound: no such stream in the registry.
+	ErrNotFound = errors.New("stream not found")
+	// ErrExists: Create found the stream already registered.
+	ErrExists = errors.New("stream already exists")
+	// ErrInvalid wraps every validation error (answered with 400).
+	ErrInvalid = api.ErrInvalid
+	// ErrNotLive is what LiveSource.Kick returns for a stream that has no publisher.
+	ErrNotLive = errors.New("stream is not live")
+)
+
+// EtcdConfig selects the store. With no Endpoints, lms runs an embedded etcd
+// server with its data under Config.DataDir/etcd.
+type EtcdConfig struct {
+	Endpoints   []string      `yaml:"endpoints"`
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+}
+
+// Config configures the control plane.
+type Config struct {
+	// DataDir holds the embedded etcd data and the generated API token.
+	DataDir string     `yaml:"data_dir"`
+	Etcd    EtcdConfig `yaml:"etcd"`
+	// APIAddr is the control API listener.
+	APIAddr string `yaml:"api_addr"`
+	// APIToken is the bearer token of the control API. Empty: read
+	// DataDir/api-token, or generate it there on first start.
+	APIToken string `yaml:"api_token"`
+	// KeyPrefix is prepended to every etcd key, so clusters can share an etcd.
+	KeyPrefix string `yaml:"key_prefix"`
+}
+
+// DefaultConfig returns the defaults: embedded etcd, API on 127.0.0.1:9090.
+// DataDir is left empty for the caller to fill (the node's data_dir).
+func DefaultConfig() Config {
+	return Config{
+		Etcd:      EtcdConfig{DialTimeout: 5 * time.Second},
+		APIAddr:   "127.0.0.1:9090",
+		KeyPrefix: "/livefuse/",
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Etcd.DialTimeout <= 0 {
+		c.Etcd.DialTimeout = d.Etcd.DialTimeout
+	}
+	if c.APIAddr == "" {
+		c.APIAddr = d.APIAddr
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = d.KeyPrefix
+	}
+	return c
+}
