@@ -1,0 +1,346 @@
+package origin
+
+import (
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livefuse/livefuse/av"
+)
+
+// Feed names.
+const (
+	FeedMain   = "main"
+	FeedBackup = "backup"
+)
+
+// Status describes one live stream.
+type Status struct {
+	App  string `json:"app"`
+	Name string `json:"name"`
+	// Feed is the feed whose publisher is shown (main when it is live).
+	Feed     string `json:"feed"`
+	Protocol string `json:"protocol"`
+	Remote   string `json:"remote"`
+
+	VideoCodec string `json:"video_codec,omitempty"`
+	Width      int    `json:"width,omitempty"`
+	Height     int    `json:"height,omitempty"`
+	AudioCodec string `json:"audio_codec,omitempty"`
+	SampleRate int    `json:"sample_rate,omitempty"`
+	Channels   int    `json:"channels,omitempty"`
+	// FPS and Bitrate (bits per second, audio and video payload) are
+	// measured over the last 5 s.
+	FPS     float64 `json:"fps"`
+	Bitrate int64   `json:"bitrate"`
+
+	// Readers counts players and other consumers (not the HLS packager).
+	Readers        int       `json:"readers"`
+	DroppedReaders int64     `json:"dropped_readers"`
+	Started        time.Time `json:"started"`
+}
+
+// Hub is the set of live streams of one origin unit, keyed "app/name". A
+// stream exists while at least one feed publishes to it.
+type Hub struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+
+	mu      sync.Mutex
+	closed  bool
+	streams map[string]*entry
+	wg      sync.WaitGroup // HLS packagers
+}
+
+// entry is one live stream of the hub.
+type entry struct {
+	app, name string
+	stream    *Stream
+	feeds     map[string]*Feed
+	started   time.Time
+	hls       *hlsOutput // nil when HLS is off
+}
+
+// NewHub returns an empty hub. Its metrics are registered on reg (nil: not
+// registered); log may be nil.
+func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Hub{cfg: cfg, log: log, m: m, streams: make(map[string]*entry)}, nil
+}
+
+func streamKey(app, name string) string { return app + "/" + name }
+
+// Publish claims feed ("main" or "backup"; "" means main) of app/name for
+// a publisher described by src. It returns an error wrapping ErrBusy when
+// the feed already has a live publisher.
+func (h *Hub) Publish(app, name, feed string, src av.Source) (*Feed, error) {
+	if feed == "" {
+		feed = FeedMain
+	}
+	key := streamKey(app, name)
+	if feed != FeedMain && feed != FeedBackup {
+		return nil, fmt.Errorf("publish %s: unknown feed %q", key, feed)
+	}
+	if !validName(app) || !validName(name) {
+		return nil, fmt.Errorf("publish %s: invalid app or stream name", key)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, fmt.Errorf("publish %s: %w", key, ErrClosed)
+	}
+	e := h.streams[key]
+	if e != nil && e.feeds[feed] != nil {
+		return nil, fmt.Errorf("publish %s feed %s: %w", key, feed, ErrBusy)
+	}
+	if e == nil {
+		log := h.log.With("stream", key)
+		s := NewStream(h.cfg, log)
+		s.m = h.m
+		e = &entry{app: app, name: name, stream: s, feeds: make(map[string]*Feed, 2), started: time.Now()}
+		if h.cfg.HLSVariant != HLSOff {
+			e.hls = newHLSOutput(h.cfg, log, h.m, s)
+			h.wg.Add(1)
+			go func() {
+				defer h.wg.Done()
+				e.hls.run()
+			}()
+		}
+		h.streams[key] = e
+		h.m.streams.Inc()
+		log.Info("stream live")
+	}
+	f := &Feed{hub: h, e: e, name: feed, src: src, done: make(chan struct{})}
+	e.feeds[feed] = f
+	h.log.Info("publisher joined", "stream", key, "feed", feed, "protocol", src.Protocol, "remote", src.Remote)
+	return f, nil
+}
+
+// leave removes f; the stream ends when it was its last feed.
+func (h *Hub) leave(f *Feed) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := f.e
+	if e.feeds[f.name] != f {
+		return // kicked already
+	}
+	delete(e.feeds, f.name)
+	h.log.Info("publisher left", "stream", streamKey(e.app, e.name), "feed", f.name, "remote", f.src.Remote)
+	if len(e.feeds) == 0 {
+		h.endLocked(e)
+	}
+}
+
+// endLocked removes e and ends its stream: readers get what they have
+// queued, then ErrEnded; the HLS packager flushes and closes its muxer.
+func (h *Hub) endLocked(e *entry) {
+	key := streamKey(e.app, e.name)
+	if h.streams[key] != e {
+		return
+	}
+	delete(h.streams, key)
+	h.m.streams.Dec()
+	for name, f := range e.feeds {
+		f.kick()
+		delete(e.feeds, name)
+	}
+	e.stream.Close()
+	h.log.Info("stream ended", "stream", key)
+}
+
+// Subscribe returns a reader of app/name, or an error wrapping ErrNotFound
+// when the stream is not live.
+func (h *Hub) Subscribe(app, name string) (*Reader, error) {
+	s, err := h.stream(app, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.Subscribe(), nil
+}
+
+func (h *Hub) stream(app, name string) (*Stream, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.streams[streamKey(app, name)]
+	if e == nil {
+		return nil, fmt.Errorf("stream %s: %w", streamKey(app, name), ErrNotFound)
+	}
+	return e.stream, nil
+}
+
+func (h *Hub) hls(app, name string) (*hlsOutput, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.streams[streamKey(app, name)]
+	if e == nil || e.hls == nil {
+		return nil, fmt.Errorf("stream %s: %w", streamKey(app, name), ErrNotFound)
+	}
+	return e.hls, nil
+}
+
+// Kick drops every publisher of app/name (their Done channels close) and
+// ends the stream.
+func (h *Hub) Kick(app, name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.streams[streamKey(app, name)]
+	if e == nil {
+		return fmt.Errorf("kick %s: %w", streamKey(app, name), ErrNotFound)
+	}
+	h.log.Info("stream kicked", "stream", streamKey(app, name))
+	h.endLocked(e)
+	return nil
+}
+
+// Status returns the status of app/name and whether it is live.
+func (h *Hub) Status(app, name string) (Status, bool) {
+	h.mu.Lock()
+	e := h.streams[streamKey(app, name)]
+	var st Status
+	if e != nil {
+		st = e.statusLocked()
+	}
+	h.mu.Unlock()
+	if e == nil {
+		return Status{}, false
+	}
+	h.fillStream(e, &st)
+	return st, true
+}
+
+// List returns the status of every live stream, sorted by app/name.
+func (h *Hub) List() []Status {
+	h.mu.Lock()
+	es := make([]*entry, 0, len(h.streams))
+	sts := make([]Status, 0, len(h.streams))
+	for _, e := range h.streams {
+		es = append(es, e)
+		sts = append(sts, e.statusLocked())
+	}
+	h.mu.Unlock()
+	for i, e := range es {
+		h.fillStream(e, &sts[i])
+	}
+	sort.Slice(sts, func(i, j int) bool {
+		if sts[i].App != sts[j].App {
+			return sts[i].App < sts[j].App
+		}
+		return sts[i].Name < sts[j].Name
+	})
+	return sts
+}
+
+// statusLocked gives the hub's part of the status (h.mu held).
+func (e *entry) statusLocked() Status {
+	st := Status{App: e.app, Name: e.name, Started: e.started}
+	f := e.feeds[FeedMain]
+	if f == nil {
+		f = e.feeds[FeedBackup]
+	}
+	if f != nil {
+		st.Feed, st.Protocol, st.Remote = f.name, f.src.Protocol, f.src.Remote
+	}
+	return st
+}
+
+// fillStream adds the stream's media and reader figures to st.
+func (h *Hub) fillStream(e *entry, st *Status) {
+	ss := e.stream.Status()
+	ss.App, ss.Name, ss.Feed, ss.Protocol, ss.Remote, ss.Started = st.App, st.Name, st.Feed, st.Protocol, st.Remote, st.Started
+	*st = ss
+}
+
+// Close ends every stream cleanly (players get the end, HLS muxers are
+// flushed) and refuses new publishers.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	h.closed = true
+	for _, e := range h.streams {
+		h.endLocked(e)
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+// Feed is one publisher's claim on a stream feed. It implements the
+// ingest.FeedWriter contract.
+type Feed struct {
+	hub    *Hub
+	e      *entry
+	name   string
+	src    av.Source
+	done   chan struct{}
+	closed atomic.Bool
+	once   sync.Once
+}
+
+// WritePacket hands p to the stream; it never blocks. p must not be changed
+// afterwards. Packets after Close or a kick are ignored.
+func (f *Feed) WritePacket(p *av.Packet) {
+	if f.closed.Load() {
+		return
+	}
+	f.e.route(f, p)
+}
+
+// route is the whole path from a feed to the stream. The switcher will
+// replace it; today every feed writes straight into the Stream.
+func (e *entry) route(_ *Feed, p *av.Packet) {
+	e.stream.Write(p)
+}
+
+// Done is closed when the origin drops the publisher (kick, hub closed).
+func (f *Feed) Done() <-chan struct{} { return f.done }
+
+// Close tells the origin the publisher is gone. It is idempotent.
+func (f *Feed) Close() {
+	if f.closed.Swap(true) {
+		return
+	}
+	f.hub.leave(f)
+}
+
+// Name is "main" or "backup".
+func (f *Feed) Name() string { return f.name }
+
+// Source describes the publisher.
+func (f *Feed) Source() av.Source { return f.src }
+
+func (f *Feed) kick() {
+	f.closed.Store(true)
+	f.once.Do(func() { close(f.done) })
+}
+
+// validName reports whether s can be an app or stream name: 1–128 bytes of
+// letters, digits, '-', '_' and '.', not starting with '.' (the rule of
+// ingest.ParseStreamPath).
+func validName(s string) bool {
+	if s == "" || len(s) > 128 || s[0] == '.' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,145 @@
+// Package origin holds the live streams of one origin unit and serves them
+// to players.
+//
+// A publisher's packets enter through a Feed of the Hub and are written to
+// the stream's Stream, the only fan-out point: every player, packager,
+// recorder or relay is a Reader of it, with its own bounded queue, so a slow
+// reader never slows the writer or any other reader. The Hub also serves the
+// HTTP outputs: HTTP-FLV (/{app}/{name}.flv) and HLS
+// (/{app}/{name}/index.m3u8 and its segments, packaged by gohlslib).
+package origin
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+)
+
+// Errors returned by the Hub and by readers.
+var (
+	// ErrBusy is returned by Publish when the feed already has a live publisher.
+	ErrBusy = errors.New("feed already has a publisher")
+	// ErrNotFound is returned for a stream that is not live.
+	ErrNotFound = errors.New("stream not live")
+	// ErrClosed is returned by a Hub after Close.
+	ErrClosed = errors.New("origin closed")
+
+	// ErrEnded is returned by ReadPackets after the last packet of a stream
+	// that ended (its publishers left, or it was kicked).
+	ErrEnded = errors.New("stream ended")
+	// ErrDropped is returned by ReadPackets when the reader fell too far
+	// behind and was disconnected.
+	ErrDropped = errors.New("reader dropped: too far behind")
+	// ErrReaderClosed is returned by ReadPackets after Close.
+	ErrReaderClosed = errors.New("reader closed")
+)
+
+// HLS variants accepted in Config.HLSVariant.
+const (
+	HLSMPEGTS     = "mpegts"
+	HLSFMP4       = "fmp4"
+	HLSLowLatency = "lowlatency"
+	HLSOff        = "off"
+)
+
+// Config tunes the origin. Every field has a default (DefaultConfig); a zero
+// field is replaced by its default.
+type Config struct {
+	// GOPCacheBytes bounds the cached GOP in payload bytes; a longer GOP is
+	// not cached and new readers then wait for the next keyframe.
+	GOPCacheBytes int `yaml:"gop_cache_bytes"`
+	// GOPCachePackets bounds the cached GOP in packets.
+	GOPCachePackets int `yaml:"gop_cache_packets"`
+	// ReaderQueue is the number of packets a reader may have queued before
+	// it is moved to skip (drop until the next keyframe).
+	ReaderQueue int `yaml:"reader_queue"`
+	// MaxLag is how long a reader may stay behind (skipping with its queue
+	// still more than half full) before it is disconnected.
+	MaxLag time.Duration `yaml:"max_lag"`
+	// MaxOverflows is how many times a reader may overflow its queue within
+	// a minute before it is disconnected.
+	MaxOverflows int `yaml:"max_overflows"`
+	// FLVCoalesce is an optional wait after packets become ready for an
+	// HTTP-FLV player, so that more packets go out in the same write.
+	FLVCoalesce time.Duration `yaml:"flv_coalesce"`
+	// HLSVariant is "mpegts" (default), "fmp4", "lowlatency" or "off".
+	HLSVariant string `yaml:"hls_variant"`
+	// HLSSegmentDuration is the minimum segment duration (segments end at
+	// the first keyframe after it).
+	HLSSegmentDuration time.Duration `yaml:"hls_segment_duration"`
+	// HLSSegmentCount is the number of segments in the playlist.
+	HLSSegmentCount int `yaml:"hls_segment_count"`
+
+	// Authorize checks a play request: uri is the request path (for HLS,
+	// the stream's index.m3u8 path for every file, since gohlslib passes the
+	// playlist's query on to the files it lists), q its query. nil lets
+	// everyone play. Set by the wiring, not by YAML.
+	Authorize func(app, name, uri string, q url.Values) error `yaml:"-"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		GOPCacheBytes:      16 << 20,
+		GOPCachePackets:    4096,
+		ReaderQueue:        1024,
+		MaxLag:             5 * time.Second,
+		MaxOverflows:       8,
+		FLVCoalesce:        0,
+		HLSVariant:         HLSMPEGTS,
+		HLSSegmentDuration: time.Second,
+		HLSSegmentCount:    7,
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	d := DefaultConfig()
+	if c.GOPCacheBytes <= 0 {
+		c.GOPCacheBytes = d.GOPCacheBytes
+	}
+	if c.GOPCachePackets <= 0 {
+		c.GOPCachePackets = d.GOPCachePackets
+	}
+	if c.ReaderQueue <= 0 {
+		c.ReaderQueue = d.ReaderQueue
+	}
+	if c.MaxLag <= 0 {
+		c.MaxLag = d.MaxLag
+	}
+	if c.MaxOverflows <= 0 {
+		c.MaxOverflows = d.MaxOverflows
+	}
+	if c.FLVCoalesce < 0 {
+		c.FLVCoalesce = 0
+	}
+	if c.HLSVariant == "" {
+		c.HLSVariant = d.HLSVariant
+	}
+	if c.HLSSegmentDuration <= 0 {
+		c.HLSSegmentDuration = d.HLSSegmentDuration
+	}
+	if c.HLSSegmentCount <= 0 {
+		c.HLSSegmentCount = d.HLSSegmentCount
+	}
+	switch c.HLSVariant {
+	case HLSMPEGTS, HLSFMP4, HLSOff:
+		if c.HLSSegmentCount < 3 {
+			return c, fmt.Errorf("origin: hls_segment_count %d: want at least 3", c.HLSSegmentCount)
+		}
+	case HLSLowLatency:
+		if c.HLSSegmentCount < 7 {
+			return c, fmt.Errorf("origin: hls_segment_count %d: low-latency HLS wants at least 7", c.HLSSegmentCount)
+		}
+	default:
+		return c, fmt.Errorf("origin: hls_variant %q: want mpegts, fmp4, lowlatency or off", c.HLSVariant)
+	}
+	if c.ReaderQueue > 1<<20 {
+		return c, fmt.Errorf("origin: reader_queue %d: at most %d", c.ReaderQueue, 1<<20)
+	}
+	if c.GOPCachePackets > 1<<20 {
+		return c, fmt.Errorf("origin: gop_cache_packets %d: at most %d", c.GOPCachePackets, 1<<20)
+	}
+	return c, nil
+}

@@ -1,0 +1,581 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/livefuse/livefuse/av"
+)
+
+// overflowWindow is the period over which Config.MaxOverflows is counted.
+const overflowWindow = time.Minute
+
+// Stream is one live stream: one writer, many readers. Write never blocks
+// and costs no allocation per reader: each Reader has a bounded ring of
+// packets. A reader whose ring is full is moved to skip: it gets nothing
+// until the next video keyframe (the next audio frame for a stream without
+// video), and one that is still behind after Config.MaxLag, or that
+// overflows more than Config.MaxOverflows times a minute, is dropped.
+//
+// The stream keeps the last onMetaData, AVC and AAC sequence headers and
+// the packets since the last keyframe (the GOP cache), so a new reader gets
+// metadata, sequence headers and a keyframe at once.
+type Stream struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics // nil when standalone
+	created time.Time
+
+	mu      sync.Mutex
+	closed  bool
+	readers []*Reader
+
+	meta, avcHdr, aacHdr *av.Packet
+	hdrGen               uint64 // changes when meta or a sequence header changes
+	hasVideo, hasAudio   bool
+
+	gop      []*av.Packet // packets since the last keyframe, while gopOn
+	gopBytes int
+	gopOn    bool
+
+	internal int // attached internal readers (HLS packager): not counted as players
+	dropped  int64
+	info     mediaInfo
+	rate     rateWindow
+}
+
+// NewStream returns an empty stream. Zero fields of cfg take their
+// defaults; log may be nil.
+func NewStream(cfg Config, log *slog.Logger) *Stream {
+	cfg, _ = cfg.withDefaults() // only the HLS fields can be invalid; Stream does not use them
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Stream{cfg: cfg, log: log, created: time.Now()}
+}
+
+// Write hands p to every reader. It never blocks on a reader. p must not be
+// changed afterwards. Writes after Close are ignored.
+func (s *Stream) Write(p *av.Packet) {
+	if p == nil {
+		return
+	}
+	now := time.Since(s.created)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.track(p, now)
+	for i := 0; i < len(s.readers); {
+		if s.deliver(s.readers[i], p, now) {
+			i++
+		}
+	}
+	s.mu.Unlock()
+	if s.m != nil {
+		s.m.packetsIn.Inc()
+	}
+}
+
+// track updates the sequence headers, the GOP cache and the rates with p.
+func (s *Stream) track(p *av.Packet, now time.Duration) {
+	switch p.Kind {
+	case av.KindData:
+		if isOnMetaData(p.Data) {
+			s.meta = p
+			s.hdrGen++
+		}
+	case av.KindVideo:
+		s.hasVideo = true
+		if p.Header {
+			s.avcHdr = p
+			s.hdrGen++
+			s.info.setVideo(p)
+			return
+		}
+		s.rate.add(now, len(p.Data), 1)
+		if p.Key {
+			s.resetGOP()
+			s.gopOn = true
+		}
+		s.cache(p)
+	case av.KindAudio:
+		s.hasAudio = true
+		if p.Header {
+			s.aacHdr = p
+			s.hdrGen++
+			s.info.setAudio(p)
+			return
+		}
+		s.rate.add(now, len(p.Data), 0)
+		s.cache(p)
+	}
+}
+
+func (s *Stream) cache(p *av.Packet) {
+	if !s.gopOn {
+		return
+	}
+	if len(s.gop)+1 > s.cfg.GOPCachePackets || s.gopBytes+len(p.Data) > s.cfg.GOPCacheBytes {
+		// Too long a GOP: stop caching until the next keyframe; new
+		// readers wait for that keyframe instead.
+		s.resetGOP()
+		s.gopOn = false
+		return
+	}
+	s.gop = append(s.gop, p)
+	s.gopBytes += len(p.Data)
+}
+
+func (s *Stream) resetGOP() {
+	clear(s.gop)
+	s.gop = s.gop[:0]
+	s.gopBytes = 0
+}
+
+// resumable reports whether a skipping reader may start again at p.
+func (s *Stream) resumable(p *av.Packet) bool {
+	if p.Header {
+		return false
+	}
+	switch p.Kind {
+	case av.KindVideo:
+		return p.Key
+	case av.KindAudio:
+		return !s.hasVideo
+	}
+	return false
+}
+
+// deliver queues p for r. It reports false when r was dropped (and so
+// removed from s.readers). Called with s.mu held.
+func (s *Stream) deliver(r *Reader, p *av.Packet, now time.Duration) bool {
+	if r.skipping {
+		if !s.resumable(p) {
+			if now-r.behindSince > s.cfg.MaxLag && r.queued() > r.limit/2 {
+				s.drop(r, "behind for longer than max_lag")
+				return false
+			}
+			return true
+		}
+		if r.queued() > r.limit/2 {
+			// Still behind at the keyframe: that counts as one more overflow.
+			if !r.overflow(now, s.cfg.MaxOverflows) {
+				s.drop(r, "too many queue overflows")
+				return false
+			}
+			return true
+		}
+		r.skipping = false
+		r.needKey = false
+		if r.hdrGen != s.hdrGen {
+			s.pushHeaders(r)
+		}
+	}
+	if r.needKey && p.Kind == av.KindVideo && !p.Header {
+		if !p.Key {
+			return true
+		}
+		r.needKey = false
+	}
+	if !r.push(p) {
+		if !r.overflow(now, s.cfg.MaxOverflows) {
+			s.drop(r, "too many queue overflows")
+			return false
+		}
+		r.skipping = true
+		r.behindSince = now
+		return true
+	}
+	if p.Header || p.Kind == av.KindData {
+		r.hdrGen = s.hdrGen
+	}
+	return true
+}
+
+// pushHeaders queues the current metadata and sequence headers for r.
+func (s *Stream) pushHeaders(r *Reader) {
+	for _, h := range [...]*av.Packet{s.meta, s.avcHdr, s.aacHdr} {
+		if h != nil {
+			r.push(h)
+		}
+	}
+	r.hdrGen = s.hdrGen
+}
+
+// drop disconnects r. Called with s.mu held.
+func (s *Stream) drop(r *Reader, reason string) {
+	r.state.CompareAndSwap(stateActive, stateDropped)
+	r.signal()
+	s.detach(r)
+	s.dropped++
+	if s.m != nil {
+		s.m.dropped.Inc()
+	}
+	s.log.Warn("reader dropped", "reason", reason, "queued", r.queued())
+}
+
+// detach removes r from s.readers. Called with s.mu held.
+func (s *Stream) detach(r *Reader) {
+	i := r.idx
+	if i < 0 {
+		return
+	}
+	last := len(s.readers) - 1
+	s.readers[i] = s.readers[last]
+	s.readers[i].idx = i
+	s.readers[last] = nil
+	s.readers = s.readers[:last]
+	r.idx = -1
+	if r.internal {
+		s.internal--
+	} else if s.m != nil {
+		s.m.readers.Dec()
+	}
+}
+
+// Subscribe returns a new reader. Its queue starts with the metadata, the
+// sequence headers and the cached GOP, so its first video frame is a
+// keyframe. After Close, the reader's ReadPackets returns ErrEnded.
+func (s *Stream) Subscribe() *Reader { return s.subscribe(false) }
+
+// subscribe adds a reader; internal readers (the HLS packager) are not
+// counted as players.
+func (s *Stream) subscribe(internal bool) *Reader {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	burst := 3 + len(s.gop)
+	limit := s.cfg.ReaderQueue + burst
+	size := 1
+	for size < limit {
+		size <<= 1
+	}
+	r := &Reader{
+		s:        s,
+		ring:     make([]*av.Packet, size),
+		mask:     uint64(size - 1),
+		limit:    uint64(limit),
+		wake:     make(chan struct{}, 1),
+		idx:      -1,
+		internal: internal,
+	}
+	if s.closed {
+		r.state.Store(stateEnded)
+		return r
+	}
+	s.pushHeaders(r)
+	for _, p := range s.gop {
+		r.push(p)
+	}
+	// Without a cached GOP the first video frame must wait for a keyframe.
+	r.needKey = !s.gopOn
+	r.idx = len(s.readers)
+	s.readers = append(s.readers, r)
+	if internal {
+		s.internal++
+	} else if s.m != nil {
+		s.m.readers.Inc()
+	}
+	return r
+}
+
+// Close ends the stream: every reader gets what it has queued, then
+// ErrEnded. Close is idempotent.
+func (s *Stream) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for len(s.readers) > 0 {
+		r := s.readers[len(s.readers)-1]
+		r.state.CompareAndSwap(stateActive, stateEnded)
+		r.signal()
+		s.detach(r)
+	}
+	s.resetGOP()
+	s.gop = nil
+}
+
+// tracks reports whether the stream has carried video and audio so far.
+func (s *Stream) tracks() (video, audio bool, info mediaInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hasVideo || s.avcHdr != nil, s.hasAudio || s.aacHdr != nil, s.info
+}
+
+// Status returns the stream's media and reader figures. The Hub adds the
+// stream's name, publisher and start time.
+func (s *Stream) Status() Status {
+	now := time.Since(s.created)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fps, bps := s.rate.rates(now)
+	return Status{
+		VideoCodec:     s.info.videoCodec,
+		Width:          s.info.width,
+		Height:         s.info.height,
+		AudioCodec:     s.info.audioCodec,
+		SampleRate:     s.info.sampleRate,
+		Channels:       s.info.channels,
+		FPS:            fps,
+		Bitrate:        bps,
+		Readers:        len(s.readers) - s.internal,
+		DroppedReaders: s.dropped,
+	}
+}
+
+// Reader states.
+const (
+	stateActive int32 = iota
+	stateEnded        // the stream ended: drain the queue, then ErrEnded
+	stateDropped
+	stateClosed
+)
+
+// Reader is one consumer of a Stream. ReadPackets must be called from one
+// goroutine at a time; Close may be called from any goroutine.
+//
+// The queue is a single-producer single-consumer ring: the writer (under
+// the stream's lock) fills slots and advances tail, the reader empties
+// them and advances head.
+type Reader struct {
+	s     *Stream
+	ring  []*av.Packet
+	mask  uint64
+	limit uint64 // queued packets at which the reader overflows
+	wake  chan struct{}
+	state atomic.Int32
+
+	head atomic.Uint64 // next slot to read; written by the reader only
+	_    [56]byte      // keep head and tail on separate cache lines
+	tail atomic.Uint64 // next slot to fill; written by the writer only
+	_    [56]byte
+
+	// Writer side, guarded by s.mu.
+	internal     bool
+	idx          int // position in s.readers, -1 when detached
+	needKey      bool
+	skipping     bool
+	behindSince  time.Duration
+	overflows    int
+	overflowFrom time.Duration
+	hdrGen       uint64
+}
+
+// queued is the number of packets waiting for the reader.
+func (r *Reader) queued() uint64 { return r.tail.Load() - r.head.Load() }
+
+// push queues p; false when the queue is full. Called with s.mu held.
+func (r *Reader) push(p *av.Packet) bool {
+	t := r.tail.Load()
+	if t-r.head.Load() >= r.limit {
+		return false
+	}
+	r.ring[t&r.mask] = p
+	r.tail.Store(t + 1)
+	// Store tail before loading head: either the reader sees the new tail,
+	// or we see that it emptied the queue and wake it.
+	if r.head.Load() == t {
+		r.signal()
+	}
+	return true
+}
+
+// overflow counts one overflow at now and reports whether the reader may
+// stay.
+func (r *Reader) overflow(now time.Duration, max int) bool {
+	if r.overflows == 0 || now-r.overflowFrom > overflowWindow {
+		r.overflows = 0
+		r.overflowFrom = now
+	}
+	r.overflows++
+	return r.overflows <= max
+}
+
+func (r *Reader) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take appends every queued packet to dst.
+func (r *Reader) take(dst []*av.Packet) ([]*av.Packet, bool) {
+	h := r.head.Load()
+	t := r.tail.Load()
+	if h == t {
+		return dst, false
+	}
+	for i := h; i != t; i++ {
+		slot := &r.ring[i&r.mask]
+		dst = append(dst, *slot)
+		*slot = nil
+	}
+	r.head.Store(t)
+	return dst, true
+}
+
+// ReadPackets waits until packets are queued and appends all of them to
+// dst. It returns ErrEnded once a stream that ended has nothing more
+// queued, ErrDropped when the reader fell too far behind, ErrReaderClosed
+// after Close, or ctx's error.
+func (r *Reader) ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packet, error) {
+	for {
+		st := r.state.Load()
+		switch st {
+		case stateDropped:
+			return dst, ErrDropped
+		case stateClosed:
+			return dst, ErrReaderClosed
+		}
+		var ok bool
+		if dst, ok = r.take(dst); ok {
+			return dst, nil
+		}
+		if st == stateEnded {
+			return dst, ErrEnded
+		}
+		select {
+		case <-r.wake:
+		case <-ctx.Done():
+			return dst, ctx.Err()
+		}
+	}
+}
+
+// poll appends what is queued without waiting.
+func (r *Reader) poll(dst []*av.Packet) []*av.Packet {
+	if r.state.Load() == stateActive || r.state.Load() == stateEnded {
+		dst, _ = r.take(dst)
+	}
+	return dst
+}
+
+// Close detaches the reader from its stream. It is idempotent.
+func (r *Reader) Close() {
+	for {
+		st := r.state.Load()
+		if st == stateClosed || r.state.CompareAndSwap(st, stateClosed) {
+			break
+		}
+	}
+	r.signal()
+	r.s.mu.Lock()
+	r.s.detach(r)
+	r.s.mu.Unlock()
+}
+
+// isOnMetaData reports whether an AMF0 script body is onMetaData (possibly
+// behind @setDataFrame).
+func isOnMetaData(b []byte) bool {
+	name, rest, ok := amfString(b)
+	if ok && name == "@setDataFrame" {
+		name, _, ok = amfString(rest)
+	}
+	return ok && name == "onMetaData"
+}
+
+// amfString reads one AMF0 string (marker 2, 16-bit length) without
+// allocating.
+func amfString(b []byte) (string, []byte, bool) {
+	if len(b) < 3 || b[0] != 2 {
+		return "", nil, false
+	}
+	n := int(b[1])<<8 | int(b[2])
+	if len(b) < 3+n {
+		return "", nil, false
+	}
+	s := b[3 : 3+n]
+	switch {
+	case bytes.Equal(s, []byte("onMetaData")):
+		return "onMetaData", b[3+n:], true
+	case bytes.Equal(s, []byte("@setDataFrame")):
+		return "@setDataFrame", b[3+n:], true
+	}
+	return "", b[3+n:], true
+}
+
+// mediaInfo is what the sequence headers tell about the stream.
+type mediaInfo struct {
+	videoCodec    string
+	width, height int
+	audioCodec    string
+	sampleRate    int
+	channels      int
+}
+
+func (m *mediaInfo) setVideo(p *av.Packet) {
+	m.videoCodec = p.Codec.String()
+	m.width, m.height = 0, 0
+	if p.Codec != av.CodecH264 {
+		return
+	}
+	if c, err := av.ParseAVCConfig(p.Data); err == nil {
+		m.width, m.height = c.Resolution()
+	}
+}
+
+func (m *mediaInfo) setAudio(p *av.Packet) {
+	m.audioCodec = p.Codec.String()
+	m.sampleRate, m.channels = 0, 0
+	if p.Codec != av.CodecAAC {
+		return
+	}
+	if c, err := av.ParseAudioConfig(p.Data); err == nil {
+		m.sampleRate, m.channels = c.SampleRate, c.ChannelCount
+	}
+}
+
+// rateWindow counts bytes and video frames per second over the last five
+// seconds, with fixed buckets: no allocation per packet.
+type rateWindow struct {
+	sec     [5]int64 // second number + 1 of each bucket (0: empty)
+	bytes   [5]int64
+	frames  [5]int64
+	first   time.Duration
+	started bool
+}
+
+func (w *rateWindow) add(now time.Duration, n, frames int) {
+	if !w.started {
+		w.started, w.first = true, now
+	}
+	s := int64(now / time.Second)
+	i := s % 5
+	if w.sec[i] != s+1 {
+		w.sec[i], w.bytes[i], w.frames[i] = s+1, 0, 0
+	}
+	w.bytes[i] += int64(n)
+	w.frames[i] += int64(frames)
+}
+
+// rates returns frames per second and bits per second over the window.
+func (w *rateWindow) rates(now time.Duration) (fps float64, bps int64) {
+	if !w.started {
+		return 0, 0
+	}
+	cur := int64(now / time.Second)
+	var b, f int64
+	for i := range w.sec {
+		if s := w.sec[i] - 1; w.sec[i] != 0 && s > cur-5 && s <= cur {
+			b += w.bytes[i]
+			f += w.frames[i]
+		}
+	}
+	span := now - time.Duration(cur-4)*time.Second
+	if d := now - w.first; d < span {
+		span = d
+	}
+	if span < 100*time.Millisecond {
+		span = 100 * time.Millisecond
+	}
+	sec := span.Seconds()
+	return float64(f) / sec, int64(float64(b*8) / sec)
+}
