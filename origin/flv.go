@@ -115,12 +115,11 @@ func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 // metaPacket builds an onMetaData packet from what the stream knows, for
 // players of a source that sent none.
 func (s *Stream) metaPacket(dts time.Duration) *av.Packet {
-	hasVideo, hasAudio, info := s.tracks()
-	fps, _ := func() (float64, int64) {
-		now := time.Since(s.created)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.rate.rates(now)
-	}()
-	return &av.Packet{Kind: av.KindData, DTS: dts, Data: appendMetaData(nil, hasVideo, hasAudio, info, fps)}
+	now := time.Since(s.created)
+	s.mu.Lock()
+	info := s.info
+	fps, bps := s.rate.rates(now)
+	s.mu.Unlock()
+	md := av.MetaData(info.width, info.height, fps, int(bps/1000), info.sampleRate, info.channels)
+	return &av.Packet{Kind: av.KindData, DTS: dts, Data: av.EncodeScript("onMetaData", md)}
 }

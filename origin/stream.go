@@ -249,7 +249,12 @@ func (s *Stream) Subscribe() *Reader { return s.subscribe(false) }
 func (s *Stream) subscribe(internal bool) *Reader {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	burst := 3 + len(s.gop)
+	burst := len(s.gop)
+	for _, h := range [...]*av.Packet{s.meta, s.avcHdr, s.aacHdr} {
+		if h != nil {
+			burst++
+		}
+	}
 	limit := s.cfg.ReaderQueue + burst
 	size := 1
 	for size < limit {

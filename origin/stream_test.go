@@ -1,0 +1,453 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/livefuse/livefuse/av"
+)
+
+func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+
+func metaPkt() *av.Packet {
+	return &av.Packet{Kind: av.KindData, Data: av.EncodeScript("onMetaData", map[string]any{"width": 640.0})}
+}
+
+func avcHdr(b byte) *av.Packet {
+	return &av.Packet{Kind: av.KindVideo, Codec: av.CodecH264, Header: true, Key: true, Data: []byte{1, 0x64, 0, 0x1e, b}}
+}
+
+func aacHdr() *av.Packet {
+	return &av.Packet{Kind: av.KindAudio, Codec: av.CodecAAC, Header: true, Data: []byte{0x12, 0x10}}
+}
+
+func vid(dts int, key bool) *av.Packet {
+	nal := byte(0x41)
+	if key {
+		nal = 0x65
+	}
+	return &av.Packet{Kind: av.KindVideo, Codec: av.CodecH264, Key: key, DTS: ms(dts), Data: []byte{0, 0, 0, 2, nal, byte(dts)}}
+}
+
+func aud(dts int) *av.Packet {
+	return &av.Packet{Kind: av.KindAudio, Codec: av.CodecAAC, DTS: ms(dts), Data: []byte{0x21, byte(dts)}}
+}
+
+// readN reads until it has n packets or the reader ends.
+func readN(t *testing.T, r *Reader, n int) ([]*av.Packet, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []*av.Packet
+	for len(got) < n {
+		var err error
+		got, err = r.ReadPackets(ctx, got)
+		if err != nil {
+			return got, err
+		}
+	}
+	return got, nil
+}
+
+// drain reads what is queued without waiting.
+func drain(r *Reader) []*av.Packet { return r.poll(nil) }
+
+func kinds(ps []*av.Packet) string {
+	s := ""
+	for _, p := range ps {
+		switch {
+		case p.Kind == av.KindData:
+			s += "M"
+		case p.Kind == av.KindVideo && p.Header:
+			s += "V"
+		case p.Kind == av.KindAudio && p.Header:
+			s += "A"
+		case p.Kind == av.KindVideo && p.Key:
+			s += "K"
+		case p.Kind == av.KindVideo:
+			s += "p"
+		case p.Kind == av.KindAudio:
+			s += "a"
+		}
+	}
+	return s
+}
+
+func TestStreamOrder(t *testing.T) {
+	for _, queue := range []int{1, 16, 1024} {
+		t.Run(fmt.Sprint("queue=", queue), func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.ReaderQueue = queue
+			s := NewStream(cfg, nil)
+			r := s.Subscribe()
+			defer r.Close()
+			var want []*av.Packet
+			ctx := context.Background()
+			var got []*av.Packet
+			for i := 0; i < 500; i++ {
+				var p *av.Packet
+				switch {
+				case i%30 == 0:
+					p = vid(i*10, true)
+				case i%3 == 0:
+					p = aud(i * 10)
+				default:
+					p = vid(i*10, false)
+				}
+				s.Write(p)
+				want = append(want, p)
+				var err error
+				if got, err = r.ReadPackets(ctx, got); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(got) != len(want) {
+				t.Fatalf("got %d packets, want %d", len(got), len(want))
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("packet %d out of order", i)
+				}
+			}
+		})
+	}
+}
+
+// TestStreamJoin checks what a new reader gets first.
+func TestStreamJoin(t *testing.T) {
+	cases := []struct {
+		name   string
+		writes []*av.Packet
+		cfg    func(*Config)
+		after  []*av.Packet // written after the reader joined
+		want   string       // kinds the reader gets, in order
+	}{
+		{
+			name:   "mid-gop",
+			writes: []*av.Packet{metaPkt(), avcHdr(1), aacHdr(), vid(0, true), aud(10), vid(40, false), vid(80, true), aud(90), vid(120, false)},
+			after:  []*av.Packet{vid(160, false)},
+			want:   "MVAKapp",
+		},
+		{
+			name:   "before the first keyframe",
+			writes: []*av.Packet{avcHdr(1), aacHdr(), vid(0, false), aud(10)},
+			after:  []*av.Packet{vid(40, false), aud(50), vid(80, true), vid(120, false)},
+			want:   "VAaKp",
+		},
+		{
+			name:   "nothing yet",
+			after:  []*av.Packet{metaPkt(), avcHdr(1), vid(0, false), vid(40, true)},
+			want:   "MVK",
+		},
+		{
+			name:   "audio only",
+			writes: []*av.Packet{metaPkt(), aacHdr(), aud(0), aud(23)},
+			after:  []*av.Packet{aud(46)},
+			want:   "MAa",
+		},
+		{
+			name:   "gop longer than the cache",
+			cfg:    func(c *Config) { c.GOPCachePackets = 3 },
+			writes: []*av.Packet{avcHdr(1), vid(0, true), vid(40, false), vid(80, false), vid(120, false)},
+			after:  []*av.Packet{vid(160, false), vid(200, true), vid(240, false)},
+			want:   "VKp",
+		},
+		{
+			name:   "gop larger than the byte bound",
+			cfg:    func(c *Config) { c.GOPCacheBytes = 10 },
+			writes: []*av.Packet{avcHdr(1), vid(0, true), vid(40, false)},
+			after:  []*av.Packet{vid(80, false), vid(120, true)},
+			want:   "VK",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			s := NewStream(cfg, nil)
+			for _, p := range tc.writes {
+				s.Write(p)
+			}
+			r := s.Subscribe()
+			defer r.Close()
+			for _, p := range tc.after {
+				s.Write(p)
+			}
+			if got := kinds(drain(r)); got != tc.want {
+				t.Fatalf("reader got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestStreamNeverReads: a reader that never reads does not block Write and
+// ends up dropped.
+func TestStreamNeverReads(t *testing.T) {
+	s := NewStream(DefaultConfig(), nil)
+	stuck := s.Subscribe()
+	defer stuck.Close()
+	good := s.Subscribe()
+	defer good.Close()
+	s.Write(avcHdr(1))
+	good.poll(nil)
+	var got []*av.Packet
+	for i := 0; i < 100_000; i++ {
+		s.Write(vid(i*40, i%30 == 0))
+		got = good.poll(got[:0])
+		if len(got) != 1 {
+			t.Fatalf("packet %d: the reading reader got %d packets, want 1", i, len(got))
+		}
+	}
+	if _, err := stuck.ReadPackets(context.Background(), nil); !errors.Is(err, ErrDropped) {
+		t.Fatalf("stuck reader: %v, want ErrDropped", err)
+	}
+	if st := s.Status(); st.DroppedReaders != 1 || st.Readers != 1 {
+		t.Fatalf("status: %d dropped, %d readers; want 1 and 1", st.DroppedReaders, st.Readers)
+	}
+}
+
+// TestStreamLagRecovers: a reader that overflows skips to the next keyframe
+// and gets changed sequence headers again before it.
+func TestStreamLagRecovers(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ReaderQueue = 8
+	s := NewStream(cfg, nil)
+	s.Write(avcHdr(1))
+	s.Write(aacHdr())
+	s.Write(vid(0, true))
+	r := s.Subscribe()
+	defer r.Close()
+	// The burst (V A K) and 8 more packets fill the queue (limit 8+3).
+	for i := 1; i <= 8; i++ {
+		s.Write(vid(i*40, false))
+	}
+	s.Write(vid(9*40, false)) // overflow: skip from here
+	s.Write(aud(9 * 40))
+	s.Write(avcHdr(2)) // new headers while skipping
+	first := drain(r)
+	if got := kinds(first); got != "VAKpppppppp" {
+		t.Fatalf("before the overflow: %q", got)
+	}
+	s.Write(vid(10*40, false))
+	s.Write(aud(10 * 40))
+	s.Write(vid(11*40, true))
+	s.Write(aud(11 * 40))
+	after := drain(r)
+	if got := kinds(after); got != "VAKa" {
+		t.Fatalf("after the overflow: %q, want headers then the keyframe", got)
+	}
+	if after[0].Data[4] != 2 || after[2].DTS != ms(440) {
+		t.Fatalf("resumed with the wrong header or keyframe")
+	}
+}
+
+// TestStreamDropRules covers the two ways a lagging reader is dropped.
+func TestStreamDropRules(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  func(*Config)
+		// writes after the queue overflowed once
+		writes []*av.Packet
+		drop   bool
+	}{
+		{"behind past max lag", func(c *Config) { c.MaxLag = time.Nanosecond }, []*av.Packet{vid(1000, false)}, true},
+		{"behind within max lag", func(c *Config) { c.MaxLag = time.Hour }, []*av.Packet{vid(1000, false)}, false},
+		{"overflows", func(c *Config) { c.MaxOverflows = 2 }, []*av.Packet{vid(1000, true), vid(1040, true)}, true},
+		{"overflows within limit", func(c *Config) { c.MaxOverflows = 3 }, []*av.Packet{vid(1000, true), vid(1040, true)}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.ReaderQueue = 4
+			tc.cfg(&cfg)
+			s := NewStream(cfg, nil)
+			r := s.Subscribe()
+			defer r.Close()
+			for i := 0; i < 5; i++ { // 4 fit, the 5th overflows
+				s.Write(vid(i*40, i == 0))
+			}
+			for _, p := range tc.writes {
+				s.Write(p)
+			}
+			_, err := r.ReadPackets(context.Background(), nil)
+			if dropped := errors.Is(err, ErrDropped); dropped != tc.drop {
+				t.Fatalf("dropped %v (err %v), want %v", dropped, err, tc.drop)
+			}
+		})
+	}
+}
+
+func TestStreamClose(t *testing.T) {
+	s := NewStream(DefaultConfig(), nil)
+	r := s.Subscribe()
+	defer r.Close()
+	s.Write(vid(0, true))
+	s.Write(vid(40, false))
+	s.Close()
+	s.Write(vid(80, false)) // ignored
+	got, err := r.ReadPackets(context.Background(), nil)
+	if err != nil || kinds(got) != "Kp" {
+		t.Fatalf("after close: %q %v, want the queued packets first", kinds(got), err)
+	}
+	if _, err := r.ReadPackets(context.Background(), nil); !errors.Is(err, ErrEnded) {
+		t.Fatalf("after close: %v, want ErrEnded", err)
+	}
+	late := s.Subscribe()
+	if _, err := late.ReadPackets(context.Background(), nil); !errors.Is(err, ErrEnded) {
+		t.Fatalf("subscribe after close: %v, want ErrEnded", err)
+	}
+}
+
+// TestReaderCloseWakes: Close from another goroutine ends a waiting read.
+func TestReaderCloseWakes(t *testing.T) {
+	s := NewStream(DefaultConfig(), nil)
+	r := s.Subscribe()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := r.ReadPackets(context.Background(), nil)
+		errc <- err
+	}()
+	r.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrReaderClosed) {
+			t.Fatalf("got %v, want ErrReaderClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadPackets did not return after Close")
+	}
+	if st := s.Status(); st.Readers != 0 {
+		t.Fatalf("%d readers after Close", st.Readers)
+	}
+}
+
+// TestStreamConcurrentReaders runs readers in parallel with the writer
+// (meant for -race): each sees packets in order, and after any gap the
+// first packet is a keyframe.
+func TestStreamConcurrentReaders(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ReaderQueue = 64 // small, so some readers skip
+	s := NewStream(cfg, nil)
+	const packets = 20_000
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	start := make(chan struct{})
+	for i := 0; i < 8; i++ {
+		r := s.Subscribe()
+		wg.Add(1)
+		go func(slow bool) {
+			defer wg.Done()
+			defer r.Close()
+			<-start
+			var buf []*av.Packet
+			last := -1
+			for {
+				var err error
+				buf, err = r.ReadPackets(context.Background(), buf[:0])
+				for _, p := range buf {
+					n := int(p.DTS / time.Millisecond)
+					if n <= last {
+						errs <- fmt.Errorf("packet %d after %d", n, last)
+						return
+					}
+					if n != last+1 && !p.Key {
+						errs <- fmt.Errorf("gap %d -> %d resumes on a non-keyframe", last, n)
+						return
+					}
+					last = n
+				}
+				if err != nil {
+					if !errors.Is(err, ErrEnded) && !errors.Is(err, ErrDropped) {
+						errs <- err
+					}
+					return
+				}
+				if slow {
+					time.Sleep(time.Microsecond)
+				}
+			}
+		}(i%2 == 1)
+	}
+	close(start)
+	for i := 0; i < packets; i++ {
+		s.Write(&av.Packet{Kind: av.KindVideo, Codec: av.CodecH264, Key: i%30 == 0, DTS: ms(i)})
+	}
+	s.Close()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestRateWindow(t *testing.T) {
+	cases := []struct {
+		name    string
+		adds    []time.Duration // one 1000-byte frame at each
+		now     time.Duration
+		fps     float64
+		bitrate int64
+	}{
+		{"empty", nil, 3 * time.Second, 0, 0},
+		{"steady 10 fps", every(100*time.Millisecond, 100), 10 * time.Second, 10, 80_000},
+		{"young stream", every(100*time.Millisecond, 10), time.Second, 10, 80_000},
+		{"went quiet", every(100*time.Millisecond, 10), 20 * time.Second, 0, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var w rateWindow
+			for _, at := range tc.adds {
+				w.add(at, 1000, 1)
+			}
+			fps, bps := w.rates(tc.now)
+			if fps < tc.fps*0.95 || fps > tc.fps*1.05 || float64(bps) < float64(tc.bitrate)*0.95 || float64(bps) > float64(tc.bitrate)*1.05 {
+				t.Fatalf("fps %.2f bitrate %d, want about %.2f and %d", fps, bps, tc.fps, tc.bitrate)
+			}
+		})
+	}
+}
+
+func every(d time.Duration, n int) []time.Duration {
+	out := make([]time.Duration, n)
+	for i := range out {
+		out[i] = time.Duration(i) * d
+	}
+	return out
+}
+
+// FuzzStreamWrite writes packets built from arbitrary bytes (as a
+// publisher may send them) and reads them back: nothing may panic.
+func FuzzStreamWrite(f *testing.F) {
+	f.Add([]byte{0x17, 0, 1, 0x64, 0, 0x1e, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1e}, []byte{0x12, 0x10})
+	f.Add([]byte{2, 0, 10, 'o', 'n', 'M', 'e', 't', 'a', 'D', 'a', 't', 'a'}, []byte{})
+	f.Add([]byte{}, []byte{0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, video, audio []byte) {
+		cfg := DefaultConfig()
+		cfg.ReaderQueue = 4
+		s := NewStream(cfg, nil)
+		r := s.Subscribe()
+		defer r.Close()
+		ps := []*av.Packet{
+			{Kind: av.KindData, Data: video},
+			{Kind: av.KindData, Data: audio},
+			{Kind: av.KindVideo, Codec: av.CodecH264, Header: true, Data: video},
+			{Kind: av.KindAudio, Codec: av.CodecAAC, Header: true, Data: audio},
+			{Kind: av.KindVideo, Codec: av.CodecH264, Key: true, Data: video},
+			{Kind: av.KindAudio, Codec: av.CodecAAC, Data: audio},
+			{Kind: av.Kind(len(video)), Data: audio},
+		}
+		for _, p := range ps {
+			s.Write(p)
+			s.Subscribe().Close()
+		}
+		_ = s.Status()
+		_ = s.metaPacket(0)
+		drain(r)
+	})
+}
