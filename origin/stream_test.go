@@ -139,9 +139,9 @@ func TestStreamJoin(t *testing.T) {
 			want:   "VAaKp",
 		},
 		{
-			name:   "nothing yet",
-			after:  []*av.Packet{metaPkt(), avcHdr(1), vid(0, false), vid(40, true)},
-			want:   "MVK",
+			name:  "nothing yet",
+			after: []*av.Packet{metaPkt(), avcHdr(1), vid(0, false), vid(40, true)},
+			want:  "MVK",
 		},
 		{
 			name:   "audio only",
