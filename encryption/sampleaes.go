@@ -1,0 +1,238 @@
+package encryption
+
+import (
+	"fmt"
+	"slices"
+)
+
+// This file is the HLS MPEG-TS side of the layout, as Apple specifies it:
+// the video pattern works on NAL units with their emulation prevention
+// bytes removed, and emulation prevention is applied again to the result,
+// so a NAL unit may grow or shrink by a few bytes.
+
+// EncryptNALU appends to dst one H.264 NAL unit (escaped, as it appears in
+// a stream, without start code or length prefix) encrypted as SAMPLE-AES
+// for MPEG-TS: for types 1 and 5, the emulation prevention bytes are
+// removed, the video pattern is applied, and emulation prevention is
+// applied again; other types and units too short to protect are copied.
+// dst and nalu must not overlap. There is no allocation when dst has
+// len(nalu)*3/2+4 bytes of room.
+func EncryptNALU(dst, nalu []byte, k *Key) ([]byte, error) {
+	return cryptNALU(dst, nalu, k, true)
+}
+
+// DecryptNALU reverses EncryptNALU, as FFmpeg and hls.js do: emulation
+// prevention bytes are removed, the pattern is decrypted, and emulation
+// prevention is applied again. For a NAL unit whose encoder escaped it the
+// canonical way (every encoder does) the result equals the original.
+func DecryptNALU(dst, nalu []byte, k *Key) ([]byte, error) {
+	return cryptNALU(dst, nalu, k, false)
+}
+
+func cryptNALU(dst, nalu []byte, k *Key, encrypt bool) ([]byte, error) {
+	if k == nil {
+		return dst, errNilKey
+	}
+	// Unescaping never lengthens a unit, so short units stay short.
+	if len(nalu) < MinProtectedNALU || !protectedNALU(nalu[0]) {
+		return append(dst, nalu...), nil
+	}
+	// The unescaped unit (m ≤ n bytes) is staged slack bytes past the
+	// output position, and escaping writes forward from the output
+	// position: escaping inserts at most one byte per two zero bytes read,
+	// so the writer stays behind the reader.
+	start := len(dst)
+	slack := len(nalu)/2 + 2
+	dst = slices.Grow(dst, slack+len(nalu))
+	rbsp := unescape(dst[start+slack:start+slack], nalu)
+	cryptVideo(k.block(), &k.IV, rbsp, encrypt)
+	n := escapeForward(dst[start:start+slack+len(rbsp)], slack)
+	return dst[:start+n], nil
+}
+
+// unescape appends nalu without its emulation prevention bytes (every 0x03
+// following two zero bytes, as decoders and SAMPLE-AES decryptors remove
+// them) to dst.
+func unescape(dst, nalu []byte) []byte {
+	zeros := 0
+	for _, c := range nalu {
+		if zeros >= 2 && c == 3 {
+			zeros = 0
+			continue
+		}
+		dst = append(dst, c)
+		if c == 0 {
+			zeros++
+		} else {
+			zeros = 0
+		}
+	}
+	return dst
+}
+
+// escapeForward escapes the bytes buf[off:] into buf from index 0: a 0x03
+// goes before any byte ≤ 3 that follows two zero bytes, and after a unit
+// that ends in two zero bytes. buf must have room for the extra bytes past
+// its length (cap); off must exceed the number of bytes inserted before
+// any position, which len(rbsp)/2+2 does. It returns the escaped length.
+func escapeForward(buf []byte, off int) int {
+	n := len(buf) - off
+	buf = buf[:cap(buf)]
+	w, zeros := 0, 0
+	for i := range n {
+		c := buf[off+i]
+		if zeros >= 2 && c <= 3 {
+			buf[w] = 3
+			w++
+			zeros = 0
+		}
+		buf[w] = c
+		w++
+		if c == 0 {
+			zeros++
+		} else {
+			zeros = 0
+		}
+	}
+	if zeros >= 2 {
+		buf[w] = 3
+		w++
+	}
+	return w
+}
+
+// appendEscaped appends rbsp with emulation prevention applied to dst.
+func appendEscaped(dst, rbsp []byte) []byte {
+	zeros := 0
+	for _, c := range rbsp {
+		if zeros >= 2 && c <= 3 {
+			dst = append(dst, 3)
+			zeros = 0
+		}
+		dst = append(dst, c)
+		if c == 0 {
+			zeros++
+		} else {
+			zeros = 0
+		}
+	}
+	if zeros >= 2 {
+		dst = append(dst, 3)
+	}
+	return dst
+}
+
+// EncryptAnnexB appends to dst an Annex-B access unit (NAL units after
+// 00 00 01 or 00 00 00 01 start codes) with every NAL unit encrypted by
+// EncryptNALU. Start codes and bytes before the first one are copied. A NAL
+// unit ends where the next start code begins, less one zero byte before it
+// (the leading zero of a 4-byte start code), as FFmpeg's decryptor cuts
+// them. dst and src must not overlap.
+func EncryptAnnexB(dst, src []byte, k *Key) ([]byte, error) {
+	return cryptAnnexB(dst, src, k, true)
+}
+
+// DecryptAnnexB reverses EncryptAnnexB.
+func DecryptAnnexB(dst, src []byte, k *Key) ([]byte, error) {
+	return cryptAnnexB(dst, src, k, false)
+}
+
+func cryptAnnexB(dst, src []byte, k *Key, encrypt bool) ([]byte, error) {
+	if k == nil {
+		return dst, errNilKey
+	}
+	sc := findStartCode(src, 0)
+	if sc < 0 {
+		return dst, fmt.Errorf("annex-b: no start code: %w", ErrMalformed)
+	}
+	dst = append(dst, src[:sc+3]...)
+	pos := sc + 3
+	for pos < len(src) {
+		end, next := len(src), len(src)
+		if sc = findStartCode(src, pos); sc >= 0 {
+			end, next = sc, sc+3
+			if end > pos && src[end-1] == 0 {
+				end--
+			}
+		}
+		var err error
+		if dst, err = cryptNALU(dst, src[pos:end], k, encrypt); err != nil {
+			return dst, err
+		}
+		dst = append(dst, src[end:next]...)
+		pos = next
+	}
+	return dst, nil
+}
+
+// findStartCode returns the index of the next 00 00 01 at or after from, or -1.
+func findStartCode(b []byte, from int) int {
+	for i := from; i+2 < len(b); i++ {
+		if b[i+2] > 1 {
+			i += 2
+			continue
+		}
+		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
+			return i
+		}
+	}
+	return -1
+}
+
+// EncryptADTS appends to dst a run of ADTS frames with each frame's raw
+// payload encrypted by the audio pattern and every ADTS header (7 bytes, 9
+// with CRC) left clear, as SAMPLE-AES for MPEG-TS asks. Each frame's length
+// is taken from its header. dst and src must not overlap unless dst is
+// src[:0].
+func EncryptADTS(dst, src []byte, k *Key) ([]byte, error) {
+	return cryptADTS(dst, src, k, true)
+}
+
+// DecryptADTS reverses EncryptADTS.
+func DecryptADTS(dst, src []byte, k *Key) ([]byte, error) {
+	return cryptADTS(dst, src, k, false)
+}
+
+func cryptADTS(dst, src []byte, k *Key, encrypt bool) ([]byte, error) {
+	if k == nil {
+		return dst, errNilKey
+	}
+	// Walk the framing before writing anything, so that an error leaves dst as it was.
+	for pos, n := 0, 0; pos < len(src); n++ {
+		_, frameLen, err := adtsFrame(src[pos:])
+		if err != nil {
+			return dst, fmt.Errorf("adts frame %d: %w", n, err)
+		}
+		pos += frameLen
+	}
+	start := len(dst)
+	dst = append(dst, src...)
+	out := dst[start:]
+	b := k.block()
+	for pos := 0; pos < len(out); {
+		hdrLen, frameLen, _ := adtsFrame(out[pos:])
+		cryptAudio(b, &k.IV, out[pos+hdrLen:pos+frameLen], encrypt)
+		pos += frameLen
+	}
+	return dst, nil
+}
+
+// adtsFrame reads the header length and frame length of the ADTS frame at
+// the start of b.
+func adtsFrame(b []byte) (hdrLen, frameLen int, err error) {
+	if len(b) < 7 {
+		return 0, 0, fmt.Errorf("%d bytes for a 7-byte header: %w", len(b), ErrMalformed)
+	}
+	if b[0] != 0xff || b[1]&0xf6 != 0xf0 {
+		return 0, 0, fmt.Errorf("bad syncword or layer: %w", ErrMalformed)
+	}
+	hdrLen = 7
+	if b[1]&0x01 == 0 { // protection_absent = 0: a CRC follows
+		hdrLen = 9
+	}
+	frameLen = int(b[3]&0x03)<<11 | int(b[4])<<3 | int(b[5]>>5)
+	if frameLen < hdrLen || frameLen > len(b) {
+		return 0, 0, fmt.Errorf("frame length %d, header %d, %d bytes left: %w", frameLen, hdrLen, len(b), ErrMalformed)
+	}
+	return hdrLen, frameLen, nil
+}
