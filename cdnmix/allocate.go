@@ -1,0 +1,623 @@
+package cdnmix
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Tier orders scores: every vendor under its commit scores above every
+// vendor over it, and an excluded vendor scores nothing.
+type Tier uint8
+
+// Tiers, worst first.
+const (
+	TierExcluded    Tier = iota // disabled, blacklisted, not covering or at ceiling
+	TierOverCommit              // load at or over commit, under ceiling
+	TierUnderCommit             // load under commit
+)
+
+func (t Tier) String() string {
+	switch t {
+	case TierUnderCommit:
+		return "under_commit"
+	case TierOverCommit:
+		return "over_commit"
+	default:
+		return "excluded"
+	}
+}
+
+// MarshalText makes tiers readable in JSON.
+func (t Tier) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// Score is one vendor's score in one bucket. Scores compare by Tier, then
+// Value. Within the best tier present in a bucket, the dispatch ratio of a
+// vendor is its Value over the sum of Values; vendors in lower tiers get
+// ratio 0 but stay in the candidate list for client failover.
+//
+// Value, in Mbps weighted by a quality factor q in [QualityFloor, 1]:
+//
+//	under commit: q × (remaining commit + CeilingWeight × remaining ceiling)
+//	over commit:  q × remaining ceiling
+//
+// so commits fill in proportion to what is left of them (all commits fill
+// at about the same time), then ceilings do.
+type Score struct {
+	Tier   Tier    `json:"tier"`
+	Value  float64 `json:"value"`
+	Reason string  `json:"reason,omitempty"` // why excluded
+}
+
+// Less reports whether s ranks below o.
+func (s Score) Less(o Score) bool {
+	if s.Tier != o.Tier {
+		return s.Tier < o.Tier
+	}
+	return s.Value < o.Value
+}
+
+// scoreInput is everything the score of one vendor in one bucket depends on.
+type scoreInput struct {
+	Enabled, Covered, Blacklisted bool
+	Limits                        Limits  // of the pool the bucket draws from
+	LoadMbps                      float64 // max(current, forecast) of that pool
+	Quality                       float64 // in [floor, 1]
+}
+
+type scoreParams struct {
+	ceilingWeight float64 // weight of remaining ceiling under commit
+	headroom      float64 // fraction of the ceiling kept free
+}
+
+func scoreVendor(in scoreInput, p scoreParams) Score {
+	switch {
+	case !in.Enabled:
+		return Score{Reason: "disabled"}
+	case in.Blacklisted:
+		return Score{Reason: "blacklisted"}
+	case !in.Covered:
+		return Score{Reason: "not covered"}
+	}
+	ceiling := in.Limits.CeilingMbps * (1 - p.headroom)
+	remCeil := ceiling - in.LoadMbps
+	if !(remCeil > 0) {
+		return Score{Reason: "at ceiling"}
+	}
+	if remCommit := in.Limits.CommitMbps - in.LoadMbps; remCommit > 0 {
+		return Score{Tier: TierUnderCommit, Value: in.Quality * (remCommit + p.ceilingWeight*remCeil)}
+	}
+	return Score{Tier: TierOverCommit, Value: in.Quality * remCeil}
+}
+
+// AllocatorConfig configures an Allocator. Zero fields take the defaults
+// in brackets.
+type AllocatorConfig struct {
+	Vendors []Vendor
+	// Buckets are computed even without traffic (e.g. 34 provinces × 5
+	// ISPs). The any-bucket, buckets seen in observations or blacklist
+	// entries, and regions and ISPs named by vendors are always added.
+	Buckets []Bucket
+	// Observer gives loads and quality; nil means no traffic seen.
+	Observer Observer
+	// Interval between recomputes in Run [2s].
+	Interval time.Duration
+	// MinChange: a bucket's ratios are replaced only when one moves by more
+	// than this or a vendor starts or stops getting traffic [0.05]; a
+	// negative value disables damping.
+	MinChange float64
+	// CeilingWeight of remaining ceiling against remaining commit while
+	// under commit [0.1].
+	CeilingWeight float64
+	// CeilingHeadroom is the fraction of a ceiling treated as full, to
+	// absorb the growth between two recomputes [0.02].
+	CeilingHeadroom float64
+	// MinQualityUsers: quality is trusted from this many users [10].
+	MinQualityUsers int
+	// StallCap is the stall rate at which quality reaches QualityFloor [0.2].
+	StallCap float64
+	// QualityFloor is the lowest quality factor [0.01].
+	QualityFloor float64
+	// StallRule, if set, enables the automatic stall rule.
+	StallRule *StallRuleConfig
+	// Now is the clock [time.Now].
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Allocator turns vendors, observations and blacklists into a [Plan]: per
+// region × ISP bucket, each vendor's score and dispatch ratio.
+//
+// Capacity pools: a vendor's overall commit and ceiling form one pool
+// shared by every bucket outside its per-region limits; a region with its
+// own limits is a pool of its own shared by that region's ISPs. A pool is
+// not split between buckets in advance: its load is the sum over all its
+// buckets, every bucket drawing on it sees the same remaining commit and
+// ceiling, and so the pool fills from wherever demand comes. Load is
+// max(current, forecast) summed over the pool.
+//
+// Recompute runs every Interval in Run, and at once after SetVendors or a
+// blacklist change. The dispatch path reads only the last Plan, through an
+// atomic pointer.
+type Allocator struct {
+	cfg       AllocatorConfig
+	log       *slog.Logger
+	now       func() time.Time
+	params    scoreParams
+	blacklist Blacklist
+	vset      atomic.Pointer[vendorSet]
+	plan      atomic.Pointer[Plan]
+
+	mu        sync.Mutex // serializes recomputes and guards what follows
+	rule      *stallRule
+	poolState map[poolKey]Tier
+}
+
+// NewAllocator validates cfg and computes a first plan.
+func NewAllocator(cfg AllocatorConfig) (*Allocator, error) {
+	if cfg.Interval < 0 || cfg.CeilingWeight < 0 || cfg.CeilingHeadroom < 0 || cfg.CeilingHeadroom >= 1 ||
+		cfg.MinQualityUsers < 0 || cfg.StallCap < 0 || cfg.QualityFloor < 0 || cfg.QualityFloor > 1 {
+		return nil, errors.New("allocator: interval, weights, headroom (< 1) and quality settings must not be negative")
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 2 * time.Second
+	}
+	if cfg.MinChange == 0 {
+		cfg.MinChange = 0.05
+	}
+	if cfg.CeilingWeight == 0 {
+		cfg.CeilingWeight = 0.1
+	}
+	if cfg.CeilingHeadroom == 0 {
+		cfg.CeilingHeadroom = 0.02
+	}
+	if cfg.MinQualityUsers == 0 {
+		cfg.MinQualityUsers = 10
+	}
+	if cfg.StallCap == 0 {
+		cfg.StallCap = 0.2
+	}
+	if cfg.QualityFloor == 0 {
+		cfg.QualityFloor = 0.01
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &Allocator{
+		cfg:       cfg,
+		log:       cfg.Logger.With("unit", "cdnmix"),
+		now:       cfg.Now,
+		params:    scoreParams{ceilingWeight: cfg.CeilingWeight, headroom: cfg.CeilingHeadroom},
+		poolState: make(map[poolKey]Tier),
+	}
+	if cfg.StallRule != nil {
+		r, err := newStallRule(*cfg.StallRule)
+		if err != nil {
+			return nil, fmt.Errorf("allocator: %w", err)
+		}
+		a.rule = r
+	}
+	vs, err := compileVendors(cfg.Vendors)
+	if err != nil {
+		return nil, fmt.Errorf("allocator: %w", err)
+	}
+	a.vset.Store(vs)
+	a.Recompute(a.now())
+	return a, nil
+}
+
+// Run recomputes every Interval until ctx ends.
+func (a *Allocator) Run(ctx context.Context) error {
+	t := time.NewTicker(a.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			a.Recompute(a.now())
+		}
+	}
+}
+
+// Plan returns the last computed plan (never nil).
+func (a *Allocator) Plan() *Plan { return a.plan.Load() }
+
+// Interval returns the recompute period.
+func (a *Allocator) Interval() time.Duration { return a.cfg.Interval }
+
+// SetVendors validates and replaces the vendor list, then recomputes.
+func (a *Allocator) SetVendors(vs []Vendor) error {
+	set, err := compileVendors(vs)
+	if err != nil {
+		return err
+	}
+	a.vset.Store(set)
+	a.log.Info("vendors set", "vendors", len(vs), "version", set.version)
+	a.Recompute(a.now())
+	return nil
+}
+
+// Vendors returns a copy of the vendor list.
+func (a *Allocator) Vendors() []Vendor {
+	vs := a.vset.Load()
+	out := make([]Vendor, len(vs.list))
+	for i, v := range vs.list {
+		out[i] = v.Vendor.clone()
+	}
+	return out
+}
+
+// AddBlacklist adds or replaces an entry and recomputes at once.
+func (a *Allocator) AddBlacklist(e BlacklistEntry) error {
+	if err := a.blacklist.Add(e); err != nil {
+		return err
+	}
+	a.log.Info("blacklist add", "vendor", e.Vendor, "bucket", Bucket{e.Region, e.ISP}.String(), "until", e.Until, "reason", e.Reason)
+	a.Recompute(a.now())
+	return nil
+}
+
+// RemoveBlacklist removes the entry for exactly vendor, region and ISP and
+// recomputes at once; it reports whether there was one.
+func (a *Allocator) RemoveBlacklist(vendor, region, isp string) bool {
+	ok := a.blacklist.Remove(vendor, region, isp)
+	if ok {
+		a.log.Info("blacklist remove", "vendor", vendor, "bucket", Bucket{region, isp}.String())
+		a.Recompute(a.now())
+	}
+	return ok
+}
+
+// Blacklist returns the active entries.
+func (a *Allocator) Blacklist() []BlacklistEntry { return a.blacklist.List(a.now()) }
+
+type poolKey struct {
+	vendor int
+	region string // "" = the overall pool
+}
+
+type poolLoad struct{ cur, forecast float64 }
+
+func (p poolLoad) load() float64 { return max(p.cur, p.forecast) }
+
+// qualityAgg sums quality over the observations that fall in a bucket.
+type qualityAgg struct {
+	users, stalled, success float64
+}
+
+func (q *qualityAgg) add(ob Observation) {
+	u := float64(ob.Users)
+	q.users += u
+	q.stalled += u * clamp01(ob.StallRate)
+	q.success += u * clamp01(ob.PullSuccess)
+}
+
+func (a *Allocator) quality(q qualityAgg) float64 {
+	if q.users < float64(a.cfg.MinQualityUsers) {
+		return 1
+	}
+	stall := q.stalled / q.users
+	f := (q.success / q.users) * max(0, 1-stall/a.cfg.StallCap)
+	return max(f, a.cfg.QualityFloor)
+}
+
+func clamp01(x float64) float64 {
+	if !(x > 0) {
+		return 0
+	}
+	return min(x, 1)
+}
+
+// Recompute builds and publishes a new plan for time now and returns it.
+func (a *Allocator) Recompute(now time.Time) *Plan {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	vs := a.vset.Load()
+	var obs map[Key]Observation
+	if a.cfg.Observer != nil {
+		obs = a.cfg.Observer.Snapshot()
+	}
+	a.applyStallRule(now, obs)
+	a.blacklist.Expire(now)
+	bl := a.blacklist.List(now)
+
+	pools := make(map[poolKey]poolLoad, len(vs.list))
+	qual := make(map[Key]*qualityAgg, len(obs)*2)
+	addQ := func(k Key, ob Observation) {
+		q := qual[k]
+		if q == nil {
+			q = &qualityAgg{}
+			qual[k] = q
+		}
+		q.add(ob)
+	}
+	for k, ob := range obs {
+		vi, ok := vs.byName[k.Vendor]
+		if !ok {
+			continue
+		}
+		pk := vs.list[vi].pool(k.Bucket.Region)
+		pl := pools[pk]
+		pl.cur += max(ob.Mbps, 0)
+		pl.forecast += max(ob.ForecastMbps, 0)
+		pools[pk] = pl
+		// Quality for the bucket itself and the coarser buckets above it.
+		r, i := k.Bucket.Region, k.Bucket.ISP
+		addQ(k, ob)
+		if i != "" {
+			addQ(Key{k.Vendor, Bucket{r, ""}}, ob)
+		}
+		if r != "" {
+			addQ(Key{k.Vendor, Bucket{"", i}}, ob)
+		}
+		if r != "" && i != "" {
+			addQ(Key{k.Vendor, Bucket{}}, ob)
+		}
+	}
+
+	prev := a.plan.Load()
+	if prev != nil && prev.vendors != vs {
+		prev = nil // vendor indices changed: no damping across a vendor change
+	}
+	plan := &Plan{At: now, vendors: vs, buckets: make(map[Bucket]*BucketPlan)}
+	nv := len(vs.list)
+	for b := range a.bucketSet(vs, obs, bl) {
+		bp := &BucketPlan{Bucket: b, Candidates: make([]Candidate, nv), ratios: make([]float64, nv)}
+		best := TierExcluded
+		for vi, v := range vs.list {
+			q := 1.0
+			if qa := qual[Key{v.Name, b}]; qa != nil {
+				q = a.quality(*qa)
+			}
+			in := scoreInput{
+				Enabled:     v.Enabled,
+				Covered:     v.Coverage.Covers(b),
+				Blacklisted: blocked(bl, v.Name, b),
+				Limits:      v.limits(b.Region),
+				LoadMbps:    pools[v.pool(b.Region)].load(),
+				Quality:     q,
+			}
+			s := scoreVendor(in, a.params)
+			bp.Candidates[vi] = Candidate{Vendor: v.Name, Score: s, index: vi}
+			best = max(best, s.Tier)
+		}
+		if best != TierExcluded {
+			sum := 0.0
+			for _, c := range bp.Candidates {
+				if c.Score.Tier == best {
+					sum += c.Score.Value
+				}
+			}
+			for vi, c := range bp.Candidates {
+				if c.Score.Tier == best && sum > 0 {
+					bp.ratios[vi] = c.Score.Value / sum
+				}
+			}
+		}
+		if old := prev.bucket(b); old != nil && !a.moved(old.ratios, bp.ratios) {
+			bp.ratios, bp.wrr = old.ratios, old.wrr
+		} else {
+			bp.wrr = newWRR(bp.ratios)
+		}
+		for vi := range bp.Candidates {
+			bp.Candidates[vi].Ratio = bp.ratios[vi]
+		}
+		slices.SortStableFunc(bp.Candidates, func(x, y Candidate) int {
+			if c := cmp.Compare(y.Score.Tier, x.Score.Tier); c != 0 {
+				return c
+			}
+			return cmp.Compare(y.Score.Value, x.Score.Value)
+		})
+		for _, c := range bp.Candidates {
+			if c.Score.Tier != TierExcluded {
+				bp.live++
+			}
+		}
+		plan.buckets[b] = bp
+	}
+	plan.Pools = a.poolStatus(vs, pools)
+	a.plan.Store(plan)
+	return plan
+}
+
+func (a *Allocator) applyStallRule(now time.Time, obs map[Key]Observation) {
+	if a.rule == nil {
+		return
+	}
+	for _, al := range a.rule.check(now, obs) {
+		if al.Blacklisted {
+			e := BlacklistEntry{Vendor: al.Vendor, Region: al.Region, ISP: al.ISP,
+				Until: now.Add(a.rule.cfg.TTL), Reason: "stall rule: " + al.String()}
+			if err := a.blacklist.Add(e); err != nil {
+				a.log.Error("stall rule blacklist", "vendor", al.Vendor, "err", err)
+			}
+		}
+		if a.rule.cfg.OnAlert != nil {
+			a.rule.cfg.OnAlert(al)
+		} else {
+			a.log.Warn("stall rule", "vendor", al.Vendor, "bucket", Bucket{al.Region, al.ISP}.String(),
+				"stall_rate", al.StallRate, "users", al.Users, "minutes", al.Minutes, "blacklisted", al.Blacklisted)
+		}
+	}
+}
+
+// moved reports whether new ratios differ enough from old to replace them.
+func (a *Allocator) moved(old, cur []float64) bool {
+	if a.cfg.MinChange < 0 || len(old) != len(cur) {
+		return true
+	}
+	for i := range cur {
+		if (old[i] > 0) != (cur[i] > 0) || math.Abs(old[i]-cur[i]) > a.cfg.MinChange {
+			return true
+		}
+	}
+	return false
+}
+
+func blocked(bl []BlacklistEntry, vendor string, b Bucket) bool {
+	for _, e := range bl {
+		if e.matches(vendor, b) {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Allocator) bucketSet(vs *vendorSet, obs map[Key]Observation, bl []BlacklistEntry) map[Bucket]struct{} {
+	set := make(map[Bucket]struct{}, len(a.cfg.Buckets)+64)
+	set[Bucket{}] = struct{}{}
+	for _, b := range a.cfg.Buckets {
+		set[b] = struct{}{}
+	}
+	for k := range obs {
+		set[k.Bucket] = struct{}{}
+	}
+	for _, e := range bl {
+		set[Bucket{e.Region, e.ISP}] = struct{}{}
+	}
+	for _, v := range vs.list {
+		for r := range v.Regions {
+			set[Bucket{Region: r}] = struct{}{}
+		}
+		for _, r := range v.Coverage.Regions {
+			set[Bucket{Region: r}] = struct{}{}
+		}
+		for _, i := range v.Coverage.ISPs {
+			set[Bucket{ISP: i}] = struct{}{}
+		}
+	}
+	return set
+}
+
+// PoolStatus is the state of one capacity pool in a plan.
+type PoolStatus struct {
+	Vendor       string  `json:"vendor"`
+	Region       string  `json:"region,omitempty"` // "" = the overall pool
+	CommitMbps   float64 `json:"commit_mbps"`
+	CeilingMbps  float64 `json:"ceiling_mbps"`
+	Mbps         float64 `json:"mbps"`
+	ForecastMbps float64 `json:"forecast_mbps"`
+	State        Tier    `json:"state"`
+}
+
+func (a *Allocator) poolStatus(vs *vendorSet, pools map[poolKey]poolLoad) []PoolStatus {
+	var out []PoolStatus
+	for vi, v := range vs.list {
+		regions := slices.Sorted(maps.Keys(v.Regions))
+		for _, r := range append([]string{""}, regions...) {
+			pk := poolKey{vi, r}
+			pl := pools[pk]
+			lim := v.limits(r)
+			s := scoreVendor(scoreInput{Enabled: true, Covered: true, Limits: lim, LoadMbps: pl.load(), Quality: 1}, a.params)
+			out = append(out, PoolStatus{Vendor: v.Name, Region: r, CommitMbps: lim.CommitMbps,
+				CeilingMbps: lim.CeilingMbps, Mbps: pl.cur, ForecastMbps: pl.forecast, State: s.Tier})
+			if old, ok := a.poolState[pk]; ok && old != s.Tier || !ok && s.Tier != TierUnderCommit {
+				a.log.Info("vendor pool state", "vendor", v.Name, "region", r, "state", s.Tier.String(),
+					"mbps", pl.cur, "forecast_mbps", pl.forecast, "commit_mbps", lim.CommitMbps, "ceiling_mbps", lim.CeilingMbps)
+			}
+			a.poolState[pk] = s.Tier
+		}
+	}
+	return out
+}
+
+// Candidate is one vendor in one bucket of a plan.
+type Candidate struct {
+	Vendor string  `json:"vendor"`
+	Score  Score   `json:"score"`
+	Ratio  float64 `json:"ratio"` // dispatch ratio, 0..1
+	index  int     // into Plan.vendors.list
+}
+
+// BucketPlan is the allocation for one bucket.
+type BucketPlan struct {
+	Bucket Bucket
+	// Candidates holds every vendor, best score first; excluded ones last.
+	Candidates []Candidate
+	live       int
+	ratios     []float64 // by vendor index
+	wrr        *wrr
+}
+
+// Live returns the candidates that are not excluded, best first.
+func (bp *BucketPlan) Live() []Candidate { return bp.Candidates[:bp.live] }
+
+// Pick chooses a vendor by smooth weighted round-robin over the ratios.
+func (bp *BucketPlan) Pick() (vendor string, ok bool) {
+	i := bp.wrr.next()
+	if i < 0 {
+		return "", false
+	}
+	for _, c := range bp.Candidates {
+		if c.index == i {
+			return c.Vendor, true
+		}
+	}
+	return "", false
+}
+
+// Plan is one immutable allocation result. Only the round-robin state
+// inside each bucket changes, under its own lock.
+type Plan struct {
+	At      time.Time
+	Pools   []PoolStatus
+	vendors *vendorSet
+	buckets map[Bucket]*BucketPlan
+}
+
+// VendorVersion identifies the vendor list the plan was built from; it is
+// the fallback.json version.
+func (p *Plan) VendorVersion() uint64 { return p.vendors.version }
+
+// Bucket returns the plan of exactly b.
+func (p *Plan) Bucket(b Bucket) (*BucketPlan, bool) {
+	bp, ok := p.buckets[b]
+	return bp, ok
+}
+
+func (p *Plan) bucket(b Bucket) *BucketPlan {
+	if p == nil {
+		return nil
+	}
+	return p.buckets[b]
+}
+
+// Buckets returns the buckets of the plan, sorted.
+func (p *Plan) Buckets() []Bucket {
+	out := slices.Collect(maps.Keys(p.buckets))
+	slices.SortFunc(out, func(x, y Bucket) int {
+		return cmp.Or(cmp.Compare(x.Region, y.Region), cmp.Compare(x.ISP, y.ISP))
+	})
+	return out
+}
+
+// Lookup returns the plan for a client in b: the bucket itself, else its
+// region, else its ISP, else the any-bucket.
+func (p *Plan) Lookup(b Bucket) *BucketPlan {
+	if bp := p.buckets[b]; bp != nil {
+		return bp
+	}
+	if b.ISP != "" {
+		if bp := p.buckets[Bucket{Region: b.Region}]; bp != nil {
+			return bp
+		}
+	}
+	if b.Region != "" {
+		if bp := p.buckets[Bucket{ISP: b.ISP}]; bp != nil {
+			return bp
+		}
+	}
+	return p.buckets[Bucket{}]
+}
