@@ -112,12 +112,12 @@ func (b *Blacklist) Blocked(vendor string, bk Bucket, now time.Time) bool {
 // region × ISP has a stall rate above Threshold for Minutes consecutive
 // minutes, raise an [Alert] and, if Blacklist is set, blacklist it for TTL.
 type StallRuleConfig struct {
-	Threshold float64       `yaml:"threshold" json:"threshold"`   // e.g. 0.1
-	Minutes   int           `yaml:"minutes" json:"minutes"`       // default 3
-	MinUsers  int           `yaml:"min_users" json:"min_users"`   // ignore smaller samples; default 20
-	Blacklist bool          `yaml:"blacklist" json:"blacklist"`   // default false: alert only
-	TTL       time.Duration `yaml:"ttl" json:"ttl"`               // blacklist duration; default 10m
-	OnAlert   func(Alert)   `yaml:"-" json:"-"`                   // default: log a warning
+	Threshold float64       `yaml:"threshold" json:"threshold"` // e.g. 0.1
+	Minutes   int           `yaml:"minutes" json:"minutes"`     // default 3
+	MinUsers  int           `yaml:"min_users" json:"min_users"` // ignore smaller samples; default 20
+	Blacklist bool          `yaml:"blacklist" json:"blacklist"` // default false: alert only
+	TTL       time.Duration `yaml:"ttl" json:"ttl"`             // blacklist duration; default 10m
+	OnAlert   func(Alert)   `yaml:"-" json:"-"`                 // default: log a warning
 }
 
 // Alert is raised by the stall rule.
