@@ -42,10 +42,13 @@ type player struct {
 	unstamped  int   // frames in the window without our SEI stamp
 	lat        []int32
 	last       time.Time // arrival of the previous video frame
-	maxGap     time.Duration
-	err        error
-	errAt      time.Time
-	finished   atomic.Bool // set last by finish: the fields above are final
+	// lastBeforeEnd is the arrival of the last video frame before the
+	// window ended.
+	lastBeforeEnd time.Time
+	maxGap        time.Duration
+	err           error
+	errAt         time.Time
+	finished      atomic.Bool // set last by finish: the fields above are final
 }
 
 // framesPerLatencyBuffer sizes the latency slice up front (30 s at 25 fps).
@@ -91,6 +94,9 @@ func (p *player) onTag(tagType uint8, body []byte, now time.Time) {
 		}
 	}
 	p.last = now
+	if now.Before(p.win.end) {
+		p.lastBeforeEnd = now
+	}
 }
 
 // finish records how the player ended. err is nil when it ran to the end
@@ -103,11 +109,11 @@ func (p *player) finish(err error, now time.Time) {
 	if now.Before(end) {
 		end = now
 	}
-	if p.gotFirst && p.last.Before(end) && end.After(p.win.start) {
-		from := p.last
-		if from.Before(p.win.start) {
-			from = p.win.start
-		}
+	from := p.lastBeforeEnd
+	if from.Before(p.win.start) {
+		from = p.win.start
+	}
+	if p.gotFirst && from.Before(end) {
 		p.maxGap = max(p.maxGap, end.Sub(from))
 	}
 	p.finished.Store(true)

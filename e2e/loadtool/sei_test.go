@@ -141,7 +141,7 @@ func stampPayload(uuid [16]byte, ns uint64) []byte {
 
 func TestStampFromSEI(t *testing.T) {
 	otherUUID := [16]byte{0xdc, 0x45, 0xe9, 0xbd, 0xe6, 0xd9, 0x48, 0xb7, 0x96, 0x2c, 0xd8, 0x20, 0xd9, 0x23, 0xee, 0xef} // x264's
-	x264Info := append(otherUUID[:], bytes.Repeat([]byte("x264 - core 164 "), 40)...)                                        // > 255 bytes
+	x264Info := append(otherUUID[:], bytes.Repeat([]byte("x264 - core 164 "), 40)...)                                     // > 255 bytes
 	ours := stampPayload(stampUUID, 42)
 	tests := []struct {
 		name   string
