@@ -1,0 +1,146 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// rtspMaxRequestBytes bounds what a connection may send without a complete
+// request: gortsplib's own limits allow a request of about 128 KiB of body
+// plus 255 headers of 2.5 KiB, and it skips bytes that start nothing it
+// knows, so without this bound a stream of garbage would be read forever.
+const rtspMaxRequestBytes = 1 << 20
+
+// rtspGuardListener wraps the RTSP listener so that every connection is an
+// rtspGuardConn.
+type rtspGuardListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func newRTSPGuardListener(ln net.Listener, timeout time.Duration) *rtspGuardListener {
+	return &rtspGuardListener{Listener: ln, timeout: timeout}
+}
+
+// Accept returns the next connection, guarded.
+func (l *rtspGuardListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	g := &rtspGuardConn{Conn: c, timeout: l.timeout}
+	g.requestSeen()
+	return g, nil
+}
+
+// rtspGuardConn closes connections that do not speak RTSP. gortsplib reads
+// requests without a deadline and silently skips bytes that do not start a
+// request, so on its own a connection sending garbage or nothing stays open
+// forever. Until the session records, the guard
+//   - refuses a first byte that cannot start an RTSP request,
+//   - gives every request ReadTimeout to arrive complete, counted from the
+//     previous request or response (or the accept),
+//   - refuses more than rtspMaxRequestBytes without a complete request.
+//
+// Once recording, gortsplib's own read deadline (TCP) or its RTP timeout
+// (UDP, where this control connection may idle) take over.
+type rtspGuardConn struct {
+	net.Conn
+	timeout time.Duration
+
+	recording   atomic.Bool
+	lastRequest atomic.Int64 // unix nanoseconds
+	sinceReq    atomic.Int64 // bytes read since the last request
+
+	// only touched by the reading goroutine
+	userDeadline time.Time
+	applied      time.Time
+	first        bool // first byte checked
+}
+
+var errRTSPGarbage = errors.New("rtsp: not an RTSP request")
+
+// requestSeen restarts the request timer (a request arrived or a response
+// went out).
+func (c *rtspGuardConn) requestSeen() {
+	c.lastRequest.Store(time.Now().UnixNano())
+	c.sinceReq.Store(0)
+}
+
+func (c *rtspGuardConn) setRecording(v bool) { c.recording.Store(v) }
+
+// SetReadDeadline records the deadline gortsplib wants; Read combines it
+// with the guard's own.
+func (c *rtspGuardConn) SetReadDeadline(t time.Time) error {
+	c.userDeadline = t
+	return c.apply()
+}
+
+// SetDeadline sets both deadlines.
+func (c *rtspGuardConn) SetDeadline(t time.Time) error {
+	c.userDeadline = t
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.apply()
+}
+
+// guardDeadline is the time by which the next request must be complete
+// (zero while recording).
+func (c *rtspGuardConn) guardDeadline() time.Time {
+	if c.recording.Load() {
+		return time.Time{}
+	}
+	return time.Unix(0, c.lastRequest.Load()).Add(c.timeout)
+}
+
+func (c *rtspGuardConn) apply() error {
+	d := c.userDeadline
+	if g := c.guardDeadline(); !g.IsZero() && (d.IsZero() || g.Before(d)) {
+		d = g
+	}
+	if d.Equal(c.applied) {
+		return nil
+	}
+	c.applied = d
+	return c.Conn.SetReadDeadline(d)
+}
+
+// Read reads with the guard applied.
+func (c *rtspGuardConn) Read(b []byte) (int, error) {
+	if err := c.apply(); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.first {
+		c.first = true
+		if !rtspCanStartMessage(b[0]) {
+			return 0, fmt.Errorf("%w: first byte 0x%02x", errRTSPGarbage, b[0])
+		}
+	}
+	if !c.recording.Load() {
+		if c.sinceReq.Add(int64(n)) > rtspMaxRequestBytes {
+			return 0, fmt.Errorf("%w: over %d bytes without a complete request", errRTSPGarbage, rtspMaxRequestBytes)
+		}
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && (c.userDeadline.IsZero() || time.Now().Before(c.userDeadline)) {
+			return n, fmt.Errorf("rtsp: no complete request within %s: %w", c.timeout, err)
+		}
+	}
+	return n, err
+}
+
+// rtspCanStartMessage reports whether b can begin what a client sends: a
+// request method (ANNOUNCE, DESCRIBE, GET_PARAMETER, OPTIONS, PAUSE, PLAY,
+// RECORD, SETUP, SET_PARAMETER, TEARDOWN), a response ("RTSP/1.0") or an
+// interleaved frame ('$').
+func rtspCanStartMessage(b byte) bool {
+	switch b {
+	case 'A', 'D', 'G', 'O', 'P', 'R', 'S', 'T', '$':
+		return true
+	}
+	return false
+}
