@@ -81,7 +81,7 @@ func NewRegistry(st *Store, log *slog.Logger) *Registry {
 // Start loads every stream from etcd and starts following changes. The
 // initial load is not reported to subscribers; read it with List.
 func (r *Registry) Start(ctx context.Context) error {
-	rev, err := r.reload(ctx)
+	rev, err := r.reload(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -365,8 +365,8 @@ func (r *Registry) decode(key, value []byte) (Stream, error) {
 }
 
 // reload replaces the copy with a fresh read of etcd, queues the differences
-// for subscribers and returns the revision read.
-func (r *Registry) reload(ctx context.Context) (int64, error) {
+// for subscribers (when notify) and returns the revision read.
+func (r *Registry) reload(ctx context.Context, notify bool) (int64, error) {
 	resp, err := r.cli.Get(ctx, r.dir, clientv3.WithPrefix())
 	if err != nil {
 		return 0, fmt.Errorf("load streams: %w", err)
@@ -382,6 +382,11 @@ func (r *Registry) reload(ctx context.Context) (int64, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !notify {
+		r.streams = fresh
+		r.setApplied(resp.Header.Revision)
+		return resp.Header.Revision, nil
+	}
 	for k, e := range r.streams {
 		if n, ok := fresh[k]; !ok {
 			r.queueLocked(&e.s, nil)
@@ -479,7 +484,7 @@ func (r *Registry) watch(ctx context.Context, rev int64) {
 			}
 			pause = min(2*pause, watchRetryMax)
 			lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
-			n, err := r.reload(lctx)
+			n, err := r.reload(lctx, true)
 			lcancel()
 			if err == nil {
 				rev = n
