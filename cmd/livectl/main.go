@@ -1,0 +1,309 @@
+// Command livectl is the operator CLI of livefuse: it manages streams
+// through the control API (/api/v1). It links only the stdlib-only
+// lms/api package, so it stays small.
+//
+//	livectl [--api URL] [--token T] streams list|get|create|patch|delete|kick ...
+//
+// The API URL comes from --api or LIVEFUSE_API (default
+// http://127.0.0.1:9090), the bearer token from --token or LIVEFUSE_TOKEN.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/livefuse/livefuse/lms/api"
+)
+
+const defaultAPI = "http://127.0.0.1:9090"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+const usageText = `usage: livectl [--api URL] [--token T] streams COMMAND [flags]
+
+commands (NAME is "name" or "app/name"):
+  streams list
+  streams get NAME [--app live]
+  streams create NAME [--app live] [--token T] [--play-key K] [--source URL]
+                      [--disabled] [--record] [--profile P]
+  streams patch NAME [--app live] [--enabled=BOOL] [--token T] [--play-key K]
+                     [--source URL] [--record=BOOL] [--profile P]
+         (only the flags given change; --token= generates a new publish token)
+  streams delete NAME [--app live]
+  streams kick NAME [--app live]
+
+environment: LIVEFUSE_API (default ` + defaultAPI + `), LIVEFUSE_TOKEN
+`
+
+// errUsage marks a command-line mistake (exit code 2).
+var errUsage = errors.New("usage")
+
+// run is main without the process: it returns the exit code (0 ok, 1 the
+// request failed, 2 bad usage).
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("livectl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	apiURL := fs.String("api", "", "control API base URL (env LIVEFUSE_API)")
+	token := fs.String("token", "", "API bearer token (env LIVEFUSE_TOKEN)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usageText)
+			return 0
+		}
+		fmt.Fprintf(stderr, "livectl: %v\n%s", err, usageText)
+		return 2
+	}
+	if *apiURL == "" {
+		*apiURL = cmpOr(getenv("LIVEFUSE_API"), defaultAPI)
+	}
+	if *token == "" {
+		*token = getenv("LIVEFUSE_TOKEN")
+	}
+	rest := fs.Args()
+	if len(rest) < 2 || rest[0] != "streams" {
+		if len(rest) == 1 && rest[0] == "help" {
+			fmt.Fprint(stdout, usageText)
+			return 0
+		}
+		fmt.Fprint(stderr, usageText)
+		return 2
+	}
+	c := api.NewClient(*apiURL, *token)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := streams(ctx, c, rest[1], rest[2:], stdout)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "livectl: %v\n%s", err, usageText)
+		return 2
+	default:
+		var ae *api.Error
+		if errors.As(err, &ae) {
+			fmt.Fprintf(stderr, "livectl: %s\n", ae.Message)
+		} else {
+			fmt.Fprintf(stderr, "livectl: %v\n", err)
+		}
+		return 1
+	}
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// parse parses flags and positional arguments in any order (the flag
+// package alone stops at the first positional one).
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// target reads the one NAME argument; "app/name" overrides --app.
+func target(fs *flag.FlagSet, app *string, args []string) (string, string, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return "", "", err
+	}
+	if len(pos) != 1 {
+		return "", "", fmt.Errorf("%w: streams %s needs exactly one NAME", errUsage, fs.Name())
+	}
+	a, name, ok := strings.Cut(pos[0], "/")
+	if !ok {
+		return *app, pos[0], nil
+	}
+	return a, name, nil
+}
+
+func newFlags(name string) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs, fs.String("app", api.DefaultApp, "app of the stream")
+}
+
+func streams(ctx context.Context, c *api.Client, cmd string, args []string, out io.Writer) error {
+	switch cmd {
+	case "list":
+		fs := flag.NewFlagSet("list", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		pos, err := parse(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 0 {
+			return fmt.Errorf("%w: streams list takes no arguments", errUsage)
+		}
+		l, err := c.ListStreams(ctx)
+		if err != nil {
+			return err
+		}
+		return writeTable(out, l)
+
+	case "get":
+		fs, app := newFlags("get")
+		a, name, err := target(fs, app, args)
+		if err != nil {
+			return err
+		}
+		s, err := c.GetStream(ctx, a, name)
+		if err != nil {
+			return err
+		}
+		return writeJSON(out, s)
+
+	case "create":
+		fs, app := newFlags("create")
+		tok := fs.String("token", "", "publish token (default: generated by the server)")
+		playKey := fs.String("play-key", "", "play URL signing key (default: open play)")
+		source := fs.String("source", "", "rtmp:// or rtsp:// URL to pull from")
+		disabled := fs.Bool("disabled", false, "create the stream disabled")
+		record := fs.Bool("record", false, "record the stream")
+		profile := fs.String("profile", "", "transcode profile")
+		a, name, err := target(fs, app, args)
+		if err != nil {
+			return err
+		}
+		enabled := !*disabled
+		s, err := c.CreateStream(ctx, api.CreateStreamRequest{
+			App: a, Name: name, PublishToken: *tok, PlayKey: *playKey, Enabled: &enabled,
+			Source: *source, Record: *record, Profile: *profile,
+		})
+		if err != nil {
+			return err
+		}
+		return writeJSON(out, s)
+
+	case "patch":
+		fs, app := newFlags("patch")
+		fs.Bool("enabled", false, "enable or disable the stream")
+		fs.String("token", "", "new publish token (empty: generate one)")
+		fs.String("play-key", "", "new play key (empty: open play)")
+		fs.String("source", "", "new pull source (empty: pushed stream)")
+		fs.Bool("record", false, "record the stream")
+		fs.String("profile", "", "transcode profile (empty: none)")
+		a, name, err := target(fs, app, args)
+		if err != nil {
+			return err
+		}
+		var p api.StreamPatch
+		var perr error
+		fs.Visit(func(f *flag.Flag) {
+			v := f.Value.String()
+			switch f.Name {
+			case "enabled", "record":
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					perr = err
+				}
+				if f.Name == "enabled" {
+					p.Enabled = &b
+				} else {
+					p.Record = &b
+				}
+			case "token":
+				p.PublishToken = &v
+			case "play-key":
+				p.PlayKey = &v
+			case "source":
+				p.Source = &v
+			case "profile":
+				p.Profile = &v
+			}
+		})
+		if perr != nil {
+			return fmt.Errorf("%w: %v", errUsage, perr)
+		}
+		if _, fields := p.Apply(api.Stream{}); len(fields) == 0 {
+			return fmt.Errorf("%w: streams patch needs at least one field flag", errUsage)
+		}
+		s, err := c.PatchStream(ctx, a, name, p)
+		if err != nil {
+			return err
+		}
+		return writeJSON(out, s)
+
+	case "delete", "kick":
+		fs, app := newFlags(cmd)
+		a, name, err := target(fs, app, args)
+		if err != nil {
+			return err
+		}
+		if cmd == "delete" {
+			err = c.DeleteStream(ctx, a, name)
+		} else {
+			err = c.KickStream(ctx, a, name)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s %s/%s\n", map[string]string{"delete": "deleted", "kick": "kicked"}[cmd], a, name)
+		return nil
+	}
+	return fmt.Errorf("%w: unknown streams command %q", errUsage, cmd)
+}
+
+// redact hides a password in a source URL ("-" for none).
+func redact(src string) string {
+	if src == "" {
+		return "-"
+	}
+	if u, err := url.Parse(src); err == nil {
+		return u.Redacted()
+	}
+	return src
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeTable prints the stream list; secrets stay out of it (use get).
+func writeTable(w io.Writer, l []api.StreamInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tNAME\tENABLED\tLIVE\tPUBLISHER\tVIDEO\tAUDIO\tKBPS\tREADERS\tSOURCE")
+	for _, s := range l {
+		live, pub, video, audio, kbps, readers := "no", "-", "-", "-", "-", "-"
+		if lv := s.Live; lv != nil {
+			live = "yes " + (time.Duration(lv.UptimeSeconds) * time.Second).String()
+			pub = cmpOr(strings.TrimSpace(lv.PublisherProtocol+" "+lv.PublisherRemote), "-")
+			if lv.VideoCodec != "" {
+				video = fmt.Sprintf("%s %dx%d@%.3g", lv.VideoCodec, lv.Width, lv.Height, lv.FPS)
+			}
+			if lv.AudioCodec != "" {
+				audio = fmt.Sprintf("%s %d/%d", lv.AudioCodec, lv.SampleRate, lv.Channels)
+			}
+			kbps = strconv.FormatFloat(lv.BitrateKbps, 'f', 0, 64)
+			readers = strconv.Itoa(lv.Readers)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%t\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			s.App, s.Name, s.Enabled, live, pub, video, audio, kbps, readers, redact(s.Source))
+	}
+	return tw.Flush()
+}

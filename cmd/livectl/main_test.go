@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/livefuse/livefuse/lms"
+	"github.com/livefuse/livefuse/lms/api"
+)
+
+const token = "ctl-test-token"
+
+// onAir reports live/cam as on air.
+type onAir struct{}
+
+func (onAir) LiveStatus(app, name string) (lms.LiveStatus, bool) {
+	if app != "live" || name != "cam" {
+		return lms.LiveStatus{}, false
+	}
+	return lms.LiveStatus{PublisherProtocol: "rtsp", PublisherRemote: "10.1.1.1:40000", VideoCodec: "h264",
+		Width: 1920, Height: 1080, FPS: 25, AudioCodec: "aac", SampleRate: 48000, Channels: 2,
+		BitrateKbps: 4000, Readers: 7, UptimeSeconds: 90}, true
+}
+
+func (onAir) Kick(app, name string) error {
+	if app != "live" || name != "cam" {
+		return lms.ErrNotLive
+	}
+	return nil
+}
+
+// newAPI runs the real control API (embedded etcd in a temp dir) in httptest.
+func newAPI(t *testing.T) string {
+	t.Helper()
+	cfg := lms.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.APIToken = token
+	st, err := lms.OpenStore(t.Context(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	reg := lms.NewRegistry(st, nil)
+	if err := reg.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	srv, err := lms.NewServer(cfg, reg, onAir{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+func TestRun(t *testing.T) {
+	url := newAPI(t)
+	env := map[string]string{"LIVEFUSE_API": url, "LIVEFUSE_TOKEN": token}
+	getenv := func(k string) string { return env[k] }
+	var published api.Stream
+
+	steps := []struct {
+		name       string
+		args       []string
+		want       int
+		wantOut    []string // substrings of stdout
+		wantErr    string   // substring of stderr
+		checkOut   func(*testing.T, string)
+		noEnvToken bool
+	}{
+		{name: "no args", args: nil, want: 2, wantErr: "usage:"},
+		{name: "unknown command", args: []string{"streams", "frob"}, want: 2, wantErr: `unknown streams command "frob"`},
+		{name: "create", args: []string{"streams", "create", "demo", "--source", "rtmp://up/live/x", "--profile", "hd"}, want: 0,
+			checkOut: func(t *testing.T, out string) {
+				if err := json.Unmarshal([]byte(out), &published); err != nil {
+					t.Fatalf("create output is not JSON: %v\n%s", err, out)
+				}
+				if published.App != "live" || published.Name != "demo" || !published.Enabled || len(published.PublishToken) != 24 {
+					t.Errorf("created %+v", published)
+				}
+			}},
+		{name: "create with app flag and token", args: []string{"streams", "create", "--app", "events", "gala", "--token", "pub1", "--disabled"}, want: 0,
+			wantOut: []string{`"app": "events"`, `"publish_token": "pub1"`, `"enabled": false`}},
+		{name: "create on air", args: []string{"streams", "create", "cam"}, want: 0},
+		{name: "create duplicate", args: []string{"streams", "create", "demo"}, want: 1, wantErr: "livectl: stream already exists"},
+		{name: "create invalid", args: []string{"streams", "create", "bad.", "--source", "http://x/y"}, want: 1, wantErr: "source: scheme"},
+		{name: "get", args: []string{"streams", "get", "demo"}, want: 0, wantOut: []string{`"name": "demo"`, `"live": null`}},
+		{name: "get app/name", args: []string{"streams", "get", "events/gala"}, want: 0, wantOut: []string{`"publish_token": "pub1"`}},
+		{name: "get missing", args: []string{"streams", "get", "nope"}, want: 1, wantErr: "stream not found"},
+		{name: "get two names", args: []string{"streams", "get", "a", "b"}, want: 2, wantErr: "exactly one NAME"},
+		{name: "patch", args: []string{"streams", "patch", "demo", "--enabled=false", "--record"}, want: 0,
+			wantOut: []string{`"enabled": false`, `"record": true`, `"profile": "hd"`, `"source": "rtmp://up/live/x"`}},
+		{name: "patch nothing", args: []string{"streams", "patch", "demo"}, want: 2, wantErr: "at least one field"},
+		{name: "patch bad bool", args: []string{"streams", "patch", "demo", "--enabled=maybe"}, want: 2},
+		{name: "list", args: []string{"streams", "list"}, want: 0, checkOut: func(t *testing.T, out string) {
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 4 || !strings.HasPrefix(lines[0], "APP") {
+				t.Fatalf("table:\n%s", out)
+			}
+			for _, want := range []string{"h264 1920x1080@25", "aac 48000/2", "4000", "rtsp 10.1.1.1:40000", "yes 1m30s"} {
+				if !strings.Contains(lines[2], want) {
+					t.Errorf("live row misses %q: %s", want, lines[2])
+				}
+			}
+			if strings.Contains(out, published.PublishToken) || strings.Contains(out, "pub1") {
+				t.Error("list shows a publish token")
+			}
+		}},
+		{name: "kick on air", args: []string{"streams", "kick", "cam"}, want: 0, wantOut: []string{"kicked live/cam"}},
+		{name: "kick not live", args: []string{"streams", "kick", "demo"}, want: 1, wantErr: "stream is not live"},
+		{name: "delete", args: []string{"streams", "delete", "events/gala"}, want: 0, wantOut: []string{"deleted events/gala"}},
+		{name: "delete again", args: []string{"streams", "delete", "events/gala"}, want: 1, wantErr: "stream not found"},
+		{name: "no token", args: []string{"streams", "list"}, noEnvToken: true, want: 1, wantErr: "missing bearer token"},
+		{name: "token flag", args: []string{"--token", token, "streams", "list"}, noEnvToken: true, want: 0},
+		{name: "wrong token flag", args: []string{"--token", "wrong", "streams", "list"}, want: 1, wantErr: "invalid bearer token"},
+		{name: "api flag", args: []string{"--api", "http://127.0.0.1:1", "streams", "list"}, want: 1, wantErr: "livectl: GET /api/v1/streams"},
+	}
+	for _, st := range steps {
+		ge := getenv
+		if st.noEnvToken {
+			ge = func(k string) string {
+				if k == "LIVEFUSE_TOKEN" {
+					return ""
+				}
+				return env[k]
+			}
+		}
+		var stdout, stderr bytes.Buffer
+		code := run(st.args, ge, &stdout, &stderr)
+		if code != st.want {
+			t.Errorf("%s: exit %d, want %d\nstdout: %s\nstderr: %s", st.name, code, st.want, stdout.String(), stderr.String())
+			continue
+		}
+		for _, w := range st.wantOut {
+			if !strings.Contains(stdout.String(), w) {
+				t.Errorf("%s: stdout misses %q:\n%s", st.name, w, stdout.String())
+			}
+		}
+		if !strings.Contains(stderr.String(), st.wantErr) {
+			t.Errorf("%s: stderr %q, want it to contain %q", st.name, stderr.String(), st.wantErr)
+		}
+		if st.checkOut != nil {
+			st.checkOut(t, stdout.String())
+		}
+	}
+}
