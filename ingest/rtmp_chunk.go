@@ -1,0 +1,487 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/yutopp/go-rtmp/message"
+)
+
+// This file holds the RTMP chunk framing livefuse does itself (RTMP
+// specification §5.3): a parser that checks every chunk header a peer sends
+// before go-rtmp sees it (go-rtmp trusts declared message lengths and panics
+// on some malformed headers), a writer for messages sent around go-rtmp's
+// chunk scheduler (RTMP play output), and the net.Conn wrapper that puts
+// both, plus deadlines, between a socket and go-rtmp.
+
+const (
+	// rtmpHandshakeSize is C0+C1+C2, what a client sends before chunks.
+	rtmpHandshakeSize = 1 + 1536 + 1536
+	rtmpVersion       = 3
+	// rtmpDefaultChunkSize is the chunk size both sides start with.
+	rtmpDefaultChunkSize = 128
+	// rtmpMaxChunkSize is the largest chunk size go-rtmp accepts; larger
+	// Set Chunk Size values are clamped to it, as go-rtmp does.
+	rtmpMaxChunkSize = 0xffffff
+	// rtmpMaxChunkStreams bounds the chunk streams one peer may open: each
+	// one may hold a message buffer. Encoders use fewer than ten.
+	rtmpMaxChunkStreams = 32
+	// rtmpMaxPayload is the largest message length a chunk header can carry.
+	rtmpMaxPayload = 0xffffff
+)
+
+// Chunk stream IDs livefuse writes on directly, around go-rtmp's writer.
+// go-rtmp answers on ID 2 and on the IDs the client uses for its commands
+// (3 to 8 for common clients), so the direct writer keeps to IDs of its own:
+// two writers on one chunk stream would break each other's header
+// compression.
+const (
+	rtmpCSIDControl = 2 // protocol control; used directly only before go-rtmp writes
+	rtmpCSIDStatus  = 20
+	rtmpCSIDAudio   = 21
+	rtmpCSIDVideo   = 22
+)
+
+// rtmpProtocolError is a violation of RTMP framing by the peer.
+type rtmpProtocolError struct{ msg string }
+
+func (e *rtmpProtocolError) Error() string { return "rtmp protocol: " + e.msg }
+
+func rtmpProtoErrorf(format string, args ...any) error {
+	return &rtmpProtocolError{msg: fmt.Sprintf(format, args...)}
+}
+
+// rtmpChunkStream is the receive state of one chunk stream.
+type rtmpChunkStream struct {
+	id        uint32
+	timestamp uint32 // of the current message
+	delta     uint32
+	length    uint32 // of the current message
+	typeID    uint8
+	streamID  uint32
+	got       uint32 // payload bytes of the current message received so far
+	ext       bool   // the last type 0-2 header carried an extended timestamp
+	ctl       [4]byte
+	buf       []byte // assembled payload (readMessage only)
+}
+
+func (cs *rtmpChunkStream) complete() bool { return cs.length > 0 && cs.got == cs.length }
+
+// rtmpChunkParser reads chunk headers and tracks message boundaries and the
+// peer's chunk size. It never trusts a length before checking it.
+type rtmpChunkParser struct {
+	chunkSize  uint32
+	maxMessage uint32
+	streams    map[uint32]*rtmpChunkStream
+	// raw holds the bytes of the last header as go-rtmp reads them: the
+	// extended timestamp of a type 3 chunk, which go-rtmp does not expect,
+	// is left out.
+	raw []byte
+	b   [11]byte
+}
+
+func newRTMPChunkParser(maxMessage int) *rtmpChunkParser {
+	if maxMessage <= 0 || maxMessage > rtmpMaxPayload {
+		maxMessage = rtmpMaxPayload
+	}
+	return &rtmpChunkParser{
+		chunkSize:  rtmpDefaultChunkSize,
+		maxMessage: uint32(maxMessage),
+		streams:    make(map[uint32]*rtmpChunkStream),
+		raw:        make([]byte, 0, 18),
+	}
+}
+
+func rtmpBE24(b []byte) uint32 { return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]) }
+
+// next reads one chunk header and returns its chunk stream and the number
+// of payload bytes of this chunk, which the caller reads and passes to
+// consume before calling next again.
+func (p *rtmpChunkParser) next(r io.Reader) (*rtmpChunkStream, uint32, error) {
+	b := p.b[:]
+	raw := p.raw[:0]
+	if _, err := io.ReadFull(r, b[:1]); err != nil {
+		return nil, 0, err
+	}
+	raw = append(raw, b[0])
+	format := b[0] >> 6
+	csid := uint32(b[0] & 0x3f)
+	switch csid {
+	case 0:
+		if _, err := io.ReadFull(r, b[:1]); err != nil {
+			return nil, 0, noEOF(err)
+		}
+		raw = append(raw, b[0])
+		csid = 64 + uint32(b[0])
+	case 1:
+		if _, err := io.ReadFull(r, b[:2]); err != nil {
+			return nil, 0, noEOF(err)
+		}
+		raw = append(raw, b[0], b[1])
+		csid = 64 + uint32(b[0]) + uint32(b[1])*256
+	}
+	cs := p.streams[csid]
+	if cs == nil {
+		if len(p.streams) >= rtmpMaxChunkStreams {
+			return nil, 0, rtmpProtoErrorf("more than %d chunk streams", rtmpMaxChunkStreams)
+		}
+		cs = &rtmpChunkStream{id: csid}
+		p.streams[csid] = cs
+	}
+	inMessage := cs.got > 0 && cs.got < cs.length
+	if inMessage && format != 3 {
+		return nil, 0, rtmpProtoErrorf("chunk type %d on chunk stream %d before its message of %d bytes was complete (%d)",
+			format, csid, cs.length, cs.got)
+	}
+	n := [4]int{11, 7, 3, 0}[format]
+	if _, err := io.ReadFull(r, b[:n]); err != nil {
+		return nil, 0, noEOF(err)
+	}
+	raw = append(raw, b[:n]...)
+	var field uint32
+	if format < 3 {
+		field = rtmpBE24(b[0:3])
+	}
+	var length uint32
+	var typeID uint8
+	if format < 2 {
+		length, typeID = rtmpBE24(b[3:6]), b[6]
+	}
+	var streamID uint32
+	if format == 0 {
+		streamID = binary.LittleEndian.Uint32(b[7:11])
+	}
+	switch {
+	case format < 3:
+		cs.ext = field == 0xffffff
+		if cs.ext {
+			if _, err := io.ReadFull(r, b[:4]); err != nil {
+				return nil, 0, noEOF(err)
+			}
+			raw = append(raw, b[:4]...)
+			field = binary.BigEndian.Uint32(b[:4])
+		}
+	case cs.ext:
+		// Type 3 chunks repeat the extended timestamp of their stream's
+		// last header (as ffmpeg and librtmp write them); go-rtmp does not
+		// read it, so it stays out of raw.
+		if _, err := io.ReadFull(r, b[:4]); err != nil {
+			return nil, 0, noEOF(err)
+		}
+	}
+	if format < 2 {
+		if length == 0 {
+			return nil, 0, rtmpProtoErrorf("empty message on chunk stream %d", csid)
+		}
+		if length > p.maxMessage {
+			return nil, 0, rtmpProtoErrorf("message of %d bytes on chunk stream %d, limit %d", length, csid, p.maxMessage)
+		}
+		cs.length, cs.typeID = length, typeID
+	}
+	switch format {
+	case 0:
+		cs.streamID, cs.timestamp, cs.delta = streamID, field, 0
+	case 1, 2:
+		cs.delta = field
+	}
+	if cs.length == 0 {
+		return nil, 0, rtmpProtoErrorf("chunk type %d on chunk stream %d, which has no message header yet", format, csid)
+	}
+	if !inMessage {
+		cs.got = 0
+		cs.buf = cs.buf[:0]
+		if format != 0 {
+			cs.timestamp += cs.delta
+		}
+	}
+	p.raw = raw
+	return cs, min(cs.length-cs.got, p.chunkSize), nil
+}
+
+// consume accounts for payload bytes b of cs and applies a completed Set
+// Chunk Size message.
+func (p *rtmpChunkParser) consume(cs *rtmpChunkStream, b []byte) error {
+	if cs.typeID == uint8(message.TypeIDSetChunkSize) && cs.got < 4 {
+		copy(cs.ctl[cs.got:], b)
+	}
+	cs.got += uint32(len(b))
+	if !cs.complete() || cs.typeID != uint8(message.TypeIDSetChunkSize) {
+		return nil
+	}
+	if cs.length < 4 {
+		return rtmpProtoErrorf("set chunk size message of %d bytes", cs.length)
+	}
+	size := binary.BigEndian.Uint32(cs.ctl[:])
+	if size == 0 || size&0x80000000 != 0 {
+		return rtmpProtoErrorf("invalid chunk size %#x", size)
+	}
+	p.chunkSize = min(size, rtmpMaxChunkSize)
+	return nil
+}
+
+// readMessage reads chunks until a message is complete and returns its
+// chunk stream; the payload is cs.buf, valid until the next call.
+func (p *rtmpChunkParser) readMessage(r io.Reader) (*rtmpChunkStream, error) {
+	for {
+		cs, n, err := p.next(r)
+		if err != nil {
+			return nil, err
+		}
+		start := len(cs.buf)
+		cs.buf = slices.Grow(cs.buf, int(n))[:start+int(n)]
+		if _, err := io.ReadFull(r, cs.buf[start:]); err != nil {
+			return nil, noEOF(err)
+		}
+		if err := p.consume(cs, cs.buf[start:]); err != nil {
+			return nil, err
+		}
+		if cs.complete() {
+			return cs, nil
+		}
+	}
+}
+
+// noEOF turns io.EOF in the middle of a structure into io.ErrUnexpectedEOF.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func rtmpAppendBasicHeader(dst []byte, format byte, csid uint32) []byte {
+	switch {
+	case csid < 64:
+		return append(dst, format<<6|byte(csid))
+	case csid < 320:
+		return append(dst, format<<6, byte(csid-64))
+	default:
+		return append(dst, format<<6|1, byte((csid-64)&0xff), byte((csid-64)>>8))
+	}
+}
+
+// rtmpAppendMessage appends one message as chunks of at most chunkSize
+// payload bytes: a type 0 header (so the result does not depend on what was
+// sent before on csid), then type 3 headers, which repeat an extended
+// timestamp as ffmpeg and librtmp expect. len(payload) must be at most
+// rtmpMaxPayload.
+func rtmpAppendMessage(dst []byte, csid uint32, typeID uint8, streamID, ts uint32, payload []byte, chunkSize int) []byte {
+	ext := ts >= 0xffffff
+	field := ts
+	if ext {
+		field = 0xffffff
+	}
+	n := len(payload)
+	dst = rtmpAppendBasicHeader(dst, 0, csid)
+	dst = append(dst, byte(field>>16), byte(field>>8), byte(field), byte(n>>16), byte(n>>8), byte(n), typeID)
+	dst = binary.LittleEndian.AppendUint32(dst, streamID)
+	if ext {
+		dst = binary.BigEndian.AppendUint32(dst, ts)
+	}
+	for off := 0; ; {
+		k := min(chunkSize, n-off)
+		dst = append(dst, payload[off:off+k]...)
+		off += k
+		if off >= n {
+			return dst
+		}
+		dst = rtmpAppendBasicHeader(dst, 3, csid)
+		if ext {
+			dst = binary.BigEndian.AppendUint32(dst, ts)
+		}
+	}
+}
+
+// rtmpEncode encodes msg with go-rtmp's message encoder and returns its
+// type ID and payload.
+func rtmpEncode(msg message.Message) (uint8, []byte, error) {
+	var buf bytes.Buffer
+	if err := message.NewEncoder(&buf).Encode(msg); err != nil {
+		return 0, nil, fmt.Errorf("encode rtmp message type %d: %w", msg.TypeID(), err)
+	}
+	return uint8(msg.TypeID()), buf.Bytes(), nil
+}
+
+// rtmpEncodeCommand builds an AMF0 command message payload: name,
+// transaction ID, then args (go-rtmp's body values).
+func rtmpEncodeCommand(name string, txID int64, args message.AMFConvertible) (uint8, []byte, error) {
+	var body bytes.Buffer
+	if err := message.EncodeBodyAnyValues(message.NewAMFEncoder(&body, message.EncodingTypeAMF0), args); err != nil {
+		return 0, nil, fmt.Errorf("encode rtmp command %s: %w", name, err)
+	}
+	return rtmpEncode(&message.CommandMessage{
+		CommandName:   name,
+		TransactionID: txID,
+		Encoding:      message.EncodingTypeAMF0,
+		Body:          &body,
+	})
+}
+
+// rtmpOnStatus is an onStatus info object (level, code, description).
+type rtmpOnStatus struct{ level, code, description string }
+
+func (s rtmpOnStatus) FromArgs(...any) error { return errors.New("rtmpOnStatus: decode not supported") }
+
+func (s rtmpOnStatus) ToArgs(message.EncodingType) ([]any, error) {
+	return []any{nil, map[string]any{"level": s.level, "code": s.code, "description": s.description}}, nil
+}
+
+// rtmpDeadlineSlack is how often at most rtmpNetConn moves a deadline: a
+// deadline is set per socket call, but not more than once a second.
+const rtmpDeadlineSlack = time.Second
+
+// rtmpNetConn sits between a server socket and go-rtmp. Reads pass the
+// handshake through (checking C0), then check every chunk header with an
+// rtmpChunkParser before handing it on, so an oversized or malformed chunk
+// fails the read instead of reaching go-rtmp. Writes from go-rtmp (one whole
+// chunk per call, see rtmpServerConnConfig) and from writeRaw are
+// serialized, so the play output can bypass go-rtmp's writer.
+type rtmpNetConn struct {
+	nc     net.Conn
+	br     *bufio.Reader
+	parser *rtmpChunkParser
+
+	// read side: used by go-rtmp's connection goroutine only
+	hsLeft    int
+	pend      []byte
+	left      uint32
+	cur       *rtmpChunkStream
+	readIdle  time.Duration // 0: no read deadline after the handshake
+	readSetAt time.Time
+	err       error // sticky
+
+	wmu          sync.Mutex
+	writeTimeout time.Duration
+	writeSetAt   time.Time
+
+	onReadErr func(error)
+	closeOnce sync.Once
+	onClose   func()
+}
+
+func newRTMPNetConn(nc net.Conn, maxMessage int) *rtmpNetConn {
+	c := &rtmpNetConn{
+		nc:     nc,
+		parser: newRTMPChunkParser(maxMessage),
+		hsLeft: rtmpHandshakeSize,
+	}
+	c.br = bufio.NewReaderSize(rtmpDeadlineReader{c}, 16<<10)
+	return c
+}
+
+// rtmpDeadlineReader refreshes the read deadline before socket reads once
+// the handshake is over (during it the deadline set at accept stays).
+type rtmpDeadlineReader struct{ c *rtmpNetConn }
+
+func (r rtmpDeadlineReader) Read(p []byte) (int, error) {
+	c := r.c
+	if c.hsLeft == 0 && c.readIdle > 0 {
+		if now := time.Now(); now.Sub(c.readSetAt) >= rtmpDeadlineSlack {
+			c.readSetAt = now
+			_ = c.nc.SetReadDeadline(now.Add(c.readIdle))
+		}
+	}
+	return c.nc.Read(p)
+}
+
+// stopReadDeadline removes the read deadline: a player may stay silent
+// while it watches. Call it on go-rtmp's connection goroutine.
+func (c *rtmpNetConn) stopReadDeadline() {
+	c.readIdle = 0
+	_ = c.nc.SetReadDeadline(time.Time{})
+}
+
+func (c *rtmpNetConn) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.read(p)
+	if err != nil {
+		c.err = err
+		if c.onReadErr != nil {
+			c.onReadErr(err)
+		}
+	}
+	return n, err
+}
+
+func (c *rtmpNetConn) read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.hsLeft > 0 {
+		if c.hsLeft == rtmpHandshakeSize {
+			v, err := c.br.ReadByte()
+			if err != nil {
+				return 0, err
+			}
+			if v != rtmpVersion {
+				return 0, rtmpProtoErrorf("handshake version %d, want %d", v, rtmpVersion)
+			}
+			p[0] = v
+			c.hsLeft--
+			return 1, nil
+		}
+		n, err := c.br.Read(p[:min(len(p), c.hsLeft)])
+		c.hsLeft -= n
+		return n, noEOF(err)
+	}
+	if len(c.pend) > 0 {
+		n := copy(p, c.pend)
+		c.pend = c.pend[n:]
+		return n, nil
+	}
+	if c.left == 0 {
+		cs, n, err := c.parser.next(c.br)
+		if err != nil {
+			return 0, err
+		}
+		c.cur, c.left = cs, n
+		k := copy(p, c.parser.raw)
+		c.pend = c.parser.raw[k:]
+		return k, nil
+	}
+	n, err := c.br.Read(p[:min(uint32(len(p)), c.left)])
+	if n > 0 {
+		c.left -= uint32(n)
+		if perr := c.parser.consume(c.cur, p[:n]); perr != nil {
+			return 0, perr
+		}
+	}
+	return n, noEOF(err)
+}
+
+// Write is go-rtmp's path to the socket.
+func (c *rtmpNetConn) Write(p []byte) (int, error) { return c.writeRaw(p) }
+
+// writeRaw writes p at once, between whole chunks of go-rtmp's writer.
+func (c *rtmpNetConn) writeRaw(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writeTimeout > 0 {
+		if now := time.Now(); now.Sub(c.writeSetAt) >= rtmpDeadlineSlack {
+			c.writeSetAt = now
+			_ = c.nc.SetWriteDeadline(now.Add(c.writeTimeout))
+		}
+	}
+	return c.nc.Write(p)
+}
+
+// Close closes the socket; go-rtmp calls it last when a connection ends.
+func (c *rtmpNetConn) Close() error {
+	err := c.nc.Close()
+	c.closeOnce.Do(func() {
+		if c.onClose != nil {
+			c.onClose()
+		}
+	})
+	return err
+}

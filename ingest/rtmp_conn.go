@@ -1,0 +1,516 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/yutopp/go-rtmp"
+	"github.com/yutopp/go-rtmp/message"
+
+	"github.com/livefuse/livefuse/av"
+)
+
+// RTMP window sizes announced to peers (the values nginx-rtmp uses).
+const (
+	rtmpAckWindow       = 2500000
+	rtmpPeerBandwidth   = 2500000
+	rtmpMaxStreamsPerCn = 8 // message streams (createStream) per connection
+	rtmpPlayBatch       = 256 << 10
+)
+
+// rtmpConn is the go-rtmp handler of one server connection. go-rtmp calls
+// its methods on the connection's goroutine, which also runs OnClose, so
+// the fields below mu need no lock; the kick watcher and the player
+// goroutine only touch the socket and the close reason.
+type rtmpConn struct {
+	rtmp.DefaultHandler
+
+	s       *RTMPServer
+	rc      *rtmpNetConn
+	remote  string
+	start   time.Time
+	tracked bool // counted in s.wg (set before go-rtmp runs)
+
+	app       string     // from connect, without query
+	connQuery url.Values // query found on the connect app or tcUrl
+
+	role   string // "", "publish", "play"
+	stream string // app/name once publishing or playing
+	feed   string
+
+	fw          FeedWriter
+	pubStreamID uint32
+	pubStop     chan struct{}
+	in          bytes.Buffer
+	metaWarned  bool
+
+	playStreamID uint32
+	playCancel   context.CancelFunc
+
+	mu     sync.Mutex
+	reason string
+	level  slog.Level
+}
+
+var _ rtmp.Handler = (*rtmpConn)(nil)
+
+func newRTMPConn(s *RTMPServer, nc net.Conn) *rtmpConn {
+	c := &rtmpConn{
+		s:         s,
+		remote:    nc.RemoteAddr().String(),
+		start:     time.Now(),
+		connQuery: url.Values{},
+	}
+	c.rc = newRTMPNetConn(nc, s.cfg.MaxMessageSize)
+	c.rc.readIdle = s.idleTimeout
+	c.rc.writeTimeout = s.writeTimeout
+	c.rc.onReadErr = c.readFailed
+	c.rc.onClose = c.finish
+	return c
+}
+
+func (c *rtmpConn) connConfig() *rtmp.ConnConfig {
+	lg := logrus.New()
+	lg.Out = io.Discard
+	lg.Level = logrus.ErrorLevel
+	lg.AddHook(rtmpLogHook{c})
+	return &rtmp.ConnConfig{
+		Handler:                   c,
+		SkipHandshakeVerification: true, // as nginx-rtmp: clients' C2 echoes vary
+		// One chunk (header + payload) must fit the write buffer, so every
+		// write go-rtmp makes is one whole chunk and writeRaw can go between.
+		WriterBufferSize: c.s.cfg.ChunkSize + 64,
+		ControlState: rtmp.StreamControlStateConfig{
+			MaxChunkStreams:            rtmpMaxChunkStreams,
+			DefaultAckWindowSize:       rtmpAckWindow,
+			DefaultBandwidthWindowSize: rtmpPeerBandwidth,
+			DefaultBandwidthLimitType:  message.LimitTypeDynamic,
+			MaxMessageSize:             uint32(c.s.cfg.MaxMessageSize),
+			MaxMessageStreams:          rtmpMaxStreamsPerCn,
+		},
+		Logger: lg,
+	}
+}
+
+// setReason records why the connection ends; the first reason wins.
+func (c *rtmpConn) setReason(level slog.Level, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reason == "" {
+		c.reason, c.level = reason, level
+	}
+}
+
+func (c *rtmpConn) readFailed(err error) {
+	var perr *rtmpProtocolError
+	var nerr net.Error
+	switch {
+	case errors.As(err, &perr):
+		c.setReason(slog.LevelWarn, err.Error())
+	case errors.Is(err, io.EOF):
+		c.setReason(slog.LevelInfo, "peer closed")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		c.setReason(slog.LevelInfo, "peer closed inside a message")
+	case errors.Is(err, net.ErrClosed):
+		c.setReason(slog.LevelInfo, "closed")
+	case errors.As(err, &nerr) && nerr.Timeout():
+		if c.rc.hsLeft > 0 {
+			c.setReason(slog.LevelWarn, "handshake timeout")
+		} else {
+			c.setReason(slog.LevelWarn, "idle timeout")
+		}
+	default:
+		c.setReason(slog.LevelInfo, "read: "+err.Error())
+	}
+}
+
+// finish runs when go-rtmp has closed the connection, last of all.
+func (c *rtmpConn) finish() {
+	c.mu.Lock()
+	reason, level := c.reason, c.level
+	c.mu.Unlock()
+	if reason == "" {
+		reason, level = "closed", slog.LevelInfo
+	}
+	attrs := []any{"remote", c.remote, "reason", reason, "duration", time.Since(c.start).Round(time.Millisecond)}
+	if c.role != "" {
+		attrs = append(attrs, "role", c.role, "stream", c.stream)
+	}
+	if c.feed != "" {
+		attrs = append(attrs, "feed", c.feed)
+	}
+	c.s.log.Log(context.Background(), level, "rtmp connection closed", attrs...)
+	c.s.remove(c)
+}
+
+// rtmpLogHook takes the reason go-rtmp logs when it drops a connection for
+// an error of its own (a message it cannot decode, a recovered panic).
+type rtmpLogHook struct{ c *rtmpConn }
+
+func (rtmpLogHook) Levels() []logrus.Level { return []logrus.Level{logrus.ErrorLevel} }
+
+func (h rtmpLogHook) Fire(e *logrus.Entry) error {
+	if rest, ok := strings.CutPrefix(e.Message, "Server closed by error: Err = "); ok {
+		line, _, _ := strings.Cut(rest, "\n")
+		h.c.setReason(slog.LevelWarn, "rtmp: "+line)
+	}
+	return nil
+}
+
+// write sends ready-made chunks around go-rtmp's writer.
+func (c *rtmpConn) write(b []byte) error {
+	_, err := c.rc.writeRaw(b)
+	return err
+}
+
+// OnServe runs after the handshake: it raises the chunk size the server
+// sends with. go-rtmp has no setter for its own side, so this sets go-rtmp's
+// state and sends Set Chunk Size directly, before go-rtmp has written a
+// chunk (its first chunk on stream 2 then carries a full header).
+func (c *rtmpConn) OnServe(conn *rtmp.Conn) {
+	size := uint32(c.s.cfg.ChunkSize)
+	err := conn.GetChunkStreamer().SelfState().SetChunkSize(size)
+	if err == nil {
+		var payload []byte
+		var typeID uint8
+		typeID, payload, err = rtmpEncode(&message.SetChunkSize{ChunkSize: size})
+		if err == nil {
+			err = c.write(rtmpAppendMessage(nil, rtmpCSIDControl, typeID, 0, 0, payload, rtmpDefaultChunkSize))
+		}
+	}
+	if err != nil {
+		c.setReason(slog.LevelInfo, "set chunk size: "+err.Error())
+		_ = c.rc.nc.Close()
+	}
+}
+
+// OnConnect keeps the app and any query an encoder put on it or on tcUrl
+// (some put "?token=" there instead of on the stream key).
+func (c *rtmpConn) OnConnect(_ uint32, cmd *message.NetConnectionConnect) error {
+	app := cmd.Command.App
+	if i := strings.IndexByte(app, '?'); i >= 0 {
+		if q, err := url.ParseQuery(app[i+1:]); err == nil {
+			rtmpMergeQuery(c.connQuery, q)
+		}
+		app = app[:i]
+	}
+	c.app = strings.Trim(app, "/")
+	if u, err := url.Parse(cmd.Command.TCURL); err == nil {
+		rtmpMergeQuery(c.connQuery, u.Query())
+	}
+	return nil
+}
+
+// rtmpMergeQuery adds to dst the keys of src it does not have.
+func rtmpMergeQuery(dst, src url.Values) {
+	for k, v := range src {
+		if _, ok := dst[k]; !ok {
+			dst[k] = v
+		}
+	}
+}
+
+// resolve turns a publishing or play name ("NAME?token=T") into the
+// stream's app, name and query.
+func (c *rtmpConn) resolve(streamName string) (app, name string, q url.Values, err error) {
+	app, name, q, err = ParseStreamPath(c.app + "/" + streamName)
+	if err != nil {
+		return "", "", nil, err
+	}
+	rtmpMergeQuery(q, c.connQuery)
+	return app, name, q, nil
+}
+
+// statusChunks builds onStatus command messages for message stream sid.
+func (c *rtmpConn) statusChunks(dst []byte, sid uint32, level, code, desc string) []byte {
+	typeID, payload, err := rtmpEncodeCommand("onStatus", 0, rtmpOnStatus{level: level, code: code, description: desc})
+	if err != nil {
+		return dst // cannot happen with these plain values
+	}
+	return rtmpAppendMessage(dst, rtmpCSIDStatus, typeID, sid, 0, payload, c.s.cfg.ChunkSize)
+}
+
+// OnPublish authorizes a publisher and claims its feed. Refusals answer
+// NetStream.Publish.BadName here; go-rtmp then adds Publish.Failed for the
+// error returned and closes the connection.
+func (c *rtmpConn) OnPublish(sctx *rtmp.StreamContext, _ uint32, cmd *message.NetStreamPublish) error {
+	if c.role != "" {
+		return fmt.Errorf("rtmp publish: connection is already %sing %s", c.role, c.stream)
+	}
+	app, name, q, err := c.resolve(cmd.PublishingName)
+	if err != nil {
+		return c.refusePublish(sctx.StreamID, "", "", err)
+	}
+	stream := app + "/" + name
+	feed, err := FeedFromQuery(q)
+	if err != nil {
+		return c.refusePublish(sctx.StreamID, stream, "", err)
+	}
+	if err := c.s.deps.Auth.AuthorizePublish(app, name, q.Get("token")); err != nil {
+		return c.refusePublish(sctx.StreamID, stream, feed, err)
+	}
+	fw, err := c.s.deps.Sink.Publish(app, name, feed, av.Source{Protocol: "rtmp", Remote: c.remote})
+	if err != nil {
+		if errors.Is(err, ErrBusy) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnauthorized) {
+			return c.refusePublish(sctx.StreamID, stream, feed, err)
+		}
+		c.s.log.Warn("rtmp publish failed", "remote", c.remote, "stream", stream, "feed", feed, "error", err)
+		c.setReason(slog.LevelInfo, "publish failed")
+		return fmt.Errorf("rtmp publish %s: %w", stream, err)
+	}
+	c.role, c.stream, c.feed = "publish", stream, feed
+	c.fw, c.pubStreamID = fw, sctx.StreamID
+	c.pubStop = make(chan struct{})
+	c.s.wg.Add(1)
+	go c.watchKick(fw.Done(), c.pubStop)
+	c.s.log.Info("rtmp publish started", "remote", c.remote, "stream", stream, "feed", feed)
+	return nil
+}
+
+func (c *rtmpConn) refusePublish(sid uint32, stream, feed string, err error) error {
+	_ = c.write(c.statusChunks(nil, sid, "error", string(message.NetStreamOnStatusCodePublishBadName), "Publish refused."))
+	c.s.log.Warn("rtmp publish refused", "remote", c.remote, "stream", stream, "feed", feed, "error", err)
+	c.setReason(slog.LevelInfo, "publish refused")
+	return fmt.Errorf("rtmp publish refused: %w", err)
+}
+
+// watchKick closes the connection when the origin drops the publisher.
+func (c *rtmpConn) watchKick(done <-chan struct{}, stop <-chan struct{}) {
+	defer c.s.wg.Done()
+	select {
+	case <-done:
+		c.setReason(slog.LevelInfo, "publisher dropped by the origin")
+		_ = c.rc.nc.Close()
+	case <-stop:
+	}
+}
+
+func (c *rtmpConn) endPublish() {
+	if c.fw == nil {
+		return
+	}
+	close(c.pubStop)
+	c.fw.Close()
+	c.fw = nil
+}
+
+// OnSetDataFrame forwards onMetaData as a script packet whose Data is what
+// an FLV file's script tag holds (go-rtmp has already taken off the
+// "@setDataFrame" name).
+func (c *rtmpConn) OnSetDataFrame(ts uint32, data *message.NetStreamSetDataFrame) error {
+	if c.fw == nil {
+		return nil
+	}
+	name, _, err := av.DecodeScript(data.Payload)
+	if err == nil && name != "onMetaData" {
+		err = fmt.Errorf("data frame %q", name)
+	}
+	if err != nil {
+		if !c.metaWarned {
+			c.metaWarned = true
+			c.s.log.Warn("rtmp publish: metadata ignored", "remote", c.remote, "stream", c.stream, "feed", c.feed, "error", err)
+		}
+		return nil
+	}
+	p, err := av.TagToPacket(av.TagScript, ts, data.Payload)
+	if err != nil {
+		return nil
+	}
+	c.fw.WritePacket(p)
+	return nil
+}
+
+func (c *rtmpConn) OnAudio(ts uint32, payload io.Reader) error {
+	return c.media(av.TagAudio, ts, payload)
+}
+
+func (c *rtmpConn) OnVideo(ts uint32, payload io.Reader) error {
+	return c.media(av.TagVideo, ts, payload)
+}
+
+func (c *rtmpConn) media(tagType uint8, ts uint32, payload io.Reader) error {
+	if c.fw == nil {
+		return nil
+	}
+	c.in.Reset()
+	if _, err := c.in.ReadFrom(payload); err != nil {
+		return fmt.Errorf("rtmp publish %s: read message: %w", c.stream, err)
+	}
+	p, err := av.TagToPacket(tagType, ts, c.in.Bytes())
+	switch {
+	case err == nil:
+		c.fw.WritePacket(p)
+		return nil
+	case errors.Is(err, av.ErrSkip):
+		return nil
+	case errors.Is(err, av.ErrUnsupportedCodec):
+		c.s.log.Warn("rtmp publish: unsupported codec, closing", "remote", c.remote, "stream", c.stream, "feed", c.feed, "error", err)
+		c.setReason(slog.LevelWarn, err.Error())
+	default:
+		c.setReason(slog.LevelWarn, "malformed media message: "+err.Error())
+	}
+	return fmt.Errorf("rtmp publish %s: %w", c.stream, err)
+}
+
+func (c *rtmpConn) OnDeleteStream(_ uint32, cmd *message.NetStreamDeleteStream) error {
+	switch {
+	case c.fw != nil && cmd.StreamID == c.pubStreamID:
+		c.endPublish()
+	case c.playCancel != nil && cmd.StreamID == c.playStreamID:
+		c.playCancel()
+	}
+	return nil
+}
+
+// OnPlay authorizes a player, subscribes it and starts its writer.
+// go-rtmp answers NetStream.Play.Failed for an error returned here, and
+// NetStream.Play.Start itself after success; the writer sends its own
+// Play.Reset/Play.Start first so they precede the media it writes.
+func (c *rtmpConn) OnPlay(sctx *rtmp.StreamContext, _ uint32, cmd *message.NetStreamPlay) error {
+	if c.role != "" {
+		return fmt.Errorf("rtmp play: connection is already %sing %s", c.role, c.stream)
+	}
+	if c.s.deps.Play == nil {
+		c.setReason(slog.LevelInfo, "play refused: rtmp play disabled")
+		return errors.New("rtmp play is disabled")
+	}
+	app, name, q, err := c.resolve(cmd.StreamName)
+	if err != nil {
+		return c.refusePlay(sctx.StreamID, "", err)
+	}
+	stream := app + "/" + name
+	if err := c.s.deps.Auth.AuthorizePlay(app, name, "/"+stream, q); err != nil {
+		return c.refusePlay(sctx.StreamID, stream, err)
+	}
+	r, err := c.s.deps.Play.Subscribe(app, name)
+	if err != nil {
+		return c.refusePlay(sctx.StreamID, stream, err)
+	}
+	c.role, c.stream, c.playStreamID = "play", stream, sctx.StreamID
+	c.rc.stopReadDeadline()
+
+	sid := sctx.StreamID
+	var out []byte
+	if typeID, payload, err := rtmpEncode(&message.UserCtrl{Event: &message.UserCtrlEventStreamBegin{StreamID: sid}}); err == nil {
+		out = rtmpAppendMessage(out, rtmpCSIDStatus, typeID, 0, 0, payload, c.s.cfg.ChunkSize)
+	}
+	out = c.statusChunks(out, sid, "status", "NetStream.Play.Reset", "Playing and resetting "+stream+".")
+	out = c.statusChunks(out, sid, "status", string(message.NetStreamOnStatusCodePlayStart), "Started playing "+stream+".")
+	// |RtmpSampleAccess(true, true): Flash players want it to read the data.
+	sampleAccess := []byte{0x02, 0x00, 0x11}
+	sampleAccess = append(sampleAccess, "|RtmpSampleAccess"...)
+	sampleAccess = append(sampleAccess, 0x01, 0x01, 0x01, 0x01)
+	out = rtmpAppendMessage(out, rtmpCSIDStatus, uint8(message.TypeIDDataMessageAMF0), sid, 0, sampleAccess, c.s.cfg.ChunkSize)
+	if err := c.write(out); err != nil {
+		r.Close()
+		return fmt.Errorf("rtmp play %s: %w", stream, err)
+	}
+
+	ctx, cancel := context.WithCancel(c.s.ctx)
+	c.playCancel = cancel
+	c.s.wg.Add(1)
+	go c.runPlayer(ctx, r, sid)
+	c.s.log.Info("rtmp play started", "remote", c.remote, "stream", stream)
+	return nil
+}
+
+func (c *rtmpConn) refusePlay(sid uint32, stream string, err error) error {
+	if errors.Is(err, ErrNotFound) {
+		_ = c.write(c.statusChunks(nil, sid, "error", "NetStream.Play.StreamNotFound", "No such stream."))
+	}
+	c.s.log.Warn("rtmp play refused", "remote", c.remote, "stream", stream, "error", err)
+	c.setReason(slog.LevelInfo, "play refused")
+	return fmt.Errorf("rtmp play refused: %w", err)
+}
+
+// runPlayer copies packets from r to the player as RTMP messages, written
+// directly (see rtmpNetConn) in batches.
+func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32) {
+	defer c.s.wg.Done()
+	defer r.Close()
+	chunkSize := c.s.cfg.ChunkSize
+	var (
+		pkts      []*av.Packet
+		body, out []byte
+		err       error
+	)
+	flush := func() bool {
+		if len(out) == 0 {
+			return true
+		}
+		werr := c.write(out)
+		out = out[:0]
+		if werr != nil {
+			if ctx.Err() == nil {
+				c.setReason(slog.LevelInfo, "write: "+werr.Error())
+				_ = c.rc.nc.Close()
+			}
+			return false
+		}
+		return true
+	}
+	for {
+		pkts, err = r.ReadPackets(ctx, pkts[:0])
+		if err != nil {
+			if ctx.Err() == nil {
+				c.setReason(slog.LevelInfo, "stream ended: "+err.Error())
+				_ = c.rc.nc.Close()
+			}
+			return
+		}
+		for i, p := range pkts {
+			pkts[i] = nil
+			var typeID uint8
+			var ts uint32
+			body, typeID, ts = av.AppendTagBody(body[:0], p)
+			var csid uint32
+			switch typeID {
+			case av.TagVideo:
+				csid = rtmpCSIDVideo
+			case av.TagAudio:
+				csid = rtmpCSIDAudio
+			case av.TagScript:
+				csid = rtmpCSIDStatus
+			default:
+				continue
+			}
+			if len(body) > rtmpMaxPayload {
+				continue
+			}
+			out = rtmpAppendMessage(out, csid, typeID, sid, ts, body, chunkSize)
+			if len(out) >= rtmpPlayBatch && !flush() {
+				return
+			}
+		}
+		if !flush() {
+			return
+		}
+		if cap(out) > 4<<20 {
+			out = nil
+		}
+		if cap(body) > 4<<20 {
+			body = nil
+		}
+	}
+}
+
+// OnClose ends the publish or play; the socket is closed by go-rtmp after
+// its pending writes (a refusal status) are out, except for players, whose
+// writer is stopped at once.
+func (c *rtmpConn) OnClose() {
+	c.endPublish()
+	if c.playCancel != nil {
+		c.playCancel()
+		_ = c.rc.nc.Close()
+	}
+}
