@@ -1,6 +1,7 @@
 package encryption
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 )
@@ -50,76 +51,50 @@ func cryptNALU(dst, nalu []byte, k *Key, encrypt bool) ([]byte, error) {
 	return dst[:start+n], nil
 }
 
+var (
+	epb      = []byte{0, 0, 3}
+	zeroZero = []byte{0, 0}
+)
+
 // unescape appends nalu without its emulation prevention bytes (every 0x03
-// following two zero bytes, as decoders and SAMPLE-AES decryptors remove
-// them) to dst.
+// following two zero bytes, counting from the last one removed, as
+// decoders and SAMPLE-AES decryptors remove them) to dst.
 func unescape(dst, nalu []byte) []byte {
-	zeros := 0
-	for _, c := range nalu {
-		if zeros >= 2 && c == 3 {
-			zeros = 0
-			continue
+	for {
+		i := bytes.Index(nalu, epb)
+		if i < 0 {
+			return append(dst, nalu...)
 		}
-		dst = append(dst, c)
-		if c == 0 {
-			zeros++
-		} else {
-			zeros = 0
-		}
+		dst = append(dst, nalu[:i+2]...)
+		nalu = nalu[i+3:]
 	}
-	return dst
 }
 
 // escapeForward escapes the bytes buf[off:] into buf from index 0: a 0x03
-// goes before any byte ≤ 3 that follows two zero bytes, and after a unit
-// that ends in two zero bytes. buf must have room for the extra bytes past
-// its length (cap); off must exceed the number of bytes inserted before
-// any position, which len(rbsp)/2+2 does. It returns the escaped length.
+// goes before any byte ≤ 3 that follows two zero bytes (counting from the
+// last 0x03 inserted), and after a unit that ends in two zero bytes. buf
+// must have room for the extra bytes past its length (cap); off must
+// exceed the number of bytes inserted, which len(rbsp)/2+2 does, so that
+// the writer never overtakes the reader. It returns the escaped length.
 func escapeForward(buf []byte, off int) int {
-	n := len(buf) - off
+	end := len(buf)
 	buf = buf[:cap(buf)]
-	w, zeros := 0, 0
-	for i := range n {
-		c := buf[off+i]
-		if zeros >= 2 && c <= 3 {
+	w, r := 0, off
+	for {
+		i := bytes.Index(buf[r:end], zeroZero)
+		if i < 0 {
+			return w + copy(buf[w:], buf[r:end])
+		}
+		w += copy(buf[w:], buf[r:r+i+2])
+		r += i + 2
+		if r == end || buf[r] <= 3 {
 			buf[w] = 3
 			w++
-			zeros = 0
 		}
-		buf[w] = c
-		w++
-		if c == 0 {
-			zeros++
-		} else {
-			zeros = 0
+		if r == end {
+			return w
 		}
 	}
-	if zeros >= 2 {
-		buf[w] = 3
-		w++
-	}
-	return w
-}
-
-// appendEscaped appends rbsp with emulation prevention applied to dst.
-func appendEscaped(dst, rbsp []byte) []byte {
-	zeros := 0
-	for _, c := range rbsp {
-		if zeros >= 2 && c <= 3 {
-			dst = append(dst, 3)
-			zeros = 0
-		}
-		dst = append(dst, c)
-		if c == 0 {
-			zeros++
-		} else {
-			zeros = 0
-		}
-	}
-	if zeros >= 2 {
-		dst = append(dst, 3)
-	}
-	return dst
 }
 
 // EncryptAnnexB appends to dst an Annex-B access unit (NAL units after

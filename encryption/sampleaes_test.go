@@ -300,3 +300,45 @@ func FuzzEncryptDecryptNALU(f *testing.F) {
 		}
 	})
 }
+
+// appendEscaped appends rbsp with emulation prevention applied to dst: the
+// byte-by-byte reference for escapeForward.
+func appendEscaped(dst, rbsp []byte) []byte {
+	zeros := 0
+	for _, c := range rbsp {
+		if zeros >= 2 && c <= 3 {
+			dst = append(dst, 3)
+			zeros = 0
+		}
+		dst = append(dst, c)
+		if c == 0 {
+			zeros++
+		} else {
+			zeros = 0
+		}
+	}
+	if zeros >= 2 {
+		dst = append(dst, 3)
+	}
+	return dst
+}
+
+func FuzzEscape(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 0, 0, 3, 0, 0, 1, 0, 0})
+	f.Add([]byte{0, 0, 3, 0, 0, 3, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := unescape(nil, b), refDiscardEPB(b); !bytes.Equal(got, want) {
+			t.Fatalf("unescape(%x) = %x, reference %x", b, got, want)
+		}
+		want := appendEscaped(nil, b)
+		buf := make([]byte, len(b)/2+2, len(b)*2+4)
+		buf = append(buf, b...)
+		n := escapeForward(buf, len(b)/2+2)
+		if !bytes.Equal(buf[:n], want) {
+			t.Fatalf("escapeForward(%x) = %x, reference %x", b, buf[:n], want)
+		}
+		if back := unescape(nil, want); !bytes.Equal(back, b) {
+			t.Fatalf("unescape(escape(%x)) = %x", b, back)
+		}
+	})
+}
