@@ -33,6 +33,9 @@ func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 
 	log := h.log.With("stream", streamKey(rt.app, rt.name), "remote", r.RemoteAddr)
 	rc := http.NewResponseController(w)
+	// Per-batch write deadlines end a stalled player; clear the last one so
+	// it cannot outlive this response on a kept-alive connection.
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {
 		return

@@ -53,6 +53,7 @@ type hlsOutput struct {
 	aus        [1][]byte
 	seg        segmentClock
 	errs       errorLimiter
+	panics     int // recovered muxer panics
 }
 
 func newHLSOutput(cfg Config, log *slog.Logger, m *metrics, s *Stream) *hlsOutput {
@@ -105,6 +106,7 @@ func (o *hlsOutput) run() {
 func (o *hlsOutput) write(p *av.Packet) {
 	defer func() {
 		if r := recover(); r != nil {
+			o.panics++
 			o.log.Error("hls muxer failed on bad media; restarting it", "panic", fmt.Sprint(r))
 			o.stopMuxer()
 		}

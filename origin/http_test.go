@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -390,4 +391,64 @@ func FuzzParseRoute(f *testing.F) {
 			t.Fatalf("%q: file %q", p, rt.file)
 		}
 	})
+}
+
+// TestHTTPFLVStalledPlayer: a player that stops reading (its socket
+// buffers full) is disconnected and never holds up the publisher or a
+// player that reads.
+func TestHTTPFLVStalledPlayer(t *testing.T) {
+	cfg := flvConfig()
+	cfg.ReaderQueue = 16
+	cfg.MaxLag = 200 * time.Millisecond
+	h, srv, _ := newTestHub(t, cfg)
+	f, err := h.Publish("live", "cam", "main", av.Source{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WritePacket(avcHdr(1))
+
+	stalled, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	stalled.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(stalled, "GET /live/cam.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp := get(t, ctx, srv.URL+"/live/cam.flv")
+	defer resp.Body.Close()
+	r, err := av.NewFLVReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readFLV(t, r, 2) // metadata, AVC header
+	for i := 0; i < 500; i++ { // the stalled request may still be on its way
+		if st, _ := h.Status("live", "cam"); st.Readers == 2 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	big := make([]byte, 64<<10)
+	for i := 0; ; i++ {
+		p := &av.Packet{Kind: av.KindVideo, Codec: av.CodecH264, Key: i%10 == 0, DTS: ms(i * 40), Data: big}
+		f.WritePacket(p)
+		got := readFLV(t, r, 1)[0]
+		if got.DTS != p.DTS {
+			t.Fatalf("reading player: packet %v, want %v", got.DTS, p.DTS)
+		}
+		if st, _ := h.Status("live", "cam"); st.Readers == 1 {
+			t.Logf("stalled player gone after %d packets; %d dropped", i, st.DroppedReaders)
+			break
+		}
+		if i == 2000 {
+			t.Fatal("stalled player still attached after 2000 packets")
+		}
+		if i > 100 {
+			time.Sleep(5 * time.Millisecond) // give the write deadline time to pass
+		}
+	}
 }

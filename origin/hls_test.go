@@ -1,0 +1,248 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/livefuse/livefuse/av"
+)
+
+// needFFmpeg skips the test when ffmpeg and ffprobe are not on PATH.
+func needFFmpeg(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"ffmpeg", "ffprobe"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not on PATH", tool)
+		}
+	}
+}
+
+// clips caches the media the HLS tests generate, one ffmpeg run per kind.
+var clips struct {
+	sync.Mutex
+	dir  string
+	byID map[string][]*av.Packet
+}
+
+// clip returns the packets of a generated FLV clip: "av" is 6 s of H.264
+// (1 s GOP, B-frames) and AAC, "audio" 8 s of AAC only.
+func clip(t *testing.T, id string) []*av.Packet {
+	t.Helper()
+	clips.Lock()
+	defer clips.Unlock()
+	if ps, ok := clips.byID[id]; ok {
+		return ps
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, id+".flv")
+	args := []string{"-hide_banner", "-nostdin", "-v", "error"}
+	switch id {
+	case "av":
+		args = append(args, "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
+			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "6",
+			"-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "2", "-pix_fmt", "yuv420p",
+			"-c:a", "aac", "-b:a", "64k")
+	case "audio":
+		args = append(args, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "8",
+			"-c:a", "aac", "-b:a", "64k")
+	}
+	args = append(args, "-f", "flv", out)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if b, err := exec.CommandContext(ctx, "ffmpeg", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, b)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := av.NewFLVReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []*av.Packet
+	for {
+		p, err := r.ReadPacket()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	if clips.byID == nil {
+		clips.byID = make(map[string][]*av.Packet)
+	}
+	clips.byID[id] = ps
+	return ps
+}
+
+func httpGetBody(t *testing.T, u string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp := get(t, ctx, u)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// uris returns the URI lines of a playlist.
+func uris(pl string) []string {
+	var out []string
+	for _, l := range strings.Split(pl, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func ffprobeCodecs(t *testing.T, input string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-show_entries", "stream=codec_name",
+		"-of", "csv=p=0", input).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v: %s", input, err, out)
+	}
+	codecs := strings.Fields(string(out))
+	slices.Sort(codecs)
+	return slices.Compact(codecs)
+}
+
+// TestHLS publishes a clip generated with ffmpeg and reads the HLS output
+// with ffprobe: the playlist, then a segment on its own.
+func TestHLS(t *testing.T) {
+	needFFmpeg(t)
+	cases := []struct {
+		variant string
+		clip    string
+		want    []string
+	}{
+		{HLSMPEGTS, "av", []string{"aac", "h264"}},
+		{HLSFMP4, "av", []string{"aac", "h264"}},
+		{HLSLowLatency, "av", []string{"aac", "h264"}},
+		{HLSMPEGTS, "audio", []string{"aac"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.variant+"/"+tc.clip, func(t *testing.T) {
+			pkts := clip(t, tc.clip)
+			cfg := DefaultConfig()
+			cfg.HLSVariant = tc.variant
+			h, srv, reg := newTestHub(t, cfg)
+			f, err := h.Publish("live", "cam", "main", av.Source{Protocol: "rtmp"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			for _, p := range pkts {
+				f.WritePacket(p)
+			}
+			base := srv.URL + "/live/cam/"
+			code, master := httpGetBody(t, base+"index.m3u8")
+			if code != 200 || !strings.HasPrefix(master, "#EXTM3U") {
+				t.Fatalf("index.m3u8: %d %q", code, master)
+			}
+			u := uris(master)
+			if len(u) == 0 {
+				t.Fatalf("no media playlist in %q", master)
+			}
+			code, media := httpGetBody(t, base+u[0])
+			if code != 200 || !strings.Contains(media, "#EXTINF") {
+				t.Fatalf("%s: %d %q", u[0], code, media)
+			}
+			if tc.variant == HLSLowLatency {
+				if !strings.Contains(media, "#EXT-X-PART") {
+					t.Fatalf("low-latency playlist without parts:\n%s", media)
+				}
+				return // ffmpeg 5.1 does not read LL-HLS parts
+			}
+			if got := ffprobeCodecs(t, base+"index.m3u8"); !slices.Equal(got, tc.want) {
+				t.Fatalf("ffprobe of the playlist: %v, want %v", got, tc.want)
+			}
+			if tc.variant == HLSMPEGTS {
+				segs := uris(media)
+				seg := segs[len(segs)-1]
+				code, body := httpGetBody(t, base+seg)
+				if code != 200 || len(body) == 0 {
+					t.Fatalf("segment %s: %d, %d bytes", seg, code, len(body))
+				}
+				file := filepath.Join(t.TempDir(), "seg.ts")
+				if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if got := ffprobeCodecs(t, file); !slices.Equal(got, tc.want) {
+					t.Fatalf("ffprobe of segment %s: %v, want %v", seg, got, tc.want)
+				}
+			}
+			if n := metricValue(t, reg, "livefuse_origin_bytes_out_total"); n == 0 {
+				t.Errorf("bytes out counter is 0")
+			}
+			if st, _ := h.Status("live", "cam"); st.Readers != 0 || st.AudioCodec != "aac" || st.SampleRate == 0 {
+				t.Errorf("status %+v: want no player readers and the AAC config", st)
+			}
+			// The publisher leaves: the muxer closes and the stream is gone.
+			f.Close()
+			if code, _ := httpGetBody(t, base+"index.m3u8"); code != http.StatusNotFound {
+				t.Fatalf("playlist after the stream ended: %d, want 404", code)
+			}
+		})
+	}
+}
+
+// FuzzHLSWrite feeds the HLS packager packets built from arbitrary bytes,
+// as a publisher may send them: nothing may panic, not even inside the
+// muxer (write recovers, so the test counts what it had to recover).
+func FuzzHLSWrite(f *testing.F) {
+	// A real SPS/PPS (libx264, 320x180 Constrained Baseline) and an IDR-looking frame.
+	sps := []byte{0x67, 0x42, 0xc0, 0x0c, 0xda, 0x05, 0x06, 0x7e, 0x7c, 0x04, 0x40, 0x00, 0x00, 0x03,
+		0x00, 0x40, 0x00, 0x00, 0x0c, 0x83, 0xc5, 0x0a, 0xa8}
+	pps := []byte{0x68, 0xce, 0x0f, 0xc8}
+	cfg, _ := av.BuildAVCConfig(sps, pps)
+	var avcc []byte
+	if cfg != nil {
+		avcc = cfg.Marshal()
+	}
+	f.Add(avcc, []byte{0x12, 0x10}, []byte{0, 0, 0, 5, 0x65, 0x88, 0x84, 0, 0x33}, []byte{0x21, 0x10, 0x04})
+	f.Add([]byte{1, 2, 3}, []byte{0xff}, []byte{0, 0, 0, 1}, []byte{})
+	f.Add(avcc, []byte{0x11, 0x90}, []byte{0, 0, 0, 0, 0, 0, 0, 1, 0x09}, []byte{0})
+	f.Fuzz(func(t *testing.T, vhdr, ahdr, frame, afr []byte) {
+		c := DefaultConfig()
+		c.HLSSegmentDuration = 10 * time.Millisecond
+		s := NewStream(c, nil)
+		o := newHLSOutput(c, s.log, nil, s)
+		defer o.stopMuxer()
+		ps := []*av.Packet{
+			{Kind: av.KindVideo, Codec: av.CodecH264, Header: true, Key: true, Data: vhdr},
+			{Kind: av.KindAudio, Codec: av.CodecAAC, Header: true, Data: ahdr},
+		}
+		for i := 0; i < 30; i++ {
+			ps = append(ps,
+				&av.Packet{Kind: av.KindVideo, Codec: av.CodecH264, Key: i%5 == 0, DTS: ms(i * 40), CTS: ms(80), Data: frame},
+				&av.Packet{Kind: av.KindAudio, Codec: av.CodecAAC, DTS: ms(i * 40), Data: afr})
+		}
+		for _, p := range ps {
+			o.write(p)
+		}
+		if o.panics > 0 {
+			t.Fatalf("the muxer panicked %d times", o.panics)
+		}
+	})
+}
