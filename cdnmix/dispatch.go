@@ -1,0 +1,332 @@
+package cdnmix
+
+import (
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DispatcherConfig configures a Dispatcher. Zero fields take the defaults
+// in brackets.
+type DispatcherConfig struct {
+	// Allocator supplies the plans (required).
+	Allocator *Allocator
+	// Locator maps client addresses to buckets; nil puts every client in
+	// the any-bucket.
+	Locator Locator
+	// TrustedProxies: X-Forwarded-For is read only when the connection
+	// comes from one of these, and then the rightmost address that is not
+	// itself trusted is the client.
+	TrustedProxies []netip.Prefix
+	// StreamExists answers 404 for unknown streams; nil lets all through.
+	StreamExists func(app, name string) bool
+	// TTL of a JSON answer, sent as "ttl" and Cache-Control max-age [20s].
+	TTL time.Duration
+	// SignTTL is how long a signed vendor URL stays valid [1h].
+	SignTTL time.Duration
+	// Prefix is the path the handler is mounted under ["/dispatch/"].
+	Prefix string
+	// Now is the clock [time.Now].
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Dispatcher is the public dispatch handler:
+//
+//	GET {prefix}{app}/{name}.flv         302 to a signed vendor FLV URL
+//	GET {prefix}{app}/{name}/index.m3u8  302 to a signed vendor HLS URL
+//	... ?format=json                     200 {"stream", "ttl", "candidates": [{"vendor", "url"}]}
+//	GET {prefix}fallback.json            vendors, static ratios, domains, version
+//
+// The JSON candidates are the chosen vendor first, then the other live
+// vendors of the bucket by score, so an SDK can fail over by itself. Unknown
+// streams get 404; a bucket with no live vendor gets 503.
+type Dispatcher struct {
+	cfg     DispatcherConfig
+	log     *slog.Logger
+	bufs    sync.Pool
+	ttlSecs []byte
+
+	// Read-only header values shared by all responses.
+	hdrNoStore, hdrJSON, hdrMaxAge, hdrFallbackAge []string
+
+	dispatched, notFound, unavailable atomic.Uint64
+}
+
+// DispatchStats counts answers since start.
+type DispatchStats struct {
+	Dispatched, NotFound, Unavailable uint64
+}
+
+// NewDispatcher checks cfg and returns the handler.
+func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
+	if cfg.Allocator == nil {
+		return nil, errors.New("dispatcher: allocator is required")
+	}
+	if cfg.TTL < 0 || cfg.SignTTL < 0 {
+		return nil, errors.New("dispatcher: ttl and sign_ttl must not be negative")
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = 20 * time.Second
+	}
+	if cfg.SignTTL == 0 {
+		cfg.SignTTL = time.Hour
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "/dispatch/"
+	}
+	if !strings.HasPrefix(cfg.Prefix, "/") || !strings.HasSuffix(cfg.Prefix, "/") {
+		return nil, errors.New("dispatcher: prefix must start and end with '/'")
+	}
+	for _, p := range cfg.TrustedProxies {
+		if !p.IsValid() {
+			return nil, errors.New("dispatcher: invalid trusted proxy prefix")
+		}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	secs := strconv.Itoa(int(cfg.TTL / time.Second))
+	d := &Dispatcher{
+		cfg:            cfg,
+		log:            cfg.Logger.With("unit", "cdnmix"),
+		ttlSecs:        []byte(secs),
+		hdrNoStore:     []string{"no-store"},
+		hdrJSON:        []string{"application/json"},
+		hdrMaxAge:      []string{"max-age=" + secs},
+		hdrFallbackAge: []string{"max-age=60"},
+	}
+	d.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
+	d.cfg.TrustedProxies = make([]netip.Prefix, len(cfg.TrustedProxies))
+	for i, p := range cfg.TrustedProxies {
+		d.cfg.TrustedProxies[i] = p.Masked()
+	}
+	return d, nil
+}
+
+// Stats returns the answer counters.
+func (d *Dispatcher) Stats() DispatchStats {
+	return DispatchStats{d.dispatched.Load(), d.notFound.Load(), d.unavailable.Load()}
+}
+
+// ServeHTTP implements http.Handler.
+func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	p, ok := strings.CutPrefix(r.URL.Path, d.cfg.Prefix)
+	if !ok {
+		d.notFound.Add(1)
+		http.NotFound(w, r)
+		return
+	}
+	if p == "fallback.json" {
+		d.serveFallback(w, r)
+		return
+	}
+	app, name, format, ok := parseDispatchPath(p)
+	if !ok || d.cfg.StreamExists != nil && !d.cfg.StreamExists(app, name) {
+		d.notFound.Add(1)
+		http.NotFound(w, r)
+		return
+	}
+
+	var bucket Bucket
+	if d.cfg.Locator != nil {
+		if client := d.clientAddr(r); client.IsValid() {
+			if loc, ok := d.cfg.Locator.Locate(client); ok {
+				bucket = Bucket{loc.Region, loc.ISP}
+			}
+		}
+	}
+	plan := d.cfg.Allocator.Plan()
+	bp := plan.Lookup(bucket)
+	chosen := -1
+	if bp != nil {
+		chosen = bp.wrr.next()
+	}
+	if chosen < 0 {
+		d.unavailable.Add(1)
+		d.log.Debug("no vendor", "stream", app+"/"+name, "bucket", bucket.String())
+		w.Header()["Retry-After"] = []string{"5"}
+		http.Error(w, "no CDN vendor available", http.StatusServiceUnavailable)
+		return
+	}
+	d.dispatched.Add(1)
+	exp := d.cfg.Now().Add(d.cfg.SignTTL)
+	vendors := plan.vendors.list
+	h := w.Header()
+
+	if !wantsJSON(r.URL.RawQuery) {
+		h["Location"] = []string{signedURL(vendors[chosen], format, app, name, exp)}
+		h["Cache-Control"] = d.hdrNoStore
+		w.WriteHeader(http.StatusFound)
+		return
+	}
+
+	bufp := d.bufs.Get().(*[]byte)
+	b := (*bufp)[:0]
+	// app and name passed validName: nothing to escape.
+	b = append(b, `{"stream":"`...)
+	b = append(b, app...)
+	b = append(b, '/')
+	b = append(b, name...)
+	b = append(b, `","ttl":`...)
+	b = append(b, d.ttlSecs...)
+	b = append(b, `,"candidates":[`...)
+	b = appendCandidate(b, vendors[chosen], format, app, name, exp)
+	for _, c := range bp.Live() {
+		if c.index != chosen {
+			b = append(b, ',')
+			b = appendCandidate(b, vendors[c.index], format, app, name, exp)
+		}
+	}
+	b = append(b, "]}\n"...)
+	h["Content-Type"] = d.hdrJSON
+	h["Cache-Control"] = d.hdrMaxAge
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+	*bufp = b
+	d.bufs.Put(bufp)
+}
+
+func appendCandidate(b []byte, v *compiledVendor, f Format, app, name string, exp time.Time) []byte {
+	b = append(b, `{"vendor":`...)
+	b = appendJSONString(b, v.Name)
+	b = append(b, `,"url":`...)
+	b = appendJSONString(b, signedURL(v, f, app, name, exp))
+	return append(b, '}')
+}
+
+func signedURL(v *compiledVendor, f Format, app, name string, exp time.Time) string {
+	prefix := v.flvPrefix
+	if f == FormatHLS {
+		prefix = v.hlsPrefix
+	}
+	raw := prefix + streamSuffix(f, app, name)
+	if v.Signing != SchemeAuthKey && v.Signing != SchemeHMAC {
+		return raw
+	}
+	return SignURL(v.Signing, v.Key, raw, exp, strconv.FormatUint(rand.Uint64(), 36))
+}
+
+func (d *Dispatcher) serveFallback(w http.ResponseWriter, r *http.Request) {
+	vs := d.cfg.Allocator.Plan().vendors
+	etag := `"` + strconv.FormatUint(vs.version, 10) + `"`
+	h := w.Header()
+	h["Etag"] = []string{etag}
+	h["Cache-Control"] = d.hdrFallbackAge
+	if r.Header.Get("If-None-Match") == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h["Content-Type"] = d.hdrJSON
+	w.WriteHeader(http.StatusOK)
+	w.Write(vs.fallback)
+}
+
+// parseDispatchPath parses "app/name.flv" or "app/name/index.m3u8".
+func parseDispatchPath(p string) (app, name string, f Format, ok bool) {
+	app, rest, ok := strings.Cut(p, "/")
+	if !ok || !validName(app) {
+		return "", "", 0, false
+	}
+	if n, cut := strings.CutSuffix(rest, "/index.m3u8"); cut {
+		name, f = n, FormatHLS
+	} else if n, cut := strings.CutSuffix(rest, ".flv"); cut {
+		name, f = n, FormatFLV
+	} else {
+		return "", "", 0, false
+	}
+	if !validName(name) {
+		return "", "", 0, false
+	}
+	return app, name, f, true
+}
+
+// wantsJSON reports whether the raw query has format=json.
+func wantsJSON(q string) bool {
+	for q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		if kv == "format=json" {
+			return true
+		}
+	}
+	return false
+}
+
+// clientAddr returns the client address: the connection's, or, when the
+// connection comes from a trusted proxy, the rightmost X-Forwarded-For
+// hop that is not itself trusted. A malformed hop ends the walk at the
+// last good one to its right.
+func (d *Dispatcher) clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	addr := ap.Addr().Unmap()
+	if len(d.cfg.TrustedProxies) == 0 || !d.trusted(addr) {
+		return addr
+	}
+	xff := r.Header["X-Forwarded-For"]
+	for i := len(xff) - 1; i >= 0; i-- {
+		list := xff[i]
+		for list != "" {
+			hop := list
+			if j := strings.LastIndexByte(list, ','); j >= 0 {
+				hop, list = list[j+1:], list[:j]
+			} else {
+				list = ""
+			}
+			a, err := netip.ParseAddr(strings.TrimSpace(hop))
+			if err != nil {
+				return addr
+			}
+			addr = a.Unmap()
+			if !d.trusted(addr) {
+				return addr
+			}
+		}
+	}
+	return addr
+}
+
+func (d *Dispatcher) trusted(a netip.Addr) bool {
+	for _, p := range d.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
