@@ -19,10 +19,13 @@ type AudioConfig struct {
 	// config element in the stream.
 	ChannelCount int
 
-	// parsed is the full config ParseAudioConfig read, so that Marshal of
-	// an unchanged parsed config gives back the same bytes (SBR/PS
-	// signalling, frame length flag).
-	parsed *mpeg4audio.AudioSpecificConfig
+	// raw holds the bytes ParseAudioConfig read, so that Marshal of an
+	// unchanged parsed config gives them back (SBR/PS signalling, the sync
+	// extension ffmpeg appends). Unexported fields are plain values so that
+	// AudioConfig stays comparable with ==.
+	raw string
+	// frame960 is the frameLengthFlag of a parsed config.
+	frame960 bool
 }
 
 // ParseAudioConfig parses an AudioSpecificConfig. AAC LC, HE-AAC (SBR) and
@@ -39,21 +42,27 @@ func ParseAudioConfig(b []byte) (*AudioConfig, error) {
 		ObjectType:   int(asc.Type),
 		SampleRate:   asc.SampleRate,
 		ChannelCount: asc.ChannelCount,
-		parsed:       &asc,
+		raw:          string(b),
+		frame960:     asc.FrameLengthFlag,
 	}, nil
 }
 
-// Marshal builds the AudioSpecificConfig bytes. It returns nil when the
-// config cannot be expressed (object type outside 1–30, a channel count
-// other than 0–6 or 8, or a sample rate outside 1–16777215 Hz).
+// Marshal builds the AudioSpecificConfig bytes. A parsed config whose
+// fields were not changed gives back the bytes it was parsed from. It
+// returns nil when the config cannot be expressed (object type outside
+// 1–30, a channel count other than 0–6 or 8, or a sample rate outside
+// 1–16777215 Hz).
 func (c *AudioConfig) Marshal() []byte {
+	if c.raw != "" {
+		if p, err := ParseAudioConfig([]byte(c.raw)); err == nil &&
+			p.ObjectType == c.ObjectType && p.SampleRate == c.SampleRate && p.ChannelCount == c.ChannelCount {
+			return []byte(c.raw)
+		}
+	}
 	asc := mpeg4audio.AudioSpecificConfig{
 		Type:         mpeg4audio.ObjectType(c.ObjectType),
 		SampleRate:   c.SampleRate,
 		ChannelCount: c.ChannelCount,
-	}
-	if p := c.parsed; p != nil && int(p.Type) == c.ObjectType && p.SampleRate == c.SampleRate && p.ChannelCount == c.ChannelCount {
-		asc = *p
 	}
 	if asc.Type < 1 || asc.Type > 30 || asc.SampleRate <= 0 || asc.SampleRate >= 1<<24 {
 		return nil
@@ -67,14 +76,15 @@ func (c *AudioConfig) Marshal() []byte {
 
 // samplesPerFrame is 1024, or 960 when the config sets frameLengthFlag.
 func (c *AudioConfig) samplesPerFrame() int {
-	if c.parsed != nil && c.parsed.FrameLengthFlag {
+	if c.frame960 {
 		return 960
 	}
 	return 1024
 }
 
-// FrameDuration is the duration of one AAC frame (1024 samples at the core
-// sample rate); 0 when the sample rate is unknown.
+// FrameDuration is the duration of one AAC frame: 1024 samples (960 when
+// the parsed config sets frameLengthFlag) at the core sample rate; 0 when
+// the sample rate is unknown.
 func (c *AudioConfig) FrameDuration() time.Duration {
 	if c.SampleRate <= 0 {
 		return 0

@@ -18,6 +18,8 @@ func TestParseAudioConfig(t *testing.T) {
 		wantErr bool
 	}{
 		{name: "lc 44.1k stereo", asc: []byte{0x12, 0x10}, want: AudioConfig{ObjectType: 2, SampleRate: 44100, ChannelCount: 2}, frame: 23219954},
+		// ffmpeg appends the sync extension saying "no SBR".
+		{name: "ffmpeg lc 44.1k mono", asc: []byte{0x12, 0x08, 0x56, 0xe5, 0x00}, want: AudioConfig{ObjectType: 2, SampleRate: 44100, ChannelCount: 1}, frame: 23219954},
 		{name: "lc 44.1k mono", asc: []byte{0x12, 0x08}, want: AudioConfig{ObjectType: 2, SampleRate: 44100, ChannelCount: 1}, frame: 23219954},
 		{name: "lc 48k 5.1", asc: []byte{0x11, 0xb0}, want: AudioConfig{ObjectType: 2, SampleRate: 48000, ChannelCount: 6}, frame: 21333333},
 		{name: "lc 7.1", asc: []byte{0x11, 0xb8}, want: AudioConfig{ObjectType: 2, SampleRate: 48000, ChannelCount: 8}, frame: 21333333},

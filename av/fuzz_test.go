@@ -195,6 +195,7 @@ func FuzzParseADTS(f *testing.F) {
 func FuzzParseAudioConfig(f *testing.F) {
 	f.Add([]byte{0x12, 0x10})
 	f.Add([]byte{0x2b, 0x92, 0x08, 0x00})
+	f.Add([]byte{0x12, 0x08, 0x56, 0xe5, 0x00})
 	f.Add([]byte{0x17, 0x80, 0x18, 0x1c, 0x88})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseAudioConfig(b)
