@@ -424,7 +424,7 @@ func TestHTTPFLVStalledPlayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readFLV(t, r, 2) // metadata, AVC header
+	readFLV(t, r, 2)           // metadata, AVC header
 	for i := 0; i < 500; i++ { // the stalled request may still be on its way
 		if st, _ := h.Status("live", "cam"); st.Readers == 2 {
 			break

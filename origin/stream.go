@@ -157,7 +157,7 @@ func (s *Stream) resumable(p *av.Packet) bool {
 func (s *Stream) deliver(r *Reader, p *av.Packet, now time.Duration) bool {
 	if r.skipping {
 		if !s.resumable(p) {
-			if now-r.behindSince > s.cfg.MaxLag && r.queued() > r.limit/2 {
+			if !r.internal && now-r.behindSince > s.cfg.MaxLag && r.queued() > r.limit/2 {
 				s.drop(r, "behind for longer than max_lag")
 				return false
 			}
@@ -166,8 +166,7 @@ func (s *Stream) deliver(r *Reader, p *av.Packet, now time.Duration) bool {
 		if r.queued() > r.limit/2 {
 			// Still behind at the keyframe: that counts as one more overflow.
 			if !r.overflow(now, s.cfg.MaxOverflows) {
-				s.drop(r, "too many queue overflows")
-				return false
+				return !s.giveUp(r, "too many queue overflows")
 			}
 			return true
 		}
@@ -184,8 +183,7 @@ func (s *Stream) deliver(r *Reader, p *av.Packet, now time.Duration) bool {
 		r.needKey = false
 	}
 	if !r.push(p) {
-		if !r.overflow(now, s.cfg.MaxOverflows) {
-			s.drop(r, "too many queue overflows")
+		if !r.overflow(now, s.cfg.MaxOverflows) && s.giveUp(r, "too many queue overflows") {
 			return false
 		}
 		r.skipping = true
@@ -206,6 +204,19 @@ func (s *Stream) pushHeaders(r *Reader) {
 		}
 	}
 	r.hdrGen = s.hdrGen
+}
+
+// giveUp drops r, unless it is internal (the HLS packager), which keeps
+// skipping to keyframes instead: HLS must outlive a slow moment. It reports
+// whether r was dropped. Called with s.mu held.
+func (s *Stream) giveUp(r *Reader, reason string) bool {
+	if r.internal {
+		r.overflows = 0
+		s.log.Warn("hls packager behind the stream: skipping to the next keyframe", "reason", reason)
+		return false
+	}
+	s.drop(r, reason)
+	return true
 }
 
 // drop disconnects r. Called with s.mu held.

@@ -451,3 +451,29 @@ func FuzzStreamWrite(f *testing.F) {
 		drain(r)
 	})
 }
+
+// TestStreamInternalReaderSkips: the HLS packager's reader is never
+// dropped; it skips to keyframes instead.
+func TestStreamInternalReaderSkips(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ReaderQueue = 4
+	cfg.MaxOverflows = 1
+	cfg.MaxLag = time.Nanosecond
+	s := NewStream(cfg, nil)
+	r := s.subscribe(true)
+	defer r.Close()
+	for i := 0; i < 100; i++ {
+		s.Write(vid(i*40, i%10 == 0))
+	}
+	got := drain(r)
+	if len(got) == 0 || r.state.Load() != stateActive {
+		t.Fatalf("internal reader: %d packets, state %d", len(got), r.state.Load())
+	}
+	s.Write(vid(4000, true))
+	if got := drain(r); kinds(got) != "K" {
+		t.Fatalf("after draining: %q, want the next keyframe", kinds(got))
+	}
+	if st := s.Status(); st.DroppedReaders != 0 || st.Readers != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
