@@ -63,7 +63,7 @@ func loadClip(path string) (*clip, error) {
 		return nil, fmt.Errorf("clip %s: %w", path, err)
 	}
 	c := &clip{}
-	var first, last time.Duration = -1, 0
+	var all []*av.Packet
 	for {
 		p, err := r.ReadPacket()
 		if errors.Is(err, io.EOF) {
@@ -76,23 +76,31 @@ func loadClip(path string) (*clip, error) {
 			c.headers = append(c.headers, p)
 			continue
 		}
-		if first < 0 {
-			first = p.DTS
-		}
-		last = max(last, p.DTS)
+		all = append(all, p)
+	}
+	// The loop follows the video: it starts at the first video frame and
+	// lasts as many frame intervals as there are frames, so the video
+	// cadence runs on across loops. Audio outside that span is dropped.
+	var first, last time.Duration = -1, 0
+	for _, p := range all {
 		if p.Kind == av.KindVideo {
+			if first < 0 {
+				first = p.DTS
+			}
+			last = max(last, p.DTS)
 			c.videoFrames++
 		}
-		c.media = append(c.media, p)
 	}
-	if c.videoFrames == 0 {
-		return nil, fmt.Errorf("clip %s: no video frames", path)
+	if c.videoFrames < 2 {
+		return nil, fmt.Errorf("clip %s: %d video frames, want at least 2", path, c.videoFrames)
 	}
-	// Start at 0 and move by the clip's length plus one frame per loop.
-	frame := (last - first) / time.Duration(max(c.videoFrames-1, 1))
-	for _, p := range c.media {
-		p.DTS -= first
-	}
+	frame := (last - first) / time.Duration(c.videoFrames-1)
 	c.period = last - first + frame
+	for _, p := range all {
+		p.DTS -= first
+		if p.DTS >= 0 && p.DTS < c.period {
+			c.media = append(c.media, p)
+		}
+	}
 	return c, nil
 }

@@ -45,11 +45,14 @@ func syntheticClip(seconds int) *clip {
 }
 
 // relay is a minimal go-rtmp server: what one publisher sends goes to every
-// player, the way ingest and origin connect in livefuse.
+// RTMP player and HTTP-FLV subscriber, the way ingest and origin connect in
+// livefuse.
 type relay struct {
 	mu      sync.Mutex
 	players []*relayPlayer
-	names   []string // publishing names seen
+	subs    map[chan []byte]bool // HTTP-FLV subscribers get whole FLV tags
+	headers [][]byte             // sequence headers as FLV tags, for late joiners
+	names   []string             // publishing names seen
 }
 
 type relayPlayer struct {
@@ -82,18 +85,28 @@ func (h *relayHandler) OnPlay(ctx *rtmp.StreamContext, _ uint32, cmd *rtmpmsg.Ne
 	return nil
 }
 
-func (h *relayHandler) forward(ts uint32, payload io.Reader, video bool) error {
+func (h *relayHandler) forward(ts uint32, payload io.Reader, tagType uint8) error {
 	b, err := io.ReadAll(payload)
 	if err != nil {
 		return err
 	}
+	tag := av.AppendRawTag(nil, tagType, ts, b)
 	h.r.mu.Lock()
+	if len(b) >= 2 && b[1] == 0 { // AVC or AAC sequence header
+		h.r.headers = append(h.r.headers, tag)
+	}
 	players := append([]*relayPlayer(nil), h.r.players...)
+	for ch := range h.r.subs {
+		select {
+		case ch <- tag:
+		default: // a slow subscriber loses tags
+		}
+	}
 	h.r.mu.Unlock()
 	for _, p := range players {
 		var msg rtmpmsg.Message = &rtmpmsg.AudioMessage{Payload: bytes.NewReader(b)}
 		csid := 5
-		if video {
+		if tagType == av.TagVideo {
 			msg, csid = &rtmpmsg.VideoMessage{Payload: bytes.NewReader(b)}, 6
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -104,10 +117,62 @@ func (h *relayHandler) forward(ts uint32, payload io.Reader, video bool) error {
 }
 
 func (h *relayHandler) OnVideo(ts uint32, payload io.Reader) error {
-	return h.forward(ts, payload, true)
+	return h.forward(ts, payload, av.TagVideo)
 }
+
 func (h *relayHandler) OnAudio(ts uint32, payload io.Reader) error {
-	return h.forward(ts, payload, false)
+	return h.forward(ts, payload, av.TagAudio)
+}
+
+// serveFLV streams the relay as HTTP-FLV at /live/bench.flv.
+func (r *relay) serveFLV(w http.ResponseWriter, req *http.Request) {
+	if req.URL.Path != "/live/bench.flv" {
+		http.NotFound(w, req)
+		return
+	}
+	ch := make(chan []byte, 256)
+	r.mu.Lock()
+	if r.subs == nil {
+		r.subs = map[chan []byte]bool{}
+	}
+	r.subs[ch] = true
+	headers := append([][]byte(nil), r.headers...)
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.subs, ch)
+		r.mu.Unlock()
+	}()
+	w.Header().Set("Content-Type", "video/x-flv")
+	if _, err := w.Write(av.FLVHeader(true, true)); err != nil {
+		return
+	}
+	for _, h := range headers {
+		if _, err := w.Write(h); err != nil {
+			return
+		}
+	}
+	for {
+		select {
+		case <-req.Context().Done():
+			return
+		case tag := <-ch:
+			if _, err := w.Write(tag); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}
+}
+
+// serveRelay runs the relay's RTMP side on ln until ln is closed.
+func serveRelay(r *relay, ln net.Listener) (stop func()) {
+	srv := rtmp.NewServer(&rtmp.ServerConfig{OnConnect: func(c net.Conn) (io.ReadWriteCloser, *rtmp.ConnConfig) {
+		return c, &rtmp.ConnConfig{Handler: &relayHandler{r: r}}
+	}})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	return func() { srv.Close(); ln.Close(); <-done }
 }
 
 func startRelay(t *testing.T) (*relay, string) {
@@ -117,12 +182,7 @@ func startRelay(t *testing.T) (*relay, string) {
 		t.Fatal(err)
 	}
 	r := &relay{}
-	srv := rtmp.NewServer(&rtmp.ServerConfig{OnConnect: func(c net.Conn) (io.ReadWriteCloser, *rtmp.ConnConfig) {
-		return c, &rtmp.ConnConfig{Handler: &relayHandler{r: r}}
-	}})
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close(); <-done })
+	t.Cleanup(serveRelay(r, ln))
 	return r, ln.Addr().String()
 }
 
