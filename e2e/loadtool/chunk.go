@@ -65,7 +65,7 @@ func (c *chunkReader) setChunkSize(n uint32) error {
 	return nil
 }
 
-func (c *chunkReader) readUint24(b []byte) uint32 {
+func uint24(b []byte) uint32 {
 	return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2])
 }
 
@@ -123,9 +123,9 @@ func (c *chunkReader) readChunk() (rtmpMessage, bool, error) {
 	}
 
 	if hlen > 0 {
-		tsField := c.readUint24(c.hdr[:3])
+		tsField := uint24(c.hdr[:3])
 		if format <= 1 {
-			cs.length = c.readUint24(c.hdr[3:6])
+			cs.length = uint24(c.hdr[3:6])
 			cs.typeID = c.hdr[6]
 		}
 		if format == 0 {

@@ -22,6 +22,7 @@
 //	-keep            keep the temp dir (config, server log, data, clip)
 //	-json            print only the one-line JSON report on stdout
 //	-v               debug logs on stderr
+//	-cpuprofile FILE the load tool's own CPU profile (go tool pprof)
 //
 // How it works. The tool picks free 127.0.0.1 ports, writes a config into a
 // temp dir and starts `livefuse serve --config` in its own process group,
@@ -57,6 +58,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -77,6 +79,7 @@ type options struct {
 	keep     bool
 	json     bool
 	verbose  bool
+	cpuProf  string
 }
 
 func main() {
@@ -98,6 +101,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir")
 	fs.BoolVar(&o.json, "json", false, "print only the JSON report")
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write the load tool's own CPU profile here")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -116,6 +120,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.cpuProf != "" {
+		f, err := os.Create(o.cpuProf)
+		if err != nil {
+			log.Error("cpu profile", "err", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Error("cpu profile", "err", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, err := bench(ctx, o, log)
 	if rep != nil {
 		if werr := rep.write(stdout, o.json); werr != nil {

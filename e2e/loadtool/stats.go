@@ -117,20 +117,18 @@ func clockTicks(ctx context.Context) float64 {
 
 // procSample is one reading of a process and of the host.
 type procSample struct {
-	at         time.Time
-	ticks      uint64 // utime+stime of the process
-	rss        int64  // bytes
-	hostBusy   uint64
-	hostTotal  uint64
-	selfTicks  uint64 // the load tool itself
-	serverGone bool
+	at        time.Time
+	ticks     uint64 // utime+stime of the process
+	rss       int64  // bytes
+	hostBusy  uint64
+	hostTotal uint64
+	selfTicks uint64 // the load tool itself
 }
 
 func readProcSample(pid int) (procSample, error) {
 	s := procSample{at: time.Now()}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		s.serverGone = true
 		return s, fmt.Errorf("server stat: %w", err)
 	}
 	if s.ticks, err = parseProcStatTicks(b); err != nil {
