@@ -464,6 +464,7 @@ func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32) {
 		if err != nil {
 			if ctx.Err() == nil {
 				c.setReason(slog.LevelInfo, "stream ended: "+err.Error())
+				c.stopPlay(sid)
 				_ = c.rc.nc.Close()
 			}
 			return
@@ -502,6 +503,16 @@ func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32) {
 			body = nil
 		}
 	}
+}
+
+// stopPlay tells the player the stream is over (Play.Stop, then Stream
+// EOF) so it ends cleanly rather than on a dropped connection.
+func (c *rtmpConn) stopPlay(sid uint32) {
+	out := c.statusChunks(nil, sid, "status", "NetStream.Play.Stop", "Stopped playing "+c.stream+".")
+	if typeID, payload, err := rtmpEncode(&message.UserCtrl{Event: &message.UserCtrlEventStreamEOF{StreamID: sid}}); err == nil {
+		out = rtmpAppendMessage(out, rtmpCSIDStatus, typeID, 0, 0, payload, c.s.cfg.ChunkSize)
+	}
+	_ = c.write(out)
 }
 
 // OnClose ends the publish or play; the socket is closed by go-rtmp after
