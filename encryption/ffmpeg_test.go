@@ -172,9 +172,17 @@ func TestFFmpegFLV(t *testing.T) {
 	// ffprobe: same audio/video streams and packets; the signals form one
 	// extra data stream.
 	pc, pe := ffprobe(t, filepath.Join(dir, "clear.flv")), ffprobe(t, encPath)
+	// ffprobe fills in the audio channel count by decoding the first
+	// frames, and decoding ciphertext can make FFmpeg's AAC decoder guess
+	// another layout (a CPE in a mono stream, a PCE): the channels it
+	// reports for encrypted AAC are not the container's. They are logged,
+	// not compared; FLV.md §5 says so.
 	split := func(p probeOut) (streams []string, packets []string) {
 		for _, s := range p.Streams {
 			if s.CodecType == "video" || s.CodecType == "audio" {
+				if s.CodecType == "audio" {
+					s.Channels = 0
+				}
 				b, _ := json.Marshal(s)
 				streams = append(streams, string(b))
 			}
@@ -206,6 +214,11 @@ func TestFFmpegFLV(t *testing.T) {
 		}
 	}
 	t.Logf("%d packets, %d encrypted, %d keyframes; ffprobe: %d a/v packets identical", len(clear), changed, keyframes, len(kc))
+	for i := range pc.Streams {
+		if i < len(pe.Streams) && pc.Streams[i].CodecType == "audio" && pe.Streams[i].Channels != pc.Streams[i].Channels {
+			t.Logf("ffprobe guessed %d audio channels from decoding ciphertext (clear: %d)", pe.Streams[i].Channels, pc.Streams[i].Channels)
+		}
+	}
 	data := 0
 	for _, s := range pe.Streams {
 		if s.CodecType == "data" {

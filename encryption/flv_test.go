@@ -133,7 +133,7 @@ func TestEncryptorDecryptor(t *testing.T) {
 	gopStart := func(g int) int { return 3 + g*10 }
 
 	type step struct {
-		at     int    // packet index at which the call is made
+		at     int // packet index at which the call is made
 		action func(e *Encryptor)
 	}
 	for _, tc := range []struct {
