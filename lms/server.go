@@ -50,6 +50,7 @@ type Server struct {
 	token     [sha256.Size]byte
 	generated string
 	handler   http.Handler
+	apiMux    *http.ServeMux
 	requests  *prometheus.CounterVec
 	closing   atomic.Bool
 
@@ -234,8 +235,15 @@ func (s *Server) Close() {
 	<-done
 }
 
+// Handle mounts h on the authenticated API mux under pattern (a
+// net/http ServeMux pattern such as "GET /api/v1/cdn/vendors"), for routes
+// of other parts of the node (CDN mixer, profiles, recordings) that lms
+// must not import. Call it before Start.
+func (s *Server) Handle(pattern string, h http.Handler) { s.apiMux.Handle(pattern, h) }
+
 func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 	apiMux := http.NewServeMux()
+	s.apiMux = apiMux
 	apiMux.HandleFunc("GET /api/v1/streams", s.handleList)
 	apiMux.HandleFunc("POST /api/v1/streams", s.handleCreate)
 	apiMux.HandleFunc("GET /api/v1/streams/{app}/{name}", s.handleGet)

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/livefuse/livefuse/ingest"
+	"github.com/livefuse/livefuse/lms"
+	"github.com/livefuse/livefuse/origin"
+)
+
+// HTTPConfig is the public media listener (HTTP-FLV, HLS, later dispatch).
+type HTTPConfig struct {
+	Addr string `yaml:"addr"`
+	// PublicHost is the host name printed in the start-up banner.
+	PublicHost string `yaml:"public_host"`
+}
+
+// StreamConfig declares a stream in the config file. Streams declared here are
+// put in the registry when they are not there yet; the registry (changed by
+// the control API) wins afterwards, so API changes survive a restart.
+type StreamConfig struct {
+	App          string `yaml:"app"`
+	Name         string `yaml:"name"`
+	PublishToken string `yaml:"publish_token"`
+	PlayKey      string `yaml:"play_key"`
+	Enabled      *bool  `yaml:"enabled"`
+	Source       string `yaml:"source"`
+}
+
+// Config is the whole livefuse.yaml.
+type Config struct {
+	DataDir  string            `yaml:"data_dir"`
+	LogLevel string            `yaml:"log_level"`
+	RTMP     ingest.RTMPConfig `yaml:"rtmp"`
+	RTSP     ingest.RTSPConfig `yaml:"rtsp"`
+	HTTP     HTTPConfig        `yaml:"http"`
+	Origin   origin.Config     `yaml:"origin"`
+	LMS      lms.Config        `yaml:"lms"`
+	Streams  []StreamConfig    `yaml:"streams"`
+	Shutdown time.Duration     `yaml:"shutdown_timeout"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		DataDir:  "./livefuse-data",
+		LogLevel: "info",
+		RTMP:     ingest.DefaultRTMPConfig(),
+		RTSP:     ingest.DefaultRTSPConfig(),
+		HTTP:     HTTPConfig{Addr: ":8080"},
+		Origin:   origin.DefaultConfig(),
+		LMS:      lms.DefaultConfig(),
+		Shutdown: 5 * time.Second,
+	}
+}
+
+// loadConfig reads path over the defaults ("" = defaults only). Unknown keys
+// and type errors are refused with the line number, so a typo never silently
+// falls back to a default.
+func loadConfig(path string) (Config, error) {
+	cfg := defaultConfig()
+	if path == "" {
+		return cfg, cfg.validate()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if err := decodeConfig(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, cfg.validate()
+}
+
+func decodeConfig(b []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+func (c *Config) validate() error {
+	if c.DataDir == "" {
+		return errors.New("config: data_dir must not be empty")
+	}
+	if c.LMS.DataDir == "" {
+		c.LMS.DataDir = c.DataDir
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	for i, s := range c.Streams {
+		if s.Name == "" {
+			return fmt.Errorf("config: streams[%d]: name is required", i)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,86 @@
+// Command livefuse is the livefuse server. `livefuse serve` runs every role
+// (ingest, origin, control plane) in one process with embedded defaults;
+// this package only wires the packages together.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"gopkg.in/yaml.v3"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: livefuse <command> [flags]
+
+commands:
+  serve [--config FILE]   run the server (every role in one process)
+  config                  print the default configuration as YAML
+  version                 print the version
+`)
+}
+
+var version = "dev" // set with -ldflags "-X main.version=…"
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		cfgPath := fs.String("config", "", "YAML config file (default: built-in defaults)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		cfg, err := loadConfig(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, "livefuse:", err)
+			return 1
+		}
+		log := newLogger(stderr, cfg.LogLevel)
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := serve(ctx, cfg, log, stdout); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("livefuse stopped", "err", err)
+			return 1
+		}
+		return 0
+	case "config":
+		b, err := yaml.Marshal(defaultConfig())
+		if err != nil {
+			fmt.Fprintln(stderr, "livefuse:", err)
+			return 1
+		}
+		stdout.Write(b)
+		return 0
+	case "version":
+		fmt.Fprintln(stdout, "livefuse", version)
+		return 0
+	case "-h", "--help", "help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "livefuse: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}

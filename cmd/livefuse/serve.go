@@ -1,0 +1,298 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/livefuse/livefuse/authkey"
+	"github.com/livefuse/livefuse/av"
+	"github.com/livefuse/livefuse/ingest"
+	"github.com/livefuse/livefuse/lms"
+	"github.com/livefuse/livefuse/origin"
+)
+
+// serve runs every role until ctx is done, then shuts down gracefully: no
+// new connections, publishers and players closed, HLS flushed.
+func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) error {
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Control plane first: the registry decides who may publish.
+	lcfg := cfg.LMS
+	if lcfg.DataDir == "" {
+		lcfg.DataDir = cfg.DataDir
+	}
+	store, err := lms.OpenStore(ctx, lcfg, log)
+	if err != nil {
+		return fmt.Errorf("lms: %w", err)
+	}
+	defer store.Close()
+	reg := lms.NewRegistry(store, log)
+
+	auth := &authorizer{reg: reg}
+	hub, err := origin.NewHub(withAuth(cfg.Origin, auth), log, promReg)
+	if err != nil {
+		return fmt.Errorf("origin: %w", err)
+	}
+	defer hub.Close()
+
+	deps := ingest.Deps{Sink: sink{hub}, Auth: auth, Play: playSource{hub}}
+	puller := ingest.NewPuller(deps, log)
+	defer puller.Close()
+
+	// Registry changes apply at once: pulls follow `source`, a disabled or
+	// deleted stream loses its publisher; tokens are read on each publish.
+	// Subscribe before Start so that no change is missed.
+	reg.Subscribe(func(old, cur *lms.Stream) {
+		puller.Set(pullSources(reg.List()))
+		if old != nil && (cur == nil || !cur.Enabled) {
+			if err := hub.Kick(old.App, old.Name); err == nil {
+				log.Info("publisher dropped: stream disabled or deleted", "stream", old.App+"/"+old.Name)
+			}
+		}
+	})
+	if err := reg.Start(ctx); err != nil {
+		return fmt.Errorf("lms registry: %w", err)
+	}
+	defer reg.Close()
+	if err := reg.Seed(ctx, seedStreams(cfg.Streams)); err != nil {
+		return fmt.Errorf("seed streams: %w", err)
+	}
+	demo, err := ensureDemo(ctx, reg)
+	if err != nil {
+		return err
+	}
+
+	rtmpSrv := ingest.NewRTMPServer(cfg.RTMP, deps, log)
+	if err := rtmpSrv.Start(); err != nil {
+		return fmt.Errorf("rtmp: %w", err)
+	}
+	defer rtmpSrv.Close()
+	rtspSrv := ingest.NewRTSPServer(cfg.RTSP, deps, log)
+	if err := rtspSrv.Start(); err != nil {
+		return fmt.Errorf("rtsp: %w", err)
+	}
+	defer rtspSrv.Close()
+	puller.Set(pullSources(reg.List()))
+
+	mediaLn, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	media := &http.Server{Handler: hub.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go media.Serve(mediaLn)
+
+	api, err := lms.NewServer(lcfg, reg, liveSource{hub}, log, promReg)
+	if err != nil {
+		return fmt.Errorf("control api: %w", err)
+	}
+	if err := api.Start(); err != nil {
+		return fmt.Errorf("control api: %w", err)
+	}
+	defer api.Close()
+
+	printBanner(stdout, cfg, demo, api, mediaLn.Addr(), rtmpSrv.Addr(), rtspSrv.Addr())
+	log.Info("livefuse serving", "rtmp", rtmpSrv.Addr(), "rtsp", rtspSrv.Addr(), "http", mediaLn.Addr(), "api", api.Addr())
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown)
+	defer cancel()
+	// Stop taking new connections, then end streams (players get the end of
+	// the stream, HLS muxers flush), then close what is left.
+	rtmpSrv.Close()
+	rtspSrv.Close()
+	puller.Close()
+	hub.Close()
+	media.Shutdown(sctx)
+	return nil
+}
+
+func seedStreams(in []StreamConfig) []lms.Stream {
+	out := make([]lms.Stream, 0, len(in))
+	for _, s := range in {
+		app := s.App
+		if app == "" {
+			app = ingest.DefaultApp
+		}
+		enabled := true
+		if s.Enabled != nil {
+			enabled = *s.Enabled
+		}
+		out = append(out, lms.Stream{App: app, Name: s.Name, PublishToken: s.PublishToken,
+			PlayKey: s.PlayKey, Enabled: enabled, Source: s.Source})
+	}
+	return out
+}
+
+// ensureDemo creates live/demo with a random token when the registry is
+// empty, so that a first `livefuse serve` can be pushed to at once.
+func ensureDemo(ctx context.Context, reg *lms.Registry) (*lms.Stream, error) {
+	if s, ok := reg.Get(ingest.DefaultApp, "demo"); ok {
+		return &s, nil
+	}
+	if len(reg.List()) > 0 {
+		return nil, nil
+	}
+	b := make([]byte, 12)
+	rand.Read(b)
+	s := lms.Stream{App: ingest.DefaultApp, Name: "demo", PublishToken: hex.EncodeToString(b), Enabled: true}
+	if err := reg.Put(ctx, s); err != nil {
+		return nil, fmt.Errorf("create demo stream: %w", err)
+	}
+	return &s, nil
+}
+
+func pullSources(streams []lms.Stream) map[string]string {
+	m := map[string]string{}
+	for _, s := range streams {
+		if s.Enabled && s.Source != "" {
+			m[s.App+"/"+s.Name] = s.Source
+		}
+	}
+	return m
+}
+
+func printBanner(w io.Writer, cfg Config, demo *lms.Stream, api *lms.Server, httpAddr, rtmpAddr, rtspAddr net.Addr) {
+	host := cfg.HTTP.PublicHost
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	port := func(a net.Addr) int {
+		if t, ok := a.(*net.TCPAddr); ok {
+			return t.Port
+		}
+		return 0
+	}
+	fmt.Fprintf(w, "livefuse %s is up.\n", version)
+	if demo != nil {
+		fmt.Fprintf(w, `
+Publish the demo stream:
+  OBS:    Server rtmp://%[1]s:%[2]d/live   Stream Key %[3]s?token=%[4]s
+  ffmpeg: ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=25 -f lavfi -i sine -c:v libx264 -preset veryfast -g 50 -c:a aac -f flv 'rtmp://%[1]s:%[2]d/live/%[3]s?token=%[4]s'
+  RTSP:   rtsp://%[1]s:%[5]d/live/%[3]s?token=%[4]s
+Play it:
+  HTTP-FLV: http://%[1]s:%[6]d/live/%[3]s.flv
+  HLS:      http://%[1]s:%[6]d/live/%[3]s/index.m3u8
+  RTMP:     rtmp://%[1]s:%[2]d/live/%[3]s
+`, host, port(rtmpAddr), demo.Name, demo.PublishToken, port(rtspAddr), port(httpAddr))
+	}
+	if tok := api.GeneratedToken(); tok != "" {
+		fmt.Fprintf(w, "Control API: http://%s/api/v1 (bearer token, generated now and stored in the data dir; shown once: %s)\n", api.Addr(), tok)
+	} else {
+		fmt.Fprintf(w, "Control API: http://%s/api/v1 (bearer token from lms.api_token or the data dir's api-token file)\n", api.Addr())
+	}
+}
+
+// authorizer checks publish tokens and play keys against the registry.
+type authorizer struct{ reg *lms.Registry }
+
+func (a *authorizer) AuthorizePublish(app, name, token string) error {
+	s, ok := a.reg.Get(app, name)
+	if !ok {
+		return fmt.Errorf("%w: %s/%s is not registered", ingest.ErrNotFound, app, name)
+	}
+	if !s.Enabled {
+		return fmt.Errorf("%w: %s/%s is disabled", ingest.ErrUnauthorized, app, name)
+	}
+	if token == "" || subtle.ConstantTimeCompare([]byte(token), []byte(s.PublishToken)) != 1 {
+		return fmt.Errorf("%w: wrong publish token for %s/%s", ingest.ErrUnauthorized, app, name)
+	}
+	return nil
+}
+
+func (a *authorizer) AuthorizePlay(app, name, uri string, q url.Values) error {
+	s, ok := a.reg.Get(app, name)
+	if !ok || s.PlayKey == "" {
+		return nil // open, or not registered (then not live either: 404 follows)
+	}
+	if err := authkey.Verify(uri, q.Get("auth_key"), s.PlayKey, time.Now()); err != nil {
+		return fmt.Errorf("%w: %v", ingest.ErrUnauthorized, err)
+	}
+	return nil
+}
+
+func withAuth(c origin.Config, a *authorizer) origin.Config {
+	c.Authorize = a.AuthorizePlay
+	return c
+}
+
+// sink adapts the origin Hub to ingest.Sink.
+type sink struct{ hub *origin.Hub }
+
+func (s sink) Publish(app, name, feed string, src av.Source) (ingest.FeedWriter, error) {
+	f, err := s.hub.Publish(app, name, feed, src)
+	if errors.Is(err, origin.ErrBusy) {
+		return nil, fmt.Errorf("%w: %v", ingest.ErrBusy, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// playSource adapts the origin Hub to ingest.PlaySource.
+type playSource struct{ hub *origin.Hub }
+
+func (p playSource) Subscribe(app, name string) (ingest.PacketReader, error) {
+	r, err := p.hub.Subscribe(app, name)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// liveSource adapts the origin Hub to lms.LiveSource.
+type liveSource struct{ hub *origin.Hub }
+
+func (l liveSource) LiveStatus(app, name string) (lms.LiveStatus, bool) {
+	st, ok := l.hub.Status(app, name)
+	if !ok {
+		return lms.LiveStatus{}, false
+	}
+	return toLiveStatus(st), true
+}
+
+func toLiveStatus(st origin.Status) lms.LiveStatus {
+	ls := lms.LiveStatus{
+		PublisherProtocol: st.Protocol,
+		PublisherRemote:   st.Remote,
+		VideoCodec:        st.VideoCodec,
+		Width:             st.Width,
+		Height:            st.Height,
+		FPS:               st.FPS,
+		AudioCodec:        st.AudioCodec,
+		SampleRate:        st.SampleRate,
+		Channels:          st.Channels,
+		BitrateKbps:       float64(st.Bitrate) / 1000,
+		Readers:           st.Readers,
+		DroppedReaders:    st.DroppedReaders,
+		StartedAt:         st.Started,
+	}
+	if !st.Started.IsZero() {
+		ls.UptimeSeconds = time.Since(st.Started).Seconds()
+	}
+	return ls
+}
+
+func (l liveSource) Kick(app, name string) error {
+	err := l.hub.Kick(app, name)
+	if errors.Is(err, origin.ErrNotFound) {
+		return fmt.Errorf("%w: %v", lms.ErrNotLive, err)
+	}
+	return err
+}
+
