@@ -295,4 +295,3 @@ func (l liveSource) Kick(app, name string) error {
 	}
 	return err
 }
-
