@@ -46,11 +46,13 @@ func (t Tier) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 //
 // Value, in Mbps weighted by a quality factor q in [QualityFloor, 1]:
 //
-//	under commit: q × (remaining commit + CeilingWeight × remaining ceiling)
+//	under commit: q × remaining commit × (1 + CeilingTilt × remaining ceiling / ceiling)
 //	over commit:  q × remaining ceiling
 //
 // so commits fill in proportion to what is left of them (all commits fill
-// at about the same time), then ceilings do.
+// at about the same time, and a vendor close to its commit gets little),
+// tilted towards vendors with more room above it; then ceilings fill the
+// same way.
 type Score struct {
 	Tier   Tier    `json:"tier"`
 	Value  float64 `json:"value"`
@@ -74,8 +76,8 @@ type scoreInput struct {
 }
 
 type scoreParams struct {
-	ceilingWeight float64 // weight of remaining ceiling under commit
-	headroom      float64 // fraction of the ceiling kept free
+	ceilingTilt float64 // weight of the remaining ceiling fraction under commit
+	headroom    float64 // fraction of the ceiling kept free
 }
 
 func scoreVendor(in scoreInput, p scoreParams) Score {
@@ -93,7 +95,7 @@ func scoreVendor(in scoreInput, p scoreParams) Score {
 		return Score{Reason: "at ceiling"}
 	}
 	if remCommit := in.Limits.CommitMbps - in.LoadMbps; remCommit > 0 {
-		return Score{Tier: TierUnderCommit, Value: in.Quality * (remCommit + p.ceilingWeight*remCeil)}
+		return Score{Tier: TierUnderCommit, Value: in.Quality * remCommit * (1 + p.ceilingTilt*remCeil/ceiling)}
 	}
 	return Score{Tier: TierOverCommit, Value: in.Quality * remCeil}
 }
@@ -114,9 +116,9 @@ type AllocatorConfig struct {
 	// than this or a vendor starts or stops getting traffic [0.05]; a
 	// negative value disables damping.
 	MinChange float64
-	// CeilingWeight of remaining ceiling against remaining commit while
-	// under commit [0.1].
-	CeilingWeight float64
+	// CeilingTilt weighs the remaining fraction of the ceiling while under
+	// commit [0.5].
+	CeilingTilt float64
 	// CeilingHeadroom is the fraction of a ceiling treated as full, to
 	// absorb the growth between two recomputes [0.02].
 	CeilingHeadroom float64
@@ -126,6 +128,20 @@ type AllocatorConfig struct {
 	StallCap float64
 	// QualityFloor is the lowest quality factor [0.01].
 	QualityFloor float64
+	// Admission, when set, caps what one plan may dispatch: each capacity
+	// pool admits only the viewers that fit in its room below the ceiling
+	// (room / viewer Mbps / FleetSize) until the next recompute. Between
+	// two recomputes an entrance wave can bring more viewers than a
+	// ceiling's headroom holds; with admission a pool whose budget is
+	// spent is skipped and the others keep their ratios, and a bucket with
+	// every budget spent answers "no vendor" instead of overloading one.
+	Admission bool
+	// DefaultViewerMbps is one viewer's bandwidth where observations do not
+	// tell it (no Users observed in the pool) [3].
+	DefaultViewerMbps float64
+	// FleetSize is the number of dispatcher nodes sharing the vendors; with
+	// Admission each node admits 1/FleetSize of a pool's room per plan [1].
+	FleetSize int
 	// StallRule, if set, enables the automatic stall rule.
 	StallRule *StallRuleConfig
 	// Now is the clock [time.Now].
@@ -163,8 +179,9 @@ type Allocator struct {
 
 // NewAllocator validates cfg and computes a first plan.
 func NewAllocator(cfg AllocatorConfig) (*Allocator, error) {
-	if cfg.Interval < 0 || cfg.CeilingWeight < 0 || cfg.CeilingHeadroom < 0 || cfg.CeilingHeadroom >= 1 ||
-		cfg.MinQualityUsers < 0 || cfg.StallCap < 0 || cfg.QualityFloor < 0 || cfg.QualityFloor > 1 {
+	if cfg.Interval < 0 || cfg.CeilingTilt < 0 || cfg.CeilingHeadroom < 0 || cfg.CeilingHeadroom >= 1 ||
+		cfg.MinQualityUsers < 0 || cfg.StallCap < 0 || cfg.QualityFloor < 0 || cfg.QualityFloor > 1 ||
+		cfg.DefaultViewerMbps < 0 || cfg.FleetSize < 0 {
 		return nil, errors.New("allocator: interval, weights, headroom (< 1) and quality settings must not be negative")
 	}
 	if cfg.Interval == 0 {
@@ -173,8 +190,8 @@ func NewAllocator(cfg AllocatorConfig) (*Allocator, error) {
 	if cfg.MinChange == 0 {
 		cfg.MinChange = 0.05
 	}
-	if cfg.CeilingWeight == 0 {
-		cfg.CeilingWeight = 0.1
+	if cfg.CeilingTilt == 0 {
+		cfg.CeilingTilt = 0.5
 	}
 	if cfg.CeilingHeadroom == 0 {
 		cfg.CeilingHeadroom = 0.02
@@ -188,6 +205,12 @@ func NewAllocator(cfg AllocatorConfig) (*Allocator, error) {
 	if cfg.QualityFloor == 0 {
 		cfg.QualityFloor = 0.01
 	}
+	if cfg.DefaultViewerMbps == 0 {
+		cfg.DefaultViewerMbps = 3
+	}
+	if cfg.FleetSize == 0 {
+		cfg.FleetSize = 1
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -198,7 +221,7 @@ func NewAllocator(cfg AllocatorConfig) (*Allocator, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With("unit", "cdnmix"),
 		now:       cfg.Now,
-		params:    scoreParams{ceilingWeight: cfg.CeilingWeight, headroom: cfg.CeilingHeadroom},
+		params:    scoreParams{ceilingTilt: cfg.CeilingTilt, headroom: cfg.CeilingHeadroom},
 		poolState: make(map[poolKey]Tier),
 	}
 	if cfg.StallRule != nil {
@@ -288,7 +311,19 @@ type poolKey struct {
 	region string // "" = the overall pool
 }
 
-type poolLoad struct{ cur, forecast float64 }
+type poolLoad struct {
+	cur, forecast float64
+	users         float64 // viewers behind userMbps
+	userMbps      float64 // Mbps of the observations that count users
+}
+
+// viewerMbps estimates one viewer's bandwidth in the pool.
+func (p poolLoad) viewerMbps(def float64) float64 {
+	if p.users >= 1 && p.userMbps > 0 {
+		return p.userMbps / p.users
+	}
+	return def
+}
 
 func (p poolLoad) load() float64 { return max(p.cur, p.forecast) }
 
@@ -352,6 +387,10 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 		pl := pools[pk]
 		pl.cur += max(ob.Mbps, 0)
 		pl.forecast += max(ob.ForecastMbps, 0)
+		if ob.Users > 0 {
+			pl.users += float64(ob.Users)
+			pl.userMbps += max(ob.Mbps, 0)
+		}
 		pools[pk] = pl
 		// Quality for the bucket itself and the coarser buckets above it.
 		r, i := k.Bucket.Region, k.Bucket.ISP
@@ -371,42 +410,73 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 	if prev != nil && prev.vendors != vs {
 		prev = nil // vendor indices changed: no damping across a vendor change
 	}
-	plan := &Plan{At: now, vendors: vs, buckets: make(map[Bucket]*BucketPlan)}
 	nv := len(vs.list)
+
+	// Everything about a vendor in a bucket; loads are per pool.
+	type work struct {
+		b      Bucket
+		in     []scoreInput
+		scores []Score
+		ratios []float64
+	}
+	var works []*work
 	for b := range a.bucketSet(vs, obs, bl) {
-		bp := &BucketPlan{Bucket: b, Candidates: make([]Candidate, nv), ratios: make([]float64, nv)}
-		best := TierExcluded
+		w := &work{b: b, in: make([]scoreInput, nv), scores: make([]Score, nv), ratios: make([]float64, nv)}
 		for vi, v := range vs.list {
 			q := 1.0
 			if qa := qual[Key{v.Name, b}]; qa != nil {
 				q = a.quality(*qa)
 			}
-			in := scoreInput{
+			w.in[vi] = scoreInput{
 				Enabled:     v.Enabled,
 				Covered:     v.Coverage.Covers(b),
 				Blacklisted: blocked(bl, v.Name, b),
 				Limits:      v.limits(b.Region),
-				LoadMbps:    pools[v.pool(b.Region)].load(),
 				Quality:     q,
 			}
-			s := scoreVendor(in, a.params)
-			bp.Candidates[vi] = Candidate{Vendor: v.Name, Score: s, index: vi}
-			best = max(best, s.Tier)
 		}
-		if best != TierExcluded {
-			sum := 0.0
-			for _, c := range bp.Candidates {
-				if c.Score.Tier == best {
-					sum += c.Score.Value
-				}
-			}
-			for vi, c := range bp.Candidates {
-				if c.Score.Tier == best && sum > 0 {
-					bp.ratios[vi] = c.Score.Value / sum
-				}
+		works = append(works, w)
+	}
+	loads := make(map[poolKey]float64, len(pools))
+	for pk, pl := range pools {
+		loads[pk] = pl.load()
+	}
+	for _, w := range works {
+		best := TierExcluded
+		for vi, v := range vs.list {
+			w.in[vi].LoadMbps = loads[v.pool(w.b.Region)]
+			w.scores[vi] = scoreVendor(w.in[vi], a.params)
+			best = max(best, w.scores[vi].Tier)
+		}
+		sum := 0.0
+		for _, s := range w.scores {
+			if s.Tier == best {
+				sum += s.Value
 			}
 		}
-		if old := prev.bucket(b); old != nil && !a.moved(old.ratios, bp.ratios) {
+		for vi, s := range w.scores {
+			if best != TierExcluded && s.Tier == best && sum > 0 {
+				w.ratios[vi] = s.Value / sum
+			}
+		}
+	}
+
+	plan := &Plan{At: now, vendors: vs, obs: obs, buckets: make(map[Bucket]*BucketPlan, len(works))}
+	if a.cfg.Admission {
+		plan.budgets = a.budgets(vs, pools, loads, prev, obs)
+	}
+	for _, w := range works {
+		bp := &BucketPlan{Bucket: w.b, Candidates: make([]Candidate, nv), ratios: w.ratios}
+		if plan.budgets != nil {
+			bp.budgets = make([]*budget, nv)
+			for vi, v := range vs.list {
+				bp.budgets[vi] = plan.budgets[v.pool(w.b.Region)]
+			}
+		}
+		for vi, v := range vs.list {
+			bp.Candidates[vi] = Candidate{Vendor: v.Name, Score: w.scores[vi], index: vi}
+		}
+		if old := prev.bucket(w.b); old != nil && !a.moved(old.ratios, bp.ratios) {
 			bp.ratios, bp.wrr = old.ratios, old.wrr
 		} else {
 			bp.wrr = newWRR(bp.ratios)
@@ -425,11 +495,40 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 				bp.live++
 			}
 		}
-		plan.buckets[b] = bp
+		plan.buckets[w.b] = bp
 	}
-	plan.Pools = a.poolStatus(vs, pools)
+	plan.Pools = a.poolStatus(vs, pools, loads, plan.budgets)
 	a.plan.Store(plan)
 	return plan
+}
+
+// budgets sizes each pool's admission budget for a new plan: the viewers
+// that fit between its load and its ceiling (less headroom), split across
+// the fleet. When the observations are the same as the previous plan's
+// (a recompute after a blacklist or vendor change), the viewers admitted
+// since are not in the load yet, so they are carried and subtracted.
+func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map[poolKey]float64, prev *Plan, obs map[Key]Observation) map[poolKey]*budget {
+	same := prev != nil && prev.budgets != nil && maps.Equal(prev.obs, obs)
+	out := make(map[poolKey]*budget, len(vs.list))
+	for vi, v := range vs.list {
+		for _, r := range append([]string{""}, slices.Collect(maps.Keys(v.Regions))...) {
+			pk := poolKey{vi, r}
+			lim := v.limits(r)
+			room := lim.CeilingMbps*(1-a.cfg.CeilingHeadroom) - loads[pk]
+			n := int64(0)
+			if room > 0 {
+				n = int64(room / pools[pk].viewerMbps(a.cfg.DefaultViewerMbps) / float64(a.cfg.FleetSize))
+			}
+			b := &budget{}
+			if old := prev.budgetOf(pk); same && old != nil {
+				b.carried = old.carried + old.taken()
+			}
+			b.granted = max(0, n-b.carried)
+			b.left.Store(b.granted)
+			out[pk] = b
+		}
+	}
+	return out
 }
 
 func (a *Allocator) applyStallRule(now time.Time, obs map[Key]Observation) {
@@ -509,10 +608,17 @@ type PoolStatus struct {
 	CeilingMbps  float64 `json:"ceiling_mbps"`
 	Mbps         float64 `json:"mbps"`
 	ForecastMbps float64 `json:"forecast_mbps"`
-	State        Tier    `json:"state"`
+	// LoadMbps is the load scored: max(current, forecast).
+	LoadMbps float64 `json:"load_mbps"`
+	// ViewerMbps is the bandwidth of one viewer (observed, or the default)
+	// and Budget the viewers the pool was granted for this plan on this
+	// dispatcher node; -1 means no limit (admission off).
+	ViewerMbps float64 `json:"viewer_mbps"`
+	Budget     int64   `json:"budget"`
+	State      Tier    `json:"state"`
 }
 
-func (a *Allocator) poolStatus(vs *vendorSet, pools map[poolKey]poolLoad) []PoolStatus {
+func (a *Allocator) poolStatus(vs *vendorSet, pools map[poolKey]poolLoad, loads map[poolKey]float64, budgets map[poolKey]*budget) []PoolStatus {
 	var out []PoolStatus
 	for vi, v := range vs.list {
 		regions := slices.Sorted(maps.Keys(v.Regions))
@@ -520,9 +626,14 @@ func (a *Allocator) poolStatus(vs *vendorSet, pools map[poolKey]poolLoad) []Pool
 			pk := poolKey{vi, r}
 			pl := pools[pk]
 			lim := v.limits(r)
-			s := scoreVendor(scoreInput{Enabled: true, Covered: true, Limits: lim, LoadMbps: pl.load(), Quality: 1}, a.params)
-			out = append(out, PoolStatus{Vendor: v.Name, Region: r, CommitMbps: lim.CommitMbps,
-				CeilingMbps: lim.CeilingMbps, Mbps: pl.cur, ForecastMbps: pl.forecast, State: s.Tier})
+			s := scoreVendor(scoreInput{Enabled: true, Covered: true, Limits: lim, LoadMbps: loads[pk], Quality: 1}, a.params)
+			ps := PoolStatus{Vendor: v.Name, Region: r, CommitMbps: lim.CommitMbps,
+				CeilingMbps: lim.CeilingMbps, Mbps: pl.cur, ForecastMbps: pl.forecast, LoadMbps: loads[pk],
+				ViewerMbps: pl.viewerMbps(a.cfg.DefaultViewerMbps), Budget: -1, State: s.Tier}
+			if b := budgets[pk]; b != nil {
+				ps.Budget = b.granted
+			}
+			out = append(out, ps)
 			if old, ok := a.poolState[pk]; ok && old != s.Tier || !ok && s.Tier != TierUnderCommit {
 				a.log.Info("vendor pool state", "vendor", v.Name, "region", r, "state", s.Tier.String(),
 					"mbps", pl.cur, "forecast_mbps", pl.forecast, "commit_mbps", lim.CommitMbps, "ceiling_mbps", lim.CeilingMbps)
@@ -549,14 +660,16 @@ type BucketPlan struct {
 	live       int
 	ratios     []float64 // by vendor index
 	wrr        *wrr
+	budgets    []*budget // by vendor index; nil without admission
 }
 
 // Live returns the candidates that are not excluded, best first.
 func (bp *BucketPlan) Live() []Candidate { return bp.Candidates[:bp.live] }
 
 // Pick chooses a vendor by smooth weighted round-robin over the ratios.
+// With admission, a vendor whose pool budget is spent is skipped.
 func (bp *BucketPlan) Pick() (vendor string, ok bool) {
-	i := bp.wrr.next()
+	i := bp.pick(1)
 	if i < 0 {
 		return "", false
 	}
@@ -568,6 +681,10 @@ func (bp *BucketPlan) Pick() (vendor string, ok bool) {
 	return "", false
 }
 
+// pick returns the vendor index for n viewers, charging their pool's
+// budget, or -1.
+func (bp *BucketPlan) pick(n int64) int { return bp.wrr.next(bp.budgets, n) }
+
 // Plan is one immutable allocation result. Only the round-robin state
 // inside each bucket changes, under its own lock.
 type Plan struct {
@@ -575,6 +692,15 @@ type Plan struct {
 	Pools   []PoolStatus
 	vendors *vendorSet
 	buckets map[Bucket]*BucketPlan
+	obs     map[Key]Observation // the observations it was built from
+	budgets map[poolKey]*budget // nil without admission
+}
+
+func (p *Plan) budgetOf(pk poolKey) *budget {
+	if p == nil {
+		return nil
+	}
+	return p.budgets[pk]
 }
 
 // VendorVersion identifies the vendor list the plan was built from; it is

@@ -155,7 +155,7 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	bp := plan.Lookup(bucket)
 	chosen := -1
 	if bp != nil {
-		chosen = bp.wrr.next()
+		chosen = bp.pick(1)
 	}
 	if chosen < 0 {
 		d.unavailable.Add(1)

@@ -3,6 +3,7 @@ package cdnmix
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 )
 
 // wrrScale turns ratios into integer weights; integers keep the sequence
@@ -40,23 +41,47 @@ func newWRR(ratios []float64) *wrr {
 	return w
 }
 
-// next returns the vendor index of the next pick, or -1 with no peers.
-func (w *wrr) next() int {
-	switch len(w.peers) {
-	case 0:
+// budget counts the viewers a capacity pool may still take under one
+// plan. Several buckets share one budget.
+type budget struct {
+	left    atomic.Int64
+	granted int64 // initial value of left
+	carried int64 // taken under earlier plans built on the same observations
+}
+
+func (b *budget) taken() int64 { return b.granted - max(b.left.Load(), 0) }
+
+// next returns the vendor index of the next pick for n viewers, or -1 when
+// no peer is left. budgets, indexed by vendor (nil, or a nil entry: no
+// limit), are checked and charged n: a peer whose budget is spent is
+// skipped as nginx skips a peer that is down, and the others keep their
+// ratios. A budget may go below zero by up to n-1 plus concurrent picks.
+func (w *wrr) next(budgets []*budget, n int64) int {
+	if len(w.peers) == 0 {
 		return -1
-	case 1:
-		return w.peers[0]
 	}
 	w.mu.Lock()
-	best := 0
-	for i := range w.cur {
+	best := -1
+	var total int64
+	for i, p := range w.peers {
+		if budgets != nil && budgets[p] != nil && budgets[p].left.Load() <= 0 {
+			continue
+		}
 		w.cur[i] += w.weight[i]
-		if w.cur[i] > w.cur[best] {
+		total += w.weight[i]
+		if best < 0 || w.cur[i] > w.cur[best] {
 			best = i
 		}
 	}
-	w.cur[best] -= w.total
+	if best < 0 {
+		w.mu.Unlock()
+		return -1
+	}
+	w.cur[best] -= total
+	p := w.peers[best]
 	w.mu.Unlock()
-	return w.peers[best]
+	if budgets != nil && budgets[p] != nil {
+		budgets[p].left.Add(-n)
+	}
+	return p
 }

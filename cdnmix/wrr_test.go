@@ -3,6 +3,7 @@ package cdnmix
 import (
 	"math"
 	"testing"
+	"time"
 )
 
 func TestWRRRatios(t *testing.T) {
@@ -22,7 +23,7 @@ func TestWRRRatios(t *testing.T) {
 			w := newWRR(tc.ratios)
 			counts := make([]int, len(tc.ratios))
 			for range picks {
-				counts[w.next()]++
+				counts[w.next(nil, 1)]++
 			}
 			for i, r := range tc.ratios {
 				got := float64(counts[i]) / picks
@@ -35,7 +36,7 @@ func TestWRRRatios(t *testing.T) {
 			}
 		})
 	}
-	if got := newWRR([]float64{0, 0}).next(); got != -1 {
+	if got := newWRR([]float64{0, 0}).next(nil, 1); got != -1 {
 		t.Errorf("no peers: got %d", got)
 	}
 }
@@ -46,7 +47,7 @@ func TestWRRSmooth(t *testing.T) {
 	w := newWRR([]float64{0.5, 0.3, 0.2})
 	seq := make([]int, 1000)
 	for i := range seq {
-		seq[i] = w.next()
+		seq[i] = w.next(nil, 1)
 	}
 	for start := 0; start+10 <= len(seq); start++ {
 		var c [3]int
@@ -88,5 +89,59 @@ func TestPickHoldsPlanRatios(t *testing.T) {
 	}
 	if got["full"] != 0 {
 		t.Errorf("vendor at ceiling picked %d times", got["full"])
+	}
+}
+
+// Admission: a pool admits only the viewers that fit below its ceiling in
+// one plan; then it is skipped, and a recompute on the same observations
+// carries what it already admitted.
+func TestAdmissionBudget(t *testing.T) {
+	o := &StaticObserver{}
+	// a: room 0.98×1000−400 = 580 Mbps at 2 Mbps a viewer = 290 viewers.
+	o.Replace(map[Key]Observation{{"a", testBucket}: {Mbps: 400, Users: 200, PullSuccess: 1}})
+	al, err := NewAllocator(AllocatorConfig{
+		Vendors: []Vendor{vendor("a", 900, 1000), vendor("b", 100, 100000)},
+		Buckets: []Bucket{testBucket}, Observer: o, Logger: quietLog, Admission: true,
+		Now: func() time.Time { return testNow },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := al.Plan()
+	var ps PoolStatus
+	for _, p := range plan.Pools {
+		if p.Vendor == "a" {
+			ps = p
+		}
+	}
+	if ps.ViewerMbps != 2 || ps.Budget != 290 {
+		t.Fatalf("pool a: %+v", ps)
+	}
+	bp := plan.Lookup(testBucket)
+	got := map[string]int{}
+	for range 1000 {
+		v, ok := bp.Pick()
+		if !ok {
+			t.Fatal("no pick")
+		}
+		got[v]++
+	}
+	if got["a"] != 290 || got["b"] != 710 {
+		t.Fatalf("picks %v, want a capped at 290", got)
+	}
+	// Same observations: a has nothing left.
+	bp = al.Recompute(testNow).Lookup(testBucket)
+	for range 100 {
+		if v, _ := bp.Pick(); v == "a" {
+			t.Fatal("a picked after its budget was carried")
+		}
+	}
+	// New observations: a budget again.
+	o.Replace(map[Key]Observation{{"a", testBucket}: {Mbps: 980, Users: 490, PullSuccess: 1}})
+	bp = al.Recompute(testNow).Lookup(testBucket)
+	for range 100 {
+		if v, _ := bp.Pick(); v == "a" {
+			t.Fatal("a picked at its ceiling")
+		}
 	}
 }
