@@ -231,6 +231,25 @@ type LiveStatus struct {
 	DroppedReaders int64     `json:"dropped_readers"`
 	StartedAt      time.Time `json:"started_at"`
 	UptimeSeconds  float64   `json:"uptime_seconds"`
+	// Transcode is the stream's ladder (nil when it has no profile).
+	Transcode *TranscodeStatus `json:"transcode,omitempty"`
+}
+
+// TranscodeStatus is what the node's transcode pool says about a stream.
+type TranscodeStatus struct {
+	Profile string `json:"profile"`
+	// State is "running", "queued" or "rejected"; Reason says why a stream
+	// is served without its ladder.
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	// Renditions are the rendition streams ("app/NAME_<rendition>").
+	Renditions []string `json:"renditions,omitempty"`
+	Restarts   int      `json:"restarts"`
+	LastExit   string   `json:"last_exit,omitempty"`
+	FPS        float64  `json:"fps"`
+	Speed      float64  `json:"speed"`
+	CPU        float64  `json:"cpu"` // share of one core
+	RSSBytes   int64    `json:"rss_bytes"`
 }
 
 // StreamInfo is a registry entry joined with its live status (nil when the
