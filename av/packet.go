@@ -79,4 +79,7 @@ func (p *Packet) PTS() time.Duration { return p.DTS + p.CTS }
 type Source struct {
 	Protocol string // "rtmp", "rtsp", "rtmp-pull", "rtsp-pull", "relay"
 	Remote   string // remote address (host:port) or pull URL without credentials
+	// RTT, when set, reports the connection's smoothed round-trip time
+	// (TCP_INFO); false when it cannot be read.
+	RTT func() (time.Duration, bool)
 }

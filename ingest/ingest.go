@@ -35,6 +35,10 @@ type FeedWriter interface {
 	// Done is closed when the origin drops the publisher (kick, stream
 	// disabled or deleted); ingest then closes the connection.
 	Done() <-chan struct{}
+	// Unpublish tells the origin the publisher ended the feed on purpose
+	// (RTMP FCUnpublish/deleteStream, RTSP TEARDOWN, a pull removed from
+	// the config), as opposed to a lost connection. Close follows.
+	Unpublish()
 	// Close tells the origin the publisher is gone.
 	Close()
 }

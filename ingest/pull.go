@@ -186,7 +186,12 @@ func (p *Puller) once(ctx context.Context, app, name, src, proto string, run pul
 	if err != nil {
 		return fmt.Errorf("publish %s/%s: %w", app, name, err)
 	}
-	defer w.Close()
+	defer func() {
+		if ctx.Err() != nil {
+			w.Unpublish() // removed from the config or shutting down
+		}
+		w.Close()
+	}()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

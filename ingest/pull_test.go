@@ -92,10 +92,10 @@ func TestPullerSet(t *testing.T) {
 		t.Fatalf("starts: %v", got)
 	}
 	wa, wb := a.w.(*rtspFakeWriter), b.w.(*rtspFakeWriter)
-	if wa.app != "live" || wa.name != "a" || wa.feed != "main" || wa.src != (av.Source{Protocol: "rtsp-pull", Remote: "rtsp://cam-a/stream"}) {
+	if wa.app != "live" || wa.name != "a" || wa.feed != "main" || (wa.src.Protocol != "rtsp-pull" || wa.src.Remote != "rtsp://cam-a/stream") {
 		t.Errorf("feed a: %s/%s %s %+v", wa.app, wa.name, wa.feed, wa.src)
 	}
-	if wb.src != (av.Source{Protocol: "rtmp-pull", Remote: "rtmp://cam-b/app/s"}) {
+	if wb.src.Protocol != "rtmp-pull" || wb.src.Remote != "rtmp://cam-b/app/s" {
 		t.Errorf("feed b source %+v: credentials must not show", wb.src)
 	}
 
@@ -285,7 +285,7 @@ func TestPullerRTSP(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if w.src != (av.Source{Protocol: "rtsp-pull", Remote: "rtsp://" + addr + "/cam"}) {
+	if w.src.Protocol != "rtsp-pull" || w.src.Remote != "rtsp://"+addr+"/cam" {
 		t.Errorf("source %+v", w.src)
 	}
 	rtspCheckPulled(t, w.snapshot())

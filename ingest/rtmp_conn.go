@@ -259,7 +259,7 @@ func (c *rtmpConn) OnPublish(sctx *rtmp.StreamContext, _ uint32, cmd *message.Ne
 	if err := c.s.deps.Auth.AuthorizePublish(app, name, q.Get("token")); err != nil {
 		return c.refusePublish(sctx.StreamID, stream, feed, err)
 	}
-	fw, err := c.s.deps.Sink.Publish(app, name, feed, av.Source{Protocol: "rtmp", Remote: c.remote})
+	fw, err := c.s.deps.Sink.Publish(app, name, feed, av.Source{Protocol: "rtmp", Remote: c.remote, RTT: tcpRTT(c.rc.nc)})
 	if err != nil {
 		if errors.Is(err, ErrBusy) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnauthorized) {
 			return c.refusePublish(sctx.StreamID, stream, feed, err)
@@ -362,9 +362,18 @@ func (c *rtmpConn) media(tagType uint8, ts uint32, payload io.Reader) error {
 	return fmt.Errorf("rtmp publish %s: %w", c.stream, err)
 }
 
+// OnFCUnpublish marks the end of the feed as intended by the encoder.
+func (c *rtmpConn) OnFCUnpublish(_ uint32, _ *message.NetStreamFCUnpublish) error {
+	if c.fw != nil {
+		c.fw.Unpublish()
+	}
+	return nil
+}
+
 func (c *rtmpConn) OnDeleteStream(_ uint32, cmd *message.NetStreamDeleteStream) error {
 	switch {
 	case c.fw != nil && cmd.StreamID == c.pubStreamID:
+		c.fw.Unpublish()
 		c.endPublish()
 	case c.playCancel != nil && cmd.StreamID == c.playStreamID:
 		c.playCancel()

@@ -74,11 +74,12 @@ type rtmpFakeWriter struct {
 	feed   string
 	src    av.Source
 
-	mu       sync.Mutex
-	pkts     []*av.Packet
-	closed   bool
-	done     chan struct{}
-	kickOnce sync.Once
+	mu          sync.Mutex
+	pkts        []*av.Packet
+	closed      bool
+	unpublished bool
+	done        chan struct{}
+	kickOnce    sync.Once
 }
 
 func (w *rtmpFakeWriter) WritePacket(p *av.Packet) {
@@ -91,6 +92,12 @@ func (w *rtmpFakeWriter) WritePacket(p *av.Packet) {
 }
 
 func (w *rtmpFakeWriter) Done() <-chan struct{} { return w.done }
+
+func (w *rtmpFakeWriter) Unpublish() {
+	w.mu.Lock()
+	w.unpublished = true
+	w.mu.Unlock()
+}
 
 func (w *rtmpFakeWriter) Close() {
 	w.mu.Lock()

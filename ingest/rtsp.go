@@ -208,6 +208,10 @@ func (h *rtspHandler) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseC
 	if !ok || p == nil {
 		return
 	}
+	var torn liberrors.ErrServerSessionTornDown
+	if errors.As(ctx.Error, &torn) {
+		p.w.Unpublish()
+	}
 	p.close()
 	h.s.log.Info("rtsp publish ended", "stream", p.stream, "feed", p.feed, "remote", p.remote, "reason", ctx.Error)
 }
@@ -246,7 +250,7 @@ func (h *rtspHandler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*ba
 		return rtspRefuse(base.StatusUnsupportedMediaType, "Unsupported Media (H.264 and AAC only)"),
 			fmt.Errorf("rtsp announce %s: %w", stream, err)
 	}
-	w, err := s.deps.Sink.Publish(app, name, feed, av.Source{Protocol: "rtsp", Remote: remote})
+	w, err := s.deps.Sink.Publish(app, name, feed, av.Source{Protocol: "rtsp", Remote: remote, RTT: tcpRTT(ctx.Conn.NetConn())})
 	if err != nil {
 		log.Warn("rtsp publish refused", "reason", err)
 		switch {

@@ -75,6 +75,9 @@ func (c *rtspGuardConn) setRecording(v bool) { c.recording.Store(v) }
 
 // SetReadDeadline records the deadline gortsplib wants; Read combines it
 // with the guard's own.
+// Underlying returns the wrapped connection (for TCP_INFO).
+func (c *rtspGuardConn) Underlying() net.Conn { return c.Conn }
+
 func (c *rtspGuardConn) SetReadDeadline(t time.Time) error {
 	c.userDeadline = t
 	return c.apply()

@@ -76,12 +76,13 @@ type rtspFakeWriter struct {
 	app, name, feed string
 	src             av.Source
 
-	mu       sync.Mutex
-	packets  []*av.Packet
-	closed   bool
-	done     chan struct{} // closed by kick()
-	closedCh chan struct{}
-	kickOnce sync.Once
+	mu          sync.Mutex
+	packets     []*av.Packet
+	closed      bool
+	unpublished bool
+	done        chan struct{} // closed by kick()
+	closedCh    chan struct{}
+	kickOnce    sync.Once
 }
 
 func (w *rtspFakeWriter) WritePacket(p *av.Packet) {
@@ -94,6 +95,12 @@ func (w *rtspFakeWriter) WritePacket(p *av.Packet) {
 }
 
 func (w *rtspFakeWriter) Done() <-chan struct{} { return w.done }
+
+func (w *rtspFakeWriter) Unpublish() {
+	w.mu.Lock()
+	w.unpublished = true
+	w.mu.Unlock()
+}
 
 func (w *rtspFakeWriter) Close() {
 	w.mu.Lock()

@@ -199,6 +199,7 @@ func TestHLS(t *testing.T) {
 				t.Errorf("status %+v: want no player readers and the AAC config", st)
 			}
 			// The publisher leaves: the muxer closes and the stream is gone.
+			f.Unpublish()
 			f.Close()
 			if code, _ := httpGetBody(t, base+"index.m3u8"); code != http.StatusNotFound {
 				t.Fatalf("playlist after the stream ended: %d, want 404", code)

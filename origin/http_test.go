@@ -126,7 +126,8 @@ func TestHTTPFLV(t *testing.T) {
 			if st, _ := h.Status("live", "cam"); st.Readers != 1 || st.Protocol != "rtmp" {
 				t.Fatalf("status %+v", st)
 			}
-			f.Close() // last publisher gone: the player gets the end
+			f.Unpublish() // the encoder ended the stream: the player gets the end
+			f.Close()
 			if _, err := r.ReadPacket(); !errors.Is(err, io.EOF) {
 				t.Fatalf("after the publisher left: %v, want EOF", err)
 			}

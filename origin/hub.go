@@ -43,6 +43,9 @@ type Status struct {
 	Readers        int       `json:"readers"`
 	DroppedReaders int64     `json:"dropped_readers"`
 	Started        time.Time `json:"started"`
+
+	// Switch is the state of the stream's main/backup switcher.
+	Switch SwitchStatus `json:"switch"`
 }
 
 // Hub is the set of live streams of one origin unit, keyed "app/name". A
@@ -52,10 +55,13 @@ type Hub struct {
 	log *slog.Logger
 	m   *metrics
 
-	mu      sync.Mutex
-	closed  bool
-	streams map[string]*entry
-	wg      sync.WaitGroup // HLS packagers
+	slates *slateCache
+
+	mu       sync.Mutex
+	closed   bool
+	streams  map[string]*entry
+	policies map[string]string // feed policy by stream, live or not
+	wg       sync.WaitGroup    // HLS packagers and switch tickers
 }
 
 // entry is one live stream of the hub.
@@ -65,6 +71,8 @@ type entry struct {
 	feeds     map[string]*Feed
 	started   time.Time
 	hls       *hlsOutput // nil when HLS is off
+	sw        *switcher
+	stop      chan struct{} // closed when the stream ends
 }
 
 // NewHub returns an empty hub. Its metrics are registered on reg (nil: not
@@ -81,7 +89,8 @@ func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Hub{cfg: cfg, log: log, m: m, streams: make(map[string]*entry)}, nil
+	return &Hub{cfg: cfg, log: log, m: m, streams: make(map[string]*entry),
+		policies: make(map[string]string), slates: newSlateCache(cfg.Slate, log)}, nil
 }
 
 func streamKey(app, name string) string { return app + "/" + name }
@@ -110,29 +119,89 @@ func (h *Hub) Publish(app, name, feed string, src av.Source) (*Feed, error) {
 		return nil, fmt.Errorf("publish %s feed %s: %w", key, feed, ErrBusy)
 	}
 	if e == nil {
-		log := h.log.With("stream", key)
-		s := NewStream(h.cfg, log)
-		s.m = h.m
-		e = &entry{app: app, name: name, stream: s, feeds: make(map[string]*Feed, 2), started: time.Now()}
-		if h.cfg.HLSVariant != HLSOff {
-			e.hls = newHLSOutput(h.cfg, log, h.m, s)
-			h.wg.Add(1)
-			go func() {
-				defer h.wg.Done()
-				e.hls.run()
-			}()
-		}
-		h.streams[key] = e
-		h.m.streams.Inc()
-		log.Info("stream live")
+		e = h.startLocked(app, name)
 	}
-	f := &Feed{hub: h, e: e, name: feed, src: src, done: make(chan struct{})}
+	f := &Feed{hub: h, e: e, name: feed, idx: feedIndex(feed), src: src, done: make(chan struct{})}
 	e.feeds[feed] = f
+	e.sw.attach(f.idx, f)
 	h.log.Info("publisher joined", "stream", key, "feed", feed, "protocol", src.Protocol, "remote", src.Remote)
 	return f, nil
 }
 
-// leave removes f; the stream ends when it was its last feed.
+// startLocked creates the live entry of app/name: its Stream, switcher,
+// switch ticker and HLS packager. h.mu is held.
+func (h *Hub) startLocked(app, name string) *entry {
+	key := streamKey(app, name)
+	log := h.log.With("stream", key)
+	s := NewStream(h.cfg, log)
+	s.m = h.m
+	e := &entry{app: app, name: name, stream: s, feeds: make(map[string]*Feed, 2), started: time.Now(),
+		stop: make(chan struct{})}
+	e.sw = newSwitcher(h.cfg, log, s, h.slates, h.m, h.policies[key])
+	if h.cfg.HLSVariant != HLSOff {
+		e.hls = newHLSOutput(h.cfg, log, h.m, s)
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			e.hls.run()
+		}()
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.tick(e)
+	}()
+	h.streams[key] = e
+	h.m.streams.Inc()
+	log.Info("stream live")
+	return e
+}
+
+// tick drives e's switcher: feed health, planned switches, the slate.
+func (h *Hub) tick(e *entry) {
+	t := time.NewTicker(switchTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+		if end, reason := e.sw.tick(); end {
+			h.mu.Lock()
+			h.log.Info("stream ended", "stream", streamKey(e.app, e.name), "reason", reason)
+			h.endLocked(e)
+			h.mu.Unlock()
+			return
+		}
+	}
+}
+
+// SetPolicy sets the feed policy of app/name (PolicyAuto, PolicyMain or
+// PolicyBackup; "" is auto). It applies at once when the stream is live
+// and is kept for when it goes live.
+func (h *Hub) SetPolicy(app, name, policy string) error {
+	if !ValidPolicy(policy) {
+		return fmt.Errorf("feed policy %q: want auto, main or backup", policy)
+	}
+	key := streamKey(app, name)
+	h.mu.Lock()
+	if policy == "" || policy == PolicyAuto {
+		delete(h.policies, key)
+	} else {
+		h.policies[key] = policy
+	}
+	e := h.streams[key]
+	h.mu.Unlock()
+	if e != nil {
+		e.sw.setPolicy(policy)
+	}
+	return nil
+}
+
+// leave removes f. The stream ends when f was its last feed and left
+// cleanly (or the slate is off); otherwise the switcher shows the other
+// feed or the slate until a feed returns.
 func (h *Hub) leave(f *Feed) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -141,8 +210,9 @@ func (h *Hub) leave(f *Feed) {
 		return // kicked already
 	}
 	delete(e.feeds, f.name)
-	h.log.Info("publisher left", "stream", streamKey(e.app, e.name), "feed", f.name, "remote", f.src.Remote)
-	if len(e.feeds) == 0 {
+	clean := f.clean.Load()
+	h.log.Info("publisher left", "stream", streamKey(e.app, e.name), "feed", f.name, "remote", f.src.Remote, "clean", clean)
+	if e.sw.detach(f.idx, f, clean) {
 		h.endLocked(e)
 	}
 }
@@ -156,6 +226,8 @@ func (h *Hub) endLocked(e *entry) {
 	}
 	delete(h.streams, key)
 	h.m.streams.Dec()
+	close(e.stop)
+	e.sw.close()
 	for name, f := range e.feeds {
 		f.kick()
 		delete(e.feeds, name)
@@ -263,6 +335,15 @@ func (e *entry) statusLocked() Status {
 func (h *Hub) fillStream(e *entry, st *Status) {
 	ss := e.stream.Status()
 	ss.App, ss.Name, ss.Feed, ss.Protocol, ss.Remote, ss.Started = st.App, st.Name, st.Feed, st.Protocol, st.Remote, st.Started
+	ss.Switch = e.sw.status()
+	if a := ss.Switch.Active; a == FeedMain || a == FeedBackup {
+		ss.Feed = a
+		for _, f := range ss.Switch.Feeds {
+			if f.Feed == a {
+				ss.Protocol, ss.Remote = f.Protocol, f.Remote
+			}
+		}
+	}
 	*st = ss
 }
 
@@ -276,6 +357,7 @@ func (h *Hub) Close() {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+	h.slates.close()
 }
 
 // Feed is one publisher's claim on a stream feed. It implements the
@@ -284,9 +366,11 @@ type Feed struct {
 	hub    *Hub
 	e      *entry
 	name   string
+	idx    int
 	src    av.Source
 	done   chan struct{}
 	closed atomic.Bool
+	clean  atomic.Bool
 	once   sync.Once
 }
 
@@ -296,14 +380,13 @@ func (f *Feed) WritePacket(p *av.Packet) {
 	if f.closed.Load() {
 		return
 	}
-	f.e.route(f, p)
+	f.e.sw.packet(f.idx, f, p)
 }
 
-// route is the whole path from a feed to the stream. The switcher will
-// replace it; today every feed writes straight into the Stream.
-func (e *entry) route(_ *Feed, p *av.Packet) {
-	e.stream.Write(p)
-}
+// Unpublish tells the origin that the encoder ended the feed on purpose
+// (RTMP deleteStream, RTSP TEARDOWN): when it is the last feed, the stream
+// ends instead of showing the slate. Close must still be called.
+func (f *Feed) Unpublish() { f.clean.Store(true) }
 
 // Done is closed when the origin drops the publisher (kick, hub closed).
 func (f *Feed) Done() <-chan struct{} { return f.done }

@@ -15,6 +15,7 @@ type metrics struct {
 	packetsIn prometheus.Counter
 	flvBytes  prometheus.Counter
 	hlsBytes  prometheus.Counter
+	switches  *prometheus.CounterVec
 }
 
 // newMetrics builds the collectors and registers them on reg (nil: not
@@ -41,6 +42,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "livefuse", Subsystem: "origin", Name: "packets_in_total",
 			Help: "Packets written to streams.",
 		}),
+		switches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "livefuse", Subsystem: "origin", Name: "switches_total",
+			Help: "Feed switches of the main/backup switcher, by the source switched to (main, backup, slate).",
+		}, []string{"to"}),
 		flvBytes: bytesOut.WithLabelValues("flv"),
 		hlsBytes: bytesOut.WithLabelValues("hls"),
 	}
@@ -48,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.readers, m.dropped, m.streams, m.packetsIn, bytesOut} {
+	for _, c := range []prometheus.Collector{m.readers, m.dropped, m.streams, m.packetsIn, bytesOut, m.switches} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

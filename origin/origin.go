@@ -71,6 +71,20 @@ type Config struct {
 	// HLSSegmentCount is the number of segments in the playlist.
 	HLSSegmentCount int `yaml:"hls_segment_count"`
 
+	// FeedTimeout is how long a feed may go without media before it is
+	// taken as lost (the switcher then moves to the other feed or the slate).
+	FeedTimeout time.Duration `yaml:"feed_timeout"`
+	// ReturnAfter is how long main must be healthy before the auto policy
+	// switches back to it (at its next keyframe).
+	ReturnAfter time.Duration `yaml:"return_after"`
+	// Slate is what plays while no feed is healthy: "" or "on" for a
+	// generated "please stand by" picture, a file path for ffmpeg to
+	// scale, or "off" (the stream then ends when its feeds are gone).
+	Slate string `yaml:"slate"`
+	// SlateMax ends a stream that has shown the slate this long with no
+	// publisher connected.
+	SlateMax time.Duration `yaml:"slate_max"`
+
 	// Authorize checks a play request: uri is the request path (for HLS,
 	// the stream's index.m3u8 path for every file, since gohlslib passes the
 	// playlist's query on to the files it lists), q its query. nil lets
@@ -90,6 +104,9 @@ func DefaultConfig() Config {
 		HLSVariant:         HLSMPEGTS,
 		HLSSegmentDuration: time.Second,
 		HLSSegmentCount:    7,
+		FeedTimeout:        500 * time.Millisecond,
+		ReturnAfter:        10 * time.Second,
+		SlateMax:           10 * time.Minute,
 	}
 }
 
@@ -122,6 +139,15 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.HLSSegmentCount <= 0 {
 		c.HLSSegmentCount = d.HLSSegmentCount
+	}
+	if c.FeedTimeout <= 0 {
+		c.FeedTimeout = d.FeedTimeout
+	}
+	if c.ReturnAfter <= 0 {
+		c.ReturnAfter = d.ReturnAfter
+	}
+	if c.SlateMax <= 0 {
+		c.SlateMax = d.SlateMax
 	}
 	switch c.HLSVariant {
 	case HLSMPEGTS, HLSFMP4, HLSOff:
