@@ -233,6 +233,22 @@ type LiveStatus struct {
 	UptimeSeconds  float64   `json:"uptime_seconds"`
 	// Transcode is the stream's ladder (nil when it has no profile).
 	Transcode *TranscodeStatus `json:"transcode,omitempty"`
+	// Recording is the stream's recording (nil when recording is off).
+	Recording *RecordingStatus `json:"recording,omitempty"`
+}
+
+// RecordingStatus is what the node's recorder says about a stream.
+type RecordingStatus struct {
+	// State is "waiting", "recording" or "stopped".
+	State   string `json:"state"`
+	Session string `json:"session,omitempty"`
+	// Segments were cut this session; Pending of them are not yet
+	// confirmed by the store.
+	Segments int `json:"segments"`
+	Pending  int `json:"pending"`
+	// Error is why recording stopped, or the store's last error.
+	Error string `json:"error,omitempty"`
+	Sink  string `json:"sink"`
 }
 
 // TranscodeStatus is what the node's transcode pool says about a stream.
