@@ -273,12 +273,18 @@ func wantsJSON(q string) bool {
 // hop that is not itself trusted. A malformed hop ends the walk at the
 // last good one to its right.
 func (d *Dispatcher) clientAddr(r *http.Request) netip.Addr {
+	return clientAddr(r, d.cfg.TrustedProxies)
+}
+
+// clientAddr implements Dispatcher.clientAddr for any list of trusted
+// (masked) prefixes.
+func clientAddr(r *http.Request, trustedProxies []netip.Prefix) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}
 	}
 	addr := ap.Addr().Unmap()
-	if len(d.cfg.TrustedProxies) == 0 || !d.trusted(addr) {
+	if len(trustedProxies) == 0 || !trusted(trustedProxies, addr) {
 		return addr
 	}
 	xff := r.Header["X-Forwarded-For"]
@@ -296,7 +302,7 @@ func (d *Dispatcher) clientAddr(r *http.Request) netip.Addr {
 				return addr
 			}
 			addr = a.Unmap()
-			if !d.trusted(addr) {
+			if !trusted(trustedProxies, addr) {
 				return addr
 			}
 		}
@@ -304,8 +310,8 @@ func (d *Dispatcher) clientAddr(r *http.Request) netip.Addr {
 	return addr
 }
 
-func (d *Dispatcher) trusted(a netip.Addr) bool {
-	for _, p := range d.cfg.TrustedProxies {
+func trusted(prefixes []netip.Prefix, a netip.Addr) bool {
+	for _, p := range prefixes {
 		if p.Contains(a) {
 			return true
 		}
