@@ -10,12 +10,13 @@
 // clear; AAC frames keep 16 clear bytes and then every whole 16-byte block
 // is encrypted.
 //
-// HLS MPEG-TS follows Apple exactly (EncryptNALU, EncryptAnnexB,
-// EncryptADTS): the pattern is applied to the NAL unit with its emulation
-// prevention bytes removed, and emulation prevention is applied again
-// afterwards. FLV (EncryptAVCC, EncryptAAC and the Encryptor) applies the
-// same pattern to the NAL unit bytes as they are, which keeps every tag the
-// size it was; FLV.md explains why and specifies the FLV scheme.
+// Both outputs apply the pattern to the NAL unit bytes as the encoder
+// wrote them. FLV (EncryptAVCC, EncryptAAC and the Encryptor) stops there,
+// which keeps every tag the size it was; FLV.md specifies the FLV scheme.
+// HLS MPEG-TS (EncryptNALU, EncryptAnnexB, EncryptADTS) then applies
+// emulation prevention to the encrypted unit so that ciphertext cannot
+// emulate a start code; SAMPLE-AES decryptors (FFmpeg, hls.js) remove it
+// before decrypting and pass the result to the decoder as it is.
 //
 // The package also holds the keys: generation, sealing at rest, a KeyStore
 // interface and the HTTP handler that delivers keys to players.

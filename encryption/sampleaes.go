@@ -6,26 +6,35 @@ import (
 	"slices"
 )
 
-// This file is the HLS MPEG-TS side of the layout, as Apple specifies it:
-// the video pattern works on NAL units with their emulation prevention
-// bytes removed, and emulation prevention is applied again to the result,
-// so a NAL unit may grow or shrink by a few bytes.
+// This file is the HLS MPEG-TS side of the layout. The video pattern is
+// applied to the NAL unit as the encoder escaped it (the bytes FLV
+// encrypts), and emulation prevention is then applied to the result, so
+// that ciphertext never emulates a start code; a NAL unit may grow by a
+// few bytes. Decryptors remove the emulation prevention bytes, decrypt the
+// pattern, and hand the result to the decoder as it is.
+//
+// That is what the SAMPLE-AES decryptors of FFmpeg
+// (libavformat/hls_sample_encryption.c: remove_scep_3_bytes, decrypt,
+// no re-escaping) and hls.js (discardEPB, decrypt, the unit goes to the
+// remuxer as it is) do. Applying the pattern to the unescaped bytes
+// instead would hand those decoders a unit without its emulation
+// prevention bytes, which they would unescape once more: every slice
+// with a 00 00 0x sequence would decode wrong (checked with FFmpeg 5.1).
 
 // EncryptNALU appends to dst one H.264 NAL unit (escaped, as it appears in
 // a stream, without start code or length prefix) encrypted as SAMPLE-AES
-// for MPEG-TS: for types 1 and 5, the emulation prevention bytes are
-// removed, the video pattern is applied, and emulation prevention is
-// applied again; other types and units too short to protect are copied.
-// dst and nalu must not overlap. There is no allocation when dst has
-// len(nalu)*3/2+4 bytes of room.
+// for MPEG-TS: for types 1 and 5 of more than 48 bytes, the video pattern
+// is applied to the unit's bytes and emulation prevention is applied to
+// the result; other types and short units are copied. dst and nalu must
+// not overlap. There is no allocation when dst has len(nalu)*3/2+4 bytes
+// of room.
 func EncryptNALU(dst, nalu []byte, k *Key) ([]byte, error) {
 	return cryptNALU(dst, nalu, k, true)
 }
 
 // DecryptNALU reverses EncryptNALU, as FFmpeg and hls.js do: emulation
-// prevention bytes are removed, the pattern is decrypted, and emulation
-// prevention is applied again. For a NAL unit whose encoder escaped it the
-// canonical way (every encoder does) the result equals the original.
+// prevention bytes are removed and the pattern is decrypted, which gives
+// back the unit as the encoder wrote it, byte for byte.
 func DecryptNALU(dst, nalu []byte, k *Key) ([]byte, error) {
 	return cryptNALU(dst, nalu, k, false)
 }
@@ -34,20 +43,26 @@ func cryptNALU(dst, nalu []byte, k *Key, encrypt bool) ([]byte, error) {
 	if k == nil {
 		return dst, errNilKey
 	}
-	// Unescaping never lengthens a unit, so short units stay short.
+	// Decryptors decide on the length of the unit as it is in the stream
+	// (escaped); escaping never shortens a unit, so the two sides agree.
 	if len(nalu) < MinProtectedNALU || !protectedNALU(nalu[0]) {
 		return append(dst, nalu...), nil
 	}
-	// The unescaped unit (m ≤ n bytes) is staged slack bytes past the
-	// output position, and escaping writes forward from the output
-	// position: escaping inserts at most one byte per two zero bytes read,
-	// so the writer stays behind the reader.
 	start := len(dst)
+	if !encrypt {
+		dst = unescape(dst, nalu)
+		cryptVideo(k.block(), &k.IV, dst[start:], false)
+		return dst, nil
+	}
+	// The encrypted unit is staged slack bytes past the output position,
+	// and escaping writes forward from the output position: escaping
+	// inserts at most one byte per two zero bytes read, so the writer
+	// stays behind the reader.
 	slack := len(nalu)/2 + 2
 	dst = slices.Grow(dst, slack+len(nalu))
-	rbsp := unescape(dst[start+slack:start+slack], nalu)
-	cryptVideo(k.block(), &k.IV, rbsp, encrypt)
-	n := escapeForward(dst[start:start+slack+len(rbsp)], slack)
+	staged := append(dst[start+slack:start+slack], nalu...)
+	cryptVideo(k.block(), &k.IV, staged, true)
+	n := escapeForward(dst[start:start+slack+len(staged)], slack)
 	return dst[:start+n], nil
 }
 

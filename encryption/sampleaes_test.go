@@ -30,9 +30,10 @@ func refDiscardEPB(b []byte) []byte {
 }
 
 // refDecryptTS is a SAMPLE-AES video decryptor written after hls.js's
-// decryptAvcSample: strip EPBs, decrypt one block at 32, 192, ... while
-// pos < len-16 with CBC chained over the blocks, as a separate check of
-// EncryptNALU. It returns the RBSP.
+// decryptAvcSample (and FFmpeg's decrypt_nal_unit): strip EPBs, decrypt
+// one block at 32, 192, ... while pos < len-16 with CBC chained over the
+// blocks, as a separate check of EncryptNALU. It returns what those
+// players hand to the decoder.
 func refDecryptTS(t *testing.T, k *Key, nal []byte) []byte {
 	t.Helper()
 	rbsp := refDiscardEPB(nal)
@@ -66,12 +67,12 @@ func emulationFree(b []byte) bool {
 
 func TestNALUWithEPBs(t *testing.T) {
 	k := testKey(t)
-	// RBSP of 300 bytes with zero runs that need escaping in the leader,
-	// in the first block and in the clear span.
+	// A unit of 300 RBSP bytes with zero runs that need escaping in the
+	// leader, in the first block and in the clear span.
 	rbsp := countingNALU(300)
 	copy(rbsp[5:], []byte{0, 0, 1})     // leader: escaped as 00 00 03 01
 	copy(rbsp[20:], []byte{0, 0, 0, 0}) // leader: 00 00 03 00 00
-	copy(rbsp[36:], []byte{0, 0, 2})    // inside the block at RBSP 32
+	copy(rbsp[36:], []byte{0, 0, 2})    // inside the first block
 	copy(rbsp[100:], []byte{0, 0, 3})   // clear span
 	escaped := appendEscaped(nil, rbsp)
 	if len(escaped) != len(rbsp)+4 {
@@ -84,24 +85,26 @@ func TestNALUWithEPBs(t *testing.T) {
 	if !emulationFree(enc) {
 		t.Fatal("encrypted NAL unit emulates a start code")
 	}
-	encRBSP := unescape(nil, enc)
-	if len(encRBSP) != len(rbsp) {
-		t.Fatalf("RBSP length %d, want %d", len(encRBSP), len(rbsp))
+	// Without the EPBs escaping added, the unit has its escaped length,
+	// and the pattern sits on the escaped bytes: the blocks at 32 and 192
+	// of the unit as the encoder wrote it.
+	inner := unescape(nil, enc)
+	if len(inner) != len(escaped) {
+		t.Fatalf("unescaped length %d, want %d", len(inner), len(escaped))
 	}
-	// Leader and clear spans are counted on the RBSP: the block starts at
-	// RBSP offset 32 although two EPBs precede it in the escaped form.
-	if !bytes.Equal(encRBSP[:32], rbsp[:32]) || !bytes.Equal(encRBSP[48:192], rbsp[48:192]) || !bytes.Equal(encRBSP[208:], rbsp[208:]) {
-		t.Fatal("clear RBSP bytes changed")
+	if !bytes.Equal(inner[:32], escaped[:32]) || !bytes.Equal(inner[48:192], escaped[48:192]) || !bytes.Equal(inner[208:], escaped[208:]) {
+		t.Fatal("clear bytes changed")
 	}
 	var ref [32]byte
 	b, _ := aes.NewCipher(k.Key[:])
-	plain := append(bytes.Clone(rbsp[32:48]), rbsp[192:208]...)
+	plain := append(bytes.Clone(escaped[32:48]), escaped[192:208]...)
 	cipher.NewCBCEncrypter(b, k.IV[:]).CryptBlocks(ref[:], plain)
-	if !bytes.Equal(encRBSP[32:48], ref[:16]) || !bytes.Equal(encRBSP[192:208], ref[16:]) {
-		t.Fatal("blocks differ from CBC over the RBSP blocks")
+	if !bytes.Equal(inner[32:48], ref[:16]) || !bytes.Equal(inner[192:208], ref[16:]) {
+		t.Fatal("blocks differ from CBC over the unit's blocks")
 	}
-	if got := refDecryptTS(t, k, enc); !bytes.Equal(got, rbsp) {
-		t.Fatal("reference (hls.js-style) decryptor does not restore the RBSP")
+	// hls.js and FFmpeg hand the decoder exactly the unit the encoder wrote.
+	if got := refDecryptTS(t, k, enc); !bytes.Equal(got, escaped) {
+		t.Fatal("reference (hls.js-style) decryptor does not restore the unit")
 	}
 	dec, err := DecryptNALU(nil, enc, k)
 	if err != nil || !bytes.Equal(dec, escaped) {
