@@ -13,6 +13,7 @@ import (
 	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
 	"github.com/livefuse/livefuse/origin"
+	"github.com/livefuse/livefuse/transcode"
 )
 
 // HTTPConfig is the public media listener (HTTP-FLV, HLS, later dispatch).
@@ -32,31 +33,34 @@ type StreamConfig struct {
 	PlayKey      string `yaml:"play_key"`
 	Enabled      *bool  `yaml:"enabled"`
 	Source       string `yaml:"source"`
+	Profile      string `yaml:"profile"`
 }
 
 // Config is the whole livefuse.yaml.
 type Config struct {
-	DataDir  string            `yaml:"data_dir"`
-	LogLevel string            `yaml:"log_level"`
-	RTMP     ingest.RTMPConfig `yaml:"rtmp"`
-	RTSP     ingest.RTSPConfig `yaml:"rtsp"`
-	HTTP     HTTPConfig        `yaml:"http"`
-	Origin   origin.Config     `yaml:"origin"`
-	LMS      lms.Config        `yaml:"lms"`
-	Streams  []StreamConfig    `yaml:"streams"`
-	Shutdown time.Duration     `yaml:"shutdown_timeout"`
+	DataDir   string            `yaml:"data_dir"`
+	LogLevel  string            `yaml:"log_level"`
+	RTMP      ingest.RTMPConfig `yaml:"rtmp"`
+	RTSP      ingest.RTSPConfig `yaml:"rtsp"`
+	HTTP      HTTPConfig        `yaml:"http"`
+	Origin    origin.Config     `yaml:"origin"`
+	Transcode transcode.Config  `yaml:"transcode"`
+	LMS       lms.Config        `yaml:"lms"`
+	Streams   []StreamConfig    `yaml:"streams"`
+	Shutdown  time.Duration     `yaml:"shutdown_timeout"`
 }
 
 func defaultConfig() Config {
 	return Config{
-		DataDir:  "./livefuse-data",
-		LogLevel: "info",
-		RTMP:     ingest.DefaultRTMPConfig(),
-		RTSP:     ingest.DefaultRTSPConfig(),
-		HTTP:     HTTPConfig{Addr: ":8080"},
-		Origin:   origin.DefaultConfig(),
-		LMS:      lms.DefaultConfig(),
-		Shutdown: 5 * time.Second,
+		DataDir:   "./livefuse-data",
+		LogLevel:  "info",
+		RTMP:      ingest.DefaultRTMPConfig(),
+		RTSP:      ingest.DefaultRTSPConfig(),
+		HTTP:      HTTPConfig{Addr: ":8080"},
+		Origin:    origin.DefaultConfig(),
+		Transcode: transcode.DefaultConfig(),
+		LMS:       lms.DefaultConfig(),
+		Shutdown:  5 * time.Second,
 	}
 }
 

@@ -48,8 +48,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("origin: %w", err)
 	}
 	defer hub.Close()
+	tc, err := newTranscoder(ctx, cfg.Transcode, hub, reg, store, log, promReg)
+	if err != nil {
+		return fmt.Errorf("transcode: %w", err)
+	}
+	defer tc.Close()
 
-	deps := ingest.Deps{Sink: sink{hub}, Auth: auth, Play: playSource{hub}}
+	deps := ingest.Deps{Sink: transcodeSink{sink{hub}, tc}, Auth: auth, Play: playSource{hub}}
 	puller := ingest.NewPuller(deps, log)
 	defer puller.Close()
 
@@ -58,6 +63,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// Subscribe before Start so that no change is missed.
 	reg.Subscribe(func(old, cur *lms.Stream) {
 		puller.Set(pullSources(reg.List()))
+		tc.streamChanged(old, cur)
 		if old != nil && (cur == nil || !cur.Enabled) {
 			if err := hub.Kick(old.App, old.Name); err == nil {
 				log.Info("publisher dropped: stream disabled or deleted", "stream", old.App+"/"+old.Name)
@@ -95,10 +101,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	media := &http.Server{Handler: hub.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go media.Serve(mediaLn)
 
-	api, err := lms.NewServer(lcfg, reg, liveSource{hub}, log, promReg)
+	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc}, log, promReg)
 	if err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}
+	tc.mount(api)
 	if err := api.Start(); err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}
@@ -116,6 +123,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	rtmpSrv.Close()
 	rtspSrv.Close()
 	puller.Close()
+	tc.Close() // renditions end before their sources
 	hub.Close()
 	media.Shutdown(sctx)
 	return nil
@@ -133,7 +141,7 @@ func seedStreams(in []StreamConfig) []lms.Stream {
 			enabled = *s.Enabled
 		}
 		out = append(out, lms.Stream{App: app, Name: s.Name, PublishToken: s.PublishToken,
-			PlayKey: s.PlayKey, Enabled: enabled, Source: s.Source})
+			PlayKey: s.PlayKey, Enabled: enabled, Source: s.Source, Profile: s.Profile})
 	}
 	return out
 }
@@ -256,14 +264,19 @@ func (p playSource) Subscribe(app, name string) (ingest.PacketReader, error) {
 }
 
 // liveSource adapts the origin Hub to lms.LiveSource.
-type liveSource struct{ hub *origin.Hub }
+type liveSource struct {
+	hub *origin.Hub
+	tc  *transcoder
+}
 
 func (l liveSource) LiveStatus(app, name string) (lms.LiveStatus, bool) {
 	st, ok := l.hub.Status(app, name)
 	if !ok {
 		return lms.LiveStatus{}, false
 	}
-	return toLiveStatus(st), true
+	ls := toLiveStatus(st)
+	ls.Transcode = l.tc.status(app, name)
+	return ls, true
 }
 
 func toLiveStatus(st origin.Status) lms.LiveStatus {
