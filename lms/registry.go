@@ -29,8 +29,10 @@ type Registry struct {
 	cli   *clientv3.Client
 	ready func(context.Context) error
 	dir   string // KeyPrefix + "streams/"
-	log   *slog.Logger
-	now   func() time.Time
+	// unitsDir holds the units' live reports (KeyPrefix + "units/").
+	unitsDir string
+	log      *slog.Logger
+	now      func() time.Time
 
 	mu      sync.Mutex
 	streams map[string]entry // by "app/name"
@@ -67,14 +69,15 @@ func NewRegistry(st *Store, log *slog.Logger) *Registry {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Registry{
-		cli:     st.Client(),
-		ready:   st.Ready,
-		dir:     st.Prefix() + "streams/",
-		log:     log,
-		now:     time.Now,
-		streams: map[string]entry{},
-		advance: make(chan struct{}),
-		wake:    make(chan struct{}, 1),
+		cli:      st.Client(),
+		ready:    st.Ready,
+		dir:      st.Prefix() + "streams/",
+		unitsDir: st.Prefix() + "units/",
+		log:      log,
+		now:      time.Now,
+		streams:  map[string]entry{},
+		advance:  make(chan struct{}),
+		wake:     make(chan struct{}, 1),
 	}
 }
 

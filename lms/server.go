@@ -250,10 +250,12 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 	apiMux.HandleFunc("PATCH /api/v1/streams/{app}/{name}", s.handlePatch)
 	apiMux.HandleFunc("DELETE /api/v1/streams/{app}/{name}", s.handleDelete)
 	apiMux.HandleFunc("POST /api/v1/streams/{app}/{name}/kick", s.handleKick)
+	apiMux.HandleFunc("POST /api/v1/streams/{app}/{name}/switch", s.handleSwitch)
 	// JSON answers for wrong methods and unknown paths.
 	apiMux.Handle("/api/v1/streams", methodNotAllowed("GET, POST"))
 	apiMux.Handle("/api/v1/streams/{app}/{name}", methodNotAllowed("GET, PATCH, DELETE"))
 	apiMux.Handle("/api/v1/streams/{app}/{name}/kick", methodNotAllowed("POST"))
+	apiMux.Handle("/api/v1/streams/{app}/{name}/switch", methodNotAllowed("POST"))
 	apiMux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API route")
 	})
@@ -427,19 +429,54 @@ func (s *Server) audit(r *http.Request, action, stream string, args ...any) {
 	s.log.Info("audit", append([]any{"audit", action, "remote", r.RemoteAddr, "stream", stream}, args...)...)
 }
 
-func (s *Server) info(st Stream) api.StreamInfo {
-	in := api.StreamInfo{Stream: st}
+func (s *Server) info(st Stream, units map[string][]UnitStatus) api.StreamInfo {
+	in := api.StreamInfo{Stream: st, Units: units[st.Path()]}
 	if ls, ok := s.live.LiveStatus(st.App, st.Name); ok {
 		in.Live = &ls
 	}
 	return in
 }
 
+// units reads the units' reports; on a store error the answer just lacks them.
+func (s *Server) units(r *http.Request) map[string][]UnitStatus {
+	u, err := s.reg.Units(r.Context())
+	if err != nil {
+		s.log.Warn("lms api: unit reports unavailable", "err", err)
+	}
+	return u
+}
+
+func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) {
+	app, name, ok := pathStream(w, r)
+	if !ok {
+		return
+	}
+	var req api.SwitchRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if err := api.ValidateFeedPolicy(req.Feed); err != nil || req.Feed == "" {
+		writeError(w, http.StatusBadRequest, `feed: want "auto", "main" or "backup"`)
+		return
+	}
+	st, err := s.reg.Update(r.Context(), app, name, func(st *Stream) error {
+		st.FeedPolicy = req.Feed
+		return nil
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.audit(r, "switch", app+"/"+name, "feed", req.Feed)
+	writeJSON(w, http.StatusOK, s.info(st, s.units(r)))
+}
+
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	streams := s.reg.List()
 	out := api.StreamList{Streams: make([]api.StreamInfo, 0, len(streams))}
+	units := s.units(r)
 	for _, st := range streams {
-		out.Streams = append(out.Streams, s.info(st))
+		out.Streams = append(out.Streams, s.info(st, units))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -454,7 +491,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "stream not found")
 		return
 	}
-	writeJSON(w, http.StatusOK, s.info(st))
+	writeJSON(w, http.StatusOK, s.info(st, s.units(r)))
 }
 
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {

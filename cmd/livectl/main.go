@@ -43,6 +43,8 @@ commands (NAME is "name" or "app/name"):
          (only the flags given change; --token= generates a new publish token)
   streams delete NAME [--app live]
   streams kick NAME [--app live]
+  streams switch NAME main|backup|auto [--app live]
+         (force a feed on every unit, or let the units choose)
 
 environment: LIVEFUSE_API (default ` + defaultAPI + `), LIVEFUSE_TOKEN
 `
@@ -246,6 +248,29 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 			return err
 		}
 		return writeJSON(out, s)
+
+	case "switch":
+		fs, app := newFlags(cmd)
+		pos, err := parse(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 2 || api.ValidateFeedPolicy(pos[1]) != nil || pos[1] == "" {
+			return fmt.Errorf("%w: streams switch needs NAME and one of main, backup, auto", errUsage)
+		}
+		a, name, ok := strings.Cut(pos[0], "/")
+		if !ok {
+			a, name = *app, pos[0]
+		}
+		s, err := c.SwitchStream(ctx, a, name, pos[1])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s/%s: feed policy %s\n", a, name, s.FeedPolicy)
+		for _, u := range s.Units {
+			fmt.Fprintf(out, "  unit %s: showing %s (policy %s)\n", u.Unit, u.Active, u.Policy)
+		}
+		return nil
 
 	case "delete", "kick":
 		fs, app := newFlags(cmd)

@@ -44,9 +44,12 @@ type Stream struct {
 	// Record turns recording on.
 	Record bool `json:"record"`
 	// Profile names a transcode profile; empty means no transcoding.
-	Profile   string    `json:"profile"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Profile string `json:"profile"`
+	// FeedPolicy is the main/backup switch policy every unit applies:
+	// "auto" (or empty), "main" or "backup".
+	FeedPolicy string    `json:"feed_policy,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // Path returns "app/name".
@@ -72,12 +75,68 @@ func (s Stream) Validate() error {
 	if err := ValidateSource(s.Source); err != nil {
 		return fmt.Errorf("%w: source: %v", ErrInvalid, err)
 	}
+	if err := ValidateFeedPolicy(s.FeedPolicy); err != nil {
+		return fmt.Errorf("%w: feed_policy: %v", ErrInvalid, err)
+	}
 	if s.Profile != "" {
 		if err := ValidateName(s.Profile); err != nil {
 			return fmt.Errorf("%w: profile: %v", ErrInvalid, err)
 		}
 	}
 	return nil
+}
+
+// Feed policies (see Stream.FeedPolicy).
+const (
+	FeedAuto   = "auto"
+	FeedMain   = "main"
+	FeedBackup = "backup"
+)
+
+// ValidateFeedPolicy checks a feed policy ("" means auto).
+func ValidateFeedPolicy(p string) error {
+	switch p {
+	case "", FeedAuto, FeedMain, FeedBackup:
+		return nil
+	}
+	return errors.New(`want "auto", "main" or "backup"`)
+}
+
+// SwitchRequest is the body of POST /api/v1/streams/{app}/{name}/switch.
+type SwitchRequest struct {
+	Feed string `json:"feed"`
+}
+
+// FeedStatus is one feed of a stream as one unit sees it.
+type FeedStatus struct {
+	Feed   string `json:"feed"`
+	State  string `json:"state"` // live, stalled, connecting, offline
+	Active bool   `json:"active"`
+	// Protocol and Remote describe the feed's publisher (a relay for a
+	// feed that reached this unit through another one).
+	Protocol            string  `json:"protocol,omitempty"`
+	Remote              string  `json:"remote,omitempty"`
+	Width               int     `json:"width,omitempty"`
+	Height              int     `json:"height,omitempty"`
+	FPS                 float64 `json:"fps"`
+	BitrateKbps         float64 `json:"bitrate_kbps"`
+	RTTMillis           float64 `json:"rtt_ms,omitempty"`
+	LastPacketAgeMillis int64   `json:"last_packet_age_ms"`
+}
+
+// UnitStatus is a stream's switcher at one origin unit.
+type UnitStatus struct {
+	Unit string `json:"unit"`
+	// Active is the feed shown: "main", "backup", "slate" or "none".
+	Active     string       `json:"active"`
+	Policy     string       `json:"policy"`
+	Feeds      []FeedStatus `json:"feeds"`
+	LastSwitch time.Time    `json:"last_switch,omitzero"`
+	LastReason string       `json:"last_reason,omitempty"`
+	Switches   int64        `json:"switches"`
+	// ReportedAt is when the unit last reported (units report every few
+	// seconds through the store).
+	ReportedAt time.Time `json:"reported_at"`
 }
 
 // ValidateName checks an app, stream or profile name: 1–128 bytes of
@@ -179,6 +238,7 @@ type StreamPatch struct {
 	Source       *string `json:"source,omitempty"`
 	Record       *bool   `json:"record,omitempty"`
 	Profile      *string `json:"profile,omitempty"`
+	FeedPolicy   *string `json:"feed_policy,omitempty"`
 }
 
 // Apply returns s with the present fields of p set, and the names of the
@@ -208,6 +268,10 @@ func (p StreamPatch) Apply(s Stream) (Stream, []string) {
 	if p.Profile != nil {
 		s.Profile = *p.Profile
 		fields = append(fields, "profile")
+	}
+	if p.FeedPolicy != nil {
+		s.FeedPolicy = *p.FeedPolicy
+		fields = append(fields, "feed_policy")
 	}
 	return s, fields
 }
@@ -273,6 +337,8 @@ type TranscodeStatus struct {
 type StreamInfo struct {
 	Stream
 	Live *LiveStatus `json:"live"`
+	// Units is the stream's switcher at every unit that reported it live.
+	Units []UnitStatus `json:"units,omitempty"`
 }
 
 // StreamList is the body of GET /api/v1/streams, sorted by app then name.

@@ -133,6 +133,14 @@ func (c *Client) DeleteStream(ctx context.Context, app, name string) error {
 	return c.do(ctx, http.MethodDelete, streamPath(app, name), nil, nil)
 }
 
+// SwitchStream sets the stream's feed policy ("main", "backup" or "auto")
+// on every unit.
+func (c *Client) SwitchStream(ctx context.Context, app, name, feed string) (StreamInfo, error) {
+	var out StreamInfo
+	err := c.do(ctx, http.MethodPost, streamPath(app, name)+"/switch", SwitchRequest{Feed: feed}, &out)
+	return out, err
+}
+
 // KickStream disconnects the stream's publishers; the encoder may reconnect.
 func (c *Client) KickStream(ctx context.Context, app, name string) error {
 	return c.do(ctx, http.MethodPost, streamPath(app, name)+"/kick", nil, nil)
