@@ -32,6 +32,7 @@ type transcoder struct {
 	pool   *transcode.Pool // nil when ffmpeg is missing: streams run without ladders
 	reason string          // why pool is nil
 	reg    *lms.Registry
+	hub    *origin.Hub
 	kv     *clientv3.Client
 	dir    string // etcd key prefix of the profiles
 	log    *slog.Logger
@@ -43,7 +44,7 @@ type transcoder struct {
 
 func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, reg *lms.Registry, store *lms.Store,
 	log *slog.Logger, promReg prometheus.Registerer) (*transcoder, error) {
-	t := &transcoder{reg: reg, kv: store.Client(), dir: store.Prefix() + "profiles/", log: log}
+	t := &transcoder{reg: reg, hub: hub, kv: store.Client(), dir: store.Prefix() + "profiles/", log: log}
 	seed := cfg.Profiles
 	cfg.Profiles = nil
 	pool, err := transcode.NewPool(cfg, hubSource{hub}, hubPublisher{hub}, log, promReg)
@@ -169,8 +170,10 @@ func (t *transcoder) streamChanged(old, cur *lms.Stream) {
 	case cur == nil || !cur.Enabled || cur.Profile == "":
 		t.pool.Stop(old.App, old.Name)
 	case cur.Profile != old.Profile:
-		if _, live := t.pool.Status(cur.App, cur.Name); live {
-			t.pool.Start(cur.App, cur.Name, cur.Profile)
+		if _, live := t.hub.Status(cur.App, cur.Name); live {
+			if err := t.pool.Start(cur.App, cur.Name, cur.Profile); err != nil {
+				t.log.Warn("stream runs without ladder", "stream", cur.Path(), "err", err)
+			}
 		}
 	}
 }
