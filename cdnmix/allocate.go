@@ -39,6 +39,21 @@ func (t Tier) String() string {
 // MarshalText makes tiers readable in JSON.
 func (t Tier) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
+// UnmarshalText reads what MarshalText writes.
+func (t *Tier) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "under_commit":
+		*t = TierUnderCommit
+	case "over_commit":
+		*t = TierOverCommit
+	case "excluded":
+		*t = TierExcluded
+	default:
+		return fmt.Errorf("tier %q unknown", b)
+	}
+	return nil
+}
+
 // Score is one vendor's score in one bucket. Scores compare by Tier, then
 // Value. Within the best tier present in a bucket, the dispatch ratio of a
 // vendor is its Value over the sum of Values; vendors in lower tiers get

@@ -32,13 +32,14 @@ type Key struct {
 // breakdown or its total, never both. Quality fields are used only when
 // Users is at least the allocator's MinQualityUsers.
 type Observation struct {
-	Mbps, ForecastMbps float64
-	Users              int
-	StalledUsers       int
-	StallRate          float64 // stalled users / users over the last minute
-	FirstFrameP50      time.Duration
-	FirstFrameP95      time.Duration
-	PullSuccess        float64 // 0..1; 0 with Users > 0 means all pulls failed
+	Mbps          float64       `json:"mbps"`
+	ForecastMbps  float64       `json:"forecast_mbps"`
+	Users         int           `json:"users"`
+	StalledUsers  int           `json:"stalled_users"`
+	StallRate     float64       `json:"stall_rate"` // stalled users / users over the last minute
+	FirstFrameP50 time.Duration `json:"first_frame_p50"`
+	FirstFrameP95 time.Duration `json:"first_frame_p95"`
+	PullSuccess   float64       `json:"pull_success"` // 0..1; 0 with Users > 0 means all pulls failed
 }
 
 // Observer gives the allocator the latest observations. Snapshot returns a

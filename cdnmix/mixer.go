@@ -1,0 +1,327 @@
+package cdnmix
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livefuse/livefuse/bus"
+)
+
+// Config is the cdnmix section of livefuse.yaml. Every key has a default
+// (see DefaultConfig); with no vendors, /dispatch/ answers 503.
+type Config struct {
+	Vendors []Vendor `yaml:"vendors"`
+	// Geo is the IP database: a CIDR CSV ("cidr,country,region,isp") or a
+	// MaxMind DB; without either every client is in the any-bucket.
+	Geo GeoConfig `yaml:"geo"`
+	// TrustedProxies are CIDRs or addresses allowed to set X-Forwarded-For.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Regions × ISPs are planned even before traffic is seen.
+	Regions []string `yaml:"regions"`
+	ISPs    []string `yaml:"isps"`
+	// Recompute is the allocation period [2s].
+	Recompute time.Duration `yaml:"recompute"`
+	// MinChange damps ratios [0.05]; negative disables damping.
+	MinChange float64 `yaml:"min_change"`
+	// CeilingHeadroom is the fraction of a ceiling kept free [0.02].
+	CeilingHeadroom float64 `yaml:"ceiling_headroom"`
+	// Admission caps each plan's dispatches to the room below ceilings
+	// [true]; ViewerMbps is one viewer's bandwidth until beacons tell [3];
+	// FleetSize the dispatcher nodes sharing the vendors [1].
+	Admission  bool    `yaml:"admission"`
+	ViewerMbps float64 `yaml:"viewer_mbps"`
+	FleetSize  int     `yaml:"fleet_size"`
+	// StallRule raises an alert (audit event cdn.stall_alert) or, with
+	// blacklist: true, blacklists a vendor × region × ISP whose stall rate
+	// stays over the threshold [threshold 0.1 for 3 min, alert only].
+	// Set threshold: 0 to disable.
+	StallRule StallRuleConfig `yaml:"stall_rule"`
+	// DispatchTTL of JSON answers [20s] and SignTTL of signed URLs [1h].
+	DispatchTTL time.Duration `yaml:"dispatch_ttl"`
+	SignTTL     time.Duration `yaml:"sign_ttl"`
+	// Aggregation windows: bandwidth [10s], quality [1m], forecast horizon
+	// [10s].
+	BandwidthWindow time.Duration `yaml:"bandwidth_window"`
+	QualityWindow   time.Duration `yaml:"quality_window"`
+	ForecastAhead   time.Duration `yaml:"forecast_ahead"`
+	// Group is the bus consumer group of this node's aggregator [cdnmix].
+	// Every dispatcher node needs every event: in a fleet on Kafka give
+	// each node its own group (nodes in one group would split the events).
+	Group string `yaml:"group"`
+}
+
+// GeoConfig names the IP database.
+type GeoConfig struct {
+	CIDRFile string `yaml:"cidr_file"`
+	MMDBFile string `yaml:"mmdb_file"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Recompute: 2 * time.Second, MinChange: 0.05, CeilingHeadroom: 0.02,
+		Admission: true, ViewerMbps: 3, FleetSize: 1,
+		StallRule:   StallRuleConfig{Threshold: 0.1, Minutes: 3, MinUsers: 20, TTL: 10 * time.Minute},
+		DispatchTTL: 20 * time.Second, SignTTL: time.Hour,
+		BandwidthWindow: 10 * time.Second, QualityWindow: time.Minute, ForecastAhead: 10 * time.Second,
+		Group: "cdnmix",
+	}
+}
+
+// Option adjusts a Mixer.
+type Option func(*options)
+
+type options struct {
+	streamExists    func(app, name string) bool
+	onVendorsChange func([]Vendor)
+	now             func() time.Time
+}
+
+// WithStreamExists makes /dispatch/ answer 404 for streams f does not know.
+func WithStreamExists(f func(app, name string) bool) Option {
+	return func(o *options) { o.streamExists = f }
+}
+
+// WithVendorsChanged calls f with the new list after the control API
+// changes the vendors (to persist them).
+func WithVendorsChanged(f func([]Vendor)) Option {
+	return func(o *options) { o.onVendorsChange = f }
+}
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// Mixer is cdnmix assembled for a node: the aggregator fed from the bus,
+// the allocator, the dispatch and QoS handlers and the control API.
+type Mixer struct {
+	cfg   Config
+	log   *slog.Logger
+	bus   bus.Bus
+	opts  options
+	agg   *Aggregator
+	alloc *Allocator
+	disp  *Dispatcher
+	qos   *QoSHandler
+	geo   Locator
+	close func() error
+
+	vmu sync.Mutex // serializes vendor changes through the API
+}
+
+// New builds a Mixer from cfg. b carries beacons and log lines (the
+// in-process bus or Kafka); reg, if not nil, gets the cdnmix metrics.
+func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Mixer, error) {
+	if b == nil {
+		return nil, errors.New("cdnmix: a bus is required")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	m := &Mixer{cfg: cfg, log: log.With("unit", "cdnmix"), bus: b, close: func() error { return nil }}
+	for _, o := range opts {
+		o(&m.opts)
+	}
+	if m.opts.now == nil {
+		m.opts.now = time.Now
+	}
+	if cfg.Group == "" {
+		m.cfg.Group = "cdnmix"
+	}
+	switch {
+	case cfg.Geo.CIDRFile != "" && cfg.Geo.MMDBFile != "":
+		return nil, errors.New("cdnmix: geo: set cidr_file or mmdb_file, not both")
+	case cfg.Geo.CIDRFile != "":
+		l, err := LoadCIDRCSV(cfg.Geo.CIDRFile)
+		if err != nil {
+			return nil, fmt.Errorf("cdnmix: %w", err)
+		}
+		m.geo = l
+	case cfg.Geo.MMDBFile != "":
+		l, err := OpenMMDB(cfg.Geo.MMDBFile)
+		if err != nil {
+			return nil, fmt.Errorf("cdnmix: %w", err)
+		}
+		m.geo, m.close = l, l.Close
+	}
+	proxies, err := parsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		m.close()
+		return nil, fmt.Errorf("cdnmix: trusted_proxies: %w", err)
+	}
+	fail := func(err error) (*Mixer, error) {
+		m.close()
+		return nil, fmt.Errorf("cdnmix: %w", err)
+	}
+	m.agg, err = NewAggregator(AggregatorConfig{Locator: m.geo, BandwidthWindow: cfg.BandwidthWindow,
+		QualityWindow: cfg.QualityWindow, ForecastAhead: cfg.ForecastAhead, Now: m.opts.now, Logger: log})
+	if err != nil {
+		return fail(err)
+	}
+	var buckets []Bucket
+	for _, r := range cfg.Regions {
+		buckets = append(buckets, Bucket{Region: r})
+		for _, i := range cfg.ISPs {
+			buckets = append(buckets, Bucket{r, i})
+		}
+	}
+	for _, i := range cfg.ISPs {
+		buckets = append(buckets, Bucket{ISP: i})
+	}
+	acfg := AllocatorConfig{Vendors: cfg.Vendors, Buckets: buckets, Observer: m.agg, Interval: cfg.Recompute,
+		MinChange: cfg.MinChange, CeilingHeadroom: cfg.CeilingHeadroom, Admission: cfg.Admission,
+		DefaultViewerMbps: cfg.ViewerMbps, FleetSize: cfg.FleetSize, Now: m.opts.now, Logger: log}
+	if cfg.StallRule.Threshold > 0 {
+		rule := cfg.StallRule
+		rule.OnAlert = m.alert
+		acfg.StallRule = &rule
+	}
+	m.alloc, err = NewAllocator(acfg)
+	if err != nil {
+		return fail(err)
+	}
+	m.disp, err = NewDispatcher(DispatcherConfig{Allocator: m.alloc, Locator: m.geo, TrustedProxies: proxies,
+		StreamExists: m.opts.streamExists, TTL: cfg.DispatchTTL, SignTTL: cfg.SignTTL, Now: m.opts.now, Logger: log})
+	if err != nil {
+		return fail(err)
+	}
+	m.qos, err = NewQoSHandler(QoSConfig{Publisher: b, Locator: m.geo, TrustedProxies: proxies, Now: m.opts.now, Logger: log})
+	if err != nil {
+		return fail(err)
+	}
+	if reg != nil {
+		if err := reg.Register(&collector{m: m}); err != nil {
+			return fail(fmt.Errorf("metrics: %w", err))
+		}
+	}
+	return m, nil
+}
+
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither a CIDR nor an address", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+// alert publishes a stall rule alert as an audit event.
+func (m *Mixer) alert(a Alert) {
+	m.log.Warn("stall rule", "vendor", a.Vendor, "bucket", Bucket{a.Region, a.ISP}.String(),
+		"stall_rate", a.StallRate, "users", a.Users, "minutes", a.Minutes, "blacklisted", a.Blacklisted)
+	detail, _ := json.Marshal(a)
+	if err := bus.Emit(m.bus, bus.AuditEvent{Actor: "cdnmix", Action: "cdn.stall_alert", Target: a.Vendor,
+		Time: a.At, Detail: detail}); err != nil {
+		m.log.Warn("stall alert not published", "err", err)
+	}
+}
+
+// Run aggregates from the bus and recomputes the plan until ctx ends.
+func (m *Mixer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { m.agg.Run(ctx, m.bus, m.cfg.Group) })
+	wg.Go(func() { m.alloc.Run(ctx) })
+	wg.Wait()
+	return nil
+}
+
+// Close releases the IP database.
+func (m *Mixer) Close() error { return m.close() }
+
+// Handler serves the public paths: /dispatch/ and /qos.
+func (m *Mixer) Handler() http.Handler { return m.Wrap(http.NotFoundHandler()) }
+
+// Wrap returns a handler that serves /dispatch/ and /qos and passes every
+// other request to next (the media handler of the same port).
+func (m *Mixer) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case strings.HasPrefix(p, "/dispatch/"):
+			m.disp.ServeHTTP(w, r)
+		case p == "/qos":
+			m.qos.ServeHTTP(w, r)
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// Allocator, Aggregator and Dispatcher give access to the parts.
+func (m *Mixer) Allocator() *Allocator { return m.alloc }
+
+// Aggregator returns the aggregator.
+func (m *Mixer) Aggregator() *Aggregator { return m.agg }
+
+// Dispatcher returns the dispatch handler.
+func (m *Mixer) Dispatcher() *Dispatcher { return m.disp }
+
+// collector exports cdnmix metrics at scrape time.
+type collector struct{ m *Mixer }
+
+var (
+	descDispatch  = prometheus.NewDesc("cdnmix_dispatches_total", "Dispatch answers by result.", []string{"result"}, nil)
+	descPoolMbps  = prometheus.NewDesc("cdnmix_pool_mbps", "Observed bandwidth of a vendor capacity pool.", []string{"vendor", "region"}, nil)
+	descPoolFc    = prometheus.NewDesc("cdnmix_pool_forecast_mbps", "Forecast bandwidth of a vendor capacity pool.", []string{"vendor", "region"}, nil)
+	descPoolCom   = prometheus.NewDesc("cdnmix_pool_commit_mbps", "Committed bandwidth of a vendor capacity pool.", []string{"vendor", "region"}, nil)
+	descPoolCeil  = prometheus.NewDesc("cdnmix_pool_ceiling_mbps", "Ceiling bandwidth of a vendor capacity pool.", []string{"vendor", "region"}, nil)
+	descBeacons   = prometheus.NewDesc("cdnmix_qos_requests_total", "POST /qos results (beacons accepted, requests rejected).", []string{"result"}, nil)
+	descAggInput  = prometheus.NewDesc("cdnmix_aggregator_input_total", "Aggregator input by kind (bad and late ones are dropped).", []string{"kind"}, nil)
+	descStallRate = prometheus.NewDesc("cdnmix_stall_rate", "1-minute user stall rate per vendor, region, ISP.", []string{"vendor", "region", "isp"}, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDispatch, descPoolMbps, descPoolFc, descPoolCom, descPoolCeil, descBeacons, descAggInput, descStallRate} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.m.disp.Stats()
+	counter := func(d *prometheus.Desc, v int64, label string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), label)
+	}
+	counter(descDispatch, int64(st.Dispatched), "dispatched")
+	counter(descDispatch, int64(st.NotFound), "not_found")
+	counter(descDispatch, int64(st.Unavailable), "unavailable")
+	for _, p := range c.m.alloc.Plan().Pools {
+		g := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, p.Vendor, p.Region)
+		}
+		g(descPoolMbps, p.Mbps)
+		g(descPoolFc, p.ForecastMbps)
+		g(descPoolCom, p.CommitMbps)
+		g(descPoolCeil, p.CeilingMbps)
+	}
+	acc, rej := c.m.qos.Counts()
+	counter(descBeacons, acc, "accepted")
+	counter(descBeacons, rej, "rejected")
+	as := c.m.agg.Stats()
+	counter(descAggInput, as.Logs, "logs")
+	counter(descAggInput, as.Beacons, "beacons")
+	counter(descAggInput, as.BadLogs, "bad_logs")
+	counter(descAggInput, as.BadBeacons, "bad_beacons")
+	counter(descAggInput, as.Late, "late")
+	for k, ob := range c.m.agg.Snapshot() {
+		if ob.Users > 0 {
+			ch <- prometheus.MustNewConstMetric(descStallRate, prometheus.GaugeValue, ob.StallRate, k.Vendor, k.Bucket.Region, k.Bucket.ISP)
+		}
+	}
+}
