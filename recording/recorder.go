@@ -434,11 +434,16 @@ func (r *Recorder) replaySpool() (int, error) {
 			continue
 		}
 		s := &session{r: r, dir: dir, m: *m}
-		os.Remove(filepath.Join(dir, openSegment+".part"))
-		os.Remove(filepath.Join(dir, openSegment))
+		os.Remove(filepath.Join(dir, openSegment+".part")) // cut short by the crash
 		kept := s.m.Segments[:0]
-		for _, seg := range s.m.Segments {
+		for i, seg := range s.m.Segments {
 			if !seg.Uploaded {
+				if i == len(s.m.Segments)-1 {
+					// Saved in the manifest, not yet renamed.
+					if fi, err := os.Stat(filepath.Join(dir, openSegment)); err == nil && fi.Size() == seg.Size {
+						os.Rename(filepath.Join(dir, openSegment), filepath.Join(dir, seg.File))
+					}
+				}
 				fi, err := os.Stat(filepath.Join(dir, seg.File))
 				if err != nil || fi.Size() != seg.Size {
 					r.log.Error("recording spool: segment lost", "stream", m.App+"/"+m.Name, "session", m.Session, "seq", seg.Seq, "err", err)
@@ -451,6 +456,7 @@ func (r *Recorder) replaySpool() (int, error) {
 			kept = append(kept, seg)
 		}
 		s.m.Segments = kept
+		os.Remove(filepath.Join(dir, openSegment))
 		if !s.m.Ended {
 			s.m.Ended, s.m.EndedAt = true, time.Now().UTC()
 			if s.m.Stopped == "" {

@@ -186,9 +186,10 @@ func drain(ctx context.Context, rd PacketReader) {
 
 // session is one recording session: its spool directory and manifest.
 type session struct {
-	r     *Recorder
-	dir   string
-	putMu sync.Mutex // serialises playlist uploads
+	r         *Recorder
+	dir       string
+	putMu     sync.Mutex // serialises playlist uploads
+	persistMu sync.Mutex // serialises manifest saves
 
 	mu             sync.Mutex
 	m              Manifest
@@ -245,8 +246,12 @@ func (r *Recorder) forget(s *session) {
 	r.mu.Unlock()
 }
 
-// persist writes the manifest atomically (s.mu must not be held).
+// persist writes the manifest atomically (s.mu must not be held). Saves
+// are serialised and each marshals the state of its turn, so the file never
+// goes back to an older state.
 func (s *session) persist() error {
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
 	s.mu.Lock()
 	b, err := json.MarshalIndent(&s.m, "", " ")
 	s.mu.Unlock()
@@ -280,7 +285,9 @@ func writeFileAtomic(name string, b []byte) error {
 }
 
 // addSegment takes a closed segment from the segmenter: it gets the next
-// sequence number, enters the manifest, and is queued for upload.
+// sequence number, enters the manifest, and is queued for upload. The
+// manifest is saved before the file gets its name, so a crash in between
+// leaves a record that replaySpool matches with the open-segment file.
 func (s *session) addSegment(f finished) error {
 	s.mu.Lock()
 	seq := 1
@@ -289,15 +296,17 @@ func (s *session) addSegment(f finished) error {
 	}
 	seg := Segment{Seq: seq, File: segmentFile(seq), Size: f.size, SHA256: f.sha256, MD5: f.md5,
 		Duration: f.duration.Seconds(), Time: f.start.UTC(), Discontinuity: f.discontinuity}
-	s.mu.Unlock()
-	if err := os.Rename(f.path, filepath.Join(s.dir, seg.File)); err != nil {
-		os.Remove(f.path)
-		return fmt.Errorf("%w: %w", errSpoolWrite, err)
-	}
-	s.mu.Lock()
 	s.m.Segments = append(s.m.Segments, seg)
 	s.mu.Unlock()
-	if err := s.persist(); err != nil {
+	err := s.persist()
+	if err == nil {
+		err = os.Rename(f.path, filepath.Join(s.dir, seg.File))
+	}
+	if err != nil {
+		s.mu.Lock()
+		s.m.Segments = s.m.Segments[:len(s.m.Segments)-1]
+		s.mu.Unlock()
+		os.Remove(f.path)
 		return fmt.Errorf("%w: %w", errSpoolWrite, err)
 	}
 	s.r.emit(Event{Type: EventSegmentSpooled, App: s.m.App, Name: s.m.Name, Session: s.m.Session, Seq: seq, Size: seg.Size, SHA256: seg.SHA256})

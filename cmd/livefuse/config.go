@@ -13,6 +13,7 @@ import (
 	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
 	"github.com/livefuse/livefuse/origin"
+	"github.com/livefuse/livefuse/recording"
 	"github.com/livefuse/livefuse/transcode"
 )
 
@@ -34,6 +35,7 @@ type StreamConfig struct {
 	Enabled      *bool  `yaml:"enabled"`
 	Source       string `yaml:"source"`
 	Profile      string `yaml:"profile"`
+	Record       bool   `yaml:"record"`
 }
 
 // Config is the whole livefuse.yaml.
@@ -45,6 +47,7 @@ type Config struct {
 	HTTP      HTTPConfig        `yaml:"http"`
 	Origin    origin.Config     `yaml:"origin"`
 	Transcode transcode.Config  `yaml:"transcode"`
+	Recording recording.Config  `yaml:"recording"`
 	LMS       lms.Config        `yaml:"lms"`
 	Streams   []StreamConfig    `yaml:"streams"`
 	Shutdown  time.Duration     `yaml:"shutdown_timeout"`
@@ -59,6 +62,7 @@ func defaultConfig() Config {
 		HTTP:      HTTPConfig{Addr: ":8080"},
 		Origin:    origin.DefaultConfig(),
 		Transcode: transcode.DefaultConfig(),
+		Recording: recording.DefaultConfig(),
 		LMS:       lms.DefaultConfig(),
 		Shutdown:  5 * time.Second,
 	}

@@ -53,6 +53,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("transcode: %w", err)
 	}
 	defer tc.Close()
+	rec, err := newRecorder(cfg, hub, reg, log)
+	if err != nil {
+		return fmt.Errorf("recording: %w", err)
+	}
+	defer rec.close()
 
 	deps := ingest.Deps{Sink: transcodeSink{sink{hub}, tc}, Auth: auth, Play: playSource{hub}}
 	puller := ingest.NewPuller(deps, log)
@@ -64,6 +69,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	reg.Subscribe(func(old, cur *lms.Stream) {
 		puller.Set(pullSources(reg.List()))
 		tc.streamChanged(old, cur)
+		rec.sync()
 		if old != nil && (cur == nil || !cur.Enabled) {
 			if err := hub.Kick(old.App, old.Name); err == nil {
 				log.Info("publisher dropped: stream disabled or deleted", "stream", old.App+"/"+old.Name)
@@ -81,6 +87,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
+	rec.start(ctx)
 
 	rtmpSrv := ingest.NewRTMPServer(cfg.RTMP, deps, log)
 	if err := rtmpSrv.Start(); err != nil {
@@ -98,14 +105,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	media := &http.Server{Handler: hub.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	media := &http.Server{Handler: rec.media(hub.Handler()), ReadHeaderTimeout: 10 * time.Second}
 	go media.Serve(mediaLn)
 
-	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc}, log, promReg)
+	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc, rec}, log, promReg)
 	if err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}
 	tc.mount(api)
+	rec.mount(api)
 	if err := api.Start(); err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}
@@ -141,7 +149,7 @@ func seedStreams(in []StreamConfig) []lms.Stream {
 			enabled = *s.Enabled
 		}
 		out = append(out, lms.Stream{App: app, Name: s.Name, PublishToken: s.PublishToken,
-			PlayKey: s.PlayKey, Enabled: enabled, Source: s.Source, Profile: s.Profile})
+			PlayKey: s.PlayKey, Enabled: enabled, Source: s.Source, Profile: s.Profile, Record: s.Record})
 	}
 	return out
 }
@@ -267,6 +275,7 @@ func (p playSource) Subscribe(app, name string) (ingest.PacketReader, error) {
 type liveSource struct {
 	hub *origin.Hub
 	tc  *transcoder
+	rec *recorder
 }
 
 func (l liveSource) LiveStatus(app, name string) (lms.LiveStatus, bool) {
@@ -276,6 +285,7 @@ func (l liveSource) LiveStatus(app, name string) (lms.LiveStatus, bool) {
 	}
 	ls := toLiveStatus(st)
 	ls.Transcode = l.tc.status(app, name)
+	ls.Recording = l.rec.status(app, name)
 	return ls, true
 }
 

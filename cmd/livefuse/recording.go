@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/livefuse/livefuse/lms"
+	"github.com/livefuse/livefuse/lms/api"
+	"github.com/livefuse/livefuse/origin"
+	"github.com/livefuse/livefuse/recording"
+)
+
+// recorder wires recording into the node: the registry's `record` flags
+// switch it per stream, the origin hub is its source, the control API
+// lists recordings (GET /api/v1/recordings) and the media listener serves
+// its signed playback URLs (/recordings/...).
+type recorder struct {
+	rec *recording.Recorder
+	reg *lms.Registry
+}
+
+// newRecorder builds the recorder (nothing is contacted yet). Playback URLs
+// point at the media listener unless recording.public_url is set.
+func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, log *slog.Logger) (*recorder, error) {
+	rc := cfg.Recording
+	rc.DataDir = cfg.DataDir
+	if rc.PublicURL == "" {
+		host := cfg.HTTP.PublicHost
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		if _, port, err := net.SplitHostPort(cfg.HTTP.Addr); err == nil {
+			if p, _ := strconv.Atoi(port); p > 0 {
+				rc.PublicURL = "http://" + net.JoinHostPort(host, port)
+			}
+		}
+	}
+	rec, err := recording.New(rc, recording.Deps{Source: recordSource{hub}, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	return &recorder{rec: rec, reg: reg}, nil
+}
+
+// start checks the store (a bad store is logged and shown in the status;
+// the node serves on), replays the spool and follows the registry.
+func (r *recorder) start(ctx context.Context) {
+	r.rec.Start(ctx)
+	r.sync()
+}
+
+// sync records exactly the enabled streams with record on.
+func (r *recorder) sync() {
+	var keys []string
+	for _, s := range r.reg.List() {
+		if s.Enabled && s.Record {
+			keys = append(keys, s.App+"/"+s.Name)
+		}
+	}
+	r.rec.Sync(keys)
+}
+
+func (r *recorder) mount(srv *lms.Server) {
+	srv.Handle("GET /api/v1/recordings", r.rec.APIHandler())
+}
+
+// media serves recordings next to the origin's outputs.
+func (r *recorder) media(next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(recording.MediaPrefix, r.rec.MediaHandler())
+	mux.Handle("/", next)
+	return mux
+}
+
+// status is the recording part of a live stream's status.
+func (r *recorder) status(app, name string) *api.RecordingStatus {
+	st := r.rec.Status(app, name)
+	if !st.Enabled {
+		return nil
+	}
+	return &api.RecordingStatus{State: st.State, Session: st.Session, Segments: st.Segments,
+		Pending: st.Pending, Error: st.Error, Sink: st.Sink}
+}
+
+func (r *recorder) close() { r.rec.Close() }
+
+// recordSource adapts the origin Hub to recording.Source.
+type recordSource struct{ hub *origin.Hub }
+
+func (s recordSource) Subscribe(app, name string) (recording.PacketReader, error) {
+	rd, err := s.hub.Subscribe(app, name)
+	if err != nil {
+		return nil, err
+	}
+	return rd, nil
+}

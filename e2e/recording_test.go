@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const recStreamYAML = `streams:
+  - {name: rec, publish_token: rectoken, record: true}
+`
+
+// TestRecordingToMinIO pushes the 10 s clip to a stream with record on and
+// plays the recording back from a real MinIO through the listed URL.
+func TestRecordingToMinIO(t *testing.T) {
+	m := startMinio(t)
+	m.makeBucket(t, "vod")
+	s := startServer(t, recordingYAML(m, "vod", minioPass)+recStreamYAML)
+
+	push(t, s.rtmpURL("rec", "token=rectoken"), false).Wait()
+	list := waitRecording(t, s, 30*time.Second)
+	rec := list.Recordings[0]
+
+	// The playlist in MinIO lists every segment stored there.
+	prefix := "live/rec/" + rec.Session + "/"
+	objs := m.objects(t, "vod", prefix)
+	var segs int
+	for k := range objs {
+		if strings.HasSuffix(k, ".ts") {
+			segs++
+		}
+	}
+	pl := string(m.get(t, "vod", prefix+"index.m3u8"))
+	if n := strings.Count(pl, "#EXTINF:"); n != segs || n != rec.Segments || !strings.Contains(pl, "#EXT-X-ENDLIST") {
+		t.Fatalf("playlist lists %d segments, MinIO holds %d, listing says %d:\n%s", n, segs, rec.Segments, pl)
+	}
+	for k := range objs {
+		if strings.HasSuffix(k, ".ts") && !strings.Contains(pl, filepath.Base(k)+"\n") {
+			t.Errorf("%s is not in the playlist", k)
+		}
+	}
+
+	// Playback through presigned segment URLs.
+	out, errOut, err := runTool(t, time.Minute, "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", rec.URL)
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v: %s", rec.URL, err, errOut)
+	}
+	dur, _ := strconv.ParseFloat(strings.TrimSpace(out), 64)
+	if dur < 10-2 || dur > 10+2 {
+		t.Errorf("ffprobe duration %.2f s of a 10 s push: more than one segment (2 s) off", dur)
+	}
+	if _, errOut, err := runTool(t, time.Minute, "ffmpeg", "-nostdin", "-v", "error", "-i", rec.URL, "-f", "null", "-"); err != nil || errOut != "" {
+		t.Errorf("decoding the recording: %v %s", err, errOut)
+	}
+	t.Logf("recorded %d segments, %.2f s (ffprobe %.2f s)", rec.Segments, rec.Duration, dur)
+}
+
+// waitRecording polls the listing until the stream has one ended session
+// whose segments are all stored.
+func waitRecording(t *testing.T, s *server, within time.Duration) recordingList {
+	t.Helper()
+	var list recordingList
+	pollUntil(t, within, "recording listed as ended", func() bool {
+		list = recordingList{}
+		code, err := s.api("GET", "/recordings?stream=live/rec", nil, &list)
+		return err == nil && code == 200 && len(list.Recordings) == 1 && !list.Recordings[0].Live
+	})
+	return list
+}
+
+// TestRecordingSpoolSurvivesKill: with MinIO down, segments wait in the
+// spool; livefuse is killed with SIGKILL; after a restart (MinIO back) the
+// spooled segments are uploaded with the sizes and checksums the spool
+// recorded.
+func TestRecordingSpoolSurvivesKill(t *testing.T) {
+	m := startMinio(t)
+	m.makeBucket(t, "vod")
+	m.stop()
+	s := startServer(t, recordingYAML(m, "vod", minioPass)+recStreamYAML)
+
+	ff := push(t, s.rtmpURL("rec", "token=rectoken"), true)
+	var st streamStatus
+	pollUntil(t, 20*time.Second, "3 segments pending", func() bool {
+		st = streamStatus{}
+		s.api("GET", "/streams/live/rec", nil, &st)
+		return st.Live != nil && st.Live.Recording != nil && st.Live.Recording.Pending >= 3
+	})
+	if r := st.Live.Recording; r.State != "recording" || !strings.Contains(r.Error, "unreachable") {
+		t.Errorf("stream status while MinIO is down: %+v; want recording with the store error", *r)
+	}
+	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.exited
+	syscall.Kill(-ff.Process.Pid, syscall.SIGKILL)
+
+	// What the spool holds after the kill.
+	manifests, _ := filepath.Glob(filepath.Join(s.dir, "data", "recording-spool", "live", "rec", "*", "session.json"))
+	if len(manifests) != 1 {
+		t.Fatalf("%d sessions in the spool, want 1", len(manifests))
+	}
+	b, err := os.ReadFile(manifests[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spooled struct {
+		Session  string `json:"session"`
+		Segments []struct {
+			File     string `json:"file"`
+			Size     int64  `json:"size"`
+			SHA256   string `json:"sha256"`
+			Uploaded bool   `json:"uploaded"`
+		} `json:"segments"`
+	}
+	if err := json.Unmarshal(b, &spooled); err != nil {
+		t.Fatal(err)
+	}
+	waiting := 0
+	for _, seg := range spooled.Segments {
+		if !seg.Uploaded {
+			waiting++
+		}
+	}
+	if waiting < 3 {
+		t.Fatalf("%d segments waiting in the spool after the kill, want 3 or more; manifest %s", waiting, b)
+	}
+
+	m.start()
+	s.start()
+	list := waitRecording(t, s, 30*time.Second)
+	rec := list.Recordings[0]
+	if rec.Session != spooled.Session || rec.Segments != len(spooled.Segments) {
+		t.Fatalf("listing %+v, want session %s with %d segments", rec, spooled.Session, len(spooled.Segments))
+	}
+	prefix := "live/rec/" + rec.Session + "/"
+	objs := m.objects(t, "vod", prefix)
+	for _, seg := range spooled.Segments {
+		size, ok := objs[prefix+seg.File]
+		if !ok || size != seg.Size {
+			t.Fatalf("%s: in MinIO %v with %d bytes, spooled %d", seg.File, ok, size, seg.Size)
+		}
+		sum := sha256.Sum256(m.get(t, "vod", prefix+seg.File))
+		if hex.EncodeToString(sum[:]) != seg.SHA256 {
+			t.Fatalf("%s: SHA-256 differs from the spool's record", seg.File)
+		}
+	}
+	pl := string(m.get(t, "vod", prefix+"index.m3u8"))
+	if n := strings.Count(pl, "#EXTINF:"); n != len(spooled.Segments) || !strings.Contains(pl, "#EXT-X-ENDLIST") {
+		t.Fatalf("playlist lists %d of %d segments:\n%s", n, len(spooled.Segments), pl)
+	}
+	if rec.Stopped != "node restarted" {
+		t.Errorf("stopped %q, want \"node restarted\"", rec.Stopped)
+	}
+	pollUntil(t, 5*time.Second, "spool emptied", func() bool {
+		left, _ := filepath.Glob(filepath.Join(s.dir, "data", "recording-spool", "live", "rec", "*", "*"))
+		return len(left) == 0
+	})
+	t.Logf("%d segments spooled before SIGKILL (%d waiting), all uploaded after the restart", len(spooled.Segments), waiting)
+}
+
+// TestRecordingBadStore: wrong credentials are reported at start and in the
+// stream status, and the stream is still served.
+func TestRecordingBadStore(t *testing.T) {
+	m := startMinio(t)
+	m.makeBucket(t, "vod")
+	s := startServer(t, recordingYAML(m, "vod", "wrong-secret")+recStreamYAML)
+	pollUntil(t, 10*time.Second, "start-up report", func() bool {
+		return strings.Contains(s.logs(), "recording sink is not usable") && strings.Contains(s.logs(), "credentials refused")
+	})
+	push(t, s.rtmpURL("rec", "token=rectoken"), true)
+	waitLive(t, s.flvURL("rec"), 15*time.Second)
+	p := playFLV(t, s.flvURL("rec"), false)
+	p.waitFrames(t, 50, 10*time.Second)
+
+	var st streamStatus
+	pollUntil(t, 15*time.Second, "recording error in the stream status", func() bool {
+		st = streamStatus{}
+		s.api("GET", "/streams/live/rec", nil, &st)
+		return st.Live != nil && st.Live.Recording != nil && strings.Contains(st.Live.Recording.Error, "credentials refused")
+	})
+	var list recordingList
+	if code, err := s.api("GET", "/recordings?stream=live/rec", nil, &list); err != nil || code != 502 {
+		t.Errorf("listing with a refused store: %d %v, want 502", code, err)
+	}
+	t.Logf("stream status: %+v", *st.Live.Recording)
+}
