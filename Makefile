@@ -7,7 +7,7 @@ GOTEST_TIMEOUT ?= 15m
 APT_PKGS := ffmpeg nginx-light
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run run-config test test-unit test-e2e bench lint fuzz clean
+.PHONY: all deps minio build run run-config test test-unit test-e2e bench lint fuzz clean
 
 all: build
 
@@ -36,7 +36,14 @@ lint:
 
 # test runs everything: lint, unit tests with the race detector on the
 # concurrent packages, fuzz seeds, and the end-to-end tests with real ffmpeg.
-test: deps lint
+# minio is the real S3 store the recording tests start (built once, about
+# 2 minutes, into the Go bin directory).
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+minio:
+	@bin="$$($(GO) env GOPATH)/bin/minio"; [ -x "$$bin" ] || { echo "installing minio $(MINIO_VERSION)"; \
+	  GOFLAGS= $(GO) install github.com/minio/minio@$(MINIO_VERSION); }
+
+test: deps minio lint
 	$(GO) test -count=1 -timeout $(GOTEST_TIMEOUT) ./...
 	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) ./origin/...
 
