@@ -23,6 +23,10 @@ type RTMPConfig struct {
 	// ChunkSize is the chunk size the server sends with (it tells every
 	// peer with a Set Chunk Size message). Kept within [128, 65536].
 	ChunkSize int `yaml:"chunk_size"`
+	// RelaySecret lets other units relay feeds here (?relay=SECRET in
+	// place of the publish token). Empty: relays are refused. Set by the
+	// node from its units configuration.
+	RelaySecret string `yaml:"-"`
 }
 
 // DefaultRTMPConfig returns the defaults: ":1935", 8 MiB messages, 4096-byte chunks.

@@ -256,10 +256,20 @@ func (c *rtmpConn) OnPublish(sctx *rtmp.StreamContext, _ uint32, cmd *message.Ne
 	if err != nil {
 		return c.refusePublish(sctx.StreamID, stream, "", err)
 	}
-	if err := c.s.deps.Auth.AuthorizePublish(app, name, q.Get("token")); err != nil {
+	src := av.Source{Protocol: "rtmp", Remote: c.remote, RTT: tcpRTT(c.rc.nc)}
+	if q.Has("relay") {
+		// Another unit relays a feed its ingest accepted.
+		if !checkRelaySecret(q.Get("relay"), c.s.cfg.RelaySecret) {
+			return c.refusePublish(sctx.StreamID, stream, feed, fmt.Errorf("%w: wrong relay secret", ErrUnauthorized))
+		}
+		src.Protocol = RelayProtocol
+		if from := q.Get("from"); from != "" {
+			src.Remote = "unit " + from + " " + c.remote
+		}
+	} else if err := c.s.deps.Auth.AuthorizePublish(app, name, q.Get("token")); err != nil {
 		return c.refusePublish(sctx.StreamID, stream, feed, err)
 	}
-	fw, err := c.s.deps.Sink.Publish(app, name, feed, av.Source{Protocol: "rtmp", Remote: c.remote, RTT: tcpRTT(c.rc.nc)})
+	fw, err := c.s.deps.Sink.Publish(app, name, feed, src)
 	if err != nil {
 		if errors.Is(err, ErrBusy) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnauthorized) {
 			return c.refusePublish(sctx.StreamID, stream, feed, err)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/yutopp/go-rtmp/handshake"
@@ -151,6 +152,8 @@ type rtmpPullClient struct {
 	log    *slog.Logger
 
 	streamID  uint32
+	chunk     int        // outgoing chunk size
+	wmu       sync.Mutex // writes (a publishing client writes from two goroutines)
 	playing   bool
 	ackWindow uint32
 	ackedAt   uint32
@@ -166,6 +169,7 @@ func newRTMPPullClient(nc net.Conn, w FeedWriter, log *slog.Logger) *rtmpPullCli
 		cr:     cr,
 		br:     bufio.NewReaderSize(cr, 16<<10),
 		parser: newRTMPChunkParser(rtmpPullMaxMessage),
+		chunk:  rtmpDefaultChunkSize,
 		w:      w,
 		log:    log,
 	}
@@ -184,6 +188,31 @@ func (r *rtmpCountingReader) Read(p []byte) (int, error) {
 }
 
 func (cl *rtmpPullClient) run(t rtmpPullTarget) error {
+	if err := cl.setup(t); err != nil {
+		return err
+	}
+	if err := cl.sendCommand(8, cl.streamID, "play", 0, rtmpPlayArgs{name: t.name}); err != nil {
+		return err
+	}
+	if err := cl.send(rtmpCSIDControl, 0, &message.UserCtrl{Event: &message.UserCtrlEventSetBufferLength{
+		StreamID: cl.streamID, LengthMs: rtmpPullBufferMs,
+	}}); err != nil {
+		return err
+	}
+	for {
+		if err := cl.step(); err != nil {
+			if errors.Is(err, errRTMPPullEnded) {
+				cl.log.Info("rtmp pull: remote stream ended", "packets", cl.packets)
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// setup runs the handshake, connect and createStream (the part of a client
+// session that playing and publishing share), with a deadline over all.
+func (cl *rtmpPullClient) setup(t rtmpPullTarget) error {
 	_ = cl.nc.SetDeadline(time.Now().Add(rtmpPullSetupTimeout))
 	if err := handshake.HandshakeWithServer(cl.br, cl.nc, &handshake.Config{SkipHandshakeVerification: true}); err != nil {
 		return fmt.Errorf("handshake: %w", err)
@@ -220,23 +249,7 @@ func (cl *rtmpPullClient) run(t rtmpPullTarget) error {
 		return fmt.Errorf("createStream result: %w", err)
 	}
 	cl.streamID = res.(*message.NetConnectionCreateStreamResult).StreamID
-	if err := cl.sendCommand(8, cl.streamID, "play", 0, rtmpPlayArgs{name: t.name}); err != nil {
-		return err
-	}
-	if err := cl.send(rtmpCSIDControl, 0, &message.UserCtrl{Event: &message.UserCtrlEventSetBufferLength{
-		StreamID: cl.streamID, LengthMs: rtmpPullBufferMs,
-	}}); err != nil {
-		return err
-	}
-	for {
-		if err := cl.step(); err != nil {
-			if errors.Is(err, errRTMPPullEnded) {
-				cl.log.Info("rtmp pull: remote stream ended", "packets", cl.packets)
-				return nil
-			}
-			return err
-		}
-	}
+	return nil
 }
 
 var errRTMPPullEnded = errors.New("remote stream ended")
@@ -268,7 +281,9 @@ func (cl *rtmpPullClient) sendCommand(csid, sid uint32, name string, txID int64,
 }
 
 func (cl *rtmpPullClient) sendRaw(csid uint32, typeID uint8, sid uint32, payload []byte) error {
-	cl.out = rtmpAppendMessage(cl.out[:0], csid, typeID, sid, 0, payload, rtmpDefaultChunkSize)
+	cl.wmu.Lock()
+	defer cl.wmu.Unlock()
+	cl.out = rtmpAppendMessage(cl.out[:0], csid, typeID, sid, 0, payload, cl.chunk)
 	if cl.playing {
 		_ = cl.nc.SetWriteDeadline(time.Now().Add(rtmpWriteTimeout))
 	}
