@@ -479,3 +479,46 @@ func (r *Result) Share(t, vi, bi int) float64 {
 	}
 	return r.Mbps[t][vi][bi] / total
 }
+
+// VendorSummary is one vendor's figures over a simulation run.
+type VendorSummary struct {
+	Vendor      string
+	CommitMbps  float64 // total over its pools
+	CeilingMbps float64
+	PeakMbps    float64
+	EndMbps     float64
+	// OverCeiling counts steps where one of its pools was above its
+	// ceiling (should be 0).
+	OverCeiling int
+}
+
+// Summary returns per-vendor figures and the most viewers left waiting at
+// any step.
+func (r *Result) Summary() (vendors []VendorSummary, peakUnserved int64) {
+	for vi, name := range r.Vendors {
+		vs := VendorSummary{Vendor: name}
+		for pi, p := range r.Pools {
+			if p.Vendor != name {
+				continue
+			}
+			vs.CommitMbps += p.Limits.CommitMbps
+			vs.CeilingMbps += p.Limits.CeilingMbps
+			for t := range r.Times {
+				if r.PoolMbps[t][pi] > p.Limits.CeilingMbps {
+					vs.OverCeiling++
+				}
+			}
+		}
+		for t := range r.Times {
+			vs.PeakMbps = max(vs.PeakMbps, r.VendorMbps(t, vi))
+		}
+		if n := len(r.Times); n > 0 {
+			vs.EndMbps = r.VendorMbps(n-1, vi)
+		}
+		vendors = append(vendors, vs)
+	}
+	for _, u := range r.Unserved {
+		peakUnserved = max(peakUnserved, u)
+	}
+	return vendors, peakUnserved
+}

@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/livefuse/livefuse/cdnmix"
 	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
 	"github.com/livefuse/livefuse/origin"
@@ -48,6 +49,8 @@ type Config struct {
 	Origin    origin.Config     `yaml:"origin"`
 	Transcode transcode.Config  `yaml:"transcode"`
 	Recording recording.Config  `yaml:"recording"`
+	Bus       BusConfig         `yaml:"bus"`
+	CDNMix    cdnmix.Config     `yaml:"cdnmix"`
 	LMS       lms.Config        `yaml:"lms"`
 	Streams   []StreamConfig    `yaml:"streams"`
 	Shutdown  time.Duration     `yaml:"shutdown_timeout"`
@@ -63,6 +66,7 @@ func defaultConfig() Config {
 		Origin:    origin.DefaultConfig(),
 		Transcode: transcode.DefaultConfig(),
 		Recording: recording.DefaultConfig(),
+		CDNMix:    cdnmix.DefaultConfig(),
 		LMS:       lms.DefaultConfig(),
 		Shutdown:  5 * time.Second,
 	}

@@ -27,6 +27,8 @@ func usage(w io.Writer) {
 commands:
   serve [--config FILE]   run the server (every role in one process)
   config                  print the default configuration as YAML
+  cdnmix simulate --scenario FILE
+                          replay a CDN scenario through the allocator (CSV + SVG)
   version                 print the version
 `)
 }
@@ -67,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		stdout.Write(b)
 		return 0
+	case "cdnmix":
+		return runCDNMix(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "livefuse", version)
 		return 0

@@ -105,7 +105,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	media := &http.Server{Handler: rec.media(hub.Handler()), ReadHeaderTimeout: 10 * time.Second}
+	events, runBus, err := openBus(cfg.Bus, cfg.DataDir, log)
+	if err != nil {
+		return fmt.Errorf("bus: %w", err)
+	}
+	cm, err := newCDNMix(ctx, cfg.CDNMix, events, runBus, reg, log, promReg)
+	if err != nil {
+		return fmt.Errorf("cdnmix: %w", err)
+	}
+	defer cm.Close()
+	media := &http.Server{Handler: cm.wrap(rec.media(hub.Handler())), ReadHeaderTimeout: 10 * time.Second}
 	go media.Serve(mediaLn)
 
 	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc, rec}, log, promReg)
@@ -114,6 +123,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	tc.mount(api)
 	rec.mount(api)
+	cm.mount(api)
 	if err := api.Start(); err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livefuse/livefuse/bus"
+	"github.com/livefuse/livefuse/cdnmix"
+	"github.com/livefuse/livefuse/lms"
+)
+
+// BusConfig is the bus section of livefuse.yaml: Kafka when brokers are
+// set, else the in-process bus.
+type BusConfig struct {
+	Kafka bus.KafkaConfig `yaml:"kafka"`
+}
+
+// openBus returns the configured bus and a function that runs it (the
+// Kafka sender) until ctx ends.
+func openBus(cfg BusConfig, dataDir string, log *slog.Logger) (bus.Bus, func(ctx context.Context), error) {
+	if len(cfg.Kafka.Brokers) == 0 {
+		m := bus.NewMemory(bus.MemoryConfig{Logger: log})
+		return m, func(ctx context.Context) { <-ctx.Done(); m.Close() }, nil
+	}
+	kc := cfg.Kafka
+	if kc.SpillDir == "" {
+		kc.SpillDir = filepath.Join(dataDir, "bus-spill")
+	}
+	kc.Logger = log
+	k, err := bus.NewKafka(kc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return k, func(ctx context.Context) { k.Run(ctx) }, nil
+}
+
+// cdnMix runs the CDN mixer of a node: dispatch and QoS on the media port,
+// its routes on the control API.
+type cdnMix struct {
+	m      *cdnmix.Mixer
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// newCDNMix builds the mixer and starts it and the bus; streams are known
+// when the registry has them enabled.
+func newCDNMix(ctx context.Context, cfg cdnmix.Config, b bus.Bus, runBus func(context.Context), reg *lms.Registry, log *slog.Logger, promReg prometheus.Registerer) (*cdnMix, error) {
+	exists := func(app, name string) bool {
+		s, ok := reg.Get(app, name)
+		return ok && s.Enabled
+	}
+	m, err := cdnmix.New(cfg, b, log, promReg, cdnmix.WithStreamExists(exists))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	c := &cdnMix{m: m, cancel: cancel}
+	c.wg.Go(func() { runBus(ctx) })
+	c.wg.Go(func() { m.Run(ctx) })
+	return c, nil
+}
+
+// wrap serves /dispatch/ and /qos in front of the media handler.
+func (c *cdnMix) wrap(media http.Handler) http.Handler { return c.m.Wrap(media) }
+
+// mount adds /api/v1/cdn/... to the control API.
+func (c *cdnMix) mount(api *lms.Server) { c.m.Mount(api) }
+
+// Close stops the mixer and the bus (Kafka spills what it has not sent).
+func (c *cdnMix) Close() {
+	c.cancel()
+	c.wg.Wait()
+	c.m.Close()
+}
+
+func cdnmixUsage(w io.Writer) {
+	fmt.Fprint(w, `usage: livefuse cdnmix simulate --scenario FILE [--csv FILE] [--svg FILE]
+
+  Replays a scenario (vendors, audience curve, events) through the real
+  allocator and writes per-vendor bandwidth against commit and ceiling as
+  CSV and an SVG chart (by default next to the scenario: NAME.csv, NAME.svg).
+`)
+}
+
+// runCDNMix implements `livefuse cdnmix ...`.
+func runCDNMix(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "simulate" {
+		cdnmixUsage(stderr)
+		return 2
+	}
+	fs := flag.NewFlagSet("cdnmix simulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scenario := fs.String("scenario", "", "scenario YAML file (required)")
+	csvPath := fs.String("csv", "", "CSV output (default: the scenario path with .csv)")
+	svgPath := fs.String("svg", "", "SVG chart output (default: the scenario path with .svg)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if *scenario == "" || fs.NArg() > 0 {
+		cdnmixUsage(stderr)
+		return 2
+	}
+	base := strings.TrimSuffix(*scenario, filepath.Ext(*scenario))
+	if *csvPath == "" {
+		*csvPath = base + ".csv"
+	}
+	if *svgPath == "" {
+		*svgPath = base + ".svg"
+	}
+	if err := simulate(*scenario, *csvPath, *svgPath, stdout); err != nil {
+		fmt.Fprintln(stderr, "livefuse cdnmix simulate:", err)
+		return 1
+	}
+	return 0
+}
+
+func simulate(scenarioPath, csvPath, svgPath string, stdout io.Writer) error {
+	s, err := cdnmix.LoadScenario(scenarioPath)
+	if err != nil {
+		return err
+	}
+	csvFile, err := os.Create(csvPath)
+	if err != nil {
+		return err
+	}
+	res, err := cdnmix.Simulate(s, csvFile)
+	if cerr := csvFile.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	svgFile, err := os.Create(svgPath)
+	if err != nil {
+		return err
+	}
+	err = res.WriteSVG(svgFile)
+	if cerr := svgFile.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	vendors, unserved := res.Summary()
+	fmt.Fprintf(stdout, "scenario %q: %d steps, %d vendors, %d buckets\n", s.Name, len(res.Times), len(res.Vendors), len(res.Buckets))
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "vendor\tcommit Gbps\tceiling Gbps\tpeak Gbps\tend Gbps\tsteps over ceiling\t")
+	for _, v := range vendors {
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t\n", v.Vendor, v.CommitMbps/1e3, v.CeilingMbps/1e3, v.PeakMbps/1e3, v.EndMbps/1e3, v.OverCeiling)
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "most viewers waiting for a vendor at once: %d\nwrote %s and %s\n", unserved, csvPath, svgPath)
+	return nil
+}
