@@ -81,6 +81,10 @@ type Config struct {
 	// generated "please stand by" picture, a file path for ffmpeg to
 	// scale, or "off" (the stream then ends when its feeds are gone).
 	Slate string `yaml:"slate"`
+	// SlateAfter is how long the only feed may stall before the slate
+	// replaces it (with a healthy other feed the switch happens after
+	// FeedTimeout).
+	SlateAfter time.Duration `yaml:"slate_after"`
 	// SlateMax ends a stream that has shown the slate this long with no
 	// publisher connected.
 	SlateMax time.Duration `yaml:"slate_max"`
@@ -106,6 +110,7 @@ func DefaultConfig() Config {
 		HLSSegmentCount:    7,
 		FeedTimeout:        500 * time.Millisecond,
 		ReturnAfter:        10 * time.Second,
+		SlateAfter:         time.Second,
 		SlateMax:           10 * time.Minute,
 	}
 }
@@ -145,6 +150,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReturnAfter <= 0 {
 		c.ReturnAfter = d.ReturnAfter
+	}
+	if c.SlateAfter <= 0 {
+		c.SlateAfter = d.SlateAfter
 	}
 	if c.SlateMax <= 0 {
 		c.SlateMax = d.SlateMax

@@ -574,8 +574,15 @@ func (s *switcher) evaluate(now time.Time) {
 			}
 			s.pending = t
 		} else if !fs.healthy(now, s.cfg.FeedTimeout) {
-			s.failover(now, "feed "+feedName(s.active)+" stalled: no media for "+now.Sub(fs.last).Round(time.Millisecond).String())
-			return
+			// A stalled feed is left for the other one at once; with no
+			// other one it stays on air (it may be a hiccup) until
+			// SlateAfter, then the slate plays. Without a slate it stays.
+			c := 1 - s.active
+			stall := now.Sub(fs.last)
+			if (s.allowed(c) && s.feeds[c].ready(now, s.cfg.FeedTimeout)) || (s.slateEnabled() && stall >= s.cfg.SlateAfter) {
+				s.failover(now, "feed "+feedName(s.active)+" stalled: no media for "+stall.Round(time.Millisecond).String())
+				return
+			}
 		}
 	}
 	if s.active == noFeed {

@@ -485,3 +485,53 @@ func BenchmarkSwitcherPacket(b *testing.B) {
 		sw.packet(mainIdx, f, pkts[i%len(pkts)])
 	}
 }
+
+// TestSwitcherOnlyFeedHiccup: the only feed pausing for less than
+// slate_after stays on air and loses nothing; a longer pause brings the slate.
+func TestSwitcherOnlyFeedHiccup(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		pause     int // steps of 40 ms
+		wantSlate bool
+	}{
+		{name: "600ms", pause: 15},
+		{name: "1.4s", pause: 35, wantSlate: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			slates := newSlateCache("", nil)
+			t.Cleanup(slates.close)
+			slates.mu.Lock()
+			slates.clips[[2]int{1280, 720}] = testSlateClip()
+			slates.mu.Unlock()
+			h := newSwHarness(t, Config{}, slates)
+			m := newSynthFeed('m', 0)
+			h.connect(mainIdx, m)
+			for i := 0; i < 30; i++ {
+				h.step(m, nil)
+			}
+			for i := 0; i < tc.pause; i++ {
+				h.step(nil, nil)
+			}
+			for i := 0; i < 60; i++ {
+				h.step(m, nil)
+			}
+			pk := h.media()
+			checkMonotonic(t, pk)
+			slate := firstFrom(pk, 's', 0) >= 0
+			if slate != tc.wantSlate {
+				t.Fatalf("slate shown: %v, want %v", slate, tc.wantSlate)
+			}
+			if !tc.wantSlate {
+				var frames int
+				for _, p := range pk {
+					if p.Kind == av.KindVideo {
+						frames++
+					}
+				}
+				if frames != 90 {
+					t.Fatalf("%d video frames out, want all 90", frames)
+				}
+			}
+		})
+	}
+}
