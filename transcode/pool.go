@@ -78,8 +78,8 @@ type Config struct {
 	// it has input is killed and restarted (default 5 s).
 	StallTimeout time.Duration `yaml:"stall_timeout"`
 	// RestartBackoff is the first wait before a restart (default 200 ms);
-	// it doubles up to MaxRestartBackoff (default 10 s) and resets after a
-	// run of a minute.
+	// it doubles up to MaxRestartBackoff (default 10 s) and starts again
+	// from RestartBackoff after a run that gave keyframes for 5 s.
 	RestartBackoff    time.Duration `yaml:"restart_backoff"`
 	MaxRestartBackoff time.Duration `yaml:"max_restart_backoff"`
 	// Profiles declared in the config file.

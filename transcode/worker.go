@@ -34,6 +34,7 @@ type worker struct {
 	job  *job
 
 	reloadCh chan struct{}
+	healthy  atomic.Bool // the last run gave a rendition keyframe
 
 	// Owned by run.
 	feeds map[string]*output
@@ -112,8 +113,8 @@ func (w *worker) run(ctx context.Context) {
 		w.restarts++
 		w.lastExit = fmt.Sprintf("%s at %s: %v", end, time.Now().UTC().Format(time.RFC3339), err)
 		w.mu.Unlock()
-		if time.Since(started) > time.Minute {
-			backoff = p.cfg.RestartBackoff
+		if w.healthy.Load() && time.Since(started) >= healthyRun {
+			backoff = p.cfg.RestartBackoff // it worked for a while: not a crash loop
 		}
 		log.Warn("ffmpeg failed: restarting", "why", end, "err", err, "backoff", backoff, "run", runs)
 		select {
@@ -186,6 +187,10 @@ type runState struct {
 	firstKey    sync.Once
 }
 
+// healthyRun is how long a run that gave keyframes must last for the next
+// restart to start again from the first backoff.
+const healthyRun = 5 * time.Second
+
 func (rs *runState) advance() { rs.lastAdvance.Store(time.Now().UnixNano()) }
 
 // runOnce runs ffmpeg once and says why it ended.
@@ -233,6 +238,7 @@ func (w *worker) runOnce(ctx context.Context, rd PacketReader, prof *Profile, fi
 	}
 	closeAll(writers)
 	pid := cmd.Process.Pid
+	w.healthy.Store(false)
 	w.mu.Lock()
 	w.pid = pid
 	w.prog = Progress{}
@@ -412,6 +418,7 @@ func (w *worker) readOutput(r io.Reader, o *output, rs *runState, first bool, lo
 		rs.advance()
 		if pk.Kind == av.KindVideo && pk.Key && !pk.Header {
 			rs.firstKey.Do(func() {
+				w.healthy.Store(true)
 				kind := "restart"
 				if first {
 					kind = "start"
