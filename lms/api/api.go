@@ -47,7 +47,11 @@ type Stream struct {
 	Profile string `json:"profile"`
 	// FeedPolicy is the main/backup switch policy every unit applies:
 	// "auto" (or empty), "main" or "backup".
-	FeedPolicy string    `json:"feed_policy,omitempty"`
+	FeedPolicy string `json:"feed_policy,omitempty"`
+	// Encryption turns header-preserving encryption of the play outputs
+	// on (HTTP-FLV scheme, SAMPLE-AES HLS); a change applies live at the
+	// next keyframe.
+	Encryption bool      `json:"encryption"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
 }
@@ -239,6 +243,7 @@ type StreamPatch struct {
 	Record       *bool   `json:"record,omitempty"`
 	Profile      *string `json:"profile,omitempty"`
 	FeedPolicy   *string `json:"feed_policy,omitempty"`
+	Encryption   *bool   `json:"encryption,omitempty"`
 }
 
 // Apply returns s with the present fields of p set, and the names of the
@@ -268,6 +273,10 @@ func (p StreamPatch) Apply(s Stream) (Stream, []string) {
 	if p.Profile != nil {
 		s.Profile = *p.Profile
 		fields = append(fields, "profile")
+	}
+	if p.Encryption != nil {
+		s.Encryption = *p.Encryption
+		fields = append(fields, "encryption")
 	}
 	if p.FeedPolicy != nil {
 		s.FeedPolicy = *p.FeedPolicy
