@@ -49,6 +49,11 @@ type segmenter struct {
 	done func(finished) error
 	// disc marks the first segment of this run as a discontinuity.
 	disc bool
+	// base is where this run starts on the session's MPEG-TS timeline, so
+	// that timestamps keep rising across the runs of a session (players
+	// and ffmpeg cope with that better than with a reset).
+	base   time.Duration
+	offset time.Duration // added to packet times: base - first DTS
 
 	avc       *av.AVCConfig
 	asc       *mpeg4audio.AudioSpecificConfig
@@ -139,6 +144,15 @@ func (s *segmenter) start(p *av.Packet, now time.Time) {
 	s.w.Initialize() // only fails for unsupported codecs
 	s.init = true
 	s.wallStart, s.dtsStart = now, p.DTS
+	s.offset = s.base - p.DTS
+}
+
+// end is the session timeline position after the last packet written.
+func (s *segmenter) end() time.Duration {
+	if !s.init {
+		return s.base
+	}
+	return s.lastDTS + s.frameDur + s.offset
 }
 
 func (s *segmenter) writeVideo(p *av.Packet, now time.Time) error {
@@ -187,7 +201,7 @@ func (s *segmenter) writeVideo(p *av.Packet, now time.Time) error {
 		s.frameDur = d
 	}
 	s.lastDTS = p.DTS
-	return s.guard(func() error { return s.w.WriteH264(s.video, ticks(p.PTS()), ticks(p.DTS), s.au) })
+	return s.guard(func() error { return s.w.WriteH264(s.video, ticks(p.PTS()+s.offset), ticks(p.DTS+s.offset), s.au) })
 }
 
 func (s *segmenter) writeAudio(p *av.Packet, now time.Time) error {
@@ -212,7 +226,7 @@ func (s *segmenter) writeAudio(p *av.Packet, now time.Time) error {
 		}
 		s.lastDTS = p.DTS
 	}
-	return s.guard(func() error { return s.w.WriteMPEG4Audio(s.audio, ticks(p.PTS()), [][]byte{p.Data}) })
+	return s.guard(func() error { return s.w.WriteMPEG4Audio(s.audio, ticks(p.PTS()+s.offset), [][]byte{p.Data}) })
 }
 
 // guard turns a muxer error or panic on odd input into a skipped packet,

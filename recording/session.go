@@ -27,6 +27,10 @@ type streamRec struct {
 	// current session, e.g. when the spool is full.
 	stopReq atomic.Pointer[string]
 
+	// timeline is where the next run of the session starts on its MPEG-TS
+	// clock (owned by the worker goroutine).
+	timeline time.Duration
+
 	mu         sync.Mutex
 	state      string
 	stopReason string
@@ -103,6 +107,7 @@ func (st *streamRec) record(ctx context.Context, rd PacketReader, log interface 
 		st.sess, st.stopReason = s, ""
 		st.mu.Unlock()
 		st.stopReq.Store(nil)
+		st.timeline = 0
 	}
 	st.setState("recording")
 	seg := &segmenter{
@@ -110,7 +115,9 @@ func (st *streamRec) record(ctx context.Context, rd PacketReader, log interface 
 		next:   func() string { return filepath.Join(s.dir, openSegment) },
 		done:   s.addSegment,
 		disc:   cont,
+		base:   st.timeline,
 	}
+	defer func() { st.timeline = seg.end() + time.Second }()
 	pkts := make([]*av.Packet, 0, 128)
 	var err error
 	for {
@@ -189,6 +196,7 @@ type session struct {
 	r         *Recorder
 	dir       string
 	putMu     sync.Mutex // serialises playlist uploads
+	finished  bool       // complete and removed from the spool (putMu)
 	persistMu sync.Mutex // serialises manifest saves
 
 	mu             sync.Mutex

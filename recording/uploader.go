@@ -187,6 +187,9 @@ func (u *uploader) putPlaylist(ctx context.Context, s *session) error {
 	// snapshot, so an older playlist never overwrites a newer one.
 	s.putMu.Lock()
 	defer s.putMu.Unlock()
+	if s.finished {
+		return nil
+	}
 	m := s.snapshot()
 	n := m.uploadedPrefix()
 	pl := m.Playlist(n, nil)
@@ -207,6 +210,7 @@ func (u *uploader) putPlaylist(ctx context.Context, s *session) error {
 	if !m.complete() {
 		return nil
 	}
+	s.finished = true
 	u.r.forget(s)
 	if err := os.RemoveAll(s.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		u.r.log.Error("recording: remove spooled session", "dir", s.dir, "err", err)
