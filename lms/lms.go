@@ -46,7 +46,11 @@ var (
 // EtcdConfig selects the store. With no Endpoints, lms runs an embedded etcd
 // server with its data under Config.DataDir/etcd.
 type EtcdConfig struct {
-	Endpoints   []string      `yaml:"endpoints"`
+	Endpoints []string `yaml:"endpoints"`
+	// Listen is the embedded server's client address (default
+	// 127.0.0.1:0, a port the system picks). Set it so that other units
+	// can use this unit's embedded etcd as their endpoint.
+	Listen      string        `yaml:"listen"`
 	DialTimeout time.Duration `yaml:"dial_timeout"`
 }
 

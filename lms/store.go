@@ -38,7 +38,7 @@ func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error
 		if cfg.DataDir == "" {
 			return nil, errors.New("lms store: data_dir is required for the embedded etcd")
 		}
-		e, err := startEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"))
+		e, err := startEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"), cfg.Etcd.Listen)
 		if err != nil {
 			return nil, err
 		}
@@ -66,14 +66,17 @@ func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error
 	return s, nil
 }
 
-func startEmbedded(ctx context.Context, dir string) (*embed.Etcd, error) {
+func startEmbedded(ctx context.Context, dir, listen string) (*embed.Etcd, error) {
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	// Port 0 on loopback: the system picks free ports. The single member
 	// never dials its own peer URL, so the advertised :0 is harmless.
-	u := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
+	u := url.URL{Scheme: "http", Host: listen}
 	p := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{u}, []url.URL{u}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{p}, []url.URL{p}

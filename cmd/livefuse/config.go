@@ -54,6 +54,14 @@ type Config struct {
 	LMS       lms.Config        `yaml:"lms"`
 	Streams   []StreamConfig    `yaml:"streams"`
 	Shutdown  time.Duration     `yaml:"shutdown_timeout"`
+
+	// Unit is this process's origin unit (default "a"; --unit overrides).
+	Unit string `yaml:"unit"`
+	// Units lists every unit of the deployment with its relay address;
+	// accepted feeds are relayed to every other unit.
+	Units []ingest.Unit `yaml:"units"`
+	// RelaySecret authenticates relays between units (a secret: never logged).
+	RelaySecret string `yaml:"relay_secret"`
 }
 
 func defaultConfig() Config {
@@ -116,5 +124,5 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: streams[%d]: name is required", i)
 		}
 	}
-	return nil
+	return c.validateUnits()
 }

@@ -25,7 +25,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: livefuse <command> [flags]
 
 commands:
-  serve [--config FILE]   run the server (every role in one process)
+  serve [--config FILE] [--unit NAME]
+                          run the server (every role in one process)
   config                  print the default configuration as YAML
   cdnmix simulate --scenario FILE
                           replay a CDN scenario through the allocator (CSV + SVG)
@@ -45,10 +46,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		cfgPath := fs.String("config", "", "YAML config file (default: built-in defaults)")
+		unit := fs.String("unit", "", "this process's origin unit (default: the config's unit, or a)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
 		cfg, err := loadConfig(*cfgPath)
+		if err == nil && *unit != "" {
+			cfg.Unit = *unit
+			err = cfg.validateUnits()
+		}
 		if err != nil {
 			fmt.Fprintln(stderr, "livefuse:", err)
 			return 1

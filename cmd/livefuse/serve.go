@@ -59,7 +59,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	defer rec.close()
 
-	deps := ingest.Deps{Sink: transcodeSink{sink{hub}, tc}, Auth: auth, Play: playSource{hub}}
+	// Accepted feeds go to this unit's origin and, relayed, to every other unit.
+	relay := newRelay(cfg, transcodeSink{sink{hub}, tc}, log)
+	defer relay.Close()
+	deps := ingest.Deps{Sink: relay, Auth: auth, Play: playSource{hub}}
 	puller := ingest.NewPuller(deps, log)
 	defer puller.Close()
 
@@ -70,6 +73,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		puller.Set(pullSources(reg.List()))
 		tc.streamChanged(old, cur)
 		rec.sync()
+		if cur != nil {
+			_ = hub.SetPolicy(cur.App, cur.Name, cur.FeedPolicy)
+		}
 		if old != nil && (cur == nil || !cur.Enabled) {
 			if err := hub.Kick(old.App, old.Name); err == nil {
 				log.Info("publisher dropped: stream disabled or deleted", "stream", old.App+"/"+old.Name)
@@ -87,6 +93,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
+	applyPolicies(hub, reg.List())
+	go reportUnit(ctx, reg, cfg.Unit, hub)
 	rec.start(ctx)
 
 	rtmpSrv := ingest.NewRTMPServer(cfg.RTMP, deps, log)
