@@ -523,3 +523,50 @@ func TestCommandRunsInFFmpeg(t *testing.T) {
 		})
 	}
 }
+
+// TestProfileChange: changing a running stream's profile restarts its
+// ffmpeg with the new ladder (kept renditions keep their readers);
+// removing the profile stops the ladder.
+func TestProfileChange(t *testing.T) {
+	needFFmpeg(t)
+	h := newTestHub()
+	one := Profile{Name: "one", Renditions: []Rendition{{Name: "low", Width: 320, Height: 180, VideoKbps: 300, Preset: "ultrafast"}}}
+	p, reg := newTestPool(t, Config{Profiles: []Profile{one}}, h)
+	publishLoop(t, h, "live", "c", readClip(t, clipPath(t, "640x360", 25, 4)))
+	if err := p.Start("live", "c", "one"); err != nil {
+		t.Fatal(err)
+	}
+	low := collect(t, h, "live/c_low", 5*time.Second)
+	low.waitFrames(t, 10, 10*time.Second)
+
+	two := one
+	two.Renditions = []Rendition{one.Renditions[0], {Name: "tiny", Width: 160, Height: 90, VideoKbps: 100, Preset: "ultrafast"}}
+	if err := p.SetProfiles([]Profile{two}); err != nil {
+		t.Fatal(err)
+	}
+	tiny := collect(t, h, "live/c_tiny", 10*time.Second)
+	tiny.waitFrames(t, 10, 10*time.Second)
+	n := low.frames()
+	low.waitFrames(t, n+10, 5*time.Second)
+	if err := low.readErr(); err != nil {
+		t.Fatalf("kept rendition lost its reader on reload: %v", err)
+	}
+	if st, _ := p.Status("live", "c"); len(st.Renditions) != 2 || st.Restarts != 0 {
+		t.Fatalf("status after reload %+v (a reload is no failure)", st)
+	}
+	if got := metricValue(t, reg, "livefuse_transcode_restarts_total", "reason", "exit"); got != 0 {
+		t.Errorf("reload counted as a restart: %v", got)
+	}
+
+	if err := p.SetProfiles(nil); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, p, "live", "c", 5*time.Second, func(s Status) bool { return s.State == "" })
+	deadline := time.Now().Add(5 * time.Second)
+	for (low.readErr() == nil || h.live("live/c_low")) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if low.readErr() == nil || h.live("live/c_low") || h.live("live/c_tiny") {
+		t.Fatal("renditions still live after their profile was removed")
+	}
+}

@@ -313,18 +313,18 @@ func (p *Pool) Start(app, name, profile string) error {
 }
 
 // Stop ends the ladder of app/name (the stream ended, or its profile was
-// removed). It waits for nothing.
+// removed). It waits for nothing: the job is forgotten at once, so a Start
+// that follows gets a new worker (which takes over the rendition streams
+// once the old worker has let them go).
 func (p *Pool) Stop(app, name string) {
 	p.mu.Lock()
 	j := p.jobs[app+"/"+name]
+	if j != nil {
+		p.removeLocked(j)
+	}
 	p.mu.Unlock()
 	if j != nil {
 		j.stopOnce.Do(func() { close(j.stop) })
-		p.mu.Lock()
-		if j.w == nil { // queued or rejected: no worker will remove it
-			p.removeLocked(j)
-		}
-		p.mu.Unlock()
 	}
 }
 

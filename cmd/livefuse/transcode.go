@@ -367,6 +367,21 @@ func apiError(w http.ResponseWriter, status int, msg string) {
 	apiJSON(w, status, api.ErrorBody{Error: msg})
 }
 
+// renditionParent returns the registered stream NAME of a rendition stream
+// NAME_<rendition> (which is not registered itself), when NAME has a
+// profile.
+func renditionParent(reg *lms.Registry, app, name string) (lms.Stream, bool) {
+	i := strings.LastIndexByte(name, '_')
+	if i <= 0 {
+		return lms.Stream{}, false
+	}
+	s, ok := reg.Get(app, name[:i])
+	if !ok || s.Profile == "" {
+		return lms.Stream{}, false
+	}
+	return s, true
+}
+
 // transcodeSink starts a stream's ladder when its publisher joins.
 type transcodeSink struct {
 	ingest.Sink
