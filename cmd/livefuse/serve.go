@@ -250,6 +250,9 @@ func (a *authorizer) AuthorizePublish(app, name, token string) error {
 
 func (a *authorizer) AuthorizePlay(app, name, uri string, q url.Values) error {
 	s, ok := a.reg.Get(app, name)
+	if !ok {
+		s, ok = renditionParent(a.reg, app, name) // renditions play under their stream's key
+	}
 	if !ok || s.PlayKey == "" {
 		return nil // open, or not registered (then not live either: 404 follows)
 	}
