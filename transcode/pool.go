@@ -485,6 +485,8 @@ type RenditionStatus struct {
 	Width     int    `json:"width,omitempty"`
 	Height    int    `json:"height,omitempty"`
 	VideoKbps int    `json:"video_kbps"`
+	// MaxFPS is the frame rate cap (0: the source's).
+	MaxFPS float64 `json:"max_fps,omitempty"`
 }
 
 // Status returns the status of app/name, and false when it has no job.
@@ -529,7 +531,7 @@ func renditionStatus(app, name string, pr *Profile) []RenditionStatus {
 	var out []RenditionStatus
 	for _, r := range pr.Renditions {
 		out = append(out, RenditionStatus{Name: r.Name, Stream: app + "/" + RenditionStream(name, r.Name),
-			Width: r.Width, Height: r.Height, VideoKbps: r.VideoKbps})
+			Width: r.Width, Height: r.Height, VideoKbps: r.VideoKbps, MaxFPS: r.MaxFPS})
 	}
 	if pr.WatermarkSource {
 		out = append(out, RenditionStatus{Name: RenditionSource, Stream: app + "/" + RenditionStream(name, RenditionSource),
