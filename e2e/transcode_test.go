@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/livefuse/livefuse/authkey"
 )
 
 const tcLadderYAML = `transcode:
@@ -252,4 +254,23 @@ func TestTranscodeProfilesAPI(t *testing.T) {
 	}
 	waitLive(t, s.flvURL("p_small"), 15*time.Second)
 	playFLV(t, s.flvURL("p_small"), false).waitFrames(t, 10, 10*time.Second)
+}
+
+// TestTranscodeRenditionPlayKey: a rendition of a stream with a play key
+// plays only with a URL signed with that key.
+func TestTranscodeRenditionPlayKey(t *testing.T) {
+	s := startServer(t, tcLadderYAML+`  - {app: live, name: sec, publish_token: "stok", play_key: "pk", profile: low}
+`)
+	tcPush(t, tcClip(t, "640x360", 4), s.rtmpURL("sec", "token=stok"))
+	signed := s.flvURL("sec_low") + "?auth_key=" + authkey.Sign("/live/sec_low.flv", "pk", time.Now().Add(time.Minute), "0", "0")
+	waitLive(t, signed, 15*time.Second)
+	resp, err := http.Get(s.flvURL("sec_low"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == 200 {
+		t.Fatal("rendition of a stream with a play key plays without auth_key")
+	}
+	t.Logf("unsigned rendition URL: %d", resp.StatusCode)
 }
