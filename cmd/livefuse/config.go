@@ -37,23 +37,25 @@ type StreamConfig struct {
 	Source       string `yaml:"source"`
 	Profile      string `yaml:"profile"`
 	Record       bool   `yaml:"record"`
+	Encryption   bool   `yaml:"encryption"`
 }
 
 // Config is the whole livefuse.yaml.
 type Config struct {
-	DataDir   string            `yaml:"data_dir"`
-	LogLevel  string            `yaml:"log_level"`
-	RTMP      ingest.RTMPConfig `yaml:"rtmp"`
-	RTSP      ingest.RTSPConfig `yaml:"rtsp"`
-	HTTP      HTTPConfig        `yaml:"http"`
-	Origin    origin.Config     `yaml:"origin"`
-	Transcode transcode.Config  `yaml:"transcode"`
-	Recording recording.Config  `yaml:"recording"`
-	Bus       BusConfig         `yaml:"bus"`
-	CDNMix    cdnmix.Config     `yaml:"cdnmix"`
-	LMS       lms.Config        `yaml:"lms"`
-	Streams   []StreamConfig    `yaml:"streams"`
-	Shutdown  time.Duration     `yaml:"shutdown_timeout"`
+	DataDir    string            `yaml:"data_dir"`
+	LogLevel   string            `yaml:"log_level"`
+	RTMP       ingest.RTMPConfig `yaml:"rtmp"`
+	RTSP       ingest.RTSPConfig `yaml:"rtsp"`
+	HTTP       HTTPConfig        `yaml:"http"`
+	Origin     origin.Config     `yaml:"origin"`
+	Transcode  transcode.Config  `yaml:"transcode"`
+	Recording  recording.Config  `yaml:"recording"`
+	Bus        BusConfig         `yaml:"bus"`
+	CDNMix     cdnmix.Config     `yaml:"cdnmix"`
+	LMS        lms.Config        `yaml:"lms"`
+	Encryption EncryptionConfig  `yaml:"encryption"`
+	Streams    []StreamConfig    `yaml:"streams"`
+	Shutdown   time.Duration     `yaml:"shutdown_timeout"`
 
 	// Unit is this process's origin unit (default "a"; --unit overrides).
 	Unit string `yaml:"unit"`
@@ -66,17 +68,18 @@ type Config struct {
 
 func defaultConfig() Config {
 	return Config{
-		DataDir:   "./livefuse-data",
-		LogLevel:  "info",
-		RTMP:      ingest.DefaultRTMPConfig(),
-		RTSP:      ingest.DefaultRTSPConfig(),
-		HTTP:      HTTPConfig{Addr: ":8080"},
-		Origin:    origin.DefaultConfig(),
-		Transcode: transcode.DefaultConfig(),
-		Recording: recording.DefaultConfig(),
-		CDNMix:    cdnmix.DefaultConfig(),
-		LMS:       lms.DefaultConfig(),
-		Shutdown:  5 * time.Second,
+		DataDir:    "./livefuse-data",
+		LogLevel:   "info",
+		RTMP:       ingest.DefaultRTMPConfig(),
+		RTSP:       ingest.DefaultRTSPConfig(),
+		HTTP:       HTTPConfig{Addr: ":8080"},
+		Origin:     origin.DefaultConfig(),
+		Transcode:  transcode.DefaultConfig(),
+		Recording:  recording.DefaultConfig(),
+		CDNMix:     cdnmix.DefaultConfig(),
+		LMS:        lms.DefaultConfig(),
+		Encryption: defaultEncryptionConfig(),
+		Shutdown:   5 * time.Second,
 	}
 }
 
@@ -113,6 +116,9 @@ func (c *Config) validate() error {
 	}
 	if c.LMS.DataDir == "" {
 		c.LMS.DataDir = c.DataDir
+	}
+	if err := c.Encryption.validate(); err != nil {
+		return err
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

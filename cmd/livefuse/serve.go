@@ -53,6 +53,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("transcode: %w", err)
 	}
 	defer tc.Close()
+	crypt, err := newCryptLayer(cfg.Encryption, cfg.DataDir, hub, reg, store, auth, log)
+	if err != nil {
+		return fmt.Errorf("encryption: %w", err)
+	}
 	rec, err := newRecorder(cfg, hub, reg, log)
 	if err != nil {
 		return fmt.Errorf("recording: %w", err)
@@ -73,6 +77,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		puller.Set(pullSources(reg.List()))
 		tc.streamChanged(old, cur)
 		rec.sync()
+		crypt.streamChanged(old, cur)
 		if cur != nil {
 			_ = hub.SetPolicy(cur.App, cur.Name, cur.FeedPolicy)
 		}
@@ -96,6 +101,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	applyPolicies(hub, reg.List())
 	go reportUnit(ctx, reg, cfg.Unit, hub)
 	rec.start(ctx)
+	go crypt.run(ctx)
 
 	rtmpSrv := ingest.NewRTMPServer(cfg.RTMP, deps, log)
 	if err := rtmpSrv.Start(); err != nil {
@@ -122,7 +128,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("cdnmix: %w", err)
 	}
 	defer cm.Close()
-	media := &http.Server{Handler: cm.wrap(rec.media(hub.Handler())), ReadHeaderTimeout: 10 * time.Second}
+	media := &http.Server{Handler: cm.wrap(rec.media(crypt.media(hub.Handler()))), ReadHeaderTimeout: 10 * time.Second}
 	go media.Serve(mediaLn)
 
 	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc, rec}, log, promReg)
@@ -167,7 +173,8 @@ func seedStreams(in []StreamConfig) []lms.Stream {
 			enabled = *s.Enabled
 		}
 		out = append(out, lms.Stream{App: app, Name: s.Name, PublishToken: s.PublishToken,
-			PlayKey: s.PlayKey, Enabled: enabled, Source: s.Source, Profile: s.Profile, Record: s.Record})
+			PlayKey: s.PlayKey, Enabled: enabled, Source: s.Source, Profile: s.Profile, Record: s.Record,
+			Encryption: s.Encryption})
 	}
 	return out
 }

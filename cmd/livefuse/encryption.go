@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/livefuse/livefuse/authkey"
+	"github.com/livefuse/livefuse/encryption"
+	"github.com/livefuse/livefuse/lms"
+	"github.com/livefuse/livefuse/origin"
+	"github.com/livefuse/livefuse/web"
+)
+
+// EncryptionConfig is the `encryption` section of livefuse.yaml.
+type EncryptionConfig struct {
+	// MasterKey seals content keys at rest in etcd: 32 or 64 hex digits,
+	// or base64 of 16 or 32 bytes. Empty means the environment variable
+	// LIVEFUSE_MASTER_KEY, else data_dir/master.key, made at the first
+	// start. Every node of a cluster needs the same master key.
+	MasterKey string `yaml:"master_key"`
+	// RotateSegments rotates the HLS key every so many segments; 0 keeps
+	// one key per stream session.
+	RotateSegments int `yaml:"rotate_segments"`
+	// Outputs picks which streams play through the encrypted outputs:
+	// "flagged" (default) those with encryption on when they go live or
+	// turned on while live, from then on for the session; "all" every
+	// stream, so that turning encryption on also reaches players that
+	// joined while it was off.
+	Outputs string `yaml:"outputs"`
+	// KeyRate and KeyBurst limit key requests per client IP.
+	KeyRate  float64 `yaml:"key_rate"`
+	KeyBurst int     `yaml:"key_burst"`
+}
+
+func defaultEncryptionConfig() EncryptionConfig {
+	return EncryptionConfig{Outputs: "flagged", KeyRate: 5, KeyBurst: 20}
+}
+
+func (c EncryptionConfig) validate() error {
+	switch c.Outputs {
+	case "", "flagged", "all":
+	default:
+		return fmt.Errorf("config: encryption.outputs %q: want flagged or all", c.Outputs)
+	}
+	if c.RotateSegments < 0 {
+		return errors.New("config: encryption.rotate_segments must not be negative")
+	}
+	return nil
+}
+
+// Environment variables: the master key, and an npm node_modules
+// directory with hls.js and mpegts.js for the player (else it loads them
+// from jsDelivr).
+const (
+	masterKeyEnv  = "LIVEFUSE_MASTER_KEY"
+	webModulesEnv = "LIVEFUSE_WEB_MODULES"
+)
+
+// loadMasterKey finds the master key: config, environment, or the key
+// file in dataDir (made when absent). The key is never logged.
+func loadMasterKey(cfg EncryptionConfig, dataDir string, log *slog.Logger) ([]byte, error) {
+	if cfg.MasterKey != "" {
+		return encryption.ParseMasterKey(cfg.MasterKey)
+	}
+	if v := os.Getenv(masterKeyEnv); v != "" {
+		k, err := encryption.ParseMasterKey(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", masterKeyEnv, err)
+		}
+		return k, nil
+	}
+	path := filepath.Join(dataDir, "master.key")
+	if b, err := os.ReadFile(path); err == nil {
+		k, err := encryption.ParseMasterKey(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return k, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	_, werr := f.WriteString(hex.EncodeToString(k) + "\n")
+	if err := errors.Join(werr, f.Close()); err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	log.Info("master key generated; back it up, sealed content keys need it", "path", path)
+	return k, nil
+}
+
+// sealedKeys adapts lms.KeyBlobs (opaque blobs in etcd) to
+// encryption.KeyStore: keys are sealed with the master key before they
+// leave the process. Opened keys are cached.
+type sealedKeys struct {
+	blobs  *lms.KeyBlobs
+	sealer *encryption.Sealer
+
+	mu    sync.Mutex
+	cache map[string]*encryption.Key
+}
+
+const keyCacheSize = 4096
+
+func (s *sealedKeys) Get(ctx context.Context, stream, id string) (*encryption.Key, error) {
+	ck := stream + "\x00" + id
+	s.mu.Lock()
+	k := s.cache[ck]
+	s.mu.Unlock()
+	if k != nil {
+		return k, nil
+	}
+	b, err := s.blobs.Get(ctx, stream, id)
+	if errors.Is(err, lms.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: %v", encryption.ErrKeyNotFound, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k, err = s.sealer.Open(stream, b)
+	if err != nil {
+		return nil, err
+	}
+	s.remember(ck, k)
+	return k, nil
+}
+
+func (s *sealedKeys) Put(ctx context.Context, stream string, k *encryption.Key) error {
+	b, err := s.sealer.Seal(stream, k)
+	if err != nil {
+		return err
+	}
+	if err := s.blobs.Put(ctx, stream, k.ID, b); err != nil {
+		return err
+	}
+	s.remember(stream+"\x00"+k.ID, k)
+	return nil
+}
+
+func (s *sealedKeys) remember(ck string, k *encryption.Key) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cache == nil || len(s.cache) >= keyCacheSize {
+		s.cache = make(map[string]*encryption.Key)
+	}
+	s.cache[ck] = k
+}
+
+// cryptLayer runs the encrypted outputs of the origin's streams, follows
+// the registry's encryption flag, and serves the encrypted outputs, the
+// key delivery handler (/keys/) and the reference player (/player/) on the
+// media listener.
+type cryptLayer struct {
+	cfg  EncryptionConfig
+	hub  *origin.Hub
+	reg  *lms.Registry
+	auth *authorizer
+	keys *sealedKeys
+	kh   *encryption.Handler
+	web  http.Handler
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	live map[string]*origin.Encrypted
+}
+
+func newCryptLayer(cfg EncryptionConfig, dataDir string, hub *origin.Hub, reg *lms.Registry, store *lms.Store, auth *authorizer, log *slog.Logger) (*cryptLayer, error) {
+	master, err := loadMasterKey(cfg, dataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := encryption.NewSealer(master)
+	clear(master)
+	if err != nil {
+		return nil, err
+	}
+	l := &cryptLayer{
+		cfg:  cfg,
+		hub:  hub,
+		reg:  reg,
+		auth: auth,
+		keys: &sealedKeys{blobs: lms.NewKeyBlobs(store), sealer: sealer},
+		web:  web.Handler(os.Getenv(webModulesEnv)),
+		log:  log,
+		live: map[string]*origin.Encrypted{},
+	}
+	l.kh, err = encryption.NewHandler(encryption.HandlerConfig{
+		Store:     l.keys,
+		Authorize: l.authorizeKey,
+		Rate:      cfg.KeyRate,
+		Burst:     cfg.KeyBurst,
+		Logger:    log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// authorizeKey lets a player fetch a key of app/name with a play token
+// valid for the key path itself or for one of the stream's play URLs, so
+// the token of the playlist or of the .flv URL also opens its keys.
+func (l *cryptLayer) authorizeKey(app, name, uri string, q url.Values) error {
+	s, ok := l.reg.Get(app, name)
+	if !ok {
+		return fmt.Errorf("%s/%s is not registered", app, name)
+	}
+	if s.PlayKey == "" {
+		return nil
+	}
+	tok := q.Get("auth_key")
+	var err error
+	for _, u := range []string{uri, "/" + app + "/" + name + "/index.m3u8", "/" + app + "/" + name + ".flv"} {
+		if err = authkey.Verify(u, tok, s.PlayKey, time.Now()); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// newKey makes a content key for stream and stores it sealed.
+func (l *cryptLayer) newKey(stream string) func(ctx context.Context) (*encryption.Key, error) {
+	return func(ctx context.Context) (*encryption.Key, error) {
+		k, err := encryption.NewKey()
+		if err != nil {
+			return nil, err
+		}
+		if err := l.keys.Put(ctx, stream, k); err != nil {
+			return nil, fmt.Errorf("store content key of %s: %w", stream, err)
+		}
+		return k, nil
+	}
+}
+
+// run attaches the encrypted outputs to streams as they go live, until
+// ctx is done. The origin has no stream-start hook, so it looks every
+// 200 ms; the outputs start from the cached GOP, so nothing is missed.
+func (l *cryptLayer) run(ctx context.Context) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for _, st := range l.hub.List() {
+			l.attach(st.App, st.Name, false)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// attach starts the encrypted outputs of a live stream that should have
+// them (or when force). It is a no-op for attached or non-live streams.
+func (l *cryptLayer) attach(app, name string, force bool) *origin.Encrypted {
+	key := app + "/" + name
+	s, registered := l.reg.Get(app, name)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e := l.live[key]; e != nil {
+		select {
+		case <-e.Done():
+			delete(l.live, key) // the session ended; a new one may be live
+		default:
+			return e
+		}
+	}
+	if !force && l.cfg.Outputs != "all" && !(registered && s.Encryption) {
+		return nil
+	}
+	e, err := l.hub.StartEncrypted(app, name, origin.EncryptedConfig{
+		Enabled:        registered && s.Encryption,
+		NewKey:         l.newKey(key),
+		RotateSegments: l.cfg.RotateSegments,
+	})
+	if err != nil {
+		if !errors.Is(err, origin.ErrNotFound) {
+			l.log.Error("encrypted outputs not started", "stream", key, "err", err)
+		}
+		return nil
+	}
+	l.live[key] = e
+	l.log.Info("encrypted outputs started", "stream", key, "encrypted", registered && s.Encryption)
+	return e
+}
+
+// streamChanged applies a change of the registry's encryption flag.
+func (l *cryptLayer) streamChanged(old, cur *lms.Stream) {
+	if cur == nil || (old != nil && old.Encryption == cur.Encryption) {
+		return
+	}
+	e := l.attach(cur.App, cur.Name, cur.Encryption)
+	if e == nil || e.Enabled() == cur.Encryption {
+		return
+	}
+	if err := e.SetEnabled(cur.Encryption); err != nil {
+		l.log.Error("encryption change failed", "stream", cur.App+"/"+cur.Name, "err", err)
+	}
+}
+
+// media serves /keys/ and /player/, and the play URLs of streams with
+// encrypted outputs; everything else goes to next.
+func (l *cryptLayer) media(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case strings.HasPrefix(p, "/keys/"):
+			l.kh.ServeHTTP(w, r)
+			return
+		case p == "/player" || strings.HasPrefix(p, "/player/"):
+			http.StripPrefix("/player", l.web).ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			if app, name, uri, ok := playRoute(p); ok {
+				l.mu.Lock()
+				e := l.live[app+"/"+name]
+				l.mu.Unlock()
+				if e != nil {
+					select {
+					case <-e.Done():
+					default:
+						if err := l.auth.AuthorizePlay(app, name, uri, r.URL.Query()); err != nil {
+							http.Error(w, "forbidden", http.StatusForbidden)
+							return
+						}
+						e.ServeHTTP(w, r)
+						return
+					}
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// playRoute parses /{app}/{name}.flv and /{app}/{name}/{index.m3u8 |
+// seg<N>.ts}; uri is the path a play token signs (the playlist's for
+// every HLS file).
+func playRoute(p string) (app, name, uri string, ok bool) {
+	rest, ok := strings.CutPrefix(p, "/")
+	if !ok {
+		return "", "", "", false
+	}
+	app, rest, ok = strings.Cut(rest, "/")
+	if !ok || app == "" {
+		return "", "", "", false
+	}
+	if n, ok := strings.CutSuffix(rest, ".flv"); ok && n != "" && !strings.Contains(n, "/") {
+		return app, n, p, true
+	}
+	name, file, ok := strings.Cut(rest, "/")
+	if !ok || name == "" || strings.Contains(file, "/") {
+		return "", "", "", false
+	}
+	if file != "index.m3u8" && !(strings.HasPrefix(file, "seg") && strings.HasSuffix(file, ".ts")) {
+		return "", "", "", false
+	}
+	return app, name, "/" + app + "/" + name + "/index.m3u8", true
+}
