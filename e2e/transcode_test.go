@@ -274,3 +274,24 @@ func TestTranscodeRenditionPlayKey(t *testing.T) {
 	}
 	t.Logf("unsigned rendition URL: %d", resp.StatusCode)
 }
+
+// TestTranscodeOff: without ffmpeg the node serves streams without their
+// ladder, and the status says why.
+func TestTranscodeOff(t *testing.T) {
+	s := startServer(t, `transcode:
+  ffmpeg: /nonexistent/ffmpeg
+  profiles:
+    - name: low
+      renditions:
+        - {name: low, width: 320, height: 180, video_kbps: 300}
+streams:
+  - {app: live, name: off, publish_token: "otok", profile: low}
+`)
+	tcPush(t, tcClip(t, "640x360", 4), s.rtmpURL("off", "token=otok"))
+	waitLive(t, s.flvURL("off"), 10*time.Second)
+	st := s.tcStatus(t, "off")
+	if st == nil || st.State != "rejected" || !strings.Contains(st.Reason, "transcoding off") {
+		t.Fatalf("status %+v", st)
+	}
+	t.Logf("status: %s", st.Reason)
+}

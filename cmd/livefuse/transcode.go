@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -48,10 +51,13 @@ func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, r
 	seed := cfg.Profiles
 	cfg.Profiles = nil
 	pool, err := transcode.NewPool(cfg, hubSource{hub}, hubPublisher{hub}, log, promReg)
-	if err != nil {
+	switch {
+	case errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist):
 		// Without ffmpeg the node still serves every stream, without ladders.
 		log.Warn("transcoding off", "err", err)
 		t.reason = "transcoding off on this node: " + err.Error()
+	case err != nil:
+		return nil, err
 	}
 	t.pool = pool
 	// Config file profiles go to etcd when they are not there yet (like
