@@ -260,7 +260,8 @@ func TestWatermark(t *testing.T) {
 	ffmpegRun(t, "-f", "lavfi", "-i", "color=c=0xFF00FF:s=48x48", "-frames:v", "1", logo)
 	h := newTestHub()
 	prof := Profile{Name: "wm", Watermark: &Watermark{Image: logo, Position: "top-left", Margin: 16},
-		Renditions: []Rendition{{Name: "sd", Width: 640, Height: 360, VideoKbps: 1500, Preset: "ultrafast"}}}
+		Renditions:      []Rendition{{Name: "sd", Width: 320, Height: 180, VideoKbps: 800, Preset: "ultrafast"}},
+		WatermarkSource: true, SourceKbps: 1500}
 	p, _ := newTestPool(t, Config{Profiles: []Profile{prof}}, h)
 	src := clipPath(t, "640x360", 25, 4)
 	publishLoop(t, h, "live", "wm", readClip(t, src))
@@ -268,26 +269,39 @@ func TestWatermark(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := collect(t, h, "live/wm_sd", 5*time.Second)
+	cs := collect(t, h, "live/wm_source", 5*time.Second)
 	c.waitFrames(t, 50, 15*time.Second)
+	cs.waitFrames(t, 50, 15*time.Second)
 	c.stop()
+	cs.stop()
 	out := filepath.Join(dir, "sd.flv")
 	c.writeFLV(t, out)
+	outSrc := filepath.Join(dir, "source.flv")
+	cs.writeFLV(t, outSrc)
+	if pr := ffprobeVideo(t, outSrc); pr.Width != 640 || pr.Height != 360 {
+		t.Errorf("watermarked source rendition %+v, want the source size 640x360", pr)
+	}
 
+	// The watermark is drawn at source size (48x48 at 16,16), then scaled
+	// with the picture: 24x24 at 8,8 in the 320x180 rendition.
 	magenta := [3]byte{255, 0, 255}
 	cases := []struct {
 		name    string
 		file    string
+		w, h    int
 		x, y    int
 		magenta bool
 	}{
-		{"rendition inside watermark", out, 16 + 24, 16 + 24, true},
-		{"rendition inside watermark corner", out, 16 + 4, 16 + 4, true},
-		{"rendition outside watermark", out, 16 + 60, 16 + 24, false},
-		{"rendition centre", out, 320, 180, false},
-		{"source at watermark", src, 16 + 24, 16 + 24, false},
+		{"rendition inside watermark", out, 320, 180, 8 + 12, 8 + 12, true},
+		{"rendition inside watermark corner", out, 320, 180, 8 + 3, 8 + 3, true},
+		{"rendition outside watermark", out, 320, 180, 8 + 30, 8 + 12, false},
+		{"rendition centre", out, 320, 180, 160, 90, false},
+		{"watermarked source inside watermark", outSrc, 640, 360, 16 + 24, 16 + 24, true},
+		{"watermarked source outside watermark", outSrc, 640, 360, 16 + 60, 16 + 24, false},
+		{"source at watermark", src, 640, 360, 16 + 24, 16 + 24, false},
 	}
 	for _, tc := range cases {
-		got := rgbAt(t, tc.file, 1, 640, 360, tc.x, tc.y)
+		got := rgbAt(t, tc.file, 1, tc.w, tc.h, tc.x, tc.y)
 		if near(got, magenta, 40) != tc.magenta {
 			t.Errorf("%s (%d,%d): colour %v, want magenta %v", tc.name, tc.x, tc.y, got, tc.magenta)
 		}

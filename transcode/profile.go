@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Profile is what the pool does to a stream: a ladder of renditions and an
@@ -55,7 +56,7 @@ type Watermark struct {
 	// Opacity of the image, 0 < Opacity ≤ 1 (0 means 1).
 	Opacity float64 `yaml:"opacity" json:"opacity,omitempty"`
 	// Text is drawn at the opposite corner of the image (or at Position
-	// when there is no image). Letters, digits, spaces and -_.,@#!/()+ only.
+	// when there is no image). Letters, digits, spaces and -_.@#!/()+ only.
 	Text     string `yaml:"text" json:"text,omitempty"`
 	FontSize int    `yaml:"font_size" json:"font_size,omitempty"`
 	FontFile string `yaml:"font_file" json:"font_file,omitempty"`
@@ -228,7 +229,7 @@ func (w *Watermark) validate() error {
 	}
 	for _, c := range w.Text {
 		if !textRune(c) {
-			return fmt.Errorf("text: character %q not allowed (letters, digits, spaces and -_.,@#!/()+)", c)
+			return fmt.Errorf("text: character %q not allowed (letters, digits, spaces and -_.@#!/()+)", c)
 		}
 	}
 	if w.Text != "" || w.Time {
@@ -257,8 +258,8 @@ func textRune(c rune) bool {
 	switch {
 	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		return true
-	case c > 0x7f && c != 0xfeff:
-		return true // letters of other scripts
+	case c > 0x7f:
+		return unicode.IsLetter(c) || unicode.IsDigit(c) // other scripts
 	}
 	return strings.ContainsRune(" -_.@#!/()+", c)
 }

@@ -144,3 +144,47 @@ func TestValidateProfilesAllOrNothing(t *testing.T) {
 		t.Fatalf("duplicate names: %v", err)
 	}
 }
+
+// FuzzParseProfileJSON: whatever the API is given, an accepted profile
+// builds a command whose filter graph user text cannot break out of.
+func FuzzParseProfileJSON(f *testing.F) {
+	f.Add([]byte(`{"name":"sd","renditions":[{"name":"360p","width":640,"height":360,"video_kbps":800}]}`))
+	f.Add([]byte(`{"name":"t","watermark":{"text":"LIVE (c) 2026","time":true,"position":"center"},"renditions":[{"name":"a","width":2,"height":2,"video_kbps":1,"max_fps":29.97}]}`))
+	f.Add([]byte(`{"name":"s","watermark":{"text":"x"},"watermark_source":true,"source_kbps":10,"gop":"1s"}`))
+	f.Add([]byte(`{"name":"q","watermark":{"text":"a';b:c[d]"},"renditions":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseProfileJSON(b)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidProfile) {
+				t.Fatalf("error %v does not wrap ErrInvalidProfile", err)
+			}
+			return
+		}
+		if err := p.Validate(); err != nil {
+			t.Fatalf("accepted profile does not validate again: %v", err)
+		}
+		c := BuildCommand(&p)
+		graph := argsAfter(c.Args, "-filter_complex")
+		if len(graph) != 1 {
+			t.Fatalf("filter_complex %v", graph)
+		}
+		// Outside quoted values only the builder's own characters appear.
+		outside := ""
+		for i, part := range strings.Split(graph[0], "'") {
+			if i%2 == 0 {
+				outside += part
+			}
+		}
+		if strings.Count(graph[0], "'")%2 != 0 {
+			t.Fatalf("unbalanced quotes in %q", graph[0])
+		}
+		for _, r := range outside {
+			if !strings.ContainsRune("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789[]:;=,-*()/@._", r) {
+				t.Fatalf("character %q outside quotes in %q", r, graph[0])
+			}
+		}
+		if want := len(p.outputs()); len(c.Outputs) != want || c.ProgressFD != 3+want {
+			t.Fatalf("outputs %v, progress fd %d", c.Outputs, c.ProgressFD)
+		}
+	})
+}
