@@ -82,4 +82,8 @@ type Source struct {
 	// RTT, when set, reports the connection's smoothed round-trip time
 	// (TCP_INFO); false when it cannot be read.
 	RTT func() (time.Duration, bool)
+	// Session identifies the upstream session of a relayed feed: a relay
+	// that reconnects with the same Session continues the same encoder
+	// timeline (and may resend packets the unit already has).
+	Session string
 }

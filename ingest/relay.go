@@ -2,7 +2,9 @@ package ingest
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -102,13 +104,13 @@ func (r *Relay) Publish(app, name, feed string, src av.Source) (FeedWriter, erro
 	if err != nil || src.Protocol == RelayProtocol || r.cfg.Secret == "" {
 		return w, err
 	}
-	t := &relayTee{FeedWriter: w}
+	t := &relayTee{FeedWriter: w, session: newRelaySession()}
 	for _, u := range r.cfg.Units {
 		if u.Name == r.cfg.Self || u.Relay == "" {
 			continue
 		}
 		l := &relayLink{
-			r: r, unit: u, app: app, name: name, feed: feed,
+			r: r, unit: u, app: app, name: name, feed: feed, upstream: t.session,
 			q:    make(chan *av.Packet, r.cfg.Queue),
 			stop: make(chan struct{}),
 			log:  r.log.With("stream", app+"/"+name, "feed", feed, "unit", u.Name),
@@ -126,8 +128,9 @@ func (r *Relay) Publish(app, name, feed string, src av.Source) (FeedWriter, erro
 // relayTee hands each packet to the node's feed and to every link.
 type relayTee struct {
 	FeedWriter
-	links []*relayLink
-	once  sync.Once
+	session string // this feed's session, the same for every reconnect of its links
+	links   []*relayLink
+	once    sync.Once
 }
 
 func (t *relayTee) WritePacket(p *av.Packet) {
@@ -158,6 +161,7 @@ type relayLink struct {
 	r                     *Relay
 	unit                  Unit
 	app, name, feed       string
+	upstream              string // the tee's session id
 	log                   *slog.Logger
 	q                     chan *av.Packet
 	stop                  chan struct{}
@@ -267,7 +271,7 @@ func (l *relayLink) session(ctx context.Context) error {
 	}()
 
 	cl := newRTMPPullClient(nc, nil, l.log)
-	q := url.Values{"relay": {l.r.cfg.Secret}, "feed": {l.feed}, "from": {l.r.cfg.Self}}
+	q := url.Values{"relay": {l.r.cfg.Secret}, "feed": {l.feed}, "from": {l.r.cfg.Self}, "session": {l.upstream}}
 	t := rtmpPullTarget{host: l.unit.Relay, app: l.app, name: l.name + "?" + q.Encode(), tcURL: "rtmp://" + l.unit.Relay + "/" + l.app}
 	if err := cl.setup(t); err != nil {
 		return err
@@ -453,6 +457,12 @@ func (rtmpStreamIDArg) FromArgs(...any) error {
 
 func (a rtmpStreamIDArg) ToArgs(message.EncodingType) ([]any, error) {
 	return []any{nil, float64(a.id)}, nil
+}
+
+func newRelaySession() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // checkRelaySecret compares a relay's secret in constant time.

@@ -262,7 +262,7 @@ func (c *rtmpConn) OnPublish(sctx *rtmp.StreamContext, _ uint32, cmd *message.Ne
 		if !checkRelaySecret(q.Get("relay"), c.s.cfg.RelaySecret) {
 			return c.refusePublish(sctx.StreamID, stream, feed, fmt.Errorf("%w: wrong relay secret", ErrUnauthorized))
 		}
-		src.Protocol = RelayProtocol
+		src.Protocol, src.Session = RelayProtocol, q.Get("session")
 		if from := q.Get("from"); from != "" {
 			src.Remote = "unit " + from + " " + c.remote
 		}

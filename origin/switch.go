@@ -84,6 +84,7 @@ type feedState struct {
 	seen     [2]bool
 	resume   [2]time.Duration // drop packets up to these (replay after reconnect)
 	resumeOn [2]bool
+	session  string        // upstream session of the last publisher (relays)
 	frame    time.Duration // measured video frame interval
 	info     mediaInfo
 	rate     rateWindow
@@ -210,11 +211,14 @@ func (s *switcher) attach(idx int, f *Feed) {
 	fs.connected = s.now()
 	fs.healthySince, fs.last = time.Time{}, time.Time{}
 	fs.resetGOP()
-	// A reconnecting feed (a relay resending its cached GOP, say) may
-	// repeat packets it sent before: those up to the last one seen are
-	// dropped, so nothing is duplicated or reordered.
+	// A relay that reconnects within the same upstream session resends
+	// its cached GOP: packets up to the last one seen are dropped, so
+	// nothing is duplicated or reordered. Anything else (an encoder that
+	// restarted) is a new timeline.
+	cont := f.src.Session != "" && f.src.Session == fs.session
+	fs.session = f.src.Session
 	for k := range fs.seen {
-		fs.resumeOn[k], fs.resume[k] = fs.seen[k], fs.lastDTS[k]
+		fs.resumeOn[k], fs.resume[k] = cont && fs.seen[k], fs.lastDTS[k]
 		fs.seen[k] = false
 	}
 }
@@ -375,20 +379,24 @@ func (s *switcher) failover(now time.Time, reason string) {
 	s.active = noFeed
 	if from != noFeed {
 		if c := 1 - from; s.allowed(c) && s.feeds[c].ready(now, s.cfg.FeedTimeout) {
-			s.switchTo(c, s.feeds[c].gop, now, reason)
+			s.switchFrom(from, c, s.feeds[c].gop, now, reason)
 			return
 		}
 	}
-	s.startSlate(now, reason)
+	s.startSlate(from, now, reason)
 }
 
 // switchTo shows feed idx from pkts[0], a switch point.
 func (s *switcher) switchTo(idx int, pkts []*av.Packet, now time.Time, reason string) {
+	s.switchFrom(s.active, idx, pkts, now, reason)
+}
+
+// switchFrom is switchTo with the feed shown before (noFeed for none).
+func (s *switcher) switchFrom(from, idx int, pkts []*av.Packet, now time.Time, reason string) {
 	fs := &s.feeds[idx]
 	if len(pkts) == 0 {
 		return
 	}
-	from := s.active
 	first := pkts[0]
 	s.offset = s.nextOffset(first, fs.frameDur())
 	s.active, s.pending = idx, noFeed
@@ -609,11 +617,11 @@ func (s *switcher) evaluate(now time.Time) {
 }
 
 // startSlate marks the output as having no feed and starts the slate.
-func (s *switcher) startSlate(now time.Time, reason string) {
+func (s *switcher) startSlate(from int, now time.Time, reason string) {
 	s.active = noFeed
 	if s.slateSince.IsZero() {
 		s.slateSince = now
-		s.noteSwitch(now, "", "", reason)
+		s.noteSwitch(now, feedName(from), "", reason)
 	}
 	if s.slateEnabled() {
 		s.startSlatePlay(now)

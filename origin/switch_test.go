@@ -77,8 +77,12 @@ func newSwHarness(t *testing.T, cfg Config, slates *slateCache) *swHarness {
 	return h
 }
 
-func (h *swHarness) connect(idx int, sf *synthFeed) {
-	f := &Feed{name: feedName(idx), idx: idx, src: av.Source{Protocol: "test"}, done: make(chan struct{})}
+func (h *swHarness) connect(idx int, sf *synthFeed) { h.connectSession(idx, sf, "") }
+
+// connectSession connects feed idx as a relay of upstream session (""
+// for an encoder).
+func (h *swHarness) connectSession(idx int, sf *synthFeed, session string) {
+	f := &Feed{name: feedName(idx), idx: idx, src: av.Source{Protocol: "test", Session: session}, done: make(chan struct{})}
 	h.feeds[idx] = f
 	h.sw.attach(idx, f)
 	for _, p := range sf.headers() {
@@ -402,7 +406,7 @@ func TestSwitcherSlateMax(t *testing.T) {
 func TestSwitcherReconnectNoDuplicates(t *testing.T) {
 	h := newSwHarness(t, Config{}, nil)
 	m := newSynthFeed('m', 0)
-	h.connect(mainIdx, m)
+	h.connectSession(mainIdx, m, "s1")
 	var sent []*av.Packet
 	for i := 0; i < 70; i++ {
 		h.clock = h.clock.Add(40 * time.Millisecond)
@@ -413,7 +417,7 @@ func TestSwitcherReconnectNoDuplicates(t *testing.T) {
 	}
 	h.sw.detach(mainIdx, h.feeds[mainIdx], false)
 	// Reconnect, replaying from the last keyframe (frame 50), then live.
-	h.connect(mainIdx, m)
+	h.connectSession(mainIdx, m, "s1")
 	for _, p := range sent {
 		if p.DTS >= 50*40*time.Millisecond {
 			h.sw.packet(mainIdx, h.feeds[mainIdx], p)
@@ -533,5 +537,28 @@ func TestSwitcherOnlyFeedHiccup(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSwitcherEncoderRestartIsNewTimeline: an encoder that reconnects with
+// its clock back at zero is taken at once, not mistaken for a replay.
+func TestSwitcherEncoderRestartIsNewTimeline(t *testing.T) {
+	slates := newSlateCache("", nil)
+	t.Cleanup(slates.close)
+	h := newSwHarness(t, Config{}, slates)
+	m := newSynthFeed('m', 0)
+	h.connect(mainIdx, m)
+	for i := 0; i < 200; i++ { // 8 s
+		h.step(m, nil)
+	}
+	h.sw.detach(mainIdx, h.feeds[mainIdx], false)
+	h.step(nil, nil)
+	m2 := newSynthFeed('n', 0) // restarted: clock at 0 again
+	h.connect(mainIdx, m2)
+	h.step(m2, nil)
+	pk := h.media()
+	checkMonotonic(t, pk)
+	if i := firstFrom(pk, 'n', 0); i < 0 || !pk[i].Key {
+		t.Fatal("restarted encoder's first keyframe was not taken at once")
 	}
 }
