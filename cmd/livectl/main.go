@@ -1,8 +1,9 @@
 // Command livectl is the operator CLI of livefuse: it manages streams
-// through the control API (/api/v1). It links only the stdlib-only
-// lms/api package, so it stays small.
+// through the control API (/api/v1), and decrypts encrypted FLV. It links
+// the stdlib-only lms/api package, and encryption and av for decrypt.
 //
 //	livectl [--api URL] [--token T] streams list|get|create|patch|delete|kick ...
+//	livectl decrypt [-o FILE] [--auth-key T] [--keys URL] [--key HEX] INPUT
 //
 // The API URL comes from --api or LIVEFUSE_API (default
 // http://127.0.0.1:9090), the bearer token from --token or LIVEFUSE_TOKEN.
@@ -17,8 +18,10 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -45,6 +48,10 @@ commands (NAME is "name" or "app/name"):
   streams kick NAME [--app live]
   streams switch NAME main|backup|auto [--app live]
          (force a feed on every unit, or let the units choose)
+  streams encryption NAME on|off [--app live]
+         (applies live, at the next keyframe)
+  decrypt [-o FILE] [--auth-key T] [--keys URL] [--key HEX] FILE|URL|-
+         (encrypted FLV to clear FLV, byte for byte; decrypt --help)
 
 environment: LIVEFUSE_API (default ` + defaultAPI + `), LIVEFUSE_TOKEN
 `
@@ -74,6 +81,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		*token = getenv("LIVEFUSE_TOKEN")
 	}
 	rest := fs.Args()
+	if len(rest) >= 1 && rest[0] == "decrypt" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return decrypt(ctx, rest[1:], stdout, stderr)
+	}
 	if len(rest) < 2 || rest[0] != "streams" {
 		if len(rest) == 1 && rest[0] == "help" {
 			fmt.Fprint(stdout, usageText)
@@ -270,6 +282,31 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 		for _, u := range s.Units {
 			fmt.Fprintf(out, "  unit %s: showing %s (policy %s)\n", u.Unit, u.Active, u.Policy)
 		}
+		return nil
+
+	case "encryption":
+		fs, app := newFlags(cmd)
+		pos, err := parse(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 2 || (pos[1] != "on" && pos[1] != "off") {
+			return fmt.Errorf("%w: streams encryption needs NAME and on or off", errUsage)
+		}
+		a, name, ok := strings.Cut(pos[0], "/")
+		if !ok {
+			a, name = *app, pos[0]
+		}
+		on := pos[1] == "on"
+		s, err := c.PatchStream(ctx, a, name, api.StreamPatch{Encryption: &on})
+		if err != nil {
+			return err
+		}
+		state := "off"
+		if s.Encryption {
+			state = "on"
+		}
+		fmt.Fprintf(out, "%s/%s: encryption %s (from the next keyframe)\n", a, name, state)
 		return nil
 
 	case "delete", "kick":
