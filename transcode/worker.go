@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -91,7 +92,7 @@ func (w *worker) run(ctx context.Context) {
 		p.mu.Lock()
 		prof := j.profile
 		p.mu.Unlock()
-		w.syncFeeds(&prof, log)
+		w.syncFeeds(&prof)
 		started := time.Now()
 		end, err := w.runOnce(ctx, rd, &prof, first, log)
 		rd.Close()
@@ -161,7 +162,7 @@ func (w *worker) subscribe(ctx context.Context) (PacketReader, error) {
 
 // syncFeeds publishes the outputs of prof that have no feed yet and closes
 // the feeds prof no longer has.
-func (w *worker) syncFeeds(prof *Profile, log interface{ Warn(string, ...any) }) {
+func (w *worker) syncFeeds(prof *Profile) {
 	want := map[string]bool{}
 	for _, name := range prof.outputs() {
 		want[name] = true
@@ -194,10 +195,7 @@ const healthyRun = 5 * time.Second
 func (rs *runState) advance() { rs.lastAdvance.Store(time.Now().UnixNano()) }
 
 // runOnce runs ffmpeg once and says why it ended.
-func (w *worker) runOnce(ctx context.Context, rd PacketReader, prof *Profile, first bool, log interface {
-	Debug(string, ...any)
-	Warn(string, ...any)
-}) (string, error) {
+func (w *worker) runOnce(ctx context.Context, rd PacketReader, prof *Profile, first bool, log *slog.Logger) (string, error) {
 	p := w.pool
 	c := BuildCommand(prof)
 	log.Debug("ffmpeg start", "cmd", p.cfg.FFmpeg+" "+strings.Join(c.Args, " "))
@@ -401,7 +399,7 @@ func (w *worker) feedInput(ctx context.Context, rd PacketReader, stdin io.WriteC
 }
 
 // readOutput parses one rendition's FLV and publishes it.
-func (w *worker) readOutput(r io.Reader, o *output, rs *runState, first bool, log interface{ Warn(string, ...any) }) {
+func (w *worker) readOutput(r io.Reader, o *output, rs *runState, first bool, log *slog.Logger) {
 	fr, err := av.NewFLVReader(r)
 	if err != nil {
 		return // ffmpeg died before writing: the supervisor tells why
