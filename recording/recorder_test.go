@@ -1,6 +1,7 @@
 package recording
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -433,4 +434,54 @@ func newTestRecorderSink(t *testing.T, cfg Config, src Source, ev *events, sink 
 	}
 	t.Cleanup(r.Close)
 	return r
+}
+
+// TestS3SinkPut: objects above the part size go up in parts; the stored
+// bytes, type, cache control and SHA-256 metadata are what was sent, and a
+// wrong MD5 is refused.
+func TestS3SinkPut(t *testing.T) {
+	mn := startMinio(t)
+	mn.makeBucket(t, "vod")
+	cfg := mn.s3Config("vod")
+	cfg.PartSize = 5 << 20
+	cfg.Prefix = "rec"
+	s, err := NewS3Sink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, size := range []int{1000, 12 << 20} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		sha, md := digests(data)
+		key := fmt.Sprintf("live/cam/20261201T100000Z/seg-%06d.ts", size)
+		if err := s.Put(ctx, Object{Key: key, Body: bytes.NewReader(data), Size: int64(size), SHA256: sha, MD5: md,
+			ContentType: contentTypeTS, CacheControl: "max-age=60"}); err != nil {
+			t.Fatalf("put %d bytes: %v", size, err)
+		}
+		st, err := s.mc.StatObject(ctx, "vod", "rec/"+key, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		multipart := strings.Contains(st.ETag, "-")
+		if multipart != (size > 5<<20) || st.ContentType != contentTypeTS || st.Metadata.Get("Cache-Control") != "max-age=60" ||
+			st.UserMetadata["Sha256"] != sha {
+			t.Errorf("%d bytes: etag %s, type %s, cache %q, meta %v", size, st.ETag, st.ContentType, st.Metadata.Get("Cache-Control"), st.UserMetadata)
+		}
+		if got := getBody(t, s, key); !bytes.Equal(got, data) {
+			t.Errorf("%d bytes: stored bytes differ", size)
+		}
+	}
+	objs, err := s.List(ctx, "live/cam/")
+	if err != nil || len(objs) != 2 || !strings.HasPrefix(objs[0].Key, "live/cam/") {
+		t.Fatalf("list: %v %+v", err, objs)
+	}
+	err = s.Put(ctx, Object{Key: "live/cam/20261201T100000Z/bad.ts", Body: bytes.NewReader([]byte("abc")), Size: 3,
+		MD5: strings.Repeat("0", 32)})
+	if err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Fatalf("wrong MD5: %v", err)
+	}
 }
