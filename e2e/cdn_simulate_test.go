@@ -73,15 +73,15 @@ func TestCDNSimulateCommand(t *testing.T) {
 	}
 	// Bad input: a missing scenario is an error with exit status 1, no
 	// flag is usage with 2.
-	if err := exec.Command(env.bin, "cdnmix", "simulate", "--scenario", filepath.Join(dir, "nope.yaml")).Run(); exitCode(err) != 1 {
+	if err := exec.Command(env.bin, "cdnmix", "simulate", "--scenario", filepath.Join(dir, "nope.yaml")).Run(); cdnExitCode(err) != 1 {
 		t.Fatalf("missing scenario: %v", err)
 	}
-	if err := exec.Command(env.bin, "cdnmix", "simulate").Run(); exitCode(err) != 2 {
+	if err := exec.Command(env.bin, "cdnmix", "simulate").Run(); cdnExitCode(err) != 2 {
 		t.Fatalf("no flags: %v", err)
 	}
 }
 
-func exitCode(err error) int {
+func cdnExitCode(err error) int {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return ee.ExitCode()
