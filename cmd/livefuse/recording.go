@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 
+	"github.com/livefuse/livefuse/bus"
 	"github.com/livefuse/livefuse/lms"
 	"github.com/livefuse/livefuse/lms/api"
 	"github.com/livefuse/livefuse/origin"
@@ -20,6 +22,8 @@ import (
 type recorder struct {
 	rec *recording.Recorder
 	reg *lms.Registry
+	bus atomic.Pointer[bus.Publisher] // set once the bus is open
+	log *slog.Logger
 }
 
 // newRecorder builds the recorder (nothing is contacted yet). Playback URLs
@@ -38,11 +42,44 @@ func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, log *slog.Logge
 			}
 		}
 	}
-	rec, err := recording.New(rc, recording.Deps{Source: recordSource{hub}, Log: log})
+	r := &recorder{reg: reg, log: log}
+	rec, err := recording.New(rc, recording.Deps{Source: recordSource{hub}, Log: log, Events: r.event})
 	if err != nil {
 		return nil, err
 	}
-	return &recorder{rec: rec, reg: reg}, nil
+	r.rec = rec
+	return r, nil
+}
+
+// publishTo sends recording lifecycle events to p from now on.
+func (r *recorder) publishTo(p bus.Publisher) {
+	if p != nil {
+		r.bus.Store(&p)
+	}
+}
+
+// event puts session and store events on the stream events topic (the
+// per-segment ones stay local). Publish never blocks.
+func (r *recorder) event(e recording.Event) {
+	switch e.Type {
+	case recording.EventSegmentSpooled, recording.EventSegmentUploaded:
+		return
+	}
+	p := r.bus.Load()
+	if p == nil {
+		return
+	}
+	detail := e.Session
+	if e.Error != "" {
+		detail += ": " + e.Error
+	}
+	stream := ""
+	if e.App != "" {
+		stream = e.App + "/" + e.Name
+	}
+	if err := bus.Emit(*p, bus.StreamEvent{Type: e.Type, Stream: stream, Time: e.Time, Detail: detail}); err != nil {
+		r.log.Warn("recording event not published", "type", e.Type, "err", err)
+	}
 }
 
 // start checks the store (a bad store is logged and shown in the status;

@@ -123,6 +123,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return fmt.Errorf("bus: %w", err)
 	}
+	rec.publishTo(events)
 	cm, err := newCDNMix(ctx, cfg.CDNMix, events, runBus, reg, log, promReg)
 	if err != nil {
 		return fmt.Errorf("cdnmix: %w", err)
