@@ -41,6 +41,9 @@ type AggregatorConfig struct {
 	// MaxSessions bounds the tracked sessions per key [1,000,000]; beacons
 	// of new sessions past it are counted and dropped.
 	MaxSessions int
+	// PolledTTL is how long a vendor's polled stats replace its log-line
+	// bandwidth after the last successful poll [30s].
+	PolledTTL time.Duration
 	// Now is the clock [time.Now].
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -57,8 +60,9 @@ type Aggregator struct {
 	now  func() time.Time
 	snap atomic.Pointer[map[Key]Observation]
 
-	mu   sync.Mutex
-	keys map[Key]*keyAgg
+	mu     sync.Mutex
+	keys   map[Key]*keyAgg
+	polled map[string]polledStats // vendor → last stats answer
 
 	logs, beacons, badLogs, badBeacons, late, overflow atomic.Int64
 }
@@ -72,6 +76,11 @@ type keyAgg struct {
 	minutes  []MinuteStat // oldest first
 	lastMin  int64        // unix minute of the last closed minute
 	idle     int          // ticks without anything
+}
+
+type polledStats struct {
+	at   time.Time
+	mbps map[Bucket]float64
 }
 
 type session struct {
@@ -100,7 +109,7 @@ type AggregatorStats struct {
 
 // NewAggregator checks cfg.
 func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
-	for _, d := range []time.Duration{cfg.BandwidthWindow, cfg.History, cfg.QualityWindow, cfg.StallMin, cfg.Tick, cfg.ForecastAhead} {
+	for _, d := range []time.Duration{cfg.BandwidthWindow, cfg.History, cfg.QualityWindow, cfg.StallMin, cfg.Tick, cfg.ForecastAhead, cfg.PolledTTL} {
 		if d < 0 {
 			return nil, errors.New("aggregator: durations must not be negative")
 		}
@@ -119,6 +128,7 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 	def(&cfg.StallMin, 2*time.Second)
 	def(&cfg.Tick, time.Second)
 	def(&cfg.ForecastAhead, 10*time.Second)
+	def(&cfg.PolledTTL, 30*time.Second)
 	if cfg.BandwidthWindow < time.Second || cfg.History < cfg.BandwidthWindow {
 		return nil, errors.New("aggregator: bandwidth_window must be at least 1s and history at least the window")
 	}
@@ -140,7 +150,8 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("unit", "cdnmix"), now: cfg.Now, keys: make(map[Key]*keyAgg)}
+	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("unit", "cdnmix"), now: cfg.Now, keys: make(map[Key]*keyAgg),
+		polled: make(map[string]polledStats)}
 	empty := map[Key]Observation{}
 	a.snap.Store(&empty)
 	return a, nil
@@ -420,6 +431,18 @@ func percentile(sorted []int64, p float64) int64 {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
+// SetPolled records a vendor's polled bandwidth per bucket. Until it is
+// older than PolledTTL, it is the vendor's bandwidth: buckets it does not
+// name have none, whatever the log lines say.
+func (a *Aggregator) SetPolled(vendor string, mbps map[Bucket]float64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.polled[vendor] = polledStats{at: a.now(), mbps: mbps}
+	for b := range mbps {
+		a.key(Key{vendor, b})
+	}
+}
+
 // Tick feeds the forecasts, closes finished minutes, drops idle keys and
 // sessions, and publishes a new snapshot; Run calls it every Tick.
 func (a *Aggregator) Tick() map[Key]Observation {
@@ -427,9 +450,17 @@ func (a *Aggregator) Tick() map[Key]Observation {
 	window := int(a.cfg.BandwidthWindow / time.Second)
 	ahead := float64(a.cfg.ForecastAhead) / float64(a.cfg.Tick)
 	a.mu.Lock()
+	for v, p := range a.polled {
+		if now.Sub(p.at) > a.cfg.PolledTTL {
+			delete(a.polled, v)
+		}
+	}
 	snap := make(map[Key]Observation, len(a.keys))
 	for k, ka := range a.keys {
 		mbps := ka.mbps(now, window)
+		if p, ok := a.polled[k.Vendor]; ok {
+			mbps = p.mbps[k.Bucket]
+		}
 		ka.holt.Update(mbps)
 		q := a.quality(ka, now)
 		from := now.Add(-a.cfg.QualityWindow)

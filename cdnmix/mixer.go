@@ -54,6 +54,8 @@ type Config struct {
 	BandwidthWindow time.Duration `yaml:"bandwidth_window"`
 	QualityWindow   time.Duration `yaml:"quality_window"`
 	ForecastAhead   time.Duration `yaml:"forecast_ahead"`
+	// StatsInterval is how often vendors' stats_url are polled [10s].
+	StatsInterval time.Duration `yaml:"stats_interval"`
 	// Group is the bus consumer group of this node's aggregator [cdnmix].
 	// Every dispatcher node needs every event: in a fleet on Kafka give
 	// each node its own group (nodes in one group would split the events).
@@ -74,7 +76,8 @@ func DefaultConfig() Config {
 		StallRule:   StallRuleConfig{Threshold: 0.1, Minutes: 3, MinUsers: 20, TTL: 10 * time.Minute},
 		DispatchTTL: 20 * time.Second, SignTTL: time.Hour,
 		BandwidthWindow: 10 * time.Second, QualityWindow: time.Minute, ForecastAhead: 10 * time.Second,
-		Group: "cdnmix",
+		StatsInterval: 10 * time.Second,
+		Group:         "cdnmix",
 	}
 }
 
@@ -162,8 +165,15 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 		m.close()
 		return nil, fmt.Errorf("cdnmix: %w", err)
 	}
+	if cfg.StatsInterval < 0 {
+		return fail(errors.New("stats_interval must not be negative"))
+	}
+	if cfg.StatsInterval == 0 {
+		m.cfg.StatsInterval = 10 * time.Second
+	}
 	m.agg, err = NewAggregator(AggregatorConfig{Locator: m.geo, BandwidthWindow: cfg.BandwidthWindow,
-		QualityWindow: cfg.QualityWindow, ForecastAhead: cfg.ForecastAhead, Now: m.opts.now, Logger: log})
+		QualityWindow: cfg.QualityWindow, ForecastAhead: cfg.ForecastAhead, PolledTTL: 3 * m.cfg.StatsInterval,
+		Now: m.opts.now, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
@@ -239,6 +249,7 @@ func (m *Mixer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { m.agg.Run(ctx, m.bus, m.cfg.Group) })
 	wg.Go(func() { m.alloc.Run(ctx) })
+	wg.Go(func() { m.pollStats(ctx, m.cfg.StatsInterval) })
 	wg.Wait()
 	return nil
 }

@@ -101,6 +101,10 @@ type Vendor struct {
 	CeilingMbps float64           `yaml:"ceiling_mbps" json:"ceiling_mbps"`
 	Regions     map[string]Limits `yaml:"regions,omitempty" json:"regions,omitempty"`
 	Coverage    Coverage          `yaml:"coverage,omitempty" json:"coverage,omitempty"`
+	// StatsURL, if set, is polled for the vendor's current bandwidth (see
+	// [ParseVendorStats]); while its answers are fresh they replace the
+	// bandwidth computed from the vendor's log lines.
+	StatsURL string `yaml:"stats_url,omitempty" json:"stats_url,omitempty"`
 	// Enabled defaults to true when absent from YAML or JSON.
 	Enabled bool `yaml:"enabled" json:"enabled"`
 }
@@ -153,6 +157,11 @@ func (v *Vendor) validate() error {
 		}
 		if _, _, err := splitBase(base); err != nil {
 			return fmt.Errorf("%s: %w", field, err)
+		}
+	}
+	if v.StatsURL != "" {
+		if _, _, err := splitStatsURL(v.StatsURL); err != nil {
+			return fmt.Errorf("stats_url: %w", err)
 		}
 	}
 	switch v.Signing {
