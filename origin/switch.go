@@ -185,6 +185,8 @@ type switcher struct {
 	outAAC    []byte
 	outW      int
 	outH      int
+	outCfg    *av.AVCConfig // parsed outAVC
+	inband    bool          // the next keyframe carries SPS/PPS in-band
 
 	slate      *slatePlay
 	slateSince time.Time // zero unless no feed is shown
@@ -421,10 +423,10 @@ func (s *switcher) nextOffset(first *av.Packet, frame time.Duration) time.Durati
 	}
 	next := s.lastAny + frame/2
 	if s.outVideo {
-		next = s.lastVideo + frame
-		if first.Kind == av.KindVideo && next+first.CTS <= s.maxPTS {
-			next = s.maxPTS - first.CTS + frame
-		}
+		// After the last frame shown, in presentation order too: with
+		// B-frames the last decoded frame is not the last presented one,
+		// and the new GOP must not present anything before it.
+		next = max(s.lastVideo, s.maxPTS) + frame
 	}
 	return next - first.DTS
 }
@@ -463,9 +465,15 @@ func (s *switcher) emit(p *av.Packet, now time.Time) {
 			return
 		}
 		s.outAVC = p.Data
+		s.outCfg = nil
 		if c, err := av.ParseAVCConfig(p.Data); err == nil {
 			s.outW, s.outH = c.Resolution()
+			s.outCfg = c
 		}
+		// New parameters mid-stream: the next keyframe also carries them
+		// in-band, for parsers that do not follow FLV sequence headers
+		// (ffmpeg's h264 parser, stream copy into TS).
+		s.inband = s.started
 		s.out.Write(s.rebase(p, s.lastAny))
 		return
 	case p.Header:
@@ -506,7 +514,29 @@ func (s *switcher) emit(p *av.Packet, now time.Time) {
 	}
 	s.started = true
 	s.lastWall = now
+	if s.inband && p.Kind == av.KindVideo && p.Key {
+		s.inband = false
+		if q := s.withParams(p, dts); q != nil {
+			s.out.Write(q)
+			return
+		}
+	}
 	s.out.Write(s.rebase(p, dts))
+}
+
+// withParams returns a copy of keyframe p at dts with the output's SPS and
+// PPS in front of its NAL units, or nil when p has them already or the
+// parameters are unknown.
+func (s *switcher) withParams(p *av.Packet, dts time.Duration) *av.Packet {
+	if s.outCfg == nil || p.Codec != av.CodecH264 || len(p.Data) < 5 || av.NALUType(p.Data[4:]) == av.NALUTypeSPS {
+		return nil
+	}
+	c := *p
+	c.DTS = dts
+	c.Data = av.AppendAVCC(nil, s.outCfg.SPS)
+	c.Data = av.AppendAVCC(c.Data, s.outCfg.PPS)
+	c.Data = append(c.Data, p.Data...)
+	return &c
 }
 
 // rebase returns p at dts, copying it only when the time changes.
