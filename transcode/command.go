@@ -27,8 +27,9 @@ type Command struct {
 // BuildCommand builds the ffmpeg arguments for p (validated). The video is
 // decoded once; the watermark is drawn at source size, then split and
 // scaled for every rendition. Keyframes are forced at the same instants in
-// every rendition (every GOP, scene cuts off) so players can switch at any
-// keyframe. Audio is copied into every rendition unchanged.
+// every rendition (every GOP, or at the source's keyframes; scene cuts
+// off) so players can switch at any keyframe. Audio is copied into every
+// rendition unchanged.
 func BuildCommand(p *Profile) Command {
 	outs := p.outputs()
 	progressFD := fdFirstOutput + len(outs)
@@ -46,8 +47,10 @@ func BuildCommand(p *Profile) Command {
 	}
 	a = append(a, "-filter_complex", filterGraph(p))
 
-	gop := time.Duration(p.GOP).Seconds()
-	keyExpr := "expr:gte(t,n_forced*" + formatFloat(gop) + ")"
+	keyExpr := "expr:gte(t,n_forced*" + formatFloat(time.Duration(p.GOP).Seconds()) + ")"
+	if p.Keyframes == KeyframesSource {
+		keyExpr = "source"
+	}
 	for i, r := range p.Renditions {
 		a = append(a, "-map", fmt.Sprintf("[v%d]", i))
 		a = append(a, videoCodec(r.Preset, r.VideoKbps, keyExpr)...)

@@ -55,7 +55,7 @@ func TestBuildCommand(t *testing.T) {
 		},
 		{
 			name: "text with time and watermarked source",
-			p: Profile{Name: "src", Renditions: ladder[:1], WatermarkSource: true, SourceKbps: 5000,
+			p: Profile{Name: "src", Renditions: ladder[:1], WatermarkSource: true, SourceKbps: 5000, Keyframes: KeyframesSource,
 				Watermark: &Watermark{Text: "LIVE", Time: true, FontSize: 30, Position: "bottom-right", Margin: 10, Opacity: 1}},
 			outputs:  []string{"720p", "source"},
 			graphHas: []string{"[0:v]drawtext=text='LIVE %{localtime}':fontsize=30", "x=w-text_w-10:y=h-text_h-10", "[wm1]split=2[s0][ssrc]", "[ssrc]format=yuv420p[vsrc]"},
@@ -112,9 +112,13 @@ func TestBuildCommand(t *testing.T) {
 			if len(keys) != len(tc.outputs) {
 				t.Fatalf("force_key_frames %v", keys)
 			}
+			want := "expr:gte(t,n_forced*2)"
+			if p.Keyframes == KeyframesSource {
+				want = "source"
+			}
 			for _, k := range keys {
-				if k != "expr:gte(t,n_forced*2)" {
-					t.Errorf("force_key_frames %q", k)
+				if k != want {
+					t.Errorf("force_key_frames %q, want %q", k, want)
 				}
 			}
 			if sc := argsAfter(c.Args, "-sc_threshold"); len(sc) != len(tc.outputs) || sc[0] != "0" {

@@ -584,3 +584,45 @@ func TestProfileChange(t *testing.T) {
 		t.Fatal("renditions still live after their profile was removed")
 	}
 }
+
+// TestKeyframesFromSource: with keyframes: source, every rendition has its
+// keyframes where the source has them (here every 1.48 s, a GOP no fixed
+// setting would give).
+func TestKeyframesFromSource(t *testing.T) {
+	needFFmpeg(t)
+	clip := filepath.Join(t.TempDir(), "g37.flv")
+	ffmpegRun(t, "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine", "-t", "12", // no loop in the window
+		"-c:v", "libx264", "-preset", "ultrafast", "-g", "37", "-sc_threshold", "0", "-c:a", "aac", "-f", "flv", clip)
+	h := newTestHub()
+	prof := Profile{Name: "src", Keyframes: KeyframesSource, Renditions: []Rendition{
+		{Name: "a", Width: 320, Height: 180, VideoKbps: 300, Preset: "ultrafast"},
+		{Name: "b", Width: 160, Height: 90, VideoKbps: 100, Preset: "ultrafast"},
+	}}
+	p, _ := newTestPool(t, Config{Profiles: []Profile{prof}}, h)
+	publishLoop(t, h, "live", "ks", readClip(t, clip))
+	if err := p.Start("live", "ks", "src"); err != nil {
+		t.Fatal(err)
+	}
+	ca := collect(t, h, "live/ks_a", 5*time.Second)
+	cb := collect(t, h, "live/ks_b", 5*time.Second)
+	ca.waitFrames(t, 125, 15*time.Second)
+	cb.waitFrames(t, 125, 15*time.Second)
+	ca.stop()
+	cb.stop()
+	for name, c := range map[string]*collector{"a": ca, "b": cb} {
+		var keys []time.Duration
+		for _, pk := range c.pkts {
+			if pk.Kind == av.KindVideo && pk.Key && !pk.Header {
+				keys = append(keys, pk.PTS())
+			}
+		}
+		if len(keys) < 3 {
+			t.Fatalf("%s: keyframes %v", name, keys)
+		}
+		for i := 1; i < len(keys); i++ {
+			if d := keys[i] - keys[i-1]; d != 1480*time.Millisecond {
+				t.Errorf("%s: keyframes %v apart (%v), want the source's 1.48 s", name, d, keys)
+			}
+		}
+	}
+}

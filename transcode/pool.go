@@ -545,7 +545,7 @@ func RenditionStream(name, r string) string { return name + "_" + r }
 
 func profileEqual(a, b Profile) bool {
 	if a.Name != b.Name || a.WatermarkSource != b.WatermarkSource || a.SourceKbps != b.SourceKbps ||
-		a.GOP != b.GOP || len(a.Renditions) != len(b.Renditions) {
+		a.GOP != b.GOP || a.Keyframes != b.Keyframes || len(a.Renditions) != len(b.Renditions) {
 		return false
 	}
 	for i := range a.Renditions {

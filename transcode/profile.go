@@ -28,6 +28,11 @@ type Profile struct {
 	// renditions get keyframes at the same instants, so players can switch
 	// between them at any keyframe.
 	GOP Duration `yaml:"gop" json:"gop,omitempty"`
+	// Keyframes is "fixed" (default: a keyframe every GOP) or "source":
+	// keyframes where the source has them, so renditions also line up
+	// with the source (for an ABR playlist that lists it). "source" cannot
+	// be combined with max_fps (dropped frames lose the source's marks).
+	Keyframes string `yaml:"keyframes" json:"keyframes,omitempty"`
 }
 
 // Rendition is one rung of a ladder, published as app/NAME_<Name>.
@@ -84,6 +89,12 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 const (
 	DefaultGOP    = 2 * time.Second
 	DefaultPreset = "veryfast"
+)
+
+// Keyframe placements.
+const (
+	KeyframesFixed  = "fixed"
+	KeyframesSource = "source"
 )
 
 // RenditionSource is the name of the watermarked source rendition.
@@ -156,6 +167,19 @@ func (p *Profile) validate() error {
 		if err := p.Watermark.validate(); err != nil {
 			return fmt.Errorf("watermark: %v", err)
 		}
+	}
+	switch p.Keyframes {
+	case "":
+		p.Keyframes = KeyframesFixed
+	case KeyframesFixed:
+	case KeyframesSource:
+		for _, r := range p.Renditions {
+			if r.MaxFPS > 0 {
+				return fmt.Errorf("keyframes: source cannot be combined with max_fps (rendition %q)", r.Name)
+			}
+		}
+	default:
+		return fmt.Errorf("keyframes %q: want fixed or source", p.Keyframes)
 	}
 	switch {
 	case p.GOP == 0:

@@ -61,6 +61,12 @@ func TestProfileValidate(t *testing.T) {
 		}, "source_kbps"},
 		{"kbps without source", func(p *Profile) { p.SourceKbps = 100 }, "only used"},
 		{"short gop", func(p *Profile) { p.GOP = Duration(100 * time.Millisecond) }, "gop"},
+		{"source keyframes", func(p *Profile) { p.Keyframes = "source" }, ""},
+		{"source keyframes with max_fps", func(p *Profile) {
+			p.Keyframes = "source"
+			p.Renditions[0].MaxFPS = 30
+		}, "cannot be combined with max_fps"},
+		{"bad keyframes", func(p *Profile) { p.Keyframes = "often" }, `keyframes "often"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
