@@ -314,14 +314,17 @@ func TestWatermark(t *testing.T) {
 func TestKillRestart(t *testing.T) {
 	needFFmpeg(t)
 	h := newTestHub()
-	prof := Profile{Name: "one", GOP: Duration(time.Second),
-		Renditions: []Rendition{{Name: "low", Width: 320, Height: 180, VideoKbps: 300, Preset: "ultrafast"}}}
+	prof := Profile{Name: "one", GOP: Duration(time.Second), Renditions: []Rendition{
+		{Name: "low", Width: 320, Height: 180, VideoKbps: 300, Preset: "ultrafast"},
+		{Name: "tiny", Width: 160, Height: 90, VideoKbps: 100, Preset: "ultrafast"},
+	}}
 	p, reg := newTestPool(t, Config{Profiles: []Profile{prof}}, h)
 	publishLoop(t, h, "live", "k", readClip(t, clipPath(t, "640x360", 25, 4)))
 	if err := p.Start("live", "k", "one"); err != nil {
 		t.Fatal(err)
 	}
 	c := collect(t, h, "live/k_low", 5*time.Second)
+	ct := collect(t, h, "live/k_tiny", 5*time.Second)
 	c.waitFrames(t, 25, 10*time.Second)
 	st := waitStatus(t, p, "live", "k", 2*time.Second, func(s Status) bool { return s.PID != 0 })
 	killedAt := time.Now()
@@ -341,6 +344,34 @@ func TestKillRestart(t *testing.T) {
 	}
 	if got := metricValue(t, reg, "livefuse_transcode_restarts_total", "reason", "exit"); got != 1 {
 		t.Errorf("restarts metric %v", got)
+	}
+	// The renditions stay aligned across the restart: the same keyframe
+	// times in both, over the span both readers saw.
+	ct.waitFrames(t, ct.frames()+25, 5*time.Second)
+	keys := func(c *collector) []time.Duration {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		var ks []time.Duration
+		for _, pk := range c.pkts {
+			if pk.Kind == av.KindVideo && pk.Key && !pk.Header {
+				ks = append(ks, pk.PTS())
+			}
+		}
+		return ks
+	}
+	kl, kt := keys(c), keys(ct)
+	lo, hi := max(kl[0], kt[0]), min(kl[len(kl)-1], kt[len(kt)-1])
+	inSpan := func(ks []time.Duration) []time.Duration {
+		var out []time.Duration
+		for _, k := range ks {
+			if k >= lo && k <= hi {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	if a, b := inSpan(kl), inSpan(kt); !slices.Equal(a, b) || len(a) < 3 {
+		t.Errorf("keyframes across the restart: low %v, tiny %v", a, b)
 	}
 	// Time goes on across the restart.
 	c.mu.Lock()

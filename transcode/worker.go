@@ -39,6 +39,7 @@ type worker struct {
 
 	// Owned by run.
 	feeds map[string]*output
+	tl    timeline // shared by the outputs
 
 	mu       sync.Mutex
 	pid      int
@@ -167,7 +168,7 @@ func (w *worker) syncFeeds(prof *Profile) {
 	for _, name := range prof.outputs() {
 		want[name] = true
 		if w.feeds[name] == nil {
-			w.feeds[name] = newOutput(w.pool.pub, w.job.app, RenditionStream(w.job.name, name))
+			w.feeds[name] = newOutput(w.pool.pub, w.job.app, RenditionStream(w.job.name, name), &w.tl)
 		}
 	}
 	for name, o := range w.feeds {
@@ -243,11 +244,11 @@ func (w *worker) runOnce(ctx context.Context, rd PacketReader, prof *Profile, fi
 	w.cpuRun = 0
 	w.mu.Unlock()
 	kill := func() { syscall.Kill(-pid, syscall.SIGKILL) }
+	w.tl.newRun()
 
 	var wg sync.WaitGroup
 	for i, name := range c.Outputs {
 		o := w.feeds[name]
-		o.newRun()
 		wg.Add(1)
 		go func(r *os.File) {
 			defer wg.Done()
@@ -428,26 +429,57 @@ func (w *worker) readOutput(r io.Reader, o *output, rs *runState, first bool, lo
 	}
 }
 
-// output is one rendition's feed, held across ffmpeg runs. Each run's
-// timestamps start again near zero; output moves them past the last
-// packet of the previous run (plus the wall time between), so readers see
-// time go on.
-type output struct {
-	pub       Publisher
-	app, name string
-
+// timeline moves the timestamps of every ffmpeg run past those of the
+// previous run. Each run starts again near zero; the first packet of a run
+// (of any output) sets one offset for all outputs: the last timestamp
+// written plus the wall time since, so readers see time go on and the
+// renditions stay aligned with each other.
+type timeline struct {
 	mu       sync.Mutex
-	feed     FeedWriter
-	retryAt  time.Time
 	off      time.Duration
-	last     time.Duration
+	last     time.Duration // latest DTS written, all outputs
 	lastWall time.Time
-	have     bool // a packet was written (last is valid)
+	have     bool // last is valid
 	inRun    bool // the offset of this run is set
 }
 
-func newOutput(pub Publisher, app, name string) *output {
-	o := &output{pub: pub, app: app, name: name}
+func (tl *timeline) newRun() {
+	tl.mu.Lock()
+	tl.inRun = false
+	tl.mu.Unlock()
+}
+
+// rebase moves pk onto the readers' timeline.
+func (tl *timeline) rebase(pk *av.Packet) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	if !tl.inRun {
+		tl.inRun = true
+		if tl.have {
+			gap := max(time.Since(tl.lastWall), 20*time.Millisecond)
+			tl.off = tl.last + gap - pk.DTS
+		}
+	}
+	pk.DTS += tl.off
+	if !pk.Header && pk.Kind != av.KindData && pk.DTS > tl.last {
+		tl.last, tl.have = pk.DTS, true
+	}
+	tl.lastWall = time.Now()
+}
+
+// output is one rendition's feed, held across ffmpeg runs.
+type output struct {
+	pub       Publisher
+	app, name string
+	tl        *timeline
+
+	mu      sync.Mutex
+	feed    FeedWriter
+	retryAt time.Time
+}
+
+func newOutput(pub Publisher, app, name string, tl *timeline) *output {
+	o := &output{pub: pub, app: app, name: name, tl: tl}
 	o.ensureFeed()
 	return o
 }
@@ -474,27 +506,10 @@ func (o *output) ensureFeed() bool {
 	return true
 }
 
-func (o *output) newRun() {
-	o.mu.Lock()
-	o.inRun = false
-	o.mu.Unlock()
-}
-
 func (o *output) write(pk *av.Packet) {
+	o.tl.rebase(pk)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.inRun {
-		o.inRun = true
-		if o.have {
-			gap := max(time.Since(o.lastWall), 20*time.Millisecond)
-			o.off = o.last + gap - pk.DTS
-		}
-	}
-	pk.DTS += o.off
-	if !pk.Header && pk.Kind != av.KindData && pk.DTS > o.last {
-		o.last, o.have = pk.DTS, true
-	}
-	o.lastWall = time.Now()
 	if o.ensureFeed() {
 		o.feed.WritePacket(pk)
 	}
