@@ -4,20 +4,29 @@
 // The pieces, in the order data flows through them:
 //
 //   - [Vendor]: a CDN's pull URLs, URL signing, committed and ceiling
-//     bandwidth (overall or per region) and coverage.
+//     bandwidth (overall or per region), coverage and an optional stats URL.
 //   - [Locator]: client IP → country, region (province) and ISP, from a CIDR
 //     CSV file ([CIDRLocator]) or a MaxMind DB ([MMDBLocator]).
-//   - [Observer]: bandwidth and quality per vendor × region × ISP, filled by
-//     the aggregator from CDN logs and player beacons; [Holt] forecasts load.
+//   - [QoSHandler]: POST /qos, where players post beacons; they go on the
+//     bus (qos.beacons) stamped with the server's time and client location.
+//   - [Aggregator]: CDN log lines (cdn.logs, see [ParseAccessLog] for an
+//     nginx shipper), polled vendor stats and beacons into per vendor ×
+//     region × ISP [Observation]s over sliding windows: bandwidth, users,
+//     stalls (2 s or more of empty buffer), first frame p50/p95, pull
+//     success, a [Holt] forecast, and a per-minute history. It is the
+//     allocator's [Observer].
 //   - [Allocator]: every few seconds scores each vendor in each region × ISP
 //     bucket and turns the scores into damped dispatch ratios, published as
-//     an immutable [Plan].
+//     an immutable [Plan]; with admission, each plan also caps what a pool
+//     may take before the next one, so a wave cannot overshoot a ceiling.
 //   - [Dispatcher]: the public /dispatch/ handler; picks a vendor with smooth
 //     weighted round-robin over the current plan and answers a 302 to a signed
 //     URL or an HTTPDNS-style JSON candidate list.
 //   - [Blacklist] and [StallRule]: manual and automatic exclusions.
 //   - [Simulate]: replays a [Scenario] through the real allocator.
+//   - [Mixer]: all of the above assembled from one [Config] for a node, with
+//     its control API routes ([Mixer.Mount]) and metrics.
 //
 // cdnmix never imports media packages; what it needs from a node (does a
-// stream exist?) comes in through plain functions in its configs.
+// stream exist?) comes in through plain functions ([WithStreamExists]).
 package cdnmix
