@@ -657,3 +657,64 @@ func TestKeyframesFromSource(t *testing.T) {
 		}
 	}
 }
+
+// TestTextWatermarkTime draws a text with the time on a still blue picture:
+// the text region changes from one second to the next, the rest does not.
+func TestTextWatermarkTime(t *testing.T) {
+	needFFmpeg(t)
+	dir := t.TempDir()
+	clip := filepath.Join(dir, "blue.flv")
+	ffmpegRun(t, "-f", "lavfi", "-i", "color=c=blue:s=320x180:rate=25", "-f", "lavfi", "-i", "sine", "-t", "4",
+		"-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", clip)
+	h := newTestHub()
+	prof := Profile{Name: "clock", Watermark: &Watermark{Text: "LIVE", Time: true, FontSize: 20, Position: "top-left", Margin: 4},
+		Renditions: []Rendition{{Name: "r", Width: 320, Height: 180, VideoKbps: 400, Preset: "ultrafast"}}}
+	p, _ := newTestPool(t, Config{Profiles: []Profile{prof}}, h)
+	publishLoop(t, h, "live", "clock", readClip(t, clip))
+	if err := p.Start("live", "clock", "clock"); err != nil {
+		t.Fatal(err)
+	}
+	c := collect(t, h, "live/clock_r", 5*time.Second)
+	c.waitFrames(t, 90, 10*time.Second)
+	c.stop()
+	out := filepath.Join(dir, "r.flv")
+	c.writeFLV(t, out)
+	frame := func(at float64) []byte {
+		b, err := exec.Command("ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-ss", fmt.Sprint(at), "-i", out,
+			"-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-").Output()
+		if err != nil || len(b) != 320*180 {
+			t.Fatalf("decode frame at %v: %v (%d bytes)", at, err, len(b))
+		}
+		return b
+	}
+	// The first second or so comes from the cached GOP in a burst; frames
+	// after it are drawn in real time, so 2.5 s of media later the wall
+	// clock has moved on by more than a second.
+	f1, f2 := frame(0.2), frame(2.7)
+	diff := func(x0, y0, x1, y1 int) int {
+		n := 0
+		for y := y0; y < y1; y++ {
+			for x := x0; x < x1; x++ {
+				if d := int(f1[y*320+x]) - int(f2[y*320+x]); d > 40 || d < -40 {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	if n := diff(0, 0, 320, 30); n == 0 {
+		t.Error("text line unchanged over more than a second: no time drawn")
+	}
+	if n := diff(0, 60, 320, 180); n != 0 {
+		t.Errorf("%d pixels changed below the text", n)
+	}
+	var bright int
+	for _, v := range f1[:320*30] {
+		if v > 200 {
+			bright++
+		}
+	}
+	if bright < 50 {
+		t.Errorf("only %d white pixels in the text line", bright)
+	}
+}
