@@ -336,7 +336,9 @@ func (k *Kafka) writeMessages(ctx context.Context, batch []Message) error {
 	for i, m := range batch {
 		msgs[i] = kafka.Message{Topic: m.Topic, Key: m.Key, Value: m.Value, Time: m.Time}
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.cfg.WriteTimeout)
+	// Shutdown cancels a write in flight: its events stay in (or go to) the
+	// spill and are sent by the next run, perhaps twice, never lost.
+	wctx, cancel := context.WithTimeout(ctx, k.cfg.WriteTimeout)
 	defer cancel()
 	if err := k.w.WriteMessages(wctx, msgs...); err != nil {
 		return fmt.Errorf("bus: kafka write %d events: %w", len(batch), err)
