@@ -64,6 +64,12 @@ func newCDNMix(ctx context.Context, cfg cdnmix.Config, b bus.Bus, runBus func(co
 	if err != nil {
 		return nil, err
 	}
+	if promReg != nil {
+		if err := registerBusMetrics(promReg, b); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	c := &cdnMix{m: m, cancel: cancel}
 	c.wg.Go(func() { runBus(ctx) })
@@ -82,6 +88,32 @@ func (c *cdnMix) Close() {
 	c.cancel()
 	c.wg.Wait()
 	c.m.Close()
+}
+
+// registerBusMetrics exports the bus producer counters.
+func registerBusMetrics(reg prometheus.Registerer, b bus.Bus) error {
+	counter := func(name, help string, f func(bus.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(b.Stats())) })
+	}
+	gauge := func(name, help string, f func(bus.Stats) int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return float64(f(b.Stats())) })
+	}
+	for _, c := range []prometheus.Collector{
+		counter("livefuse_bus_published_total", "Events accepted by the bus.", func(s bus.Stats) int64 { return s.Published }),
+		counter("livefuse_bus_sent_total", "Events acknowledged by the broker (or delivered, in process).", func(s bus.Stats) int64 { return s.Sent }),
+		counter("livefuse_bus_spilled_total", "Events written to the disk spill while the broker was away.", func(s bus.Stats) int64 { return s.Spilled }),
+		counter("livefuse_bus_dropped_total", "Events lost: queue and spill full, or bus closed.", func(s bus.Stats) int64 { return s.Dropped }),
+		counter("livefuse_bus_write_failures_total", "Failed broker writes.", func(s bus.Stats) int64 { return s.Failures }),
+		gauge("livefuse_bus_queued_events", "Events in the memory queue.", func(s bus.Stats) int64 { return s.Queued }),
+		gauge("livefuse_bus_spill_events", "Events in the disk spill.", func(s bus.Stats) int64 { return s.Pending }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("bus metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 func cdnmixUsage(w io.Writer) {
