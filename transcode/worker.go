@@ -281,7 +281,7 @@ func (w *worker) runOnce(ctx context.Context, rd PacketReader, prof *Profile, fi
 	defer tick.Stop()
 	lastSample, lastCPU := time.Now(), time.Duration(0)
 	var end string
-	var endErr error
+	var endErr, writeErr error
 	var sourceEndAt time.Time
 loop:
 	for {
@@ -289,6 +289,9 @@ loop:
 		case err := <-exited:
 			if end == "" {
 				end, endErr = endExit, exitError(err, stderr)
+				if writeErr != nil && err == nil {
+					endErr = fmt.Errorf("write to ffmpeg: %w", writeErr)
+				}
 				if rs.sourceEnded.Load() {
 					end = endSource
 				}
@@ -310,7 +313,9 @@ loop:
 				sourceEndAt = time.Now()
 				log.Debug("source ended: ffmpeg finishing", "err", err)
 			} else if end == "" {
-				end, endErr = endExit, fmt.Errorf("write to ffmpeg: %w (%s)", err, stderr.String())
+				// ffmpeg stopped reading (it died, most likely): make sure,
+				// and let its exit status tell why.
+				writeErr = err
 				kill()
 			}
 		case now := <-tick.C:
@@ -335,7 +340,7 @@ loop:
 			since := now.Sub(time.Unix(0, rs.lastAdvance.Load()))
 			inputRecent := now.Sub(time.Unix(0, rs.lastInput.Load())) < stall || rs.writing.Load()
 			if since > stall && inputRecent {
-				end, endErr = endStall, fmt.Errorf("no progress for %v (%s)", since.Round(time.Millisecond), stderr.String())
+				end, endErr = endStall, withStderr(fmt.Errorf("no progress for %v", since.Round(time.Millisecond)), stderr)
 				kill()
 			}
 		}
@@ -551,6 +556,11 @@ func exitError(err error, stderr *tailBuffer) error {
 	if err == nil {
 		err = errors.New("exited with status 0")
 	}
+	return withStderr(err, stderr)
+}
+
+// withStderr adds the end of ffmpeg's stderr to err, when there is any.
+func withStderr(err error, stderr *tailBuffer) error {
 	if s := stderr.String(); s != "" {
 		return fmt.Errorf("%w: %s", err, s)
 	}
