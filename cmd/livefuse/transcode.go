@@ -133,10 +133,11 @@ func (t *transcoder) reload(ctx context.Context) (int64, error) {
 // watch applies profile changes made through any node.
 func (t *transcoder) watch(ctx context.Context, rev int64) {
 	for ctx.Err() == nil {
-		wch := t.kv.Watch(ctx, t.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		wctx, cancel := context.WithCancel(ctx)
+		wch := t.kv.Watch(wctx, t.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 		for resp := range wch {
 			if resp.Err() != nil {
-				break
+				break // compacted or closed: load everything again below
 			}
 			rev = resp.Header.Revision
 			t.mu.Lock()
@@ -145,6 +146,7 @@ func (t *transcoder) watch(ctx context.Context, rev int64) {
 			}
 			t.mu.Unlock()
 		}
+		cancel()
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
