@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -267,5 +268,86 @@ func TestMixerAPI(t *testing.T) {
 	}
 	if gd["a2.example.com"] == 0 {
 		t.Fatalf("GD did not get a back: %v", gd)
+	}
+}
+
+// The stall rule through the Mixer: after `minutes` bad minutes an audit
+// event cdn.stall_alert is published, and with blacklist set the vendor
+// leaves that bucket only.
+func TestMixerStallRule(t *testing.T) {
+	now := time.Unix(1_700_000_000/60*60, 0)
+	clock := func() time.Time { return now }
+	cfg, err := decodeConfig(t, mixerYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.StallRule = StallRuleConfig{Threshold: 0.2, Minutes: 2, MinUsers: 5, Blacklist: true, TTL: time.Hour}
+	b := bus.NewMemory(bus.MemoryConfig{Logger: quietLog})
+	m, err := New(cfg, b, quietLog, nil, WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	alerts := make(chan bus.AuditEvent, 10)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() {
+		b.Subscribe(ctx, bus.TopicAudit, "t", func(_ context.Context, msg bus.Message) error {
+			var e bus.AuditEvent
+			if err := bus.Decode(msg, &e); err != nil {
+				return err
+			}
+			alerts <- e
+			return nil
+		})
+	})
+	for i := range 100 { // wait for the subscription: a probe comes through
+		bus.Emit(b, bus.AuditEvent{Actor: "probe"})
+		if len(alerts) > 0 {
+			break
+		}
+		if i == 99 {
+			t.Fatal("audit subscription not up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for len(alerts) > 0 {
+		<-alerts
+	}
+	a := m.Aggregator()
+	for minute := range 3 {
+		now = now.Add(time.Minute)
+		for i := range 10 {
+			ms := int64(0)
+			if i < 4 {
+				ms = 2500 // 40% of a's GD users stall
+			}
+			a.AddBeacon(bus.Beacon{Session: fmt.Sprint(i), Vendor: "a", Region: "GD", ISP: "telecom", Event: bus.BeaconHeartbeat, BufferEmptyMs: ms})
+			a.AddBeacon(bus.Beacon{Session: fmt.Sprint(i), Vendor: "b", Region: "GD", ISP: "telecom", Event: bus.BeaconHeartbeat})
+		}
+		a.Tick()
+		m.Allocator().Recompute(now)
+		if minute == 0 && len(m.Allocator().Blacklist()) > 0 {
+			t.Fatal("blacklisted after one bad minute")
+		}
+	}
+	var got bus.AuditEvent
+	for got.Actor != "cdnmix" { // skip late probes
+		select {
+		case got = <-alerts:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no stall alert")
+		}
+	}
+	if got.Action != "cdn.stall_alert" || got.Target != "a" || !strings.Contains(string(got.Detail), `"Region":"GD"`) {
+		t.Fatalf("alert %+v %s", got, got.Detail)
+	}
+	bl := m.Allocator().Blacklist()
+	if len(bl) != 1 || bl[0].Vendor != "a" || bl[0].Region != "GD" || bl[0].ISP != "telecom" {
+		t.Fatalf("blacklist %+v", bl)
+	}
+	if c := candidate(t, m.Allocator().Plan(), Bucket{"SH", "telecom"}, "a"); c.Ratio == 0 {
+		t.Fatalf("a lost SH too: %+v", c)
 	}
 }
