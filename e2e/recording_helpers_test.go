@@ -134,8 +134,16 @@ func (m *minioProc) makeBucket(t *testing.T, bucket string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := m.mc.MakeBucket(ctx, bucket, minio.MakeBucketOptions{Region: "us-east-1"}); err != nil {
-		t.Fatalf("make bucket: %v", err)
+	// "Server not initialized yet" can follow a ready health check.
+	for {
+		err := m.mc.MakeBucket(ctx, bucket, minio.MakeBucketOptions{Region: "us-east-1"})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("make bucket: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -189,8 +189,16 @@ func (m *minioServer) makeBucket(t testing.TB, bucket string) *S3Sink {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.mc.MakeBucket(ctx, bucket, minio.MakeBucketOptions{Region: "us-east-1"}); err != nil {
-		t.Fatalf("make bucket: %v", err)
+	// "Server not initialized yet" can follow a ready health check.
+	for {
+		err := s.mc.MakeBucket(ctx, bucket, minio.MakeBucketOptions{Region: "us-east-1"})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("make bucket: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	return s
 }

@@ -434,7 +434,6 @@ func (r *Recorder) replaySpool() (int, error) {
 			continue
 		}
 		s := &session{r: r, dir: dir, m: *m}
-		os.Remove(filepath.Join(dir, openSegment+".part")) // cut short by the crash
 		kept := s.m.Segments[:0]
 		for i, seg := range s.m.Segments {
 			if !seg.Uploaded {
@@ -457,6 +456,19 @@ func (r *Recorder) replaySpool() (int, error) {
 		}
 		s.m.Segments = kept
 		os.Remove(filepath.Join(dir, openSegment))
+		if !s.m.Ended {
+			// The segment being written when the node died: keep its
+			// complete frames.
+			if ok, err := s.salvageOpen(); err != nil {
+				r.log.Error("recording spool: open segment lost", "stream", m.App+"/"+m.Name, "session", m.Session, "err", err)
+			} else if ok {
+				seg := s.m.Segments[len(s.m.Segments)-1]
+				r.spoolUsed.Add(seg.Size)
+				r.log.Info("recording spool: open segment salvaged", "stream", m.App+"/"+m.Name, "session", m.Session,
+					"seq", seg.Seq, "bytes", seg.Size, "duration_s", seg.Duration)
+			}
+		}
+		os.Remove(filepath.Join(dir, openSegment+".part"))
 		if !s.m.Ended {
 			s.m.Ended, s.m.EndedAt = true, time.Now().UTC()
 			if s.m.Stopped == "" {

@@ -201,7 +201,15 @@ func (s *segmenter) writeVideo(p *av.Packet, now time.Time) error {
 		s.frameDur = d
 	}
 	s.lastDTS = p.DTS
-	return s.guard(func() error { return s.w.WriteH264(s.video, ticks(p.PTS()+s.offset), ticks(p.DTS+s.offset), s.au) })
+	if err := s.guard(func() error { return s.w.WriteH264(s.video, ticks(p.PTS()+s.offset), ticks(p.DTS+s.offset), s.au) }); err != nil {
+		return err
+	}
+	// Hand each frame to the OS (no fsync): a crash of the process then
+	// loses at most the frame being written (see salvageTS).
+	if err := s.bw.Flush(); err != nil {
+		return fmt.Errorf("%w: %w", errSpoolWrite, err)
+	}
+	return nil
 }
 
 func (s *segmenter) writeAudio(p *av.Packet, now time.Time) error {
