@@ -60,6 +60,32 @@ func TestRecordingToMinIO(t *testing.T) {
 		t.Errorf("decoding the recording: %v %s", err, errOut)
 	}
 	t.Logf("recorded %d segments, %.2f s (ffprobe %.2f s)", rec.Segments, rec.Duration, dur)
+
+	// The control API switches recording of a live stream off: the session
+	// ends (VOD) and the status no longer shows recording; the stream plays on.
+	push(t, s.rtmpURL("rec", "token=rectoken"), true)
+	var st streamStatus
+	pollUntil(t, 20*time.Second, "second session recording", func() bool {
+		st = streamStatus{}
+		s.api("GET", "/streams/live/rec", nil, &st)
+		return st.Live != nil && st.Live.Recording != nil && st.Live.Recording.Segments >= 1
+	})
+	off := false
+	if code, err := s.api("PATCH", "/streams/live/rec", map[string]any{"record": off}, nil); err != nil || code != 200 {
+		t.Fatalf("PATCH record=false: %d %v", code, err)
+	}
+	pollUntil(t, 10*time.Second, "recording off in the status", func() bool {
+		st = streamStatus{}
+		s.api("GET", "/streams/live/rec", nil, &st)
+		return st.Live != nil && st.Live.Recording == nil
+	})
+	var list2 recordingList
+	pollUntil(t, 10*time.Second, "second session ended", func() bool {
+		list2 = recordingList{}
+		s.api("GET", "/recordings?stream=live/rec", nil, &list2)
+		return len(list2.Recordings) == 2 && !list2.Recordings[0].Live && list2.Recordings[0].Stopped == ""
+	})
+	waitLive(t, s.flvURL("rec"), 5*time.Second)
 }
 
 // waitRecording polls the listing until the stream has one ended session
