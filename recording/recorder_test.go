@@ -479,6 +479,22 @@ func TestS3SinkPut(t *testing.T) {
 	if err != nil || len(objs) != 2 || !strings.HasPrefix(objs[0].Key, "live/cam/") {
 		t.Fatalf("list: %v %+v", err, objs)
 	}
+	// Without credentials in the config, the AWS environment variables count.
+	t.Setenv("AWS_ACCESS_KEY_ID", minioUser)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", minioPass)
+	envCfg := cfg
+	envCfg.AccessKey, envCfg.SecretKey = "", ""
+	es, err := NewS3Sink(envCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := es.Check(ctx); err != nil {
+		t.Errorf("credentials from the environment: %v", err)
+	}
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+	if es, _ = NewS3Sink(envCfg); es.Check(ctx) == nil {
+		t.Errorf("wrong credentials from the environment accepted")
+	}
 	err = s.Put(ctx, Object{Key: "live/cam/20261201T100000Z/bad.ts", Body: bytes.NewReader([]byte("abc")), Size: 3,
 		MD5: strings.Repeat("0", 32)})
 	if err == nil || !strings.Contains(err.Error(), "does not match") {
