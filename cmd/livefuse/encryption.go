@@ -333,10 +333,9 @@ func (l *cryptLayer) media(next http.Handler) http.Handler {
 		}
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			if app, name, uri, ok := playRoute(p); ok {
-				l.mu.Lock()
-				e := l.live[app+"/"+name]
-				l.mu.Unlock()
-				if e != nil {
+				// attach also closes the race with run's polling for a
+				// stream that just went live.
+				if e := l.attach(app, name, false); e != nil {
 					select {
 					case <-e.Done():
 					default:
