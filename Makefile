@@ -16,11 +16,16 @@ deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
+	: "encryption e2e: Debian's Chromium (driven by playwright-core) and node/npm for the pinned players"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@ffmpeg -hide_banner -version | head -1
+	@# hls.js, mpegts.js and playwright-core at the versions web/package-lock.json pins (web/node_modules is gitignored).
+	@[ web/node_modules/.package-lock.json -nt web/package-lock.json ] || (cd web && npm ci --no-audit --no-fund --loglevel=error)
 
 build:
 	$(GO) build -o $(BIN)/livefuse ./cmd/livefuse
