@@ -135,6 +135,7 @@ func TestRecordS3(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	waitFor(t, 5*time.Second, "recorder subscribed", func() bool { return r.Status("live", "cam").State == "waiting" })
+	pushed := time.Now()
 	played := src.publish(ctx, c, 30*time.Second, 6)
 	waitFor(t, 30*time.Second, "session complete", func() bool { return len(ev.of(EventSessionComplete)) == 1 })
 	if d := src.drops.Load(); d != 0 {
@@ -164,6 +165,13 @@ func TestRecordS3(t *testing.T) {
 		if u != segmentFile(spooled[i].Seq) {
 			t.Fatalf("playlist entry %d is %s, want %s", i, u, segmentFile(spooled[i].Seq))
 		}
+	}
+	m, err := r.readManifest(ctx, "live/cam/"+rec.Session+"/"+manifestName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := m.Segments[0].Time.Sub(pushed); d < -time.Second || d > time.Second {
+		t.Errorf("first program date-time %v is %v from the start of the push", m.Segments[0].Time, d)
 	}
 	for _, tag := range []string{"#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-ENDLIST", "#EXT-X-PROGRAM-DATE-TIME:", "#EXT-X-TARGETDURATION:6"} {
 		if !strings.Contains(pl, tag) {

@@ -123,9 +123,22 @@ func (st *streamRec) record(ctx context.Context, rd PacketReader, log interface 
 	for {
 		pkts, err = rd.ReadPackets(ctx, pkts[:0])
 		now := time.Now()
+		// The newest packet of a batch is taken as "now"; older ones (the
+		// cached GOP a reader starts with) get their age, so that program
+		// date-times match when the frames went out.
+		var newest time.Duration
+		for _, p := range pkts {
+			if !p.Header && p.Kind != av.KindData {
+				newest = max(newest, p.DTS)
+			}
+		}
 		var werr error
 		for _, p := range pkts {
-			if werr = seg.write(p, now); werr != nil {
+			at := now
+			if age := newest - p.DTS; age > 0 && age < time.Minute {
+				at = now.Add(-age)
+			}
+			if werr = seg.write(p, at); werr != nil {
 				break
 			}
 		}
