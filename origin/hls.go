@@ -353,6 +353,14 @@ var errNoSegments = errors.New("no HLS segments yet")
 
 // serveHLS answers a playlist, segment, part or init file of app/name.
 func (h *Hub) serveHLS(w http.ResponseWriter, r *http.Request, rt route) {
+	if t := h.tsOut(rt.app, rt.name); t != nil {
+		if !tsFileRe.MatchString(rt.file) {
+			http.Error(w, "not found", http.StatusNotFound)
+			return
+		}
+		h.serveTS(w, r, t)
+		return
+	}
 	o, err := h.hls(rt.app, rt.name)
 	if err != nil {
 		notLive(w, err)

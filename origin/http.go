@@ -40,7 +40,7 @@ func parseRoute(p string) (route, bool) {
 		return route{}, false
 	}
 	if name, file, ok := strings.Cut(rest, "/"); ok {
-		if !validName(name) || !hlsFileRe.MatchString(file) {
+		if !validName(name) || !(hlsFileRe.MatchString(file) || tsFileRe.MatchString(file)) {
 			return route{}, false
 		}
 		return route{kind: routeHLS, app: app, name: name, file: file}, true

@@ -70,7 +70,8 @@ type entry struct {
 	stream    *Stream
 	feeds     map[string]*Feed
 	started   time.Time
-	hls       *hlsOutput // nil when HLS is off
+	hls       *hlsOutput // gohlslib (fmp4, low-latency); nil otherwise
+	ts        *tsOutput  // tshls (mpegts); nil otherwise
 	sw        *switcher
 	stop      chan struct{} // closed when the stream ends
 }
@@ -138,7 +139,16 @@ func (h *Hub) startLocked(app, name string) *entry {
 	e := &entry{app: app, name: name, stream: s, feeds: make(map[string]*Feed, 2), started: time.Now(),
 		stop: make(chan struct{})}
 	e.sw = newSwitcher(h.cfg, log, s, h.slates, h.m, h.policies[key])
-	if h.cfg.HLSVariant != HLSOff {
+	switch h.cfg.HLSVariant {
+	case HLSOff:
+	case HLSMPEGTS:
+		e.ts = newTSOutput(h.cfg, log, key, s)
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			e.ts.run()
+		}()
+	default:
 		e.hls = newHLSOutput(h.cfg, log, h.m, s)
 		h.wg.Add(1)
 		go func() {
@@ -254,6 +264,16 @@ func (h *Hub) stream(app, name string) (*Stream, error) {
 		return nil, fmt.Errorf("stream %s: %w", streamKey(app, name), ErrNotFound)
 	}
 	return e.stream, nil
+}
+
+// tsOut returns the MPEG-TS HLS output of app/name, nil when it has none.
+func (h *Hub) tsOut(app, name string) *tsOutput {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e := h.streams[streamKey(app, name)]; e != nil {
+		return e.ts
+	}
+	return nil
 }
 
 func (h *Hub) hls(app, name string) (*hlsOutput, error) {
