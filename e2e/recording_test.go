@@ -229,3 +229,41 @@ func TestRecordingBadStore(t *testing.T) {
 	}
 	t.Logf("stream status: %+v", *st.Live.Recording)
 }
+
+// TestRecordingRenditions: with recording.renditions, the renditions of a
+// recorded stream are recorded too (local sink, served by the node).
+func TestRecordingRenditions(t *testing.T) {
+	s := startServer(t, `transcode:
+  workers: 1
+  profiles:
+    - name: low
+      renditions:
+        - {name: low, width: 320, height: 180, video_kbps: 300, preset: ultrafast}
+recording:
+  segment_duration: 2s
+  session_gap: 2s
+  renditions: true
+streams:
+  - {app: live, name: recr, publish_token: rtok, profile: low, record: true}
+`)
+	push(t, s.rtmpURL("recr", "token=rtok"), false).Wait()
+	for _, tc := range []struct{ stream, size string }{{"recr", "640,360"}, {"recr_low", "320,180"}} {
+		var list recordingList
+		pollUntil(t, 30*time.Second, tc.stream+" recording ended", func() bool {
+			list = recordingList{}
+			code, err := s.api("GET", "/recordings?stream=live/"+tc.stream, nil, &list)
+			return err == nil && code == 200 && len(list.Recordings) == 1 && !list.Recordings[0].Live
+		})
+		rec := list.Recordings[0]
+		out, errOut, err := runTool(t, time.Minute, "ffprobe", "-v", "error", "-select_streams", "v:0",
+			"-show_entries", "stream=width,height:format=duration", "-of", "csv=p=0", rec.URL)
+		if err != nil {
+			t.Fatalf("ffprobe %s: %v: %s", rec.URL, err, errOut)
+		}
+		lines := strings.Fields(out)
+		if len(lines) < 2 || lines[0] != tc.size {
+			t.Errorf("%s: ffprobe %q, want %s", tc.stream, out, tc.size)
+		}
+		t.Logf("%s: %d segments, %.2f s, ffprobe %q", tc.stream, rec.Segments, rec.Duration, strings.Join(lines, " "))
+	}
+}

@@ -45,6 +45,9 @@ type Config struct {
 	// PublicURL is the base of node-served playback URLs, such as
 	// "http://host:8080"; the wiring fills it from the media listener.
 	PublicURL string `yaml:"public_url"`
+	// Renditions also records the renditions (app/NAME_<rendition>) of
+	// every recorded stream, each as a stream of its own.
+	Renditions bool `yaml:"renditions"`
 	// URLSecret signs node-served playback URLs; empty means a random key
 	// per process (URLs then end with a restart).
 	URLSecret string `yaml:"url_secret"`

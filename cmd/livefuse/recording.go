@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/livefuse/livefuse/bus"
 	"github.com/livefuse/livefuse/lms"
@@ -22,13 +24,19 @@ import (
 type recorder struct {
 	rec *recording.Recorder
 	reg *lms.Registry
+	tc  *transcoder
+	hub *origin.Hub
 	bus atomic.Pointer[bus.Publisher] // set once the bus is open
 	log *slog.Logger
+
+	renditions bool
+	mu         sync.Mutex
+	seen       map[string]map[string]bool // recorded stream → renditions seen live
 }
 
 // newRecorder builds the recorder (nothing is contacted yet). Playback URLs
 // point at the media listener unless recording.public_url is set.
-func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, log *slog.Logger) (*recorder, error) {
+func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, tc *transcoder, log *slog.Logger) (*recorder, error) {
 	rc := cfg.Recording
 	rc.DataDir = cfg.DataDir
 	if rc.PublicURL == "" {
@@ -42,7 +50,7 @@ func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, log *slog.Logge
 			}
 		}
 	}
-	r := &recorder{reg: reg, log: log}
+	r := &recorder{reg: reg, tc: tc, hub: hub, log: log, renditions: rc.Renditions, seen: map[string]map[string]bool{}}
 	rec, err := recording.New(rc, recording.Deps{Source: recordSource{hub}, Log: log, Events: r.event})
 	if err != nil {
 		return nil, err
@@ -87,14 +95,64 @@ func (r *recorder) event(e recording.Event) {
 func (r *recorder) start(ctx context.Context) {
 	r.rec.Start(ctx)
 	r.sync()
+	if r.renditions {
+		// Ladders start when a publisher joins: look for new renditions.
+		go func() {
+			t := time.NewTicker(renditionPoll)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					r.sync()
+				}
+			}
+		}()
+	}
 }
 
-// sync records exactly the enabled streams with record on.
+// renditionPoll is how often the renditions of recorded streams are looked for.
+const renditionPoll = time.Second
+
+// sync records exactly the enabled streams with record on and, with
+// recording.renditions, the renditions they had while they are live (kept
+// while their ladder restarts, so a session continues; dropped when the
+// stream itself is gone, since a rendition may outlive it on the slate).
 func (r *recorder) sync() {
 	var keys []string
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	recorded := map[string]bool{}
 	for _, s := range r.reg.List() {
-		if s.Enabled && s.Record {
-			keys = append(keys, s.App+"/"+s.Name)
+		if !s.Enabled || !s.Record {
+			continue
+		}
+		key := s.App + "/" + s.Name
+		keys = append(keys, key)
+		recorded[key] = true
+		if !r.renditions || r.tc == nil {
+			continue
+		}
+		if _, live := r.hub.Status(s.App, s.Name); !live {
+			delete(r.seen, key)
+			continue
+		}
+		if st := r.tc.status(s.App, s.Name); st != nil {
+			for _, rk := range st.Renditions {
+				if r.seen[key] == nil {
+					r.seen[key] = map[string]bool{}
+				}
+				r.seen[key][rk] = true
+			}
+		}
+		for rk := range r.seen[key] {
+			keys = append(keys, rk)
+		}
+	}
+	for k := range r.seen {
+		if !recorded[k] {
+			delete(r.seen, k)
 		}
 	}
 	r.rec.Sync(keys)
