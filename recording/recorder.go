@@ -100,6 +100,7 @@ type Recorder struct {
 
 	mu       sync.Mutex
 	started  bool
+	running  bool // Start is through: Set starts streams at once
 	closed   bool
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -184,13 +185,13 @@ func (r *Recorder) Start(ctx context.Context) error {
 	}
 	r.up.start(r.ctx)
 	r.mu.Lock()
-	pending := r.pending
+	r.running = true
+	for k := range r.pending {
+		app, name := splitKey(k)
+		r.setLocked(app, name, true)
+	}
 	r.pending = nil
 	r.mu.Unlock()
-	for k := range pending {
-		app, name := splitKey(k)
-		r.Set(app, name, true)
-	}
 	if r.cfg.RetentionDays > 0 {
 		r.bg.Add(1)
 		go func() {
@@ -204,10 +205,14 @@ func (r *Recorder) Start(ctx context.Context) error {
 // Set turns recording of app/name on or off. While on, the recorder waits
 // for the stream to be live and records it.
 func (r *Recorder) Set(app, name string, on bool) {
-	key := app + "/" + name
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.started && !r.closed {
+	r.setLocked(app, name, on)
+}
+
+func (r *Recorder) setLocked(app, name string, on bool) {
+	key := app + "/" + name
+	if !r.running && !r.closed {
 		// Start runs the streams asked for before it.
 		if on {
 			r.pending[key] = true
@@ -218,14 +223,13 @@ func (r *Recorder) Set(app, name string, on bool) {
 	}
 	st := r.streams[key]
 	switch {
-	case on && st == nil && !r.closed && r.started:
+	case on && st == nil && !r.closed:
 		ctx, cancel := context.WithCancel(r.ctx)
-		st = &streamRec{r: r, app: app, name: name, cancel: cancel, done: make(chan struct{})}
+		st = &streamRec{r: r, app: app, name: name, cancel: cancel}
 		r.streams[key] = st
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			defer close(st.done)
 			st.run(ctx)
 		}()
 		r.log.Info("recording on", "stream", key)

@@ -22,7 +22,6 @@ type streamRec struct {
 	r         *Recorder
 	app, name string
 	cancel    context.CancelFunc
-	done      chan struct{}
 	// stopReq is set (to the reason) to make the worker stop recording the
 	// current session, e.g. when the spool is full.
 	stopReq atomic.Pointer[string]
