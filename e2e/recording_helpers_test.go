@@ -206,8 +206,8 @@ type recordingList struct {
 	} `json:"sink"`
 }
 
-// streamStatus is the part of GET /api/v1/streams/{app}/{name} these tests read.
-type streamStatus struct {
+// recStreamStatus is the part of GET /api/v1/streams/{app}/{name} these tests read.
+type recStreamStatus struct {
 	Live *struct {
 		Recording *struct {
 			State    string `json:"state"`
@@ -218,8 +218,8 @@ type streamStatus struct {
 	} `json:"live"`
 }
 
-// runTool runs a command with a timeout, returning stdout and stderr.
-func runTool(t *testing.T, timeout time.Duration, name string, args ...string) (string, string, error) {
+// recRun runs a command with a timeout, returning stdout and stderr.
+func recRun(t *testing.T, timeout time.Duration, name string, args ...string) (string, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -230,8 +230,8 @@ func runTool(t *testing.T, timeout time.Duration, name string, args ...string) (
 	return out.String(), errb.String(), err
 }
 
-// pollUntil calls cond every 100 ms until it is true or within passes.
-func pollUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+// recPoll calls cond every 100 ms until it is true or within passes.
+func recPoll(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {

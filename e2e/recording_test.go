@@ -48,7 +48,7 @@ func TestRecordingToMinIO(t *testing.T) {
 	}
 
 	// Playback through presigned segment URLs.
-	out, errOut, err := runTool(t, time.Minute, "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", rec.URL)
+	out, errOut, err := recRun(t, time.Minute, "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", rec.URL)
 	if err != nil {
 		t.Fatalf("ffprobe %s: %v: %s", rec.URL, err, errOut)
 	}
@@ -56,7 +56,7 @@ func TestRecordingToMinIO(t *testing.T) {
 	if dur < 10-2 || dur > 10+2 {
 		t.Errorf("ffprobe duration %.2f s of a 10 s push: more than one segment (2 s) off", dur)
 	}
-	if _, errOut, err := runTool(t, time.Minute, "ffmpeg", "-nostdin", "-v", "error", "-i", rec.URL, "-f", "null", "-"); err != nil || errOut != "" {
+	if _, errOut, err := recRun(t, time.Minute, "ffmpeg", "-nostdin", "-v", "error", "-i", rec.URL, "-f", "null", "-"); err != nil || errOut != "" {
 		t.Errorf("decoding the recording: %v %s", err, errOut)
 	}
 	t.Logf("recorded %d segments, %.2f s (ffprobe %.2f s)", rec.Segments, rec.Duration, dur)
@@ -64,9 +64,9 @@ func TestRecordingToMinIO(t *testing.T) {
 	// The control API switches recording of a live stream off: the session
 	// ends (VOD) and the status no longer shows recording; the stream plays on.
 	push(t, s.rtmpURL("rec", "token=rectoken"), true)
-	var st streamStatus
-	pollUntil(t, 20*time.Second, "second session recording", func() bool {
-		st = streamStatus{}
+	var st recStreamStatus
+	recPoll(t, 20*time.Second, "second session recording", func() bool {
+		st = recStreamStatus{}
 		s.api("GET", "/streams/live/rec", nil, &st)
 		return st.Live != nil && st.Live.Recording != nil && st.Live.Recording.Segments >= 1
 	})
@@ -74,13 +74,13 @@ func TestRecordingToMinIO(t *testing.T) {
 	if code, err := s.api("PATCH", "/streams/live/rec", map[string]any{"record": off}, nil); err != nil || code != 200 {
 		t.Fatalf("PATCH record=false: %d %v", code, err)
 	}
-	pollUntil(t, 10*time.Second, "recording off in the status", func() bool {
-		st = streamStatus{}
+	recPoll(t, 10*time.Second, "recording off in the status", func() bool {
+		st = recStreamStatus{}
 		s.api("GET", "/streams/live/rec", nil, &st)
 		return st.Live != nil && st.Live.Recording == nil
 	})
 	var list2 recordingList
-	pollUntil(t, 10*time.Second, "second session ended", func() bool {
+	recPoll(t, 10*time.Second, "second session ended", func() bool {
 		list2 = recordingList{}
 		s.api("GET", "/recordings?stream=live/rec", nil, &list2)
 		return len(list2.Recordings) == 2 && !list2.Recordings[0].Live && list2.Recordings[0].Stopped == ""
@@ -93,7 +93,7 @@ func TestRecordingToMinIO(t *testing.T) {
 func waitRecording(t *testing.T, s *server, within time.Duration) recordingList {
 	t.Helper()
 	var list recordingList
-	pollUntil(t, within, "recording listed as ended", func() bool {
+	recPoll(t, within, "recording listed as ended", func() bool {
 		list = recordingList{}
 		code, err := s.api("GET", "/recordings?stream=live/rec", nil, &list)
 		return err == nil && code == 200 && len(list.Recordings) == 1 && !list.Recordings[0].Live
@@ -112,9 +112,9 @@ func TestRecordingSpoolSurvivesKill(t *testing.T) {
 	s := startServer(t, recordingYAML(m, "vod", minioPass)+recStreamYAML)
 
 	ff := push(t, s.rtmpURL("rec", "token=rectoken"), true)
-	var st streamStatus
-	pollUntil(t, 20*time.Second, "3 segments pending", func() bool {
-		st = streamStatus{}
+	var st recStreamStatus
+	recPoll(t, 20*time.Second, "3 segments pending", func() bool {
+		st = recStreamStatus{}
 		s.api("GET", "/streams/live/rec", nil, &st)
 		return st.Live != nil && st.Live.Recording != nil && st.Live.Recording.Pending >= 3
 	})
@@ -189,13 +189,13 @@ func TestRecordingSpoolSurvivesKill(t *testing.T) {
 	if n := strings.Count(pl, "#EXTINF:"); n != rec.Segments || !strings.Contains(pl, "#EXT-X-ENDLIST") {
 		t.Fatalf("playlist lists %d of %d segments:\n%s", n, rec.Segments, pl)
 	}
-	if _, errOut, err := runTool(t, time.Minute, "ffmpeg", "-nostdin", "-v", "error", "-i", rec.URL, "-f", "null", "-"); err != nil || errOut != "" {
+	if _, errOut, err := recRun(t, time.Minute, "ffmpeg", "-nostdin", "-v", "error", "-i", rec.URL, "-f", "null", "-"); err != nil || errOut != "" {
 		t.Errorf("decoding the recording: %v %s", err, errOut)
 	}
 	if rec.Stopped != "node restarted" {
 		t.Errorf("stopped %q, want \"node restarted\"", rec.Stopped)
 	}
-	pollUntil(t, 5*time.Second, "spool emptied", func() bool {
+	recPoll(t, 5*time.Second, "spool emptied", func() bool {
 		left, _ := filepath.Glob(filepath.Join(s.dir, "data", "recording-spool", "live", "rec", "*", "*"))
 		return len(left) == 0
 	})
@@ -209,7 +209,7 @@ func TestRecordingBadStore(t *testing.T) {
 	m := startMinio(t)
 	m.makeBucket(t, "vod")
 	s := startServer(t, recordingYAML(m, "vod", "wrong-secret")+recStreamYAML)
-	pollUntil(t, 10*time.Second, "start-up report", func() bool {
+	recPoll(t, 10*time.Second, "start-up report", func() bool {
 		return strings.Contains(s.logs(), "recording sink is not usable") && strings.Contains(s.logs(), "credentials refused")
 	})
 	push(t, s.rtmpURL("rec", "token=rectoken"), true)
@@ -217,9 +217,9 @@ func TestRecordingBadStore(t *testing.T) {
 	p := playFLV(t, s.flvURL("rec"), false)
 	p.waitFrames(t, 50, 10*time.Second)
 
-	var st streamStatus
-	pollUntil(t, 15*time.Second, "recording error in the stream status", func() bool {
-		st = streamStatus{}
+	var st recStreamStatus
+	recPoll(t, 15*time.Second, "recording error in the stream status", func() bool {
+		st = recStreamStatus{}
 		s.api("GET", "/streams/live/rec", nil, &st)
 		return st.Live != nil && st.Live.Recording != nil && strings.Contains(st.Live.Recording.Error, "credentials refused")
 	})
@@ -249,13 +249,13 @@ streams:
 	push(t, s.rtmpURL("recr", "token=rtok"), false).Wait()
 	for _, tc := range []struct{ stream, size string }{{"recr", "640,360"}, {"recr_low", "320,180"}} {
 		var list recordingList
-		pollUntil(t, 30*time.Second, tc.stream+" recording ended", func() bool {
+		recPoll(t, 30*time.Second, tc.stream+" recording ended", func() bool {
 			list = recordingList{}
 			code, err := s.api("GET", "/recordings?stream=live/"+tc.stream, nil, &list)
 			return err == nil && code == 200 && len(list.Recordings) == 1 && !list.Recordings[0].Live
 		})
 		rec := list.Recordings[0]
-		out, errOut, err := runTool(t, time.Minute, "ffprobe", "-v", "error", "-select_streams", "v:0",
+		out, errOut, err := recRun(t, time.Minute, "ffprobe", "-v", "error", "-select_streams", "v:0",
 			"-show_entries", "stream=width,height:format=duration", "-of", "csv=p=0", rec.URL)
 		if err != nil {
 			t.Fatalf("ffprobe %s: %v: %s", rec.URL, err, errOut)
