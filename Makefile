@@ -7,7 +7,7 @@ GOTEST_TIMEOUT ?= 15m
 APT_PKGS := ffmpeg nginx-light
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps minio build run run-config test test-unit test-e2e bench lint fuzz clean
+.PHONY: all deps minio build run run-dual run-config test test-unit test-e2e bench lint fuzz clean
 
 all: build
 
@@ -34,6 +34,10 @@ build:
 # run starts livefuse with the embedded defaults (data in ./livefuse-data).
 run: deps build
 	$(BIN)/livefuse serve $(if $(CONFIG),--config $(CONFIG),)
+
+# run-dual starts units a and b (and an nginx edge) on one machine: deploy/run-dual.sh.
+run-dual: deps build
+	deploy/run-dual.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
