@@ -178,16 +178,21 @@ func (m *minioProc) get(t *testing.T, bucket, key string) []byte {
 	return b.Bytes()
 }
 
-// recordingYAML is the recording section for the S3 sink of m.
+// recordingYAML is the recording section for the S3 sink of m, with 2 s
+// segments.
 func recordingYAML(m *minioProc, bucket, secret string) string {
+	return recordingYAMLSeg(m, bucket, secret, "2s")
+}
+
+func recordingYAMLSeg(m *minioProc, bucket, secret, seg string) string {
 	return fmt.Sprintf(`recording:
   sink: s3
-  segment_duration: 2s
+  segment_duration: %s
   session_gap: 2s
   retry_min: 200ms
   retry_max: 1s
   s3: {endpoint: %q, bucket: %q, region: us-east-1, access_key: %q, secret_key: %q}
-`, m.addr, bucket, minioUser, secret)
+`, seg, m.addr, bucket, minioUser, secret)
 }
 
 // recordingList is the body of GET /api/v1/recordings.
@@ -198,6 +203,7 @@ type recordingList struct {
 		Duration float64 `json:"duration"`
 		Segments int     `json:"segments"`
 		URL      string  `json:"url"`
+		Playlist string  `json:"playlist_url"`
 		Stopped  string  `json:"stopped"`
 	} `json:"recordings"`
 	Sink struct {

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,14 +19,15 @@ const recStreamYAML = `streams:
   - {name: rec, publish_token: rectoken, record: true}
 `
 
-// TestRecordingToMinIO pushes the 10 s clip to a stream with record on and
-// plays the recording back from a real MinIO through the listed URL.
+// TestRecordingToMinIO pushes 30 s (the 10 s clip three times) to a stream
+// with record on, in the default 6 s segments, and plays the recording back
+// from a real MinIO through the listed URL.
 func TestRecordingToMinIO(t *testing.T) {
 	m := startMinio(t)
 	m.makeBucket(t, "vod")
-	s := startServer(t, recordingYAML(m, "vod", minioPass)+recStreamYAML)
+	s := startServer(t, recordingYAMLSeg(m, "vod", minioPass, "6s")+recStreamYAML)
 
-	push(t, s.rtmpURL("rec", "token=rectoken"), false).Wait()
+	ffmpegCmd(t, "-re", "-stream_loop", "2", "-i", env.clip, "-c", "copy", "-f", "flv", s.rtmpURL("rec", "token=rectoken")).Wait()
 	list := waitRecording(t, s, 30*time.Second)
 	rec := list.Recordings[0]
 
@@ -53,8 +56,12 @@ func TestRecordingToMinIO(t *testing.T) {
 		t.Fatalf("ffprobe %s: %v: %s", rec.URL, err, errOut)
 	}
 	dur, _ := strconv.ParseFloat(strings.TrimSpace(out), 64)
-	if dur < 10-2 || dur > 10+2 {
-		t.Errorf("ffprobe duration %.2f s of a 10 s push: more than one segment (2 s) off", dur)
+	if dur < 30-6 || dur > 30+6 {
+		t.Errorf("ffprobe duration %.2f s of a 30 s push: more than one segment (6 s) off", dur)
+	}
+	// The stored playlist itself, through its presigned URL.
+	if got := httpGetBody(t, rec.Playlist); got != pl {
+		t.Errorf("presigned playlist differs from the stored one:\n%s", got)
 	}
 	if _, errOut, err := recRun(t, time.Minute, "ffmpeg", "-nostdin", "-v", "error", "-i", rec.URL, "-f", "null", "-"); err != nil || errOut != "" {
 		t.Errorf("decoding the recording: %v %s", err, errOut)
@@ -266,4 +273,19 @@ streams:
 		}
 		t.Logf("%s: %d segments, %.2f s, ffprobe %q", tc.stream, rec.Segments, rec.Duration, strings.Join(lines, " "))
 	}
+}
+
+func httpGetBody(t *testing.T, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s %v: %s", url, resp.Status, err, b)
+	}
+	return string(b)
 }
