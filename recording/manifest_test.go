@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func testManifest(n int, ended bool) Manifest {
@@ -182,5 +184,33 @@ func TestConfigDefaults(t *testing.T) {
 				t.Fatalf("defaults %+v", c)
 			}
 		})
+	}
+}
+
+func TestCollector(t *testing.T) {
+	r, err := New(Config{DataDir: t.TempDir()}, Deps{Source: &testStream{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.count.spooled.Add(3)
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(r.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		m := mf.GetMetric()[0]
+		if c := m.GetCounter(); c != nil {
+			got[mf.GetName()] = c.GetValue()
+		} else {
+			got[mf.GetName()] = m.GetGauge().GetValue()
+		}
+	}
+	if len(got) != 9 || got["livefuse_recording_segments_spooled_total"] != 3 || got["livefuse_recording_sink_ok"] != 1 {
+		t.Fatalf("metrics %v", got)
 	}
 }

@@ -97,6 +97,7 @@ type Recorder struct {
 	up     *uploader
 
 	spoolUsed atomic.Int64
+	count     counters
 
 	mu       sync.Mutex
 	started  bool

@@ -177,6 +177,7 @@ func (st *streamRec) stop(s *session, reason string) {
 	st.state, st.stopReason = "stopped", reason
 	st.mu.Unlock()
 	st.endSession(s, reason)
+	st.r.count.stopped.Add(1)
 	st.r.emit(Event{Type: EventRecordingStopped, App: st.app, Name: st.name, Session: s.id(), Error: reason})
 }
 
@@ -329,6 +330,7 @@ func (s *session) addSegment(f finished) error {
 		os.Remove(f.path)
 		return fmt.Errorf("%w: %w", errSpoolWrite, err)
 	}
+	s.r.count.spooled.Add(1)
 	s.r.emit(Event{Type: EventSegmentSpooled, App: s.m.App, Name: s.m.Name, Session: s.m.Session, Seq: seq, Size: seg.Size, SHA256: seg.SHA256})
 	s.r.up.add(job{s: s, seq: seq})
 	s.r.spoolAdded(seg.Size)
@@ -375,6 +377,8 @@ func (s *session) uploaded(seq int) error {
 		}
 	}
 	s.r.spoolUsed.Add(-size)
+	s.r.count.uploaded.Add(1)
+	s.r.count.uploadedBytes.Add(size)
 	s.r.emit(ev)
 	return err
 }

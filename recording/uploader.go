@@ -142,6 +142,7 @@ func (u *uploader) do(ctx context.Context, j job) {
 			return
 		}
 		r.setSinkErr(err)
+		r.count.failures.Add(1)
 		if attempt == 1 || attempt%10 == 0 {
 			r.log.Warn("recording upload failed; retrying", "stream", j.s.m.App+"/"+j.s.m.Name,
 				"session", j.s.m.Session, "seq", j.seq, "attempt", attempt, "retry_in", delay, "err", err)
