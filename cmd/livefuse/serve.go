@@ -132,7 +132,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	media := &http.Server{Handler: cm.wrap(rec.media(crypt.media(hub.Handler()))), ReadHeaderTimeout: 10 * time.Second}
 	go media.Serve(mediaLn)
 
-	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc, rec}, log, promReg)
+	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc, rec, cfg.Unit}, log, promReg)
 	if err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}
@@ -302,9 +302,10 @@ func (p playSource) Subscribe(app, name string) (ingest.PacketReader, error) {
 
 // liveSource adapts the origin Hub to lms.LiveSource.
 type liveSource struct {
-	hub *origin.Hub
-	tc  *transcoder
-	rec *recorder
+	hub  *origin.Hub
+	tc   *transcoder
+	rec  *recorder
+	unit string
 }
 
 func (l liveSource) LiveStatus(app, name string) (lms.LiveStatus, bool) {
@@ -313,6 +314,9 @@ func (l liveSource) LiveStatus(app, name string) (lms.LiveStatus, bool) {
 		return lms.LiveStatus{}, false
 	}
 	ls := toLiveStatus(st)
+	sw := toUnitStatus(st.Switch)
+	sw.Unit, sw.ReportedAt = l.unit, time.Now().UTC()
+	ls.Switch = &sw
 	ls.Transcode = l.tc.status(app, name)
 	ls.Recording = l.rec.status(app, name)
 	return ls, true

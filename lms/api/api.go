@@ -304,6 +304,9 @@ type LiveStatus struct {
 	DroppedReaders int64     `json:"dropped_readers"`
 	StartedAt      time.Time `json:"started_at"`
 	UptimeSeconds  float64   `json:"uptime_seconds"`
+	// Switch is this unit's main/backup switcher for the stream (the
+	// other units' are in StreamInfo.Units, when the store has them).
+	Switch *UnitStatus `json:"switch,omitempty"`
 	// Transcode is the stream's ladder (nil when it has no profile).
 	Transcode *TranscodeStatus `json:"transcode,omitempty"`
 	// Recording is the stream's recording (nil when recording is off).
