@@ -20,6 +20,7 @@ type route struct {
 	kind      routeKind
 	app, name string
 	file      string // HLS file name
+	variant   string // ABR variant (abr.go), "" for the stream's own files
 }
 
 // hlsFileRe matches the file names gohlslib serves: the multivariant and
@@ -40,6 +41,9 @@ func parseRoute(p string) (route, bool) {
 		return route{}, false
 	}
 	if name, file, ok := strings.Cut(rest, "/"); ok {
+		if v, f, ok := variantFile(file); ok && validName(name) {
+			return route{kind: routeHLS, app: app, name: name, file: f, variant: v}, true
+		}
 		if !validName(name) || !(hlsFileRe.MatchString(file) || tsFileRe.MatchString(file)) {
 			return route{}, false
 		}
@@ -56,6 +60,7 @@ func parseRoute(p string) (route, bool) {
 //
 //	GET /{app}/{name}.flv              HTTP-FLV
 //	GET /{app}/{name}/index.m3u8       HLS (and the playlists and segments it lists)
+//	GET /{app}/{name}/v/{variant}/...  ABR HLS variants (abr.go)
 //
 // with CORS on every answer, play authorization (Config.Authorize: 403 on
 // refusal) and 404 for a stream that is not live.
@@ -96,9 +101,9 @@ func (h *Hub) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch rt.kind {
 	case routeFLV:
-		h.serveFLV(w, r, rt)
+		h.serveFLVAlias(w, r, rt)
 	case routeHLS:
-		h.serveHLS(w, r, rt)
+		h.serveABR(w, r, rt)
 	}
 }
 

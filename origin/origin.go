@@ -94,6 +94,15 @@ type Config struct {
 	// playlist's query on to the files it lists), q its query. nil lets
 	// everyone play. Set by the wiring, not by YAML.
 	Authorize func(app, name, uri string, q url.Values) error `yaml:"-"`
+	// Variants lists the renditions of app/name for ABR HLS (abr.go): when
+	// it returns any and HLSVariant is mpegts, /{app}/{name}/index.m3u8 is
+	// a multivariant playlist of the source and these. nil: no ABR. Set by
+	// the wiring, called per playlist and variant request.
+	Variants func(app, name string) []Variant `yaml:"-"`
+	// PlayAlias names the stream that players of app/name get instead of
+	// it (HTTP-FLV and HLS; a watermarked source). nil: none. Set by the
+	// wiring, called per play request.
+	PlayAlias func(app, name string) (string, bool) `yaml:"-"`
 }
 
 // DefaultConfig returns the defaults.
