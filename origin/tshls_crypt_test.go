@@ -123,7 +123,7 @@ func TestEncryptedToggle(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	pl := string(e.hls.playlist(""))
-	feed.Close()
+	_ = hub.Kick("live", "x") // ends the stream; a closed feed may leave a slate playing
 	<-e.Done()
 	want := func(from int) []*av.Packet {
 		var out []*av.Packet
