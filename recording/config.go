@@ -54,6 +54,11 @@ type Config struct {
 
 	// DataDir is the node's data directory (set by the wiring).
 	DataDir string `yaml:"-"`
+	// Unit, when set, ends every session id ("20261201T100000Z-a"): each
+	// origin unit of a deployment records on its own, and their copies
+	// must not share object keys. The wiring sets it when there are
+	// several units.
+	Unit string `yaml:"-"`
 }
 
 // LocalConfig is the local directory sink.
@@ -145,6 +150,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Local.Dir == "" {
 		c.Local.Dir = filepath.Join(c.DataDir, "recordings")
+	}
+	if c.Unit != "" && !validName(c.Unit) {
+		return c, fmt.Errorf("recording: unit %q: want letters, digits, '.', '_' and '-'", c.Unit)
 	}
 	switch {
 	case c.SegmentDuration < 100*time.Millisecond:

@@ -208,7 +208,7 @@ func (r *Recorder) MediaHandler() http.Handler {
 			http.NotFound(w, req)
 			return
 		}
-		if _, err := time.Parse(sessionFmt, parts[2]); err != nil {
+		if _, err := parseSessionID(parts[2]); err != nil {
 			http.NotFound(w, req)
 			return
 		}

@@ -18,7 +18,7 @@ func TestLocalSessionGap(t *testing.T) {
 	c := makeClip(t, 10, "640x360")
 	src := &testStream{}
 	ev := &events{}
-	cfg := Config{SegmentDuration: 2 * time.Second, SessionGap: 1500 * time.Millisecond, RetentionDays: 1}
+	cfg := Config{SegmentDuration: 2 * time.Second, SessionGap: 1500 * time.Millisecond, RetentionDays: 1, Unit: "unit-b"}
 	r := newTestRecorder(t, cfg, src, ev)
 	r.Set("live", "cam", true)
 	waitFor(t, 5*time.Second, "recorder subscribed", func() bool { return r.Status("live", "cam").State == "waiting" })
@@ -37,6 +37,9 @@ func TestLocalSessionGap(t *testing.T) {
 		t.Fatalf("list: %v %+v", err, recs)
 	}
 	first := recs[0]
+	if !strings.HasSuffix(first.Session, "Z-unit-b") {
+		t.Errorf("session id %q lacks the unit", first.Session)
+	}
 	if d := first.Duration - (p1 + p2).Seconds(); d > 0.5 || d < -0.5 {
 		t.Errorf("session lasts %.2f s, pushed %.2f s in two runs", first.Duration, (p1 + p2).Seconds())
 	}

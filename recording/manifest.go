@@ -23,7 +23,7 @@ const (
 type Manifest struct {
 	App     string    `json:"app"`
 	Name    string    `json:"name"`
-	Session string    `json:"session"` // start time, sessionFmt
+	Session string    `json:"session"` // start time (sessionFmt), then "-UNIT" with several units
 	Start   time.Time `json:"start"`
 	// Ended is set when the session is over (publisher gone longer than
 	// session_gap, recording switched off or stopped, node restarted).
@@ -70,7 +70,7 @@ func (m *Manifest) validate() error {
 	if !validName(m.App) || !validName(m.Name) {
 		return errors.New("invalid app or name")
 	}
-	if _, err := time.Parse(sessionFmt, m.Session); err != nil {
+	if _, err := parseSessionID(m.Session); err != nil {
 		return fmt.Errorf("session id: %w", err)
 	}
 	if len(m.Segments) > maxManifestSegments {
@@ -97,8 +97,24 @@ func (m *Manifest) validate() error {
 
 func segmentFile(seq int) string { return fmt.Sprintf("seg-%06d.ts", seq) }
 
-// sessionID formats a session start.
-func sessionID(t time.Time) string { return t.UTC().Format(sessionFmt) }
+// sessionID formats a session start, with the recording unit (if any) after
+// it, so that the units of one deployment never write the same keys.
+func sessionID(t time.Time, unit string) string {
+	id := t.UTC().Format(sessionFmt)
+	if unit != "" {
+		id += "-" + unit
+	}
+	return id
+}
+
+// parseSessionID returns the start time of a session id.
+func parseSessionID(id string) (time.Time, error) {
+	ts, unit, found := strings.Cut(id, "-")
+	if found && !validName(unit) {
+		return time.Time{}, fmt.Errorf("session id %q: bad unit", id)
+	}
+	return time.Parse(sessionFmt, ts)
+}
 
 // Duration is the total of the segment durations.
 func (m *Manifest) Duration() float64 {

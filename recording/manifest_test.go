@@ -11,7 +11,7 @@ import (
 
 func testManifest(n int, ended bool) Manifest {
 	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	m := Manifest{App: "live", Name: "cam", Session: sessionID(start), Start: start, Ended: ended, Segments: []Segment{}}
+	m := Manifest{App: "live", Name: "cam", Session: sessionID(start, ""), Start: start, Ended: ended, Segments: []Segment{}}
 	for i := 1; i <= n; i++ {
 		m.Segments = append(m.Segments, Segment{Seq: i, File: segmentFile(i), Size: 100, SHA256: strings.Repeat("a", 64),
 			MD5: strings.Repeat("b", 32), Duration: 6, Time: start.Add(time.Duration(i-1) * 6 * time.Second), Uploaded: true})
@@ -104,6 +104,8 @@ func TestParseManifest(t *testing.T) {
 		{"valid", func(*Manifest) {}, ""},
 		{"bad app", func(m *Manifest) { m.App = "../x" }, "invalid app"},
 		{"bad session", func(m *Manifest) { m.Session = "yesterday" }, "session id"},
+		{"session of a unit", func(m *Manifest) { m.Session += "-b" }, ""},
+		{"session with a bad unit", func(m *Manifest) { m.Session += "-../b" }, "unit"},
 		{"seq not increasing", func(m *Manifest) { m.Segments[1].Seq = 1; m.Segments[1].File = segmentFile(1) }, "seq"},
 		{"file does not match seq", func(m *Manifest) { m.Segments[0].File = "../../etc/passwd" }, "file"},
 		{"checksum missing", func(m *Manifest) { m.Segments[0].SHA256 = "" }, "checksum"},

@@ -47,7 +47,7 @@ func (r *Recorder) Expire(ctx context.Context, now time.Time) (int, error) {
 		if len(parts) != 4 {
 			continue
 		}
-		start, err := time.Parse(sessionFmt, parts[2])
+		start, err := parseSessionID(parts[2])
 		if err != nil || !start.Before(cutoff) {
 			continue
 		}

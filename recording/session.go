@@ -232,14 +232,14 @@ func (s *session) key(file string) string {
 // newSession creates the spool directory and manifest of a new session.
 func (r *Recorder) newSession(app, name string, now time.Time) (*session, error) {
 	now = now.UTC().Truncate(time.Second)
-	id := sessionID(now)
+	id := sessionID(now, r.cfg.Unit)
 	dir := filepath.Join(r.cfg.SpoolDir, app, name, id)
 	r.mu.Lock()
 	if r.sessions[dir] != nil {
 		// Same second as the previous session of this stream: take the next.
 		for r.sessions[dir] != nil {
 			now = now.Add(time.Second)
-			id = sessionID(now)
+			id = sessionID(now, r.cfg.Unit)
 			dir = filepath.Join(r.cfg.SpoolDir, app, name, id)
 		}
 	}

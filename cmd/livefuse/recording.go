@@ -39,6 +39,9 @@ type recorder struct {
 func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, tc *transcoder, log *slog.Logger) (*recorder, error) {
 	rc := cfg.Recording
 	rc.DataDir = cfg.DataDir
+	if len(cfg.Units) > 1 {
+		rc.Unit = cfg.Unit // every unit records; their copies keep apart
+	}
 	if rc.PublicURL == "" {
 		host := cfg.HTTP.PublicHost
 		if host == "" {
