@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -290,6 +291,32 @@ func newEncoder(t *testing.T, url, clip string) *encoder {
 	return e
 }
 
+// checkHLSDiscontinuity waits for the playlist to mark a discontinuity
+// (the switch to a feed with other parameters) and probes the segment
+// after it: it must carry the new feed's resolution.
+func checkHLSDiscontinuity(t *testing.T, url, size string) {
+	t.Helper()
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		body, err := httpGet(url)
+		if err == nil {
+			if _, after, ok := bytes.Cut([]byte(body), []byte("#EXT-X-DISCONTINUITY\n")); ok {
+				if m := segRe.FindSubmatch(after); m != nil {
+					seg := url[:len(url)-len("index.m3u8")] + string(m[1])
+					out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "stream=width,height", "-of", "csv=s=x:p=0", seg).CombinedOutput()
+					// TS: the stream shows once per program and once alone.
+					if got := strings.Fields(string(out)); err != nil || len(got) == 0 || got[0] != size {
+						t.Errorf("segment after the discontinuity: %q (%v), want %s", got, err, size)
+					}
+					return
+				}
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Errorf("no #EXT-X-DISCONTINUITY in the HLS playlist after a switch to a feed with other parameters")
+}
+
 // TestFailoverDrills: SIGKILL and SIGSTOP of the main encoder, return to
 // main, forced switches, both encoders gone (slate) — with main at 640x360
 // and backup at 854x480, so every switch also changes codec parameters.
@@ -348,6 +375,9 @@ func TestFailoverDrills(t *testing.T) {
 		at := p.waitSource(t, "backup", t0, 5*time.Second)
 		time.Sleep(500 * time.Millisecond)
 		kill.add(p.gap(t0, at.Add(300*time.Millisecond)))
+		if i == 0 {
+			checkHLSDiscontinuity(t, s.hlsURL("ha"), "854x480")
+		}
 		restartMain()
 
 		// Silent stall: the encoder freezes, its connection stays open.
