@@ -43,7 +43,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	reg := lms.NewRegistry(store, log)
 
 	auth := &authorizer{reg: reg}
-	hub, err := origin.NewHub(withAuth(cfg.Origin, auth), log, promReg)
+	hooks := &playHooks{} // ABR variants and watermarked sources, from the transcoder
+	hub, err := origin.NewHub(hooks.config(withAuth(cfg.Origin, auth)), log, promReg)
 	if err != nil {
 		return fmt.Errorf("origin: %w", err)
 	}
@@ -53,6 +54,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("transcode: %w", err)
 	}
 	defer tc.Close()
+	hooks.set(tc)
 	crypt, err := newCryptLayer(cfg.Encryption, cfg.DataDir, hub, reg, store, auth, log)
 	if err != nil {
 		return fmt.Errorf("encryption: %w", err)
@@ -66,7 +68,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// Accepted feeds go to this unit's origin and, relayed, to every other unit.
 	relay := newRelay(cfg, transcodeSink{sink{hub}, tc}, log)
 	defer relay.Close()
-	deps := ingest.Deps{Sink: relay, Auth: auth, Play: playSource{hub}}
+	deps := ingest.Deps{Sink: relay, Auth: auth, Play: playSource{hub, hooks.alias}}
 	puller := ingest.NewPuller(deps, log)
 	defer puller.Close()
 
@@ -289,10 +291,17 @@ func (s sink) Publish(app, name, feed string, src av.Source) (ingest.FeedWriter,
 	return f, nil
 }
 
-// playSource adapts the origin Hub to ingest.PlaySource.
-type playSource struct{ hub *origin.Hub }
+// playSource adapts the origin Hub to ingest.PlaySource; alias names the
+// stream RTMP players of app/name get (a watermarked source).
+type playSource struct {
+	hub   *origin.Hub
+	alias func(app, name string) (string, bool)
+}
 
 func (p playSource) Subscribe(app, name string) (ingest.PacketReader, error) {
+	if a, ok := p.alias(app, name); ok {
+		name = a
+	}
 	r, err := p.hub.Subscribe(app, name)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +44,9 @@ type transcoder struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	mu     sync.Mutex // serialises profile changes
+	// wmSource holds the names of the profiles with watermark_source: their
+	// streams play the watermarked rendition in place of the original.
+	wmSource atomic.Pointer[map[string]bool]
 }
 
 func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, reg *lms.Registry, store *lms.Store,
@@ -127,7 +131,84 @@ func (t *transcoder) reload(ctx context.Context) (int64, error) {
 			return 0, err
 		}
 	}
+	t.noteProfiles(ps)
 	return rev, nil
+}
+
+// noteProfiles records which profiles watermark the source.
+func (t *transcoder) noteProfiles(ps []transcode.Profile) {
+	m := make(map[string]bool, len(ps))
+	for _, p := range ps {
+		if p.WatermarkSource {
+			m[p.Name] = true
+		}
+	}
+	t.wmSource.Store(&m)
+}
+
+// variants lists the renditions of app/name for ABR HLS: those of its
+// running ladder, less the watermarked source (which plays as the source
+// through playAlias).
+func (t *transcoder) variants(app, name string) []origin.Variant {
+	if t.pool == nil {
+		return nil
+	}
+	st, ok := t.pool.Status(app, name)
+	if !ok || st.State != transcode.StateRunning {
+		return nil
+	}
+	var out []origin.Variant
+	for _, r := range st.Renditions {
+		if r.Name == transcode.RenditionSource {
+			continue
+		}
+		out = append(out, origin.Variant{Name: r.Name, Stream: transcode.RenditionStream(name, r.Name),
+			Width: r.Width, Height: r.Height, FrameRate: r.MaxFPS})
+	}
+	return out
+}
+
+// playAlias names the stream players of app/name get: NAME_source when
+// its profile watermarks the source. The original is then never played,
+// also while the watermarked rendition is not live (the pool full, ffmpeg
+// missing): players get 404 rather than the unmarked picture.
+func (t *transcoder) playAlias(app, name string) (string, bool) {
+	s, ok := t.reg.Get(app, name)
+	if !ok || s.Profile == "" {
+		return "", false
+	}
+	if m := t.wmSource.Load(); m != nil && (*m)[s.Profile] {
+		return transcode.RenditionStream(name, transcode.RenditionSource), true
+	}
+	return "", false
+}
+
+// playHooks give the origin (origin.Config.Variants and PlayAlias) and
+// RTMP play the transcoder's view of a stream. The hub is made before the
+// transcoder, so the hooks find it through a pointer set once it exists;
+// until then no stream has renditions or an alias.
+type playHooks struct{ tc atomic.Pointer[transcoder] }
+
+func (p *playHooks) config(c origin.Config) origin.Config {
+	c.Variants = p.variants
+	c.PlayAlias = p.alias
+	return c
+}
+
+func (p *playHooks) set(t *transcoder) { p.tc.Store(t) }
+
+func (p *playHooks) variants(app, name string) []origin.Variant {
+	if t := p.tc.Load(); t != nil {
+		return t.variants(app, name)
+	}
+	return nil
+}
+
+func (p *playHooks) alias(app, name string) (string, bool) {
+	if t := p.tc.Load(); t != nil {
+		return t.playAlias(app, name)
+	}
+	return "", false
 }
 
 // watch applies profile changes made through any node.
@@ -313,6 +394,7 @@ func (t *transcoder) change(w http.ResponseWriter, r *http.Request, name string,
 			t.log.Error("apply profiles", "err", err)
 		}
 	}
+	t.noteProfiles(set)
 	t.log.Info("transcode profile stored", "profile", p.Name, "replaced", replaced)
 	status := http.StatusCreated
 	if replaced {
