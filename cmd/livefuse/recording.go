@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/livefuse/livefuse/bus"
 	"github.com/livefuse/livefuse/lms"
 	"github.com/livefuse/livefuse/lms/api"
@@ -36,7 +38,8 @@ type recorder struct {
 
 // newRecorder builds the recorder (nothing is contacted yet). Playback URLs
 // point at the media listener unless recording.public_url is set.
-func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, tc *transcoder, log *slog.Logger) (*recorder, error) {
+func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, tc *transcoder, log *slog.Logger,
+	promReg prometheus.Registerer) (*recorder, error) {
 	rc := cfg.Recording
 	rc.DataDir = cfg.DataDir
 	if len(cfg.Units) > 1 {
@@ -59,6 +62,9 @@ func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, tc *transcoder,
 		return nil, err
 	}
 	r.rec = rec
+	if err := promReg.Register(rec.Collector()); err != nil {
+		log.Warn("recording metrics not registered", "err", err)
+	}
 	return r, nil
 }
 

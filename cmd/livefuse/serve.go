@@ -59,7 +59,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return fmt.Errorf("encryption: %w", err)
 	}
-	rec, err := newRecorder(cfg, hub, reg, tc, log)
+	rec, err := newRecorder(cfg, hub, reg, tc, log, promReg)
 	if err != nil {
 		return fmt.Errorf("recording: %w", err)
 	}
