@@ -3,27 +3,33 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 GOTEST_TIMEOUT ?= 15m
-# Debian packages the tests drive for real: ffmpeg/ffprobe (push, play, probe), nginx (CDN edge).
-APT_PKGS := ffmpeg nginx-light
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps minio build run run-dual run-config test test-unit test-e2e bench lint fuzz clean
+.PHONY: all deps edge-deps test-deps minio build run run-dual run-config test test-unit test-e2e bench lint fuzz clean
 
 all: build
 
-# deps installs what the server and the tests need when it is missing.
+# deps installs what the server needs when it is missing: ffmpeg (slate,
+# transcoding). test-deps adds what the tests drive for real: nginx (CDN
+# edge), Debian's Chromium and node/npm with the pinned players (browser
+# tests); minio is built separately (below).
 deps:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { echo "installing: ffmpeg"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
+	@ffmpeg -hide_banner -version | head -1
+
+edge-deps:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "installing: nginx-light"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light >/dev/null; }
+
+test-deps: deps edge-deps
 	@missing=""; \
-	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
-	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
-	: "encryption e2e: Debian's Chromium (driven by playwright-core) and node/npm for the pinned players"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@ffmpeg -hide_banner -version | head -1
 	@# hls.js, mpegts.js and playwright-core at the versions web/package-lock.json pins (web/node_modules is gitignored).
 	@[ web/node_modules/.package-lock.json -nt web/package-lock.json ] || (cd web && npm ci --no-audit --no-fund --loglevel=error)
 
@@ -36,7 +42,7 @@ run: deps build
 	$(BIN)/livefuse serve $(if $(CONFIG),--config $(CONFIG),)
 
 # run-dual starts units a and b (and an nginx edge) on one machine: deploy/run-dual.sh.
-run-dual: deps build
+run-dual: deps edge-deps build
 	deploy/run-dual.sh
 
 lint:
@@ -52,7 +58,7 @@ minio:
 	@bin="$$($(GO) env GOPATH)/bin/minio"; [ -x "$$bin" ] || { echo "installing minio $(MINIO_VERSION)"; \
 	  GOFLAGS= $(GO) install github.com/minio/minio@$(MINIO_VERSION); }
 
-test: deps minio lint
+test: test-deps minio lint
 	$(GO) test -count=1 -timeout $(GOTEST_TIMEOUT) ./...
 	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) ./origin/...
 
