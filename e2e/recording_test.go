@@ -67,6 +67,11 @@ func TestRecordingToMinIO(t *testing.T) {
 		t.Errorf("decoding the recording: %v %s", err, errOut)
 	}
 	t.Logf("recorded %d segments, %.2f s (ffprobe %.2f s)", rec.Segments, rec.Duration, dur)
+	metrics := httpGetBody(t, "http://127.0.0.1:"+strconv.Itoa(s.apiPort)+"/metrics")
+	if !strings.Contains(metrics, "livefuse_recording_segments_uploaded_total "+strconv.Itoa(rec.Segments)+"\n") ||
+		!strings.Contains(metrics, "livefuse_recording_sink_ok 1\n") {
+		t.Errorf("metrics lack the recording figures")
+	}
 
 	// The control API switches recording of a live stream off: the session
 	// ends (VOD) and the status no longer shows recording; the stream plays on.

@@ -153,10 +153,10 @@ func (s *S3Sink) Check(ctx context.Context) error {
 	defer cancel()
 	ok, err := s.mc.BucketExists(ctx, s.cfg.Bucket)
 	if err != nil {
-		return fmt.Errorf("s3 sink %s: %w", s, describeS3(err))
+		return fmt.Errorf("s3 sink %s: %w", s.cfg.Endpoint, describeS3(err))
 	}
 	if !ok {
-		return fmt.Errorf("s3 sink %s: bucket %q does not exist", s, s.cfg.Bucket)
+		return fmt.Errorf("s3 sink %s: bucket %q does not exist", s.cfg.Endpoint, s.cfg.Bucket)
 	}
 	return nil
 }
