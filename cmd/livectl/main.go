@@ -4,6 +4,7 @@
 //
 //	livectl [--api URL] [--token T] streams list|get|create|patch|delete|kick ...
 //	livectl decrypt [-o FILE] [--auth-key T] [--keys URL] [--key HEX] INPUT
+//	livectl [--api URL] [--token T] cdn vendors|vendor|plan|quality|blacklist ...
 //
 // The API URL comes from --api or LIVEFUSE_API (default
 // http://127.0.0.1:9090), the bearer token from --token or LIVEFUSE_TOKEN.
@@ -52,6 +53,8 @@ commands (NAME is "name" or "app/name"):
          (applies live, at the next keyframe)
   decrypt [-o FILE] [--auth-key T] [--keys URL] [--key HEX] FILE|URL|-
          (encrypted FLV to clear FLV, byte for byte; decrypt --help)
+  cdn vendors|vendor NAME|plan|quality VENDOR|blacklist list|add|rm ...
+         (the CDN mixer; livectl cdn for its usage)
 
 environment: LIVEFUSE_API (default ` + defaultAPI + `), LIVEFUSE_TOKEN
 `
@@ -85,6 +88,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return decrypt(ctx, rest[1:], stdout, stderr)
+	}
+	if len(rest) >= 1 && rest[0] == "cdn" {
+		return cdn(api.NewClient(*apiURL, *token), rest[1:], stdout, stderr)
 	}
 	if len(rest) < 2 || rest[0] != "streams" {
 		if len(rest) == 1 && rest[0] == "help" {

@@ -145,3 +145,11 @@ func (c *Client) SwitchStream(ctx context.Context, app, name, feed string) (Stre
 func (c *Client) KickStream(ctx context.Context, app, name string) error {
 	return c.do(ctx, http.MethodPost, streamPath(app, name)+"/kick", nil, nil)
 }
+
+// Call sends method path (e.g. "/api/v1/cdn/plan", with its query) with
+// body encoded as JSON when not nil, and decodes the JSON answer into out
+// when not nil (a *json.RawMessage keeps it as sent). It is the way to
+// the routes this client has no method for.
+func (c *Client) Call(ctx context.Context, method, path string, body, out any) error {
+	return c.do(ctx, method, path, body, out)
+}
