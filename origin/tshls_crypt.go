@@ -47,6 +47,7 @@ type Encrypted struct {
 	enc     *encryption.Encryptor
 	flv     *Stream
 	hls     *tshls
+	ownHLS  bool // hls is this Encrypted's own (the hub has no MPEG-TS output)
 	newKey  func(ctx context.Context) (*encryption.Key, error)
 	done    chan struct{}
 	enabled atomic.Bool
@@ -104,15 +105,30 @@ func (h *Hub) StartEncrypted(app, name string, cfg EncryptedConfig) (*Encrypted,
 	if err != nil {
 		return nil, err
 	}
-	e.hls = newTSHLS(tshlsConfig{
-		Stream:          key,
-		SegmentDuration: h.cfg.HLSSegmentDuration,
-		SegmentCount:    h.cfg.HLSSegmentCount,
-		Encrypted:       cfg.Enabled,
-		RotateSegments:  cfg.RotateSegments,
-		NewKey:          e.hlsKey,
-		Logger:          log,
-	})
+	// The hub's MPEG-TS HLS packager does SAMPLE-AES itself once it has
+	// a key source; without one (another HLS variant) Encrypted runs its
+	// own.
+	if ts := h.tsOut(app, name); ts != nil {
+		e.hls = ts.pk
+		e.hls.setKeySource(e.hlsKey, cfg.RotateSegments)
+		if cfg.Enabled {
+			// Segments made before now are clear: hide them.
+			e.hls.hideClearSegments()
+		} else {
+			e.hls.setEncrypted(false)
+		}
+	} else {
+		e.ownHLS = true
+		e.hls = newTSHLS(tshlsConfig{
+			Stream:          key,
+			SegmentDuration: h.cfg.HLSSegmentDuration,
+			SegmentCount:    h.cfg.HLSSegmentCount,
+			Encrypted:       cfg.Enabled,
+			RotateSegments:  cfg.RotateSegments,
+			NewKey:          e.hlsKey,
+			Logger:          log,
+		})
+	}
 	e.src = s.subscribe(true)
 	go e.run()
 	return e, nil
@@ -179,7 +195,9 @@ func (e *Encrypted) Close() { e.src.Close() }
 func (e *Encrypted) run() {
 	defer close(e.done)
 	defer e.flv.Close()
-	defer e.hls.close()
+	if e.ownHLS {
+		defer e.hls.close()
+	}
 	defer e.src.Close()
 	pkts := make([]*av.Packet, 0, 64)
 	out := make([]*av.Packet, 0, 4)
@@ -206,7 +224,9 @@ func (e *Encrypted) write(p *av.Packet, out *[]*av.Packet) {
 			e.log.Error("encrypted outputs: packet skipped on bad media", "panic", fmt.Sprint(r))
 		}
 	}()
-	e.hls.writePacket(p)
+	if e.ownHLS {
+		e.hls.writePacket(p)
+	}
 	var err error
 	*out, err = e.enc.Encrypt((*out)[:0], p)
 	if err != nil {
@@ -260,8 +280,15 @@ func (e *Encrypted) signalFor(p *av.Packet, join bool) *av.Packet {
 	return s[0].sig
 }
 
-// ServeHTTP serves the encrypted outputs: {name}.flv as HTTP-FLV,
-// index.m3u8 and seg<N>.ts as HLS. Authorization is the caller's.
+// ServesHLS reports whether HLS must be served by ServeHTTP: true when
+// the hub has no MPEG-TS HLS output of its own for the stream (its HLS
+// variant is fMP4 or off). Otherwise the hub's own HLS output (whose
+// packager this Encrypted drives) serves the encrypted HLS.
+func (e *Encrypted) ServesHLS() bool { return e.ownHLS }
+
+// ServeHTTP serves the encrypted outputs: {name}.flv as HTTP-FLV, and
+// index.m3u8 and seg<N>.ts as HLS when ServesHLS. Authorization is the
+// caller's.
 func (e *Encrypted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasSuffix(r.URL.Path, ".flv") {
 		e.serveFLV(w, r)

@@ -21,8 +21,16 @@ import (
 // by an onEncryption tag, and the state follows the toggles. HLS gets
 // METHOD=NONE and the key back at segment boundaries.
 func TestEncryptedToggle(t *testing.T) {
+	// With the hub's MPEG-TS HLS output, Encrypted drives its packager;
+	// with HLS off in the hub, it runs its own.
+	for _, v := range []string{HLSMPEGTS, HLSOff} {
+		t.Run(v, func(t *testing.T) { testEncryptedToggle(t, v) })
+	}
+}
+
+func testEncryptedToggle(t *testing.T, variant string) {
 	cfg := DefaultConfig()
-	cfg.HLSVariant = HLSOff
+	cfg.HLSVariant = variant
 	cfg.HLSSegmentCount = 20
 	hub, err := NewHub(cfg, nil, nil)
 	if err != nil {
@@ -40,6 +48,9 @@ func TestEncryptedToggle(t *testing.T) {
 	}
 	srv := httptest.NewServer(e)
 	defer srv.Close()
+	if e.ServesHLS() != (variant == HLSOff) {
+		t.Fatalf("ServesHLS %v with hub HLS %s", e.ServesHLS(), variant)
+	}
 
 	ps := synthGOPs(t, 0, 12, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

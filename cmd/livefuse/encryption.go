@@ -318,8 +318,10 @@ func (l *cryptLayer) streamChanged(old, cur *lms.Stream) {
 	}
 }
 
-// media serves /keys/ and /player/, and the play URLs of streams with
-// encrypted outputs; everything else goes to next.
+// media serves /keys/ and /player/, and the HTTP-FLV of streams with
+// encrypted outputs (and their HLS when the origin's HLS variant is not
+// MPEG-TS; otherwise the origin's own HLS output is the encrypted one);
+// everything else goes to next.
 func (l *cryptLayer) media(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
@@ -335,7 +337,7 @@ func (l *cryptLayer) media(next http.Handler) http.Handler {
 			if app, name, uri, ok := playRoute(p); ok {
 				// attach also closes the race with run's polling for a
 				// stream that just went live.
-				if e := l.attach(app, name, false); e != nil {
+				if e := l.attach(app, name, false); e != nil && (strings.HasSuffix(p, ".flv") || e.ServesHLS()) {
 					select {
 					case <-e.Done():
 					default:
