@@ -229,3 +229,36 @@ streams:
 		}
 	}
 }
+
+// TestABRQueuedLadder: a stream whose ladder waits for a worker (the pool
+// is full) has a multivariant playlist listing only its source, so its
+// index.m3u8 keeps its kind; the renditions appear once the ladder runs.
+func TestABRQueuedLadder(t *testing.T) {
+	s := startServer(t, `transcode:
+  workers: 1
+  profiles:
+    - name: one
+      renditions:
+        - {name: 180p, width: 320, height: 180, video_kbps: 200, preset: ultrafast}
+streams:
+  - {app: live, name: qa, publish_token: "atok", profile: one}
+  - {app: live, name: qb, publish_token: "btok", profile: one}
+`)
+	clip := tcClip(t, "640x360", 4)
+	stopA := tcPush(t, clip, s.rtmpURL("qa", "token=atok"))
+	waitLive(t, s.flvURL("qa_180p"), 15*time.Second)
+	tcPush(t, clip, s.rtmpURL("qb", "token=btok"))
+	tcPoll(t, 10*time.Second, "qb queued", func() bool { st := s.tcStatus(t, "qb"); return st != nil && st.State == "queued" })
+	m := abrMultivariant(t, s.hlsURL("qb"), 1, 15*time.Second)
+	if v := m.Variants[0]; v.URI != "v/source/index.m3u8" || v.Resolution != "640x360" {
+		t.Fatalf("queued ladder: variant %s %s, want the source", v.URI, v.Resolution)
+	}
+	if errs := decodeErrors(t, variantURL(t, s.hlsURL("qb"), m.Variants[0]), 2); errs != "" {
+		t.Errorf("source variant: %s", errs)
+	}
+	stopA()
+	m = abrMultivariant(t, s.hlsURL("qb"), 2, 20*time.Second)
+	if v := m.Variants[1]; v.URI != "v/180p/index.m3u8" || v.Resolution != "320x180" {
+		t.Fatalf("after the ladder started: variant %s %s", v.URI, v.Resolution)
+	}
+}

@@ -44,9 +44,9 @@ type transcoder struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	mu     sync.Mutex // serialises profile changes
-	// wmSource holds the names of the profiles with watermark_source: their
-	// streams play the watermarked rendition in place of the original.
-	wmSource atomic.Pointer[map[string]bool]
+	// profs holds the profiles by name, for the play hooks (ABR variants,
+	// watermarked sources), which must not take t.mu or read etcd.
+	profs atomic.Pointer[map[string]transcode.Profile]
 }
 
 func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, reg *lms.Registry, store *lms.Store,
@@ -135,35 +135,55 @@ func (t *transcoder) reload(ctx context.Context) (int64, error) {
 	return rev, nil
 }
 
-// noteProfiles records which profiles watermark the source.
+// noteProfiles records the profiles for the play hooks.
 func (t *transcoder) noteProfiles(ps []transcode.Profile) {
-	m := make(map[string]bool, len(ps))
+	m := make(map[string]transcode.Profile, len(ps))
 	for _, p := range ps {
-		if p.WatermarkSource {
-			m[p.Name] = true
-		}
+		m[p.Name] = p
 	}
-	t.wmSource.Store(&m)
+	t.profs.Store(&m)
 }
 
-// variants lists the renditions of app/name for ABR HLS: those of its
-// running ladder, less the watermarked source (which plays as the source
-// through playAlias).
+// profileOf returns the profile of registered stream app/name.
+func (t *transcoder) profileOf(app, name string) (transcode.Profile, bool) {
+	s, ok := t.reg.Get(app, name)
+	if !ok || s.Profile == "" {
+		return transcode.Profile{}, false
+	}
+	m := t.profs.Load()
+	if m == nil {
+		return transcode.Profile{}, false
+	}
+	p, ok := (*m)[s.Profile]
+	return p, ok
+}
+
+// variants lists the renditions of app/name for ABR HLS, less the
+// watermarked source (which plays as the source through playAlias): those
+// of its running ladder, else those of its profile. So a stream with a
+// ladder profile keeps a multivariant index.m3u8 while its ladder waits
+// for a worker (the origin lists only the renditions that are live), and
+// a player's index.m3u8 does not change kind when the ladder starts.
 func (t *transcoder) variants(app, name string) []origin.Variant {
-	if t.pool == nil {
-		return nil
-	}
-	st, ok := t.pool.Status(app, name)
-	if !ok || st.State != transcode.StateRunning {
-		return nil
-	}
 	var out []origin.Variant
-	for _, r := range st.Renditions {
-		if r.Name == transcode.RenditionSource {
-			continue
+	add := func(w, h int, rname string, fps float64) {
+		if rname != transcode.RenditionSource {
+			out = append(out, origin.Variant{Name: rname, Stream: transcode.RenditionStream(name, rname),
+				Width: w, Height: h, FrameRate: fps})
 		}
-		out = append(out, origin.Variant{Name: r.Name, Stream: transcode.RenditionStream(name, r.Name),
-			Width: r.Width, Height: r.Height, FrameRate: r.MaxFPS})
+	}
+	if t.pool != nil {
+		if st, ok := t.pool.Status(app, name); ok && st.State == transcode.StateRunning {
+			for _, r := range st.Renditions {
+				add(r.Width, r.Height, r.Name, r.MaxFPS)
+			}
+			return out
+		}
+	}
+	if p, ok := t.profileOf(app, name); ok {
+		for _, r := range p.Renditions {
+			add(r.Width, r.Height, r.Name, r.MaxFPS)
+		}
 	}
 	return out
 }
@@ -173,11 +193,7 @@ func (t *transcoder) variants(app, name string) []origin.Variant {
 // also while the watermarked rendition is not live (the pool full, ffmpeg
 // missing): players get 404 rather than the unmarked picture.
 func (t *transcoder) playAlias(app, name string) (string, bool) {
-	s, ok := t.reg.Get(app, name)
-	if !ok || s.Profile == "" {
-		return "", false
-	}
-	if m := t.wmSource.Load(); m != nil && (*m)[s.Profile] {
+	if p, ok := t.profileOf(app, name); ok && p.WatermarkSource {
 		return transcode.RenditionStream(name, transcode.RenditionSource), true
 	}
 	return "", false
