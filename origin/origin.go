@@ -6,7 +6,9 @@
 // recorder or relay is a Reader of it, with its own bounded queue, so a slow
 // reader never slows the writer or any other reader. The Hub also serves the
 // HTTP outputs: HTTP-FLV (/{app}/{name}.flv) and HLS
-// (/{app}/{name}/index.m3u8 and its segments, packaged by gohlslib).
+// (/{app}/{name}/index.m3u8 and its segments, packaged by tshls, or by
+// gohlslib for fmp4 and low-latency); for a stream with renditions
+// (Config.Variants) index.m3u8 is a multivariant playlist (abr.go).
 package origin
 
 import (
