@@ -49,17 +49,22 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkEncryptedFanout compares the CPU cost of 500 HTTP-FLV players
-// of one 6 Mbit/s stream, clear and encrypted. Clear: the stream with an
-// HLS packager (tshls, clear) and 500 readers that encode every packet as
+// BenchmarkEncryptedFanout compares the CPU cost of one and of 500
+// HTTP-FLV players of one 6 Mbit/s stream, clear and encrypted. Clear: the stream with an
+// HLS packager (tshls, clear) and the readers, which encode every packet as
 // an FLV tag, as serveFLV does. Encrypted: the same stream feeding the
 // encrypted outputs (one encryption per packet for FLV, SAMPLE-AES HLS)
-// and 500 readers of the encrypted stream doing the same, with the
+// and the readers of the encrypted stream doing the same, with the
 // onEncryption lookup at keyframes. One op is one second of media; the
 // writer waits until every reader has taken it, so no reader skips.
 // cpu-ms/s-media is process CPU (all goroutines) per second of media.
 func BenchmarkEncryptedFanout(b *testing.B) {
-	const players = 500
+	for _, players := range []int{1, 500} {
+		benchEncryptedFanout(b, players)
+	}
+}
+
+func benchEncryptedFanout(b *testing.B, players int) {
 	seconds := make([][]*av.Packet, 4)
 	for i := range seconds {
 		seconds[i] = media6M(b, i)
@@ -155,7 +160,7 @@ func BenchmarkEncryptedFanout(b *testing.B) {
 					q.DTS += off
 					feed.WritePacket(&q)
 				}
-				want += int64(len(sec)) * players
+				want += int64(len(sec) * players)
 				for deadline := time.Now().Add(30 * time.Second); taken.Load() < want; {
 					if time.Now().After(deadline) {
 						b.Fatalf("readers took %d of %d packets", taken.Load(), want)
