@@ -373,3 +373,22 @@ func TestSnapFPS(t *testing.T) {
 		}
 	}
 }
+
+func FuzzABRRoute(f *testing.F) {
+	for _, s := range []string{"/live/cam/v/480p/seg3.ts", "/live/cam/v/source/index.m3u8", "/live/cam/v/../index.m3u8",
+		"/live/cam/v//index.m3u8", "/live/cam/v/a/b/seg1.ts", "/live/cam/v/x/seg+1.ts"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		rt, ok := parseRoute(p)
+		if !ok || rt.variant == "" {
+			return
+		}
+		if rt.kind != routeHLS || !validName(rt.app) || !validName(rt.name) || !validName(rt.variant) || !tsFileRe.MatchString(rt.file) {
+			t.Fatalf("%q: accepted %+v", p, rt)
+		}
+		if want := "/" + rt.app + "/" + rt.name + "/v/" + rt.variant + "/" + rt.file; p != want {
+			t.Fatalf("%q: parsed as %q", p, want)
+		}
+	})
+}
