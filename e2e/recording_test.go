@@ -294,3 +294,31 @@ func httpGetBody(t *testing.T, url string) string {
 	}
 	return string(b)
 }
+
+// TestRecordingOtherUnit: a unit left out of recording.units records
+// nothing, and still answers the listing.
+func TestRecordingOtherUnit(t *testing.T) {
+	s := startServer(t, `recording:
+  segment_duration: 1s
+  units: [b]
+streams:
+  - {name: rec, publish_token: rectoken, record: true}
+`)
+	push(t, s.rtmpURL("rec", "token=rectoken"), true)
+	waitLive(t, s.flvURL("rec"), 15*time.Second)
+	time.Sleep(3 * time.Second) // three segments, were it recording
+	var st recStreamStatus
+	if _, err := s.api("GET", "/streams/live/rec", nil, &st); err != nil || st.Live == nil || st.Live.Recording != nil {
+		t.Fatalf("stream status %+v (%v): want live, not recording", st.Live, err)
+	}
+	var list recordingList
+	if code, err := s.api("GET", "/recordings?stream=live/rec", nil, &list); err != nil || code != 200 || len(list.Recordings) != 0 {
+		t.Fatalf("listing %d %v %+v, want none", code, err, list)
+	}
+	if left, _ := filepath.Glob(filepath.Join(s.dir, "data", "recording-spool", "*", "*", "*", "*")); len(left) != 0 {
+		t.Fatalf("spool files on a unit that does not record: %v", left)
+	}
+	if !strings.Contains(s.logs(), "this unit does not record") {
+		t.Errorf("no start-up note that this unit does not record")
+	}
+}

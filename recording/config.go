@@ -45,6 +45,10 @@ type Config struct {
 	// PublicURL is the base of node-served playback URLs, such as
 	// "http://host:8080"; the wiring fills it from the media listener.
 	PublicURL string `yaml:"public_url"`
+	// Units, when not empty, names the origin units that record (the
+	// others only list and serve recordings); empty means every unit
+	// records, each copy under its own session ids.
+	Units []string `yaml:"units"`
 	// Renditions also records the renditions (app/NAME_<rendition>) of
 	// every recorded stream, each as a stream of its own.
 	Renditions bool `yaml:"renditions"`

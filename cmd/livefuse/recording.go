@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,7 @@ type recorder struct {
 	log *slog.Logger
 
 	renditions bool
+	off        bool // this unit does not record (recording.units)
 	mu         sync.Mutex
 	seen       map[string]map[string]bool // recorded stream → renditions seen live
 }
@@ -42,8 +44,9 @@ func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, tc *transcoder,
 	promReg prometheus.Registerer) (*recorder, error) {
 	rc := cfg.Recording
 	rc.DataDir = cfg.DataDir
-	if len(cfg.Units) > 1 {
-		rc.Unit = cfg.Unit // every unit records; their copies keep apart
+	off := len(rc.Units) > 0 && !slices.Contains(rc.Units, cfg.Unit)
+	if len(cfg.Units) > 1 && len(rc.Units) != 1 {
+		rc.Unit = cfg.Unit // several units record; their copies keep apart
 	}
 	if rc.PublicURL == "" {
 		host := cfg.HTTP.PublicHost
@@ -56,7 +59,7 @@ func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, tc *transcoder,
 			}
 		}
 	}
-	r := &recorder{reg: reg, tc: tc, hub: hub, log: log, renditions: rc.Renditions, seen: map[string]map[string]bool{}}
+	r := &recorder{reg: reg, tc: tc, hub: hub, log: log, off: off, renditions: rc.Renditions, seen: map[string]map[string]bool{}}
 	rec, err := recording.New(rc, recording.Deps{Source: recordSource{hub}, Log: log, Events: r.event})
 	if err != nil {
 		return nil, err
@@ -102,6 +105,9 @@ func (r *recorder) event(e recording.Event) {
 // start checks the store (a bad store is logged and shown in the status;
 // the node serves on), replays the spool and follows the registry.
 func (r *recorder) start(ctx context.Context) {
+	if r.off {
+		r.log.Info("recording: this unit does not record (not in recording.units); it lists and serves recordings")
+	}
 	r.rec.Start(ctx)
 	r.sync()
 	if r.renditions {
@@ -134,6 +140,9 @@ func (r *recorder) sync() {
 	defer r.mu.Unlock()
 	recorded := map[string]bool{}
 	for _, s := range r.reg.List() {
+		if r.off {
+			break
+		}
 		if !s.Enabled || !s.Record {
 			continue
 		}
