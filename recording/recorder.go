@@ -10,6 +10,10 @@
 // reader of the stream (the stream drops it to the next keyframe when it is
 // slow), uploads run apart from the readers, and a full spool stops the
 // oldest live session's recording rather than anything else.
+//
+// A session ends when the stream has been gone for session_gap. While the
+// origin shows its slate (publisher lost, not yet back), the stream is not
+// gone: the recording carries the slate, as players saw it.
 package recording
 
 import (
