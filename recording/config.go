@@ -84,6 +84,9 @@ type S3Config struct {
 	SessionToken string `yaml:"session_token"`
 	// TLS turns https on.
 	TLS bool `yaml:"tls"`
+	// CAFile is a PEM file of extra CA certificates to trust (a private
+	// CA in front of MinIO); the system roots are trusted too.
+	CAFile string `yaml:"ca_file"`
 	// Prefix is put before APP/NAME/SESSION in object keys.
 	Prefix string `yaml:"prefix"`
 	// PartSize is the multipart part size; larger objects go up in parts.

@@ -3,6 +3,7 @@ package recording
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +73,7 @@ type minioServer struct {
 	bin, dir string
 	addr     string // 127.0.0.1:port
 	console  string
+	certs    string // with TLS: the certs dir (public.crt, private.key)
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	log      bytes.Buffer
@@ -106,7 +108,14 @@ func freePort(t testing.TB) int {
 func (m *minioServer) start() {
 	t := m.t
 	t.Helper()
-	cmd := exec.Command(m.bin, "server", m.dir, "--address", m.addr, "--console-address", m.console, "--quiet")
+	args := []string{"server", m.dir, "--address", m.addr, "--console-address", m.console, "--quiet"}
+	scheme, client := "http", http.DefaultClient
+	if m.certs != "" {
+		args = append(args, "--certs-dir", m.certs)
+		scheme = "https"
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	}
+	cmd := exec.Command(m.bin, args...)
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+minioUser, "MINIO_ROOT_PASSWORD="+minioPass,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1")
 	cmd.Stdout = &lockedBuf{mu: &m.mu, b: &m.log}
@@ -125,7 +134,7 @@ func (m *minioServer) start() {
 			t.Fatalf("minio exited at start:\n%s", m.logs())
 		default:
 		}
-		resp, err := http.Get("http://" + m.addr + "/minio/health/ready")
+		resp, err := client.Get(scheme + "://" + m.addr + "/minio/health/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -179,6 +188,8 @@ func (m *minioServer) s3Config(bucket string) S3Config {
 	c.Endpoint, c.Bucket, c.AccessKey, c.SecretKey, c.Region = m.addr, bucket, minioUser, minioPass, "us-east-1"
 	return c
 }
+
+var minioBucketOpts = minio.MakeBucketOptions{Region: "us-east-1"}
 
 // makeBucket creates bucket with a sink's client.
 func (m *minioServer) makeBucket(t testing.TB, bucket string) *S3Sink {

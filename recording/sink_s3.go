@@ -2,6 +2,8 @@ package recording
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -34,7 +36,23 @@ func NewS3Sink(cfg S3Config) (*S3Sink, error) {
 	} else {
 		creds = credentials.NewChainCredentials([]credentials.Provider{&credentials.EnvAWS{}, &credentials.EnvMinio{}})
 	}
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("s3 sink: ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("s3 sink: ca_file %s: no PEM certificate", cfg.CAFile)
+		}
+		tlsConf.RootCAs = pool
+	}
 	tr := &http.Transport{
+		TLSClientConfig:       tlsConf,
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost:   256,
@@ -163,11 +181,27 @@ func (s *S3Sink) Check(ctx context.Context) error {
 
 // describeS3 turns minio-go errors into messages an operator can act on.
 func describeS3(err error) error {
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var hne x509.HostnameError
+	switch {
+	case errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne):
+		return fmt.Errorf("endpoint's TLS certificate not trusted (s3.ca_file names a CA to trust): %w", err)
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return fmt.Errorf("endpoint speaks plain HTTP (s3.tls is on): %w", err)
+	case strings.Contains(err.Error(), "malformed HTTP response"):
+		return fmt.Errorf("endpoint speaks TLS (s3.tls is off): %w", err)
+	}
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "connection refused") {
 		return fmt.Errorf("endpoint unreachable: %w", err)
 	}
 	er := minio.ToErrorResponse(err)
+	if er.StatusCode == http.StatusBadRequest && (er.Code == "" || er.Code == "BadRequest" || strings.HasPrefix(er.Code, "400 ")) && !strings.Contains(er.Message, "bucket") {
+		// What a TLS listener answers to plain HTTP (Go: "Client sent
+		// an HTTP request to an HTTPS server").
+		return fmt.Errorf("endpoint refused the request (400): does it speak TLS while s3.tls is off? %w", err)
+	}
 	switch er.Code {
 	case "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken":
 		return fmt.Errorf("credentials refused (%s): %w", er.Code, err)
