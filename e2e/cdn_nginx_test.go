@@ -77,6 +77,15 @@ http {
   }
 }
 `, n.dir, port, originPort, cdnmix.AccessLogFormat)
+	n.launch(conf, "/")
+	return n
+}
+
+// launch writes conf into n.dir, starts nginx on it and waits until probe
+// (a path) answers on n.port. The process is stopped at cleanup.
+func (n *nginxVendor) launch(conf, probe string) {
+	t, name, port := n.t, n.name, n.port
+	t.Helper()
 	path := filepath.Join(n.dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -97,14 +106,13 @@ http {
 			t.Fatalf("nginx %s exited: %s", name, b)
 		default:
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, probe))
 		if err != nil {
 			return err
 		}
 		resp.Body.Close()
 		return nil
 	})
-	return n
 }
 
 func (n *nginxVendor) stop() {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -58,37 +57,8 @@ func startEdge(t *testing.T, port int, a, b *server) *nginxVendor {
 	os.MkdirAll(filepath.Join(n.dir, "tmp"), 0o755)
 	conf := strings.NewReplacer("@PREFIX@", n.dir, "@LISTEN@", fmt.Sprintf("127.0.0.1:%d", port),
 		"@UNIT_A@", fmt.Sprintf("127.0.0.1:%d", a.http), "@UNIT_B@", fmt.Sprintf("127.0.0.1:%d", b.http)).Replace(string(tmpl))
-	path := filepath.Join(n.dir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n.cmd = exec.Command(nginxBin(t), "-p", n.dir, "-c", path, "-e", filepath.Join(n.dir, "error.log"))
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	n.cmd.Stdout, n.cmd.Stderr = io.Discard, io.Discard
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.exited = make(chan struct{})
-	go func() { n.cmd.Wait(); close(n.exited) }()
-	t.Cleanup(n.stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-n.exited:
-			b, _ := os.ReadFile(filepath.Join(n.dir, "error.log"))
-			t.Fatalf("nginx edge exited: %s", b)
-		default:
-		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
-		if err == nil {
-			resp.Body.Close()
-			return n
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx edge not listening: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	n.launch(conf, "/healthz")
+	return n
 }
 
 var segRe = regexp.MustCompile(`(?m)^(seg[0-9]+\.ts)$`)
