@@ -99,7 +99,7 @@ func share(got []string, clip map[string]bool) (n int) {
 // TestEncryptionHLSFFmpeg: the HLS playlist of an encrypted stream is
 // SAMPLE-AES with the key service's URI; the key needs the play token
 // (403 without, 16 bytes with); FFmpeg decrypts the playlist with the key
-// and its decoded frames are the clip's frames.
+// and its decoded frames are the clip's frames; RTMP play is encrypted.
 func TestEncryptionHLSFFmpeg(t *testing.T) {
 	s := startEncrypted(t)
 	pl := signed(s.hlsURL("enc"), "/live/enc/index.m3u8")
@@ -143,6 +143,17 @@ func TestEncryptionHLSFFmpeg(t *testing.T) {
 	agot := packetHashes(t, "a", "-t", "4", "-i", pl, "-bsf:a", "aac_adtstoasc")
 	if an := share(agot, apk); len(agot) < 100 || an != len(agot) {
 		t.Fatalf("audio: %d of %d AAC frames are the clip's", an, len(agot))
+	}
+	// RTMP players get the encrypted stream too: none of their video
+	// packets is a clear packet of the clip.
+	vpk := map[string]bool{}
+	for _, h := range packetHashes(t, "v", "-i", env.clip) {
+		vpk[h] = true
+	}
+	rtmp := s.rtmpURL("enc", "auth_key="+authkey.Sign("/live/enc", encPlayKey, time.Now().Add(time.Minute), "r", "0"))
+	vgot := packetHashes(t, "v", "-t", "3", "-i", rtmp)
+	if n := share(vgot, vpk); len(vgot) < 30 || n > 0 {
+		t.Fatalf("RTMP play: %d of %d video packets are clear", n, len(vgot))
 	}
 }
 

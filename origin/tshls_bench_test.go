@@ -55,7 +55,7 @@ func cpuTime() time.Duration {
 // an FLV tag, as serveFLV does. Encrypted: the same stream feeding the
 // encrypted outputs (one encryption per packet for FLV, SAMPLE-AES HLS)
 // and the readers of the encrypted stream doing the same, with the
-// onEncryption lookup at keyframes. One op is one second of media; the
+// onEncryption packets put back (EncryptedReader). One op is one second of media; the
 // writer waits until every reader has taken it, so no reader skips.
 // cpu-ms/s-media is process CPU (all goroutines) per second of media.
 func BenchmarkEncryptedFanout(b *testing.B) {
@@ -119,25 +119,27 @@ func benchEncryptedFanout(b *testing.B, players int) {
 			var taken atomic.Int64
 			var wg sync.WaitGroup
 			for range players {
-				r := out.Subscribe()
+				// A player: a Reader of the clear stream, or an
+				// EncryptedReader (signals put back) of the encrypted one.
+				var r interface {
+					ReadPackets(context.Context, []*av.Packet) ([]*av.Packet, error)
+					Close()
+				} = out.Subscribe()
+				if enc != nil {
+					r.Close()
+					r = enc.Subscribe()
+				}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					defer r.Close()
 					buf := make([]*av.Packet, 0, 256)
 					tag := make([]byte, 0, 128<<10)
-					var last *av.Packet
 					for {
 						var err error
 						buf, err = r.ReadPackets(context.Background(), buf[:0])
 						n := 0
 						for _, p := range buf {
-							if enc != nil && p.Kind != av.KindData && !p.Header && (last == nil || p.Key) {
-								if sig := enc.signalFor(p, last == nil); sig != nil && sig != last {
-									last = sig
-									tag = av.AppendTag(tag[:0], sig)
-								}
-							}
 							tag = av.AppendTag(tag[:0], p)
 							if !p.Header && p.Kind != av.KindData {
 								n++

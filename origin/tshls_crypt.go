@@ -298,10 +298,52 @@ func (e *Encrypted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.hls.ServeHTTP(w, r)
 }
 
-// serveFLV streams the encrypted packets as HTTP-FLV. The onEncryption
-// tag in effect goes before the first media packet and before every
-// keyframe (and, for audio-only streams, every signalled sync point), so
-// a player joining or skipping ahead always knows the state.
+// EncryptedReader is one player's reader of the encrypted stream (for
+// HTTP-FLV and RTMP play): the encrypted packets, with the onEncryption
+// packet in effect put back before the first media packet and before
+// every sync point (keyframes; audio frames of audio-only streams), so a
+// player joining or skipping ahead always knows the state. It implements
+// ingest.PacketReader.
+type EncryptedReader struct {
+	e        *Encrypted
+	r        *Reader
+	buf      []*av.Packet
+	last     *av.Packet
+	started  bool
+	hasVideo bool
+}
+
+// Subscribe returns a player's reader of the encrypted stream.
+func (e *Encrypted) Subscribe() *EncryptedReader {
+	return &EncryptedReader{e: e, r: e.flv.Subscribe(), buf: make([]*av.Packet, 0, 256)}
+}
+
+// ReadPackets waits for packets and appends them to dst, signals
+// included; its errors are those of Reader.ReadPackets.
+func (er *EncryptedReader) ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packet, error) {
+	var err error
+	er.buf, err = er.r.ReadPackets(ctx, er.buf[:0])
+	for _, p := range er.buf {
+		if !er.started {
+			er.started = true
+			er.hasVideo, _, _ = er.e.flv.tracks()
+		}
+		if p.Kind != av.KindData && !p.Header && (er.last == nil || p.Key || p.Kind == av.KindAudio && !er.hasVideo) {
+			if sig := er.e.signalFor(p, er.last == nil); sig != nil && sig != er.last {
+				er.last = sig
+				dst = append(dst, sig)
+			}
+		}
+		dst = append(dst, p)
+	}
+	clear(er.buf)
+	return dst, err
+}
+
+// Close detaches the reader.
+func (er *EncryptedReader) Close() { er.r.Close() }
+
+// serveFLV streams the encrypted packets as HTTP-FLV (EncryptedReader).
 func (e *Encrypted) serveFLV(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	hdr.Set("Access-Control-Allow-Origin", "*")
@@ -312,7 +354,7 @@ func (e *Encrypted) serveFLV(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := e.flv
-	rd := s.Subscribe()
+	rd := e.Subscribe()
 	defer rd.Close()
 	log := e.log.With("remote", r.RemoteAddr)
 	rc := http.NewResponseController(w)
@@ -327,8 +369,6 @@ func (e *Encrypted) serveFLV(w http.ResponseWriter, r *http.Request) {
 		pkts     = make([]*av.Packet, 0, 256)
 		started  bool
 		sentMeta bool
-		lastSig  *av.Packet
-		hasVideo bool
 	)
 	for {
 		var rerr error
@@ -338,7 +378,6 @@ func (e *Encrypted) serveFLV(w http.ResponseWriter, r *http.Request) {
 			if !started {
 				started = true
 				v, a, _ := s.tracks()
-				hasVideo = v
 				if !v && !a {
 					v, a = true, true
 				}
@@ -349,13 +388,6 @@ func (e *Encrypted) serveFLV(w http.ResponseWriter, r *http.Request) {
 			} else if !sentMeta && p.Kind != av.KindData {
 				sentMeta = true
 				buf = av.AppendTag(buf, s.metaPacket(p.DTS))
-			}
-			// Signals precede keyframes, and sync points of audio-only streams.
-			if p.Kind != av.KindData && !p.Header && (lastSig == nil || p.Key || p.Kind == av.KindAudio && !hasVideo) {
-				if sig := e.signalFor(p, lastSig == nil); sig != nil && sig != lastSig {
-					lastSig = sig
-					buf = av.AppendTag(buf, sig)
-				}
 			}
 			buf = av.AppendTag(buf, p)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/livefuse/livefuse/authkey"
 	"github.com/livefuse/livefuse/encryption"
+	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
 	"github.com/livefuse/livefuse/origin"
 	"github.com/livefuse/livefuse/web"
@@ -317,6 +318,27 @@ func (l *cryptLayer) streamChanged(old, cur *lms.Stream) {
 		l.log.Error("encryption change failed", "stream", cur.App+"/"+cur.Name, "err", err)
 	}
 }
+
+// play gives RTMP players of a stream with encrypted outputs the
+// encrypted stream (onEncryption tags included, as over HTTP-FLV); other
+// streams come from next.
+func (l *cryptLayer) play(next ingest.PlaySource) ingest.PlaySource {
+	return playFunc(func(app, name string) (ingest.PacketReader, error) {
+		if e := l.attach(app, name, false); e != nil {
+			select {
+			case <-e.Done():
+			default:
+				return e.Subscribe(), nil
+			}
+		}
+		return next.Subscribe(app, name)
+	})
+}
+
+// playFunc is an ingest.PlaySource made of a func.
+type playFunc func(app, name string) (ingest.PacketReader, error)
+
+func (f playFunc) Subscribe(app, name string) (ingest.PacketReader, error) { return f(app, name) }
 
 // media serves /keys/ and /player/, and the HTTP-FLV of streams with
 // encrypted outputs (and their HLS when the origin's HLS variant is not
