@@ -26,6 +26,12 @@ type EncryptedConfig struct {
 	// RotateSegments rotates the HLS key every so many segments; 0 keeps
 	// the session key.
 	RotateSegments int
+	// FromStart says the stream was to be encrypted from its start: HLS
+	// segments the hub's packager made before the outputs started are
+	// clear and are taken out of the playlist. Leave it false when
+	// encryption is turned on during the session (those segments were
+	// meant to be clear, and players may be fetching them).
+	FromStart bool
 }
 
 // Encrypted is the encrypted side of one live stream: HTTP-FLV in the FLV
@@ -111,11 +117,11 @@ func (h *Hub) StartEncrypted(app, name string, cfg EncryptedConfig) (*Encrypted,
 	if ts := h.tsOut(app, name); ts != nil {
 		e.hls = ts.pk
 		e.hls.setKeySource(e.hlsKey, cfg.RotateSegments)
-		if cfg.Enabled {
-			// Segments made before now are clear: hide them.
+		switch {
+		case cfg.Enabled && cfg.FromStart:
 			e.hls.hideClearSegments()
-		} else {
-			e.hls.setEncrypted(false)
+		default:
+			e.hls.setEncrypted(cfg.Enabled)
 		}
 	} else {
 		e.ownHLS = true

@@ -42,7 +42,7 @@ func testEncryptedToggle(t *testing.T, variant string) {
 		t.Fatal(err)
 	}
 	ks := &encryption.MemKeyStore{}
-	e, err := hub.StartEncrypted("live", "x", EncryptedConfig{Enabled: true, NewKey: keySource(ks, "live/x")})
+	e, err := hub.StartEncrypted("live", "x", EncryptedConfig{Enabled: true, FromStart: true, NewKey: keySource(ks, "live/x")})
 	if err != nil {
 		t.Fatal(err)
 	}

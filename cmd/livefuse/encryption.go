@@ -293,6 +293,8 @@ func (l *cryptLayer) attach(app, name string, force bool) *origin.Encrypted {
 		Enabled:        registered && s.Encryption,
 		NewKey:         l.newKey(key),
 		RotateSegments: l.cfg.RotateSegments,
+		// Found flagged when it went live (not turned on just now).
+		FromStart: !force,
 	})
 	if err != nil {
 		if !errors.Is(err, origin.ErrNotFound) {
