@@ -181,8 +181,9 @@ type cryptLayer struct {
 	web  http.Handler
 	log  *slog.Logger
 
-	mu   sync.Mutex
-	live map[string]*origin.Encrypted
+	mu       sync.Mutex
+	live     map[string]*origin.Encrypted
+	starting map[string]chan struct{} // closed when the start of a stream's outputs is over
 }
 
 func newCryptLayer(cfg EncryptionConfig, dataDir string, hub *origin.Hub, reg *lms.Registry, store *lms.Store, auth *authorizer, log *slog.Logger) (*cryptLayer, error) {
@@ -196,14 +197,15 @@ func newCryptLayer(cfg EncryptionConfig, dataDir string, hub *origin.Hub, reg *l
 		return nil, err
 	}
 	l := &cryptLayer{
-		cfg:  cfg,
-		hub:  hub,
-		reg:  reg,
-		auth: auth,
-		keys: &sealedKeys{blobs: lms.NewKeyBlobs(store), sealer: sealer},
-		web:  web.Handler(os.Getenv(webModulesEnv)),
-		log:  log,
-		live: map[string]*origin.Encrypted{},
+		cfg:      cfg,
+		hub:      hub,
+		reg:      reg,
+		auth:     auth,
+		keys:     &sealedKeys{blobs: lms.NewKeyBlobs(store), sealer: sealer},
+		web:      web.Handler(os.Getenv(webModulesEnv)),
+		log:      log,
+		live:     map[string]*origin.Encrypted{},
+		starting: map[string]chan struct{}{},
 	}
 	l.kh, err = encryption.NewHandler(encryption.HandlerConfig{
 		Store:     l.keys,
@@ -277,18 +279,31 @@ func (l *cryptLayer) attach(app, name string, force bool) *origin.Encrypted {
 	key := app + "/" + name
 	s, registered := l.reg.Get(app, name)
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if e := l.live[key]; e != nil {
 		select {
 		case <-e.Done():
 			delete(l.live, key) // the session ended; a new one may be live
 		default:
+			l.mu.Unlock()
 			return e
 		}
 	}
+	if ch := l.starting[key]; ch != nil {
+		// Another request is starting them (it may wait on etcd for the
+		// key): wait for it rather than hold the lock for every stream.
+		l.mu.Unlock()
+		<-ch
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.live[key]
+	}
 	if !force && l.cfg.Outputs != "all" && !(registered && s.Encryption) {
+		l.mu.Unlock()
 		return nil
 	}
+	ch := make(chan struct{})
+	l.starting[key] = ch
+	l.mu.Unlock()
 	e, err := l.hub.StartEncrypted(app, name, origin.EncryptedConfig{
 		Enabled:        registered && s.Encryption,
 		NewKey:         l.newKey(key),
@@ -296,13 +311,19 @@ func (l *cryptLayer) attach(app, name string, force bool) *origin.Encrypted {
 		// Found flagged when it went live (not turned on just now).
 		FromStart: !force,
 	})
+	l.mu.Lock()
+	delete(l.starting, key)
+	close(ch)
+	if err == nil {
+		l.live[key] = e
+	}
+	l.mu.Unlock()
 	if err != nil {
 		if !errors.Is(err, origin.ErrNotFound) {
 			l.log.Error("encrypted outputs not started", "stream", key, "err", err)
 		}
 		return nil
 	}
-	l.live[key] = e
 	l.log.Info("encrypted outputs started", "stream", key, "encrypted", registered && s.Encryption)
 	return e
 }
