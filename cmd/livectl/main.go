@@ -50,6 +50,7 @@ commands (NAME is "name" or "app/name"):
   streams switch NAME main|backup|auto [--app live]
          (force a feed on every unit, or let the units choose)
   streams encryption NAME on|off [--app live]
+  streams record NAME on|off [--app live]
          (applies live, at the next keyframe)
   decrypt [-o FILE] [--auth-key T] [--keys URL] [--key HEX] FILE|URL|-
          (encrypted FLV to clear FLV, byte for byte; decrypt --help)
@@ -290,29 +291,33 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 		}
 		return nil
 
-	case "encryption":
+	case "encryption", "record":
 		fs, app := newFlags(cmd)
 		pos, err := parse(fs, args)
 		if err != nil {
 			return err
 		}
 		if len(pos) != 2 || (pos[1] != "on" && pos[1] != "off") {
-			return fmt.Errorf("%w: streams encryption needs NAME and on or off", errUsage)
+			return fmt.Errorf("%w: streams %s needs NAME and on or off", errUsage, cmd)
 		}
 		a, name, ok := strings.Cut(pos[0], "/")
 		if !ok {
 			a, name = *app, pos[0]
 		}
 		on := pos[1] == "on"
-		s, err := c.PatchStream(ctx, a, name, api.StreamPatch{Encryption: &on})
+		p, when := api.StreamPatch{Encryption: &on}, "from the next keyframe"
+		if cmd == "record" {
+			p, when = api.StreamPatch{Record: &on}, "from the next keyframe; a recording ends with its VOD playlist"
+		}
+		s, err := c.PatchStream(ctx, a, name, p)
 		if err != nil {
 			return err
 		}
-		state := "off"
-		if s.Encryption {
-			state = "on"
+		state := map[bool]string{true: "on", false: "off"}[s.Encryption]
+		if cmd == "record" {
+			state = map[bool]string{true: "on", false: "off"}[s.Record]
 		}
-		fmt.Fprintf(out, "%s/%s: encryption %s (from the next keyframe)\n", a, name, state)
+		fmt.Fprintf(out, "%s/%s: %s %s (%s)\n", a, name, cmd, state, when)
 		return nil
 
 	case "delete", "kick":

@@ -110,6 +110,11 @@ func TestRun(t *testing.T) {
 				t.Error("list shows a publish token")
 			}
 		}},
+		{name: "record off", args: []string{"streams", "record", "demo", "off"}, want: 0, wantOut: []string{"live/demo: record off"}},
+		{name: "record on", args: []string{"streams", "record", "demo", "on"}, want: 0, wantOut: []string{"live/demo: record on"}},
+		{name: "record bad", args: []string{"streams", "record", "demo", "maybe"}, want: 2, wantErr: "streams record needs NAME and on or off"},
+		{name: "switch backup", args: []string{"streams", "switch", "demo", "backup"}, want: 0, wantOut: []string{"live/demo: feed policy backup"}},
+		{name: "switch bad", args: []string{"streams", "switch", "demo", "left"}, want: 2, wantErr: "main, backup, auto"},
 		{name: "kick on air", args: []string{"streams", "kick", "cam"}, want: 0, wantOut: []string{"kicked live/cam"}},
 		{name: "kick not live", args: []string{"streams", "kick", "demo"}, want: 1, wantErr: "stream is not live"},
 		{name: "delete", args: []string{"streams", "delete", "events/gala"}, want: 0, wantOut: []string{"deleted events/gala"}},
