@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -8,13 +9,26 @@ import (
 	"github.com/livefuse/livefuse/av"
 )
 
-// flvBufSize is the initial size of a player's write buffer.
+// flvBufSize is the initial size of a write buffer for encoded tags
+// (tshls_crypt uses it too).
 const flvBufSize = 64 << 10
+
+// flvMetricBytes is how many bytes a player sends before it adds them to
+// the bytes-out counter (and once more when it ends): a shared counter
+// per write costs more than the write's bookkeeping.
+const flvMetricBytes = 1 << 20
 
 // serveFLV streams app/name as HTTP-FLV: the FLV header, onMetaData (the
 // publisher's or one built here), the sequence headers, the cached GOP,
-// then live packets. Everything a reader has queued is encoded into one
-// reused buffer and written with one Write.
+// then live packets.
+//
+// On HTTP/1.x the handler takes the connection over (the response has no
+// length and ends with the connection, "Connection: close") and writes
+// everything a reader has queued with one writev: tag headers from a small
+// per-player buffer, payloads straight from the shared packets, so no
+// player copies the stream. Elsewhere (HTTP/2, a ResponseWriter that cannot
+// be hijacked) the batch is encoded into one buffer and written through
+// the ResponseWriter with chunked encoding.
 func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 	s, err := h.stream(rt.app, rt.name)
 	if err != nil {
@@ -30,44 +44,32 @@ func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 	rd := s.Subscribe()
 	defer rd.Close()
+	if h.cfg.FLVCoalesce > 0 {
+		// Audio waits for the next video frame (at most flv_coalesce):
+		// one wake-up and one write per frame, video never delayed.
+		rd.holdAudio(h.cfg.FLVCoalesce)
+	}
 
 	log := h.log.With("stream", streamKey(rt.app, rt.name), "remote", r.RemoteAddr)
-	rc := http.NewResponseController(w)
-	// Per-batch write deadlines end a stalled player; clear the last one so
-	// it cannot outlive this response on a kept-alive connection.
-	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
-	w.WriteHeader(http.StatusOK)
-	if err := rc.Flush(); err != nil {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	out, err := newFLVOut(w, r, cancel, h.cfg.MaxLag)
+	if err != nil {
+		log.Debug("http-flv player gone", "err", err)
 		return
 	}
+	defer out.close()
 	var (
-		ctx      = r.Context()
-		buf      = make([]byte, 0, flvBufSize)
 		pkts     = make([]*av.Packet, 0, 256)
 		started  bool
 		sentMeta bool
-		timer    *time.Timer
-		maxLag   = h.cfg.MaxLag
-		coalesce = h.cfg.FLVCoalesce
+		unsent   int // bytes not yet added to the counter
 	)
-	if coalesce > 0 {
-		timer = time.NewTimer(coalesce)
-		timer.Stop()
-		defer timer.Stop()
-	}
+	defer func() { h.m.flvBytes.Add(float64(unsent)) }()
 	for {
 		var rerr error
 		pkts, rerr = rd.ReadPackets(ctx, pkts[:0])
-		if rerr == nil && timer != nil {
-			timer.Reset(coalesce)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				return
-			}
-			pkts = rd.poll(pkts)
-		}
-		buf = buf[:0]
+		out.reset()
 		for _, p := range pkts {
 			if !started {
 				started = true
@@ -75,28 +77,25 @@ func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 				if !hasVideo && !hasAudio {
 					hasVideo, hasAudio = true, true
 				}
-				buf = append(buf, av.FLVHeader(hasVideo, hasAudio)...)
+				out.appendRaw(av.FLVHeader(hasVideo, hasAudio))
 			}
 			if p.Kind == av.KindData && isOnMetaData(p.Data) {
 				sentMeta = true
 			} else if !sentMeta && p.Kind != av.KindData {
 				sentMeta = true
-				buf = av.AppendTag(buf, s.metaPacket(p.DTS))
+				out.appendTag(s.metaPacket(p.DTS))
 			}
-			buf = av.AppendTag(buf, p)
+			out.appendTag(p)
 		}
 		clear(pkts)
-		if len(buf) > 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(maxLag))
-			n, werr := w.Write(buf)
-			h.m.flvBytes.Add(float64(n))
-			if werr == nil {
-				werr = rc.Flush()
-			}
-			if werr != nil {
-				log.Debug("http-flv player gone", "err", werr)
-				return
-			}
+		n, werr := out.flush()
+		if unsent += n; unsent >= flvMetricBytes {
+			h.m.flvBytes.Add(float64(unsent))
+			unsent = 0
+		}
+		if werr != nil {
+			log.Debug("http-flv player gone", "err", werr)
+			return
 		}
 		if rerr != nil {
 			switch {
@@ -108,9 +107,6 @@ func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 				log.Debug("http-flv player gone", "err", rerr)
 			}
 			return
-		}
-		if cap(buf) > 4*flvBufSize && len(buf) < flvBufSize {
-			buf = make([]byte, 0, flvBufSize) // let a burst's buffer go
 		}
 	}
 }

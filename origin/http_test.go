@@ -102,8 +102,11 @@ func TestHTTPFLV(t *testing.T) {
 					t.Errorf("%s: %q, want %q", k, got, want)
 				}
 			}
-			if resp.ContentLength != -1 || len(resp.TransferEncoding) == 0 || resp.TransferEncoding[0] != "chunked" {
-				t.Errorf("want chunked transfer, got length %d, encoding %v", resp.ContentLength, resp.TransferEncoding)
+			// The handler takes the HTTP/1.1 connection over: no length,
+			// the body ends with the connection.
+			if resp.ContentLength != -1 || len(resp.TransferEncoding) != 0 || !resp.Close {
+				t.Errorf("want a body delimited by close, got length %d, encoding %v, close %v",
+					resp.ContentLength, resp.TransferEncoding, resp.Close)
 			}
 			r, err := av.NewFLVReader(resp.Body)
 			if err != nil {

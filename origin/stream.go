@@ -182,13 +182,18 @@ func (s *Stream) deliver(r *Reader, p *av.Packet, now time.Duration) bool {
 		}
 		r.needKey = false
 	}
-	if !r.push(p) {
+	hold := r.holdMax > 0 && p.Kind == av.KindAudio && !p.Header && s.hasVideo &&
+		(!r.holding || now-r.holdSince < r.holdMax)
+	if !r.push(p, hold) {
 		if !r.overflow(now, s.cfg.MaxOverflows) && s.giveUp(r, "too many queue overflows") {
 			return false
 		}
 		r.skipping = true
 		r.behindSince = now
 		return true
+	}
+	if hold && !r.holding {
+		r.holding, r.holdSince = true, now
 	}
 	if p.Header || p.Kind == av.KindData {
 		r.hdrGen = s.hdrGen
@@ -200,7 +205,7 @@ func (s *Stream) deliver(r *Reader, p *av.Packet, now time.Duration) bool {
 func (s *Stream) pushHeaders(r *Reader) {
 	for _, h := range [...]*av.Packet{s.meta, s.avcHdr, s.aacHdr} {
 		if h != nil {
-			r.push(h)
+			r.push(h, false)
 		}
 	}
 	r.hdrGen = s.hdrGen
@@ -286,7 +291,7 @@ func (s *Stream) subscribe(internal bool) *Reader {
 	}
 	s.pushHeaders(r)
 	for _, p := range s.gop {
-		r.push(p)
+		r.push(p, false)
 	}
 	// Without a cached GOP the first video frame must wait for a keyframe.
 	r.needKey = !s.gopOn
@@ -383,24 +388,52 @@ type Reader struct {
 	overflows    int
 	overflowFrom time.Duration
 	hdrGen       uint64
+	// sigEnd is one past the last packet the reader was woken for: it
+	// needs a wake-up for a new packet once it has taken that one.
+	sigEnd uint64
+	// holdMax > 0: audio packets (of a stream with video) do not wake the
+	// reader; they go with the next packet that does, or with the first
+	// one after holdMax (holdAudio).
+	holdMax   time.Duration
+	holding   bool // audio is queued without a wake-up, since holdSince
+	holdSince time.Duration
+}
+
+// holdAudio makes audio wait, without waking the reader, for the next
+// video frame (or header, or metadata) or for at most max, so that a player
+// writes each video frame and the audio before it at once: about a third
+// of the wake-ups and writes of a 25 fps stream with 48 kHz AAC. Video is
+// never delayed. Audio-only streams are not held.
+func (r *Reader) holdAudio(max time.Duration) {
+	r.s.mu.Lock()
+	r.holdMax = max
+	r.s.mu.Unlock()
 }
 
 // queued is the number of packets waiting for the reader.
 func (r *Reader) queued() uint64 { return r.tail.Load() - r.head.Load() }
 
-// push queues p; false when the queue is full. Called with s.mu held.
-func (r *Reader) push(p *av.Packet) bool {
+// push queues p, waking the reader unless hold; false when the queue is
+// full. Called with s.mu held.
+func (r *Reader) push(p *av.Packet, hold bool) bool {
 	t := r.tail.Load()
 	if t-r.head.Load() >= r.limit {
 		return false
 	}
 	r.ring[t&r.mask] = p
 	r.tail.Store(t + 1)
-	// Store tail before loading head: either the reader sees the new tail,
-	// or we see that it emptied the queue and wake it.
-	if r.head.Load() == t {
+	if hold {
+		return true
+	}
+	r.holding = false
+	// Store tail before loading head: either the reader sees the new tail
+	// (it has not yet taken the packet of the last wake-up, and takes
+	// everything queued when it does), or we see that it took that packet
+	// and wake it. Without held packets this is "the queue was empty".
+	if r.head.Load() >= r.sigEnd {
 		r.signal()
 	}
+	r.sigEnd = t + 1
 	return true
 }
 

@@ -477,3 +477,63 @@ func TestStreamInternalReaderSkips(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// TestHoldAudio: a reader that holds audio is woken for video (and gets
+// the audio queued before it in the same read), for audio held longer
+// than the window, and for every packet of an audio-only stream.
+func TestHoldAudio(t *testing.T) {
+	woken := func(r *Reader) bool {
+		select {
+		case <-r.wake:
+			return true
+		default:
+			return false
+		}
+	}
+	s := NewStream(DefaultConfig(), nil)
+	s.Write(avcHdr(1))
+	s.Write(vid(0, true))
+	r := s.Subscribe()
+	defer r.Close()
+	r.holdAudio(100 * time.Millisecond)
+	if got := kinds(drain(r)); got != "VK" {
+		t.Fatalf("start: %q", got)
+	}
+	woken(r)
+	s.Write(aud(10))
+	s.Write(aud(30))
+	if woken(r) {
+		t.Fatal("woken for audio")
+	}
+	s.Write(vid(40, false))
+	if !woken(r) {
+		t.Fatal("not woken for video")
+	}
+	if got := kinds(drain(r)); got != "aap" {
+		t.Fatalf("after video: %q, want the held audio with it", got)
+	}
+	s.Write(aud(50))
+	time.Sleep(120 * time.Millisecond)
+	if woken(r) {
+		t.Fatal("woken for audio")
+	}
+	s.Write(aud(70))
+	if !woken(r) {
+		t.Fatal("audio held past the window")
+	}
+	if got := kinds(drain(r)); got != "aa" {
+		t.Fatalf("after the window: %q", got)
+	}
+
+	a := NewStream(DefaultConfig(), nil)
+	a.Write(aacHdr())
+	ra := a.Subscribe()
+	defer ra.Close()
+	ra.holdAudio(time.Second)
+	drain(ra)
+	woken(ra)
+	a.Write(aud(0))
+	if !woken(ra) {
+		t.Fatal("audio-only stream: not woken for audio")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"gopkg.in/yaml.v3"
@@ -62,6 +63,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log := newLogger(stderr, cfg.LogLevel)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		if path := os.Getenv("LIVEFUSE_CPUPROFILE"); path != "" {
+			stopProfile, err := startCPUProfile(path)
+			if err != nil {
+				fmt.Fprintln(stderr, "livefuse:", err)
+				return 1
+			}
+			defer stopProfile()
+		}
 		if err := serve(ctx, cfg, log, stdout); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("livefuse stopped", "err", err)
 			return 1
@@ -93,4 +102,22 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// startCPUProfile writes a CPU profile to path until the returned function
+// is called (LIVEFUSE_CPUPROFILE=path livefuse serve: opt-in, for
+// measuring; read it with go tool pprof).
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
