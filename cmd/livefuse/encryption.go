@@ -181,6 +181,10 @@ type cryptLayer struct {
 	web  http.Handler
 	log  *slog.Logger
 
+	// alias names the stream players of app/name really get (the
+	// watermarked NAME_source); set by the wiring, nil for none.
+	alias func(app, name string) (string, bool)
+
 	mu       sync.Mutex
 	live     map[string]*origin.Encrypted
 	starting map[string]chan struct{} // closed when the start of a stream's outputs is over
@@ -224,7 +228,7 @@ func newCryptLayer(cfg EncryptionConfig, dataDir string, hub *origin.Hub, reg *l
 // valid for the key path itself or for one of the stream's play URLs, so
 // the token of the playlist or of the .flv URL also opens its keys.
 func (l *cryptLayer) authorizeKey(app, name, uri string, q url.Values) error {
-	s, ok := l.reg.Get(app, name)
+	s, ok := l.flagOf(app, name)
 	if !ok {
 		return fmt.Errorf("%s/%s is not registered", app, name)
 	}
@@ -233,7 +237,13 @@ func (l *cryptLayer) authorizeKey(app, name, uri string, q url.Values) error {
 	}
 	tok := q.Get("auth_key")
 	var err error
-	for _, u := range []string{uri, "/" + app + "/" + name + "/index.m3u8", "/" + app + "/" + name + ".flv"} {
+	urls := []string{uri, "/" + app + "/" + name + "/index.m3u8", "/" + app + "/" + name + ".flv"}
+	if s.Name != name {
+		// A rendition (ABR variant) or the watermarked source: the token
+		// its players hold is the stream's own.
+		urls = append(urls, "/"+app+"/"+s.Name+"/index.m3u8", "/"+app+"/"+s.Name+".flv")
+	}
+	for _, u := range urls {
 		if err = authkey.Verify(u, tok, s.PlayKey, time.Now()); err == nil {
 			return nil
 		}
@@ -277,7 +287,7 @@ func (l *cryptLayer) run(ctx context.Context) {
 // them (or when force). It is a no-op for attached or non-live streams.
 func (l *cryptLayer) attach(app, name string, force bool) *origin.Encrypted {
 	key := app + "/" + name
-	s, registered := l.reg.Get(app, name)
+	s, registered := l.flagOf(app, name)
 	l.mu.Lock()
 	if e := l.live[key]; e != nil {
 		select {
@@ -328,17 +338,49 @@ func (l *cryptLayer) attach(app, name string, force bool) *origin.Encrypted {
 	return e
 }
 
-// streamChanged applies a change of the registry's encryption flag.
+// flagOf returns the registry entry whose encryption flag and play key
+// apply to app/name: its own, or for a rendition (NAME_<rendition>,
+// the watermarked NAME_source included) its stream's, so that turning
+// encryption on for a stream covers every picture of it.
+func (l *cryptLayer) flagOf(app, name string) (lms.Stream, bool) {
+	if s, ok := l.reg.Get(app, name); ok {
+		return s, true
+	}
+	return renditionParent(l.reg, app, name)
+}
+
+// target is the stream whose encrypted outputs players of app/name get.
+func (l *cryptLayer) target(app, name string) string {
+	if l.alias != nil {
+		if a, ok := l.alias(app, name); ok {
+			return a
+		}
+	}
+	return name
+}
+
+// streamChanged applies a change of the registry's encryption flag, to
+// the stream and to its live renditions.
 func (l *cryptLayer) streamChanged(old, cur *lms.Stream) {
 	if cur == nil || (old != nil && old.Encryption == cur.Encryption) {
 		return
 	}
-	e := l.attach(cur.App, cur.Name, cur.Encryption)
-	if e == nil || e.Enabled() == cur.Encryption {
-		return
+	names := []string{cur.Name}
+	for _, st := range l.hub.List() {
+		if st.App == cur.App && strings.HasPrefix(st.Name, cur.Name+"_") {
+			if p, ok := renditionParent(l.reg, st.App, st.Name); ok && p.Name == cur.Name {
+				names = append(names, st.Name)
+			}
+		}
 	}
-	if err := e.SetEnabled(cur.Encryption); err != nil {
-		l.log.Error("encryption change failed", "stream", cur.App+"/"+cur.Name, "err", err)
+	for _, name := range names {
+		e := l.attach(cur.App, name, cur.Encryption)
+		if e == nil || e.Enabled() == cur.Encryption {
+			continue
+		}
+		if err := e.SetEnabled(cur.Encryption); err != nil {
+			l.log.Error("encryption change failed", "stream", cur.App+"/"+name, "err", err)
+		}
 	}
 }
 
@@ -347,7 +389,7 @@ func (l *cryptLayer) streamChanged(old, cur *lms.Stream) {
 // streams come from next.
 func (l *cryptLayer) play(next ingest.PlaySource) ingest.PlaySource {
 	return playFunc(func(app, name string) (ingest.PacketReader, error) {
-		if e := l.attach(app, name, false); e != nil {
+		if e := l.attach(app, l.target(app, name), false); e != nil {
 			select {
 			case <-e.Done():
 			default:
@@ -382,7 +424,7 @@ func (l *cryptLayer) media(next http.Handler) http.Handler {
 			if app, name, uri, ok := playRoute(p); ok {
 				// attach also closes the race with run's polling for a
 				// stream that just went live.
-				if e := l.attach(app, name, false); e != nil && (strings.HasSuffix(p, ".flv") || e.ServesHLS()) {
+				if e := l.attach(app, l.target(app, name), false); e != nil && (strings.HasSuffix(p, ".flv") || e.ServesHLS()) {
 					select {
 					case <-e.Done():
 					default:

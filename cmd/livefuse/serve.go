@@ -56,6 +56,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	defer tc.Close()
 	hooks.set(tc)
 	crypt, err := newCryptLayer(cfg.Encryption, cfg.DataDir, hub, reg, store, auth, log)
+	if crypt != nil {
+		crypt.alias = hooks.alias // the watermarked source is what gets encrypted
+	}
 	if err != nil {
 		return fmt.Errorf("encryption: %w", err)
 	}
