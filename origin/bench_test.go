@@ -14,9 +14,20 @@ import (
 // BenchmarkFanout measures Stream.Write with N readers, each draining its
 // queue in its own goroutine as players do. One op is one packet; allocs/op
 // counts every goroutine, so 0 means no allocation per packet and reader.
+// The hold-audio cases are HTTP-FLV players with flv_coalesce set: audio
+// waits for the next video frame, so readers wake once per frame.
 func BenchmarkFanout(b *testing.B) {
-	for _, n := range []int{1, 100, 1000} {
-		b.Run(fmt.Sprint("readers=", n), func(b *testing.B) {
+	type bench struct {
+		n    int
+		hold bool
+	}
+	for _, bc := range []bench{{1, false}, {100, false}, {1000, false}, {1000, true}} {
+		n := bc.n
+		name := fmt.Sprint("readers=", n)
+		if bc.hold {
+			name += "/hold-audio"
+		}
+		b.Run(name, func(b *testing.B) {
 			cfg := DefaultConfig()
 			cfg.ReaderQueue = 4096
 			// The writer runs far faster than any real source; let readers
@@ -39,6 +50,9 @@ func BenchmarkFanout(b *testing.B) {
 			var mu sync.Mutex
 			for range n {
 				r := s.Subscribe()
+				if bc.hold {
+					r.holdAudio(time.Second)
+				}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()

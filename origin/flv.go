@@ -66,9 +66,13 @@ func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 		unsent   int // bytes not yet added to the counter
 	)
 	defer func() { h.m.flvBytes.Add(float64(unsent)) }()
+	// The player's end (or the request's) closes the reader, so the wait
+	// for packets is a plain channel receive rather than a select.
+	stop := context.AfterFunc(ctx, rd.Close)
+	defer stop()
 	for {
 		var rerr error
-		pkts, rerr = rd.ReadPackets(ctx, pkts[:0])
+		pkts, rerr = rd.ReadPackets(context.Background(), pkts[:0])
 		out.reset()
 		for _, p := range pkts {
 			if !started {

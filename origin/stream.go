@@ -491,9 +491,14 @@ func (r *Reader) ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packe
 		if st == stateEnded {
 			return dst, ErrEnded
 		}
+		done := ctx.Done()
+		if done == nil {
+			<-r.wake // cheaper than a select, for readers that end by Close
+			continue
+		}
 		select {
 		case <-r.wake:
-		case <-ctx.Done():
+		case <-done:
 			return dst, ctx.Err()
 		}
 	}
