@@ -61,7 +61,8 @@ type Hub struct {
 	closed   bool
 	streams  map[string]*entry
 	policies map[string]string // feed policy by stream, live or not
-	wg       sync.WaitGroup    // HLS packagers and switch tickers
+	onLive   []func(app, name string)
+	wg       sync.WaitGroup // HLS packagers and switch tickers
 }
 
 // entry is one live stream of the hub.
@@ -164,6 +165,9 @@ func (h *Hub) startLocked(app, name string) *entry {
 	h.streams[key] = e
 	h.m.streams.Inc()
 	log.Info("stream live")
+	for _, fn := range h.onLive {
+		go fn(app, name) // never under h.mu, never in the publisher's path
+	}
 	return e
 }
 
@@ -185,6 +189,15 @@ func (h *Hub) tick(e *entry) {
 			return
 		}
 	}
+}
+
+// OnLive registers fn to be called, in a goroutine of its own, each time
+// a stream goes live (its first feed joined). Register before publishing
+// starts.
+func (h *Hub) OnLive(fn func(app, name string)) {
+	h.mu.Lock()
+	h.onLive = append(h.onLive, fn)
+	h.mu.Unlock()
 }
 
 // SetPolicy sets the feed policy of app/name (PolicyAuto, PolicyMain or

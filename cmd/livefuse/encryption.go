@@ -211,6 +211,7 @@ func newCryptLayer(cfg EncryptionConfig, dataDir string, hub *origin.Hub, reg *l
 		live:     map[string]*origin.Encrypted{},
 		starting: map[string]chan struct{}{},
 	}
+	hub.OnLive(func(app, name string) { l.attach(app, name, false) })
 	l.kh, err = encryption.NewHandler(encryption.HandlerConfig{
 		Store:     l.keys,
 		Authorize: l.authorizeKey,
@@ -265,22 +266,15 @@ func (l *cryptLayer) newKey(stream string) func(ctx context.Context) (*encryptio
 	}
 }
 
-// run attaches the encrypted outputs to streams as they go live, until
-// ctx is done. The origin has no stream-start hook, so it looks every
-// 200 ms; the outputs start from the cached GOP, so nothing is missed.
+// run attaches the encrypted outputs to streams already live, then to
+// each stream as it goes live (the hub's OnLive hook, registered by
+// newCryptLayer); the outputs start from the cached GOP, so nothing is
+// missed.
 func (l *cryptLayer) run(ctx context.Context) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		for _, st := range l.hub.List() {
-			l.attach(st.App, st.Name, false)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for _, st := range l.hub.List() {
+		l.attach(st.App, st.Name, false)
 	}
+	<-ctx.Done()
 }
 
 // attach starts the encrypted outputs of a live stream that should have
