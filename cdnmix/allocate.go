@@ -179,11 +179,16 @@ type AllocatorConfig struct {
 // blacklist change. The dispatch path reads only the last Plan, through an
 // atomic pointer.
 type Allocator struct {
-	cfg       AllocatorConfig
-	log       *slog.Logger
-	now       func() time.Time
-	params    scoreParams
+	cfg    AllocatorConfig
+	log    *slog.Logger
+	now    func() time.Time
+	params scoreParams
+	// blacklist holds the manual entries (control API, SetBlacklist): the
+	// ones a node may share with others. auto holds the stall rule's,
+	// which each node derives from its own observations and keeps to
+	// itself.
 	blacklist Blacklist
+	auto      Blacklist
 	vset      atomic.Pointer[vendorSet]
 	plan      atomic.Pointer[Plan]
 
@@ -297,7 +302,7 @@ func (a *Allocator) Vendors() []Vendor {
 	return out
 }
 
-// AddBlacklist adds or replaces an entry and recomputes at once.
+// AddBlacklist adds or replaces a manual entry and recomputes at once.
 func (a *Allocator) AddBlacklist(e BlacklistEntry) error {
 	if err := a.blacklist.Add(e); err != nil {
 		return err
@@ -307,19 +312,48 @@ func (a *Allocator) AddBlacklist(e BlacklistEntry) error {
 	return nil
 }
 
-// RemoveBlacklist removes the entry for exactly vendor, region and ISP and
-// recomputes at once; it reports whether there was one.
+// RemoveBlacklist removes the entries for exactly vendor, region and ISP,
+// manual and automatic, and recomputes at once; it reports whether there
+// was one.
 func (a *Allocator) RemoveBlacklist(vendor, region, isp string) bool {
-	ok := a.blacklist.Remove(vendor, region, isp)
-	if ok {
-		a.log.Info("blacklist remove", "vendor", vendor, "bucket", Bucket{region, isp}.String())
-		a.Recompute(a.now())
-	}
-	return ok
+	manual, auto := a.removeBlacklist(vendor, region, isp)
+	return manual || auto
 }
 
-// Blacklist returns the active entries.
-func (a *Allocator) Blacklist() []BlacklistEntry { return a.blacklist.List(a.now()) }
+// removeBlacklist is RemoveBlacklist reporting which list had the entry.
+func (a *Allocator) removeBlacklist(vendor, region, isp string) (manual, auto bool) {
+	manual = a.blacklist.Remove(vendor, region, isp)
+	auto = a.auto.Remove(vendor, region, isp)
+	if manual || auto {
+		a.log.Info("blacklist remove", "vendor", vendor, "bucket", Bucket{region, isp}.String(), "automatic", auto && !manual)
+		a.Recompute(a.now())
+	}
+	return manual, auto
+}
+
+// SetBlacklist replaces the manual entries with es and recomputes at once;
+// the stall rule's entries stay. Entries keep their Until: one that has
+// ended already is dropped.
+func (a *Allocator) SetBlacklist(es []BlacklistEntry) error {
+	if err := a.blacklist.Replace(es); err != nil {
+		return err
+	}
+	a.log.Info("blacklist set", "entries", len(es))
+	a.Recompute(a.now())
+	return nil
+}
+
+// Blacklist returns the active entries, manual and automatic.
+func (a *Allocator) Blacklist() []BlacklistEntry {
+	now := a.now()
+	out := append(a.blacklist.List(now), a.auto.List(now)...)
+	sortEntries(out)
+	return out
+}
+
+// ManualBlacklist returns the active manual entries (those of the control
+// API and SetBlacklist, not the stall rule's).
+func (a *Allocator) ManualBlacklist() []BlacklistEntry { return a.blacklist.List(a.now()) }
 
 type poolKey struct {
 	vendor int
@@ -381,7 +415,8 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 	}
 	a.applyStallRule(now, obs)
 	a.blacklist.Expire(now)
-	bl := a.blacklist.List(now)
+	a.auto.Expire(now)
+	bl := append(a.blacklist.List(now), a.auto.List(now)...)
 
 	pools := make(map[poolKey]poolLoad, len(vs.list))
 	qual := make(map[Key]*qualityAgg, len(obs)*2)
@@ -554,7 +589,10 @@ func (a *Allocator) applyStallRule(now time.Time, obs map[Key]Observation) {
 		if al.Blacklisted {
 			e := BlacklistEntry{Vendor: al.Vendor, Region: al.Region, ISP: al.ISP,
 				Until: now.Add(a.rule.cfg.TTL), Reason: "stall rule: " + al.String()}
-			if err := a.blacklist.Add(e); err != nil {
+			// Per node: the rule sees this node's observations only, and
+			// its entries are neither reported to WithBlacklistChanged
+			// nor replaced by SetBlacklist.
+			if err := a.auto.Add(e); err != nil {
 				a.log.Error("stall rule blacklist", "vendor", al.Vendor, "err", err)
 			}
 		}

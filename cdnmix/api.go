@@ -231,13 +231,21 @@ func (m *Mixer) postBlacklist(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if ttl > 0 {
-			e.Until = m.opts.now().Add(ttl)
+			// An absolute time (UTC, no monotonic reading), so that
+			// every node that gets the entry ends it at the same moment.
+			e.Until = m.opts.now().Add(ttl).UTC()
 		}
 	}
 	if e.Reason == "" {
 		e.Reason = "control API"
 	}
-	if err := m.alloc.AddBlacklist(e); err != nil {
+	m.bmu.Lock()
+	err := m.alloc.AddBlacklist(e)
+	if err == nil {
+		m.blacklistChanged()
+	}
+	m.bmu.Unlock()
+	if err != nil {
 		apiError(w, http.StatusBadRequest, err)
 		return
 	}
@@ -257,7 +265,13 @@ func (m *Mixer) deleteBlacklist(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, errors.New("vendor is required"))
 		return
 	}
-	if !m.alloc.RemoveBlacklist(req.Vendor, req.Region, req.ISP) {
+	m.bmu.Lock()
+	manual, auto := m.alloc.removeBlacklist(req.Vendor, req.Region, req.ISP)
+	if manual {
+		m.blacklistChanged()
+	}
+	m.bmu.Unlock()
+	if !manual && !auto {
 		apiError(w, http.StatusNotFound, errors.New("no such blacklist entry"))
 		return
 	}

@@ -55,6 +55,23 @@ func (b *Blacklist) Add(e BlacklistEntry) error {
 	return nil
 }
 
+// Replace swaps every entry for es (the last of entries with the same
+// vendor, region and ISP wins). It changes nothing when an entry has no
+// vendor.
+func (b *Blacklist) Replace(es []BlacklistEntry) error {
+	m := make(map[Key]BlacklistEntry, len(es))
+	for _, e := range es {
+		if e.Vendor == "" {
+			return errors.New("blacklist: vendor is required")
+		}
+		m[e.key()] = e
+	}
+	b.mu.Lock()
+	b.m = m
+	b.mu.Unlock()
+	return nil
+}
+
 // Remove deletes the entry for exactly vendor, region and ISP and reports
 // whether there was one.
 func (b *Blacklist) Remove(vendor, region, isp string) bool {
@@ -90,10 +107,17 @@ func (b *Blacklist) List(now time.Time) []BlacklistEntry {
 		}
 	}
 	b.mu.Unlock()
-	slices.SortFunc(out, func(x, y BlacklistEntry) int {
-		return cmp.Or(cmp.Compare(x.Vendor, y.Vendor), cmp.Compare(x.Region, y.Region), cmp.Compare(x.ISP, y.ISP))
-	})
+	sortEntries(out)
 	return out
+}
+
+// sortEntries sorts es by vendor, region, ISP (and, for the same key, by
+// Until, for a stable order).
+func sortEntries(es []BlacklistEntry) {
+	slices.SortFunc(es, func(x, y BlacklistEntry) int {
+		return cmp.Or(cmp.Compare(x.Vendor, y.Vendor), cmp.Compare(x.Region, y.Region), cmp.Compare(x.ISP, y.ISP),
+			x.Until.Compare(y.Until))
+	})
 }
 
 // Blocked reports whether an entry active at now excludes vendor from b.

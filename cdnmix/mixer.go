@@ -87,6 +87,7 @@ type Option func(*options)
 type options struct {
 	streamExists    func(app, name string) bool
 	onVendorsChange func([]Vendor)
+	onBlacklist     func([]BlacklistEntry)
 	now             func() time.Time
 }
 
@@ -99,6 +100,16 @@ func WithStreamExists(f func(app, name string) bool) Option {
 // changes the vendors (to persist them).
 func WithVendorsChanged(f func([]Vendor)) Option {
 	return func(o *options) { o.onVendorsChange = f }
+}
+
+// WithBlacklistChanged calls f with the manual entries after the control
+// API adds or removes one (to persist them and share them with other
+// nodes, which apply them with [Mixer.SetBlacklist]). Entries hold absolute
+// Until times, so every node ends them at the same moment. The stall
+// rule's entries are not included: each node's rule judges its own
+// observations and keeps its entries to itself.
+func WithBlacklistChanged(f func([]BlacklistEntry)) Option {
+	return func(o *options) { o.onBlacklist = f }
 }
 
 // WithClock replaces time.Now (tests).
@@ -119,6 +130,7 @@ type Mixer struct {
 	close func() error
 
 	vmu sync.Mutex // serializes vendor changes through the API
+	bmu sync.Mutex // serializes manual blacklist changes and their reports
 }
 
 // New builds a Mixer from cfg. b carries beacons and log lines (the
@@ -252,6 +264,31 @@ func (m *Mixer) Run(ctx context.Context) error {
 	wg.Go(func() { m.pollStats(ctx, m.cfg.StatsInterval) })
 	wg.Wait()
 	return nil
+}
+
+// SetBlacklist replaces the manual blacklist entries with es (from the
+// store, or another node) and recomputes the plan; the stall rule's entries
+// stay. Each entry ends at its Until (zero: until removed); entries that
+// have ended already are dropped. WithBlacklistChanged is not called.
+func (m *Mixer) SetBlacklist(es []BlacklistEntry) error {
+	m.bmu.Lock()
+	defer m.bmu.Unlock()
+	if err := m.alloc.SetBlacklist(es); err != nil {
+		return fmt.Errorf("cdnmix: %w", err)
+	}
+	return nil
+}
+
+// ManualBlacklist returns the active manual entries, sorted by vendor,
+// region and ISP: what WithBlacklistChanged reports and SetBlacklist sets.
+func (m *Mixer) ManualBlacklist() []BlacklistEntry { return m.alloc.ManualBlacklist() }
+
+// blacklistChanged reports the manual entries to WithBlacklistChanged;
+// the caller holds bmu, so reports leave in the order of the changes.
+func (m *Mixer) blacklistChanged() {
+	if m.opts.onBlacklist != nil {
+		m.opts.onBlacklist(m.alloc.ManualBlacklist())
+	}
 }
 
 // Close releases the IP database.
