@@ -57,41 +57,58 @@ type cdnMix struct {
 }
 
 // newCDNMix builds the mixer and starts it and the bus; streams are known
-// when the registry has them enabled. The vendors live in the lms store
-// (see vendorStore): the config's seed an empty store, the store's win
-// afterwards, and a change through any node's control API reaches every
-// node.
+// when the registry has them enabled. The vendors and the manual blacklist
+// live in the lms store (see cdnBlob), so that they survive a restart and a
+// change through any node's control API reaches every node. The config's
+// vendors seed an empty store, the store's win afterwards; the stall
+// rule's blacklist entries stay with the node that made them.
 func newCDNMix(ctx context.Context, cfg cdnmix.Config, b bus.Bus, runBus func(context.Context), reg *lms.Registry, log *slog.Logger, promReg prometheus.Registerer) (*cdnMix, error) {
 	exists := func(app, name string) bool {
 		s, ok := reg.Get(app, name)
 		return ok && s.Enabled
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	vs := &vendorStore{reg: reg, log: log.With("unit", "cdnmix"), ctx: ctx}
-	stored, found, err := vs.load(ctx)
+	ulog := log.With("unit", "cdnmix")
+	vendors := &cdnBlob[cdnmix.Vendor]{reg: reg, log: ulog, ctx: ctx, name: vendorsBlob, what: "cdn vendors", count: "vendors"}
+	blacklist := &cdnBlob[cdnmix.BlacklistEntry]{reg: reg, log: ulog, ctx: ctx, name: blacklistBlob, what: "cdn blacklist", count: "entries"}
+	storedVendors, vendorsFound, err := vendors.load(ctx)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("cdn vendors: %w", err)
 	}
-	m, err := cdnmix.New(cfg, b, log, promReg, cdnmix.WithStreamExists(exists), cdnmix.WithVendorsChanged(vs.save))
+	storedBlacklist, blacklistFound, err := blacklist.load(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("cdn blacklist: %w", err)
+	}
+	m, err := cdnmix.New(cfg, b, log, promReg, cdnmix.WithStreamExists(exists),
+		cdnmix.WithVendorsChanged(vendors.save), cdnmix.WithBlacklistChanged(blacklist.save))
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	vs.m = m
+	vendors.apply = func(vs []cdnmix.Vendor) { applyVendors(m, ulog, vs) }
+	blacklist.apply = func(es []cdnmix.BlacklistEntry) { applyBlacklist(m, ulog, es) }
 	switch {
-	case found:
-		if !sameVendors(stored, cfg.Vendors) {
-			vs.log.Info("cdn vendors from the store; the config's only seed an empty store",
-				"vendors", len(stored), "config_vendors", len(cfg.Vendors))
+	case vendorsFound:
+		if !sameList(storedVendors, cfg.Vendors) {
+			ulog.Info("cdn vendors from the store; the config's only seed an empty store",
+				"vendors", len(storedVendors), "config_vendors", len(cfg.Vendors))
 		}
-		vs.apply(stored)
+		vendors.apply(storedVendors)
 	case len(cfg.Vendors) > 0:
-		if err := vs.seed(ctx); err != nil {
+		seeded, err := vendors.seed(ctx, m.Allocator().Vendors())
+		if err != nil {
 			cancel()
 			m.Close()
 			return nil, fmt.Errorf("cdn vendors: seed the store: %w", err)
 		}
+		if seeded {
+			ulog.Info("cdn vendors seeded from the config", "vendors", len(cfg.Vendors))
+		}
+	}
+	if blacklistFound {
+		blacklist.apply(storedBlacklist)
 	}
 	if promReg != nil {
 		if err := registerBusMetrics(promReg, b); err != nil {
@@ -103,133 +120,185 @@ func newCDNMix(ctx context.Context, cfg cdnmix.Config, b bus.Bus, runBus func(co
 	c := &cdnMix{m: m, cancel: cancel}
 	c.wg.Go(func() { runBus(ctx) })
 	c.wg.Go(func() { m.Run(ctx) })
-	c.wg.Go(func() { reg.WatchBlobs(ctx, vendorsKind, vs.changed) })
+	c.wg.Go(func() { reg.WatchBlobs(ctx, cdnBlobKind, routeBlobs(vendors, blacklist)) })
 	return c, nil
 }
 
-// The vendor list is one blob, so that it is read and written whole, in
-// its order, and an emptied list stays empty.
-const vendorsKind, vendorsBlob = "cdnmix", "vendors"
+// The vendor list and the manual blacklist are one blob each, so that each
+// is read and written whole, in its order, and an emptied list stays
+// empty.
+const (
+	cdnBlobKind   = "cdnmix"
+	vendorsBlob   = "vendors"
+	blacklistBlob = "blacklist"
+)
 
-// vendorStore keeps the mixer's vendors in the lms store as one JSON blob.
-// The list holds the vendors' signing keys: it is never logged.
-type vendorStore struct {
-	reg *lms.Registry
-	log *slog.Logger
-	ctx context.Context // the mixer's life
-	m   *cdnmix.Mixer
+// storeTimeout bounds one read or write of a blob.
+const storeTimeout = 5 * time.Second
+
+// cdnBlob keeps one list of the mixer in the lms store as a JSON blob
+// cdnmix/NAME: read at start, written when this node's control API
+// changes it (save), applied when any node changes it (changed, from the
+// watch). Values are never logged: the vendor list holds signing keys.
+type cdnBlob[E any] struct {
+	reg   *lms.Registry
+	log   *slog.Logger
+	ctx   context.Context // the mixer's life
+	name  string          // blob name
+	what  string          // for log messages: "cdn vendors"
+	count string          // log key of the list's length: "vendors"
+	apply func([]E)       // gives the mixer a list from the store
 
 	mu     sync.Mutex
 	ownRev int64 // store revision of this node's last write
 }
 
-// storeTimeout bounds one read or write of the vendor blob.
-const storeTimeout = 5 * time.Second
-
-// load reads the stored vendors; found is false when the store has none.
-func (s *vendorStore) load(ctx context.Context) (vs []cdnmix.Vendor, found bool, err error) {
+// load reads the stored list; found is false when the store has none, or
+// one that does not decode (then this node starts from its own).
+func (s *cdnBlob[E]) load(ctx context.Context) (list []E, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	b, ok, err := s.reg.GetBlob(ctx, vendorsKind, vendorsBlob)
+	b, ok, err := s.reg.GetBlob(ctx, cdnBlobKind, s.name)
 	if err != nil || !ok {
 		return nil, false, err
 	}
-	if err := json.Unmarshal(b, &vs); err != nil {
-		s.log.Error("cdn vendors in the store unreadable, using the config's", "err", err)
+	if err := json.Unmarshal(b, &list); err != nil {
+		s.log.Error(s.what+" in the store unreadable, starting from this node's", "err", err)
 		return nil, false, nil
 	}
-	return vs, true, nil
+	return list, true, nil
 }
 
-// seed stores the mixer's vendors (the config's, validated) when the store
-// has none yet; when another node seeded first, its list applies.
-func (s *vendorStore) seed(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
-	vs := s.m.Allocator().Vendors()
-	b, err := json.Marshal(vs)
+// seed stores list when the store has none yet and reports whether it
+// did; when another node seeded first, its list applies.
+func (s *cdnBlob[E]) seed(ctx context.Context, list []E) (bool, error) {
+	b, err := json.Marshal(list)
 	if err != nil {
-		return err
+		return false, err
 	}
-	created, _, err := s.reg.CreateBlob(ctx, vendorsKind, vendorsBlob, b)
+	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	created, rev, err := s.reg.CreateBlob(cctx, cdnBlobKind, s.name, b)
+	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	if created {
-		s.log.Info("cdn vendors seeded from the config", "vendors", len(vs))
-		return nil
+		s.wrote(rev)
+		return true, nil
 	}
 	stored, found, err := s.load(ctx)
 	if err == nil && found {
 		s.apply(stored)
 	}
-	return err
+	return false, err
 }
 
-// save writes the list the control API made (cdnmix.WithVendorsChanged).
-// The API has answered by then, so a failure can only be logged: this node
-// serves the new list, the others keep the stored one.
-func (s *vendorStore) save(vs []cdnmix.Vendor) {
-	b, err := json.Marshal(vs)
+// save writes the list the control API made (cdnmix.WithVendorsChanged,
+// WithBlacklistChanged). The API has answered by then, so a failure can
+// only be logged: this node serves the new list, the others keep the
+// stored one.
+func (s *cdnBlob[E]) save(list []E) {
+	b, err := json.Marshal(list)
 	if err != nil {
-		s.log.Error("cdn vendors not stored", "err", err)
+		s.log.Error(s.what+" not stored", "err", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), storeTimeout)
 	defer cancel()
-	rev, err := s.reg.PutBlob(ctx, vendorsKind, vendorsBlob, b)
+	rev, err := s.reg.PutBlob(ctx, cdnBlobKind, s.name, b)
 	if err != nil {
-		s.log.Error("cdn vendors not stored: the other nodes keep the old list", "err", err)
+		s.log.Error(s.what+" not stored: the other nodes keep the old list", "err", err)
 		return
 	}
+	s.wrote(rev)
+	s.log.Info(s.what+" stored", s.count, len(list), "revision", rev)
+}
+
+func (s *cdnBlob[E]) wrote(rev int64) {
 	s.mu.Lock()
 	s.ownRev = max(s.ownRev, rev)
 	s.mu.Unlock()
-	s.log.Info("cdn vendors stored", "vendors", len(vs), "revision", rev)
 }
 
-// changed applies a change of the stored list (WatchBlobs).
-func (s *vendorStore) changed(e lms.BlobEvent) {
-	if e.Name != vendorsBlob {
-		return
-	}
+// changed applies a change of the stored list (WatchBlobs), unless this
+// node has written a newer one since.
+func (s *cdnBlob[E]) changed(e lms.BlobEvent) {
 	if e.Deleted {
-		s.log.Warn("cdn vendors removed from the store; keeping the current list")
+		s.log.Warn(s.what + " removed from the store; keeping the current list")
 		return
 	}
 	s.mu.Lock()
-	stale := e.Revision < s.ownRev // this node wrote a newer list since
+	stale := e.Revision < s.ownRev
 	s.mu.Unlock()
 	if stale {
 		return
 	}
-	var vs []cdnmix.Vendor
-	if err := json.Unmarshal(e.Value, &vs); err != nil {
-		s.log.Error("cdn vendors in the store unreadable, keeping the current list", "err", err, "revision", e.Revision)
+	var list []E
+	if err := json.Unmarshal(e.Value, &list); err != nil {
+		s.log.Error(s.what+" in the store unreadable, keeping the current list", "err", err, "revision", e.Revision)
 		return
 	}
-	s.apply(vs)
+	s.apply(list)
 }
 
-// apply gives the mixer vs unless it has that list already.
-func (s *vendorStore) apply(vs []cdnmix.Vendor) {
+func (s *cdnBlob[E]) blobName() string { return s.name }
+
+// routeBlobs hands each change of a cdnmix blob to the cdnBlob of its name
+// (one watch serves them all).
+func routeBlobs(blobs ...interface {
+	blobName() string
+	changed(lms.BlobEvent)
+}) func(lms.BlobEvent) {
+	return func(e lms.BlobEvent) {
+		for _, b := range blobs {
+			if b.blobName() == e.Name {
+				b.changed(e)
+			}
+		}
+	}
+}
+
+// applyVendors gives the mixer vs unless it has that list already.
+func applyVendors(m *cdnmix.Mixer, log *slog.Logger, vs []cdnmix.Vendor) {
 	if vs == nil {
 		vs = []cdnmix.Vendor{}
 	}
-	a := s.m.Allocator()
-	if sameVendors(vs, a.Vendors()) {
+	a := m.Allocator()
+	if sameList(vs, a.Vendors()) {
 		return
 	}
 	if err := a.SetVendors(vs); err != nil {
 		// The message names a vendor and a field, never a key's value.
-		s.log.Error("cdn vendors in the store refused, keeping the current list", "err", err)
+		log.Error("cdn vendors in the store refused, keeping the current list", "err", err)
 		return
 	}
-	s.log.Info("cdn vendors applied from the store", "vendors", len(vs))
+	log.Info("cdn vendors applied from the store", "vendors", len(vs))
 }
 
-// sameVendors reports whether a and b encode alike (nil and empty do).
-func sameVendors(a, b []cdnmix.Vendor) bool {
+// applyBlacklist gives the mixer the manual blacklist es unless it has
+// those entries already. Entries that have ended are left out (the store
+// keeps them until the next change); the rest end at their Until, the same
+// moment on every node.
+func applyBlacklist(m *cdnmix.Mixer, log *slog.Logger, es []cdnmix.BlacklistEntry) {
+	now := time.Now()
+	active := make([]cdnmix.BlacklistEntry, 0, len(es))
+	for _, e := range es {
+		if e.Until.IsZero() || now.Before(e.Until) {
+			active = append(active, e)
+		}
+	}
+	if sameList(active, m.ManualBlacklist()) {
+		return
+	}
+	if err := m.SetBlacklist(active); err != nil {
+		log.Error("cdn blacklist in the store refused, keeping the current one", "err", err)
+		return
+	}
+	log.Info("cdn blacklist applied from the store", "entries", len(active))
+}
+
+// sameList reports whether a and b encode alike (nil and empty do).
+func sameList[E any](a, b []E) bool {
 	if len(a) == 0 || len(b) == 0 {
 		return len(a) == len(b)
 	}
@@ -244,7 +313,7 @@ func (c *cdnMix) wrap(media http.Handler) http.Handler { return c.m.Wrap(media) 
 // mount adds /api/v1/cdn/... to the control API.
 func (c *cdnMix) mount(api *lms.Server) { c.m.Mount(api) }
 
-// Close stops the mixer, the vendor watch and the bus (Kafka spills what
+// Close stops the mixer, the store watch and the bus (Kafka spills what
 // it has not sent).
 func (c *cdnMix) Close() {
 	c.cancel()
