@@ -27,6 +27,11 @@ type Memory struct {
 
 	mu     sync.Mutex
 	groups map[string]map[string]*memGroup // topic → group
+	// early holds what was published to a topic before its first group
+	// subscribed (at most QueueSize, oldest dropped first); that group
+	// starts with it, as a Kafka consumer would from the first offset, so
+	// events sent while a node starts are not lost.
+	early  map[string][]Message
 	closed bool
 
 	published, sent, dropped, handlerErrors atomic.Int64
@@ -48,7 +53,8 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Memory{cfg: cfg, log: cfg.Logger.With("unit", "bus"), groups: make(map[string]map[string]*memGroup)}
+	return &Memory{cfg: cfg, log: cfg.Logger.With("unit", "bus"), groups: make(map[string]map[string]*memGroup),
+		early: make(map[string][]Message)}
 }
 
 // Publish implements Publisher.
@@ -62,6 +68,14 @@ func (m *Memory) Publish(topic string, key, value []byte) error {
 	}
 	groups := m.groups[topic]
 	m.published.Add(1)
+	if len(groups) == 0 {
+		q := m.early[topic]
+		if len(q) >= m.cfg.QueueSize {
+			q = q[1:]
+			m.dropped.Add(1)
+		}
+		m.early[topic] = append(q, msg)
+	}
 	for _, g := range groups {
 		g.mu.Lock()
 		if len(g.q)-g.head >= m.cfg.QueueSize {
@@ -96,6 +110,11 @@ func (m *Memory) group(topic, group string) *memGroup {
 		g = &memGroup{wake: make(chan struct{}, 1), closed: make(chan struct{})}
 		if m.closed {
 			close(g.closed)
+		}
+		if len(gs) == 0 && len(m.early[topic]) > 0 {
+			g.q = m.early[topic]
+			delete(m.early, topic)
+			g.wake <- struct{}{}
 		}
 		gs[group] = g
 	}

@@ -276,3 +276,52 @@ func FuzzReadRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestMemoryBusEarlyEvents: what is published before a topic's first
+// group subscribes (a node starting up) reaches that group, in order.
+func TestMemoryBusEarlyEvents(t *testing.T) {
+	m := NewMemory(MemoryConfig{QueueSize: 100})
+	defer m.Close()
+	for i := range 150 { // more than the queue: the oldest 50 are dropped
+		if err := Emit(m, CDNLog{Vendor: "a", Bytes: int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var got []int
+	go m.Subscribe(ctx, TopicCDNLogs, "agg", func(_ context.Context, msg Message) error {
+		var l CDNLog
+		if err := Decode(msg, &l); err != nil {
+			return err
+		}
+		mu.Lock()
+		got = append(got, int(l.Bytes))
+		mu.Unlock()
+		return nil
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d early events, want the last 100", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, v := range got {
+		if v != 50+i {
+			t.Fatalf("early event %d is %d, want %d", i, v, 50+i)
+		}
+	}
+	if d := m.Stats().Dropped; d != 50 {
+		t.Errorf("dropped %d, want 50", d)
+	}
+}
