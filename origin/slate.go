@@ -32,7 +32,6 @@ const (
 type slateClip struct {
 	headers []*av.Packet // AVC and AAC sequence headers
 	pkts    []*av.Packet // media, in DTS order, starting with the keyframe
-	first   int          // index of the first packet (always 0)
 	start   time.Duration
 	dur     time.Duration // one loop
 }

@@ -162,7 +162,6 @@ type switcher struct {
 	slates *slateCache
 	m      *metrics
 	now    func() time.Time
-	end    func(reason string) // ends the stream (slate_max); called without sw.mu
 
 	mu      sync.Mutex
 	feeds   [2]feedState
@@ -674,7 +673,7 @@ func (s *switcher) startSlatePlay(now time.Time) {
 		return
 	}
 	s.slate = &slatePlay{clip: clip, wall0: now}
-	s.offset = s.nextOffset(clip.pkts[clip.first], defaultFrame)
+	s.offset = s.nextOffset(clip.pkts[0], defaultFrame)
 	s.slate.base = s.offset
 	for _, h := range clip.headers {
 		s.emit(h, now)
