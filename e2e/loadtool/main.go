@@ -23,6 +23,8 @@
 //	-json            print only the one-line JSON report on stdout
 //	-v               debug logs on stderr
 //	-cpuprofile FILE the load tool's own CPU profile (go tool pprof)
+//	-serverprofile FILE the server's CPU profile over the whole run
+//	                 (LIVEFUSE_CPUPROFILE; go tool pprof bin/livefuse FILE)
 //
 // How it works. The tool picks free 127.0.0.1 ports, writes a config into a
 // temp dir and starts `livefuse serve --config` in its own process group,
@@ -80,6 +82,7 @@ type options struct {
 	json     bool
 	verbose  bool
 	cpuProf  string
+	srvProf  string
 }
 
 func main() {
@@ -102,6 +105,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.json, "json", false, "print only the JSON report")
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
 	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write the load tool's own CPU profile here")
+	fs.StringVar(&o.srvProf, "serverprofile", "", "write the server's CPU profile here")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -196,7 +200,15 @@ func bench(ctx context.Context, o options, log *slog.Logger) (*report, error) {
 	if err := os.WriteFile(cfgPath, configYAML(filepath.Join(tmp, "data"), addrs, o.coalesce), 0o644); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	srv, err := startServer(server, cfgPath, filepath.Join(tmp, "server.log"))
+	var env []string
+	if o.srvProf != "" {
+		prof, err := filepath.Abs(o.srvProf)
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, "LIVEFUSE_CPUPROFILE="+prof)
+	}
+	srv, err := startServer(server, cfgPath, filepath.Join(tmp, "server.log"), env...)
 	if err != nil {
 		return nil, err
 	}

@@ -71,14 +71,18 @@ type server struct {
 	waitErr error // valid once exited is closed
 }
 
-// startServer runs `bin serve --config cfgPath`, output to logPath.
-func startServer(bin, cfgPath, logPath string) (*server, error) {
+// startServer runs `bin serve --config cfgPath`, output to logPath, with
+// env added to the environment.
+func startServer(bin, cfgPath, logPath string, env ...string) (*server, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("server log: %w", err)
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Dir = filepath.Dir(cfgPath)
 	// Own process group; killed by the kernel if we die without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
