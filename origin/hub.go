@@ -173,7 +173,7 @@ func (h *Hub) startLocked(app, name string) *entry {
 
 // tick drives e's switcher: feed health, planned switches, the slate.
 func (h *Hub) tick(e *entry) {
-	t := time.NewTicker(switchTick)
+	t := time.NewTimer(healthTick)
 	defer t.Stop()
 	for {
 		select {
@@ -181,7 +181,15 @@ func (h *Hub) tick(e *entry) {
 			return
 		case <-t.C:
 		}
-		if end, reason := e.sw.tick(); end {
+		end, reason := e.sw.tick()
+		// The slate is paced finely; health checks need less (a lost
+		// publisher is seen at once, without the tick).
+		if e.sw.slating() {
+			t.Reset(switchTick)
+		} else {
+			t.Reset(healthTick)
+		}
+		if end {
 			h.mu.Lock()
 			h.log.Info("stream ended", "stream", streamKey(e.app, e.name), "reason", reason)
 			h.endLocked(e)

@@ -34,9 +34,11 @@ const (
 	backupIdx = 1
 	noFeed    = -1
 
-	// switchTick is how often the switcher checks feed health and paces
-	// the slate.
+	// switchTick paces the slate; healthTick is how often the switcher
+	// checks feed health otherwise (a stall is seen within feed_timeout
+	// plus this).
 	switchTick = 20 * time.Millisecond
+	healthTick = 50 * time.Millisecond
 	// defaultFrame is the frame interval assumed before one is measured.
 	defaultFrame = 40 * time.Millisecond
 	// maxJump is the largest timestamp step within a feed that is taken as
@@ -679,6 +681,13 @@ func (s *switcher) startSlatePlay(now time.Time) {
 		s.emit(h, now)
 	}
 	s.slate.emitDue(s, now)
+}
+
+// slating reports whether no feed is shown (the slate plays or waits).
+func (s *switcher) slating() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active == noFeed && !s.slateSince.IsZero()
 }
 
 // close stops the switcher (the stream ended).
