@@ -17,7 +17,7 @@
 //	-duration D      steady measuring window (default 30s)
 //	-ramp D          players are started evenly over this time (default 5s)
 //	-settle D        wait after the ramp before measuring (default 3s)
-//	-coalesce D      origin.flv_coalesce in the server config (default 0s)
+//	-coalesce D      origin.flv_coalesce in the server config (default 40ms, the server default)
 //	-clip PATH       reuse this FLV clip, or write it there (default: generate in the temp dir)
 //	-keep            keep the temp dir (config, server log, data, clip)
 //	-json            print only the one-line JSON report on stdout
@@ -99,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "steady measuring window")
 	fs.DurationVar(&o.ramp, "ramp", 5*time.Second, "start players evenly over this time")
 	fs.DurationVar(&o.settle, "settle", 3*time.Second, "wait after the ramp before measuring")
-	fs.DurationVar(&o.coalesce, "coalesce", 0, "origin.flv_coalesce for the server")
+	fs.DurationVar(&o.coalesce, "coalesce", 40*time.Millisecond, "origin.flv_coalesce for the server (0: off)")
 	fs.StringVar(&o.clip, "clip", "", "FLV clip to reuse, or to create when missing (default: temp dir)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir")
 	fs.BoolVar(&o.json, "json", false, "print only the JSON report")
