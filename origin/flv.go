@@ -3,6 +3,7 @@ package origin
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -43,17 +44,30 @@ func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 		return
 	}
 	rd := s.Subscribe()
-	defer rd.Close()
 	if h.cfg.FLVCoalesce > 0 {
 		// Audio waits for the next video frame (at most flv_coalesce):
 		// one wake-up and one write per frame, video never delayed.
 		rd.holdAudio(h.cfg.FLVCoalesce)
 	}
-
 	log := h.log.With("stream", streamKey(rt.app, rt.name), "remote", r.RemoteAddr)
+	writeFLV(w, r, s, rd, h.cfg.MaxLag, h.m, log)
+}
+
+// flvSource is what writeFLV reads: a Stream's Reader, or the encrypted
+// output's reader (which adds the onEncryption signals).
+type flvSource interface {
+	ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packet, error)
+	Close()
+}
+
+// writeFLV sends rd's packets to one HTTP-FLV player until either ends;
+// s is the stream rd reads (for the tracks and generated metadata). It
+// closes rd. m may be nil.
+func writeFLV(w http.ResponseWriter, r *http.Request, s *Stream, rd flvSource, maxLag time.Duration, m *metrics, log *slog.Logger) {
+	defer rd.Close()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	out, err := newFLVOut(w, r, cancel, h.cfg.MaxLag)
+	out, err := newFLVOut(w, r, cancel, maxLag)
 	if err != nil {
 		log.Debug("http-flv player gone", "err", err)
 		return
@@ -65,7 +79,12 @@ func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 		sentMeta bool
 		unsent   int // bytes not yet added to the counter
 	)
-	defer func() { h.m.flvBytes.Add(float64(unsent)) }()
+	count := func(n int) {
+		if m != nil {
+			m.flvBytes.Add(float64(n))
+		}
+	}
+	defer func() { count(unsent) }()
 	// The player's end (or the request's) closes the reader, so the wait
 	// for packets is a plain channel receive rather than a select.
 	stop := context.AfterFunc(ctx, rd.Close)
@@ -94,7 +113,7 @@ func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 		clear(pkts)
 		n, werr := out.flush()
 		if unsent += n; unsent >= flvMetricBytes {
-			h.m.flvBytes.Add(float64(unsent))
+			count(unsent)
 			unsent = 0
 		}
 		if werr != nil {

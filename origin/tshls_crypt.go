@@ -359,64 +359,9 @@ func (e *Encrypted) serveFLV(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	s := e.flv
 	rd := e.Subscribe()
-	defer rd.Close()
-	log := e.log.With("remote", r.RemoteAddr)
-	rc := http.NewResponseController(w)
-	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
-	w.WriteHeader(http.StatusOK)
-	if err := rc.Flush(); err != nil {
-		return
+	if e.cfg.FLVCoalesce > 0 {
+		rd.r.holdAudio(e.cfg.FLVCoalesce) // as for clear players
 	}
-	var (
-		ctx      = r.Context()
-		buf      = make([]byte, 0, flvBufSize)
-		pkts     = make([]*av.Packet, 0, 256)
-		started  bool
-		sentMeta bool
-	)
-	for {
-		var rerr error
-		pkts, rerr = rd.ReadPackets(ctx, pkts[:0])
-		buf = buf[:0]
-		for _, p := range pkts {
-			if !started {
-				started = true
-				v, a, _ := s.tracks()
-				if !v && !a {
-					v, a = true, true
-				}
-				buf = append(buf, av.FLVHeader(v, a)...)
-			}
-			if p.Kind == av.KindData && isOnMetaData(p.Data) {
-				sentMeta = true
-			} else if !sentMeta && p.Kind != av.KindData {
-				sentMeta = true
-				buf = av.AppendTag(buf, s.metaPacket(p.DTS))
-			}
-			buf = av.AppendTag(buf, p)
-		}
-		clear(pkts)
-		if len(buf) > 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(e.cfg.MaxLag))
-			_, werr := w.Write(buf)
-			if werr == nil {
-				werr = rc.Flush()
-			}
-			if werr != nil {
-				log.Debug("encrypted http-flv player gone", "err", werr)
-				return
-			}
-		}
-		if rerr != nil {
-			if errors.Is(rerr, ErrDropped) {
-				log.Info("encrypted http-flv player dropped: too slow")
-			}
-			return
-		}
-		if cap(buf) > 4*flvBufSize && len(buf) < flvBufSize {
-			buf = make([]byte, 0, flvBufSize)
-		}
-	}
+	writeFLV(w, r, e.flv, rd, e.cfg.MaxLag, nil, e.log.With("remote", r.RemoteAddr))
 }
