@@ -62,26 +62,7 @@ func clip(t *testing.T, id string) []*av.Packet {
 	if b, err := exec.CommandContext(ctx, "ffmpeg", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v: %s", err, b)
 	}
-	f, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := av.NewFLVReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ps []*av.Packet
-	for {
-		p, err := r.ReadPacket()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps = append(ps, p)
-	}
+	ps := readFLVFile(t, out)
 	if clips.byID == nil {
 		clips.byID = make(map[string][]*av.Packet)
 	}
@@ -249,4 +230,29 @@ func FuzzHLSWrite(f *testing.F) {
 			t.Fatalf("the muxer panicked %d times", o.panics)
 		}
 	})
+}
+
+// readFLVFile returns every packet of the FLV file at path.
+func readFLVFile(t *testing.T, path string) []*av.Packet {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := av.NewFLVReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []*av.Packet
+	for {
+		p, err := r.ReadPacket()
+		if errors.Is(err, io.EOF) {
+			return ps
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
 }

@@ -51,26 +51,7 @@ func tshlsClip(t *testing.T) []*av.Packet {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v: %s", err, b)
 	}
-	f, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := av.NewFLVReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ps []*av.Packet
-	for {
-		p, err := r.ReadPacket()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps = append(ps, p)
-	}
+	ps := readFLVFile(t, out)
 	tshlsClips.ps = ps
 	return ps
 }
