@@ -77,14 +77,65 @@ func makeClip(out, size string, seconds int) error {
 	return nil
 }
 
+// Ports for the servers under test come from below the kernel's ephemeral
+// range (32768-60999 here): a port picked with :0 and handed to a server
+// later could meanwhile be taken by any socket bound to :0 (an embedded
+// etcd, a client's outgoing connection). Every port is handed out once per
+// run.
+const (
+	testPortMin = 20000
+	testPortMax = 32000
+)
+
+var testPorts struct {
+	mu   sync.Mutex
+	next int
+	used map[int]bool
+}
+
+// freePort returns a TCP port on 127.0.0.1 that is free now and was not
+// handed out before in this run.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return pickPort(t, 1, func(p int) bool {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return false
+		}
+		l.Close()
+		return true
+	})
+}
+
+// pickPort returns the first port (of n consecutive ones, the first even
+// when n is 2) not handed out yet for which free is true.
+func pickPort(t *testing.T, n int, free func(int) bool) int {
+	t.Helper()
+	testPorts.mu.Lock()
+	defer testPorts.mu.Unlock()
+	if testPorts.used == nil {
+		testPorts.used = map[int]bool{}
+		testPorts.next = testPortMin + os.Getpid()%1000*10 // spread parallel test binaries
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for tries := 0; tries < testPortMax-testPortMin; tries++ {
+		p := testPorts.next
+		if n == 2 && p%2 != 0 {
+			p++
+		}
+		testPorts.next = p + n
+		if testPorts.next+n >= testPortMax {
+			testPorts.next = testPortMin
+		}
+		if testPorts.used[p] || (n == 2 && testPorts.used[p+1]) || !free(p) {
+			continue
+		}
+		for k := 0; k < n; k++ {
+			testPorts.used[p+k] = true
+		}
+		return p
+	}
+	t.Fatal("no free test port")
+	return 0
 }
 
 // server is one running livefuse process.
@@ -128,25 +179,16 @@ lms: {api_addr: "127.0.0.1:%d", api_token: %q}
 // freeUDPPair returns an even UDP port whose successor is free too.
 func freeUDPPair(t *testing.T) int {
 	t.Helper()
-	for i := 0; i < 50; i++ {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	return pickPort(t, 2, func(p int) bool {
+		for k := 0; k < 2; k++ {
+			c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+k))
+			if err != nil {
+				return false
+			}
+			c.Close()
 		}
-		p := c.LocalAddr().(*net.UDPAddr).Port
-		c.Close()
-		if p%2 != 0 || p > 65000 {
-			continue
-		}
-		c2, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+1))
-		if err != nil {
-			continue
-		}
-		c2.Close()
-		return p
-	}
-	t.Fatal("no free UDP port pair")
-	return 0
+		return true
+	})
 }
 
 func (s *server) start() {
