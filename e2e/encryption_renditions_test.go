@@ -120,3 +120,33 @@ streams:
 	noTok, _, _ := strings.Cut(keyURL, "?")
 	encGet(t, noTok, 403)
 }
+
+// TestEncryptionReachesEarlyPlayers: a player that joined while the
+// stream was clear (and never encrypted) gets clear FLV with no signal
+// tags, and is encrypted from the next keyframe once encryption is turned
+// on — without reconnecting.
+func TestEncryptionReachesEarlyPlayers(t *testing.T) {
+	s := startServer(t, `streams:
+  - {name: late, publish_token: pub}
+`)
+	push(t, s.rtmpURL("late", "token=pub"), true)
+	waitLive(t, s.flvURL("late"), 15*time.Second)
+	stop := signals(t, context.Background(), s.flvURL("late"))
+	time.Sleep(2 * time.Second)
+	on := true
+	if code, err := s.api("PATCH", "/streams/live/late", map[string]any{"encryption": on}, nil); err != nil || code != 200 {
+		t.Fatalf("PATCH encryption: %d %v", code, err)
+	}
+	time.Sleep(5 * time.Second) // at least one keyframe (2 s GOP)
+	counts := stop()
+	if counts["tags"] == 0 {
+		t.Fatalf("the early player got no onEncryption tag after encryption was turned on: %v", counts)
+	}
+	if counts["on→off"] != 0 {
+		t.Errorf("signal changes %v: the clear stream should carry no off signal before the first on", counts)
+	}
+	// A player joining now is encrypted from its first frame.
+	if enc, ok := firstSignal(t, s.flvURL("late")); !ok || !enc {
+		t.Errorf("a new player: signal %v encrypted %v, want encrypted", ok, enc)
+	}
+}

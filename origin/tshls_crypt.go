@@ -70,6 +70,8 @@ type Encrypted struct {
 	// pending is the signal waiting for the media packet it precedes
 	// (owned by run's goroutine).
 	pending *av.Packet
+	// everOn is set once encryption was on in this session (run's goroutine).
+	everOn bool
 }
 
 // sigEntry is an onEncryption packet and the media packet after it.
@@ -240,6 +242,15 @@ func (e *Encrypted) write(p *av.Packet, out *[]*av.Packet) {
 	}
 	for _, q := range *out {
 		if q.Kind == av.KindData && encryption.IsSignal(q.Data) {
+			// Until encryption is first turned on, a stream that plays
+			// through here stays byte for byte the clear one: no "off"
+			// signals. From then on every change is signalled.
+			if !e.everOn {
+				if sg, err := encryption.ParseSignal(q.Data); err != nil || !sg.Encrypted {
+					continue
+				}
+				e.everOn = true
+			}
 			e.pending = q
 			continue
 		}

@@ -34,10 +34,12 @@ type EncryptionConfig struct {
 	// one key per stream session.
 	RotateSegments int `yaml:"rotate_segments"`
 	// Outputs picks which streams play through the encrypted outputs:
-	// "flagged" (default) those with encryption on when they go live or
-	// turned on while live, from then on for the session; "all" every
-	// stream, so that turning encryption on also reaches players that
-	// joined while it was off.
+	// "all" (default) every stream, so that turning encryption on reaches
+	// every player, also those that joined while it was off (until it is
+	// first turned on the output is the clear stream, byte for byte);
+	// "flagged" only those with encryption on when they go live or turned
+	// on while live (saves one internal reader per clear stream, but a
+	// player that joined before stays clear until it reconnects).
 	Outputs string `yaml:"outputs"`
 	// KeyRate and KeyBurst limit key requests per client IP.
 	KeyRate  float64 `yaml:"key_rate"`
@@ -45,7 +47,7 @@ type EncryptionConfig struct {
 }
 
 func defaultEncryptionConfig() EncryptionConfig {
-	return EncryptionConfig{Outputs: "flagged", KeyRate: 5, KeyBurst: 20}
+	return EncryptionConfig{Outputs: "all", KeyRate: 5, KeyBurst: 20}
 }
 
 func (c EncryptionConfig) validate() error {
