@@ -46,6 +46,7 @@ type EncryptedConfig struct {
 // Players stay on these outputs whether encryption is on or off, so that
 // a change reaches every one of them.
 type Encrypted struct {
+	m       *metrics // the hub's: bytes out count as HTTP-FLV
 	stream  string
 	log     *slog.Logger
 	cfg     Config
@@ -94,6 +95,7 @@ func (h *Hub) StartEncrypted(app, name string, cfg EncryptedConfig) (*Encrypted,
 	key := streamKey(app, name)
 	log := h.log.With("stream", key)
 	e := &Encrypted{
+		m:      h.m,
 		stream: key,
 		log:    log,
 		cfg:    h.cfg,
@@ -374,5 +376,5 @@ func (e *Encrypted) serveFLV(w http.ResponseWriter, r *http.Request) {
 	if e.cfg.FLVCoalesce > 0 {
 		rd.r.holdAudio(e.cfg.FLVCoalesce) // as for clear players
 	}
-	writeFLV(w, r, e.flv, rd, e.cfg.MaxLag, nil, e.log.With("remote", r.RemoteAddr))
+	writeFLV(w, r, e.flv, rd, e.cfg.MaxLag, e.m, e.log.With("remote", r.RemoteAddr))
 }
