@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -42,22 +41,7 @@ func cdn(c *api.Client, args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	err := cdnCommand(ctx, c, args, stdout)
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "livectl: %v\n%s", err, cdnUsageText)
-		return 2
-	default:
-		var ae *api.Error
-		if errors.As(err, &ae) {
-			fmt.Fprintf(stderr, "livectl: %s\n", ae.Message)
-		} else {
-			fmt.Fprintf(stderr, "livectl: %v\n", err)
-		}
-		return 1
-	}
+	return exitCode(cdnCommand(ctx, c, args, stdout), cdnUsageText, stderr)
 }
 
 func cdnCommand(ctx context.Context, c *api.Client, args []string, out io.Writer) error {

@@ -104,12 +104,17 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	c := api.NewClient(*apiURL, *token)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	err := streams(ctx, c, rest[1], rest[2:], stdout)
+	return exitCode(streams(ctx, c, rest[1], rest[2:], stdout), usageText, stderr)
+}
+
+// exitCode reports err on stderr and returns the exit code: 0 ok, 2 bad
+// usage (with usage), 1 the request failed (the server's message).
+func exitCode(err error, usage string, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "livectl: %v\n%s", err, usageText)
+		fmt.Fprintf(stderr, "livectl: %v\n%s", err, usage)
 		return 2
 	default:
 		var ae *api.Error
