@@ -59,7 +59,9 @@ func NewPuller(deps Deps, log *slog.Logger) *Puller {
 		maxBackoff:   pullMaxBackoff,
 		healthyAfter: pullHealthyAfter,
 		runRTSP:      runRTSPPull,
-		runRTMP:      runRTMPPull,
+		runRTMP: func(ctx context.Context, src string, w FeedWriter, log *slog.Logger) error {
+			return runRTMPPull(ctx, src, w, log, deps.Budget)
+		},
 		jobs:         make(map[string]*pullJob),
 	}
 }

@@ -30,7 +30,9 @@ func TestRTMPConfigDefaults(t *testing.T) {
 		{RTMPConfig{ChunkSize: 1 << 20}, with(func(c *RTMPConfig) { c.ChunkSize = 64 << 10 })},
 		// negative turns a limit off
 		{RTMPConfig{Limits: netguard.Limits{MaxConns: -1, MaxConnsPerIP: -1}, SetupTimeout: -1, MinPublishRate: -1, BufferBudget: -1},
-			with(func(c *RTMPConfig) { c.Limits, c.SetupTimeout, c.MinPublishRate, c.BufferBudget = netguard.Limits{}, 0, 0, 0 })},
+			with(func(c *RTMPConfig) {
+				c.Limits, c.SetupTimeout, c.MinPublishRate, c.BufferBudget = netguard.Limits{}, 0, 0, 0
+			})},
 		{RTMPConfig{PreAuthMaxMessageSize: -1}, with(func(c *RTMPConfig) { c.PreAuthMaxMessageSize = 8 << 20 })},
 		{RTMPConfig{MaxMessageSize: 4096}, with(func(c *RTMPConfig) { c.MaxMessageSize, c.PreAuthMaxMessageSize = 4096, 4096 })},
 		{RTMPConfig{MinPublishRateWindow: -1}, with(func(c *RTMPConfig) { c.MinPublishRate, c.MinPublishRateWindow = 0, 0 })},
