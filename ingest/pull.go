@@ -62,7 +62,7 @@ func NewPuller(deps Deps, log *slog.Logger) *Puller {
 		runRTMP: func(ctx context.Context, src string, w FeedWriter, log *slog.Logger) error {
 			return runRTMPPull(ctx, src, w, log, deps.Budget)
 		},
-		jobs:         make(map[string]*pullJob),
+		jobs: make(map[string]*pullJob),
 	}
 }
 
