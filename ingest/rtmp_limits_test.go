@@ -141,7 +141,7 @@ func TestRTMPHostileMessages(t *testing.T) {
 		{name: "length bomb in a data message before publish", data: rtmpAppendMessage(nil, 4, 18, 0, 0, rtmpCat(a0s("@setDataFrame"), a0s("onMetaData"), amfLengthBombValue), 128),
 			limit: limitAMF, reason: "data message refused"},
 		{name: "depth bomb of 8 MB in @setDataFrame after publish", publish: "live/meta",
-			data: rtmpCat(prePublish("meta"), rtmpSCS(4096), rtmpAppendMessage(nil, 4, 18, 1, 0, rtmpCat(a0s("@setDataFrame"), a0s("onMetaData"), amfDepthBomb(1_600_000)), 4096)),
+			data:  rtmpCat(prePublish("meta"), rtmpSCS(4096), rtmpAppendMessage(nil, 4, 18, 1, 0, rtmpCat(a0s("@setDataFrame"), a0s("onMetaData"), amfDepthBomb(1_600_000)), 4096)),
 			limit: limitAMF, reason: "nesting deeper than 16"},
 		{name: "message past the pre-auth limit", data: rtmpAppendMessage(nil, 3, 20, 0, 0, make([]byte, 8193), 128)[:200],
 			limit: limitPreAuthMessage, reason: "message of 8193 bytes on chunk stream 3 before publish or play, limit 8192"},
