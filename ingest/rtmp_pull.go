@@ -239,6 +239,12 @@ func (cl *rtmpPullClient) setup(t rtmpPullTarget) error {
 	if err := handshake.HandshakeWithServer(cl.br, cl.nc, &handshake.Config{SkipHandshakeVerification: true}); err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
+	return cl.connect(t)
+}
+
+// connect sends connect and createStream and reads their answers (every
+// reply checked by readMessage before it is decoded).
+func (cl *rtmpPullClient) connect(t rtmpPullTarget) error {
 	connect := &message.NetConnectionConnect{Command: message.NetConnectionConnectCommand{
 		App:          t.app,
 		Type:         "nonprivate",
