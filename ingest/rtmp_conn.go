@@ -279,6 +279,7 @@ func (c *rtmpConn) OnPublish(sctx *rtmp.StreamContext, _ uint32, cmd *message.Ne
 		return fmt.Errorf("rtmp publish %s: %w", stream, err)
 	}
 	c.role, c.stream, c.feed = "publish", stream, feed
+	c.rc.authorize(true)
 	c.fw, c.pubStreamID = fw, sctx.StreamID
 	c.pubStop = make(chan struct{})
 	c.s.wg.Add(1)
