@@ -52,6 +52,11 @@ type EtcdConfig struct {
 	// can use this unit's embedded etcd as their endpoint.
 	Listen      string        `yaml:"listen"`
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// StartTimeout bounds the start of the embedded etcd (default 60 s):
+	// past it serve exits with an error naming the data dir. A healthy
+	// store starts in about a second; the default leaves room for a slow
+	// disk replaying a long WAL.
+	StartTimeout time.Duration `yaml:"start_timeout"`
 }
 
 // Config configures the control plane.
@@ -72,7 +77,7 @@ type Config struct {
 // DataDir is left empty for the caller to fill (the node's data_dir).
 func DefaultConfig() Config {
 	return Config{
-		Etcd:      EtcdConfig{DialTimeout: 5 * time.Second},
+		Etcd:      EtcdConfig{DialTimeout: 5 * time.Second, StartTimeout: 60 * time.Second},
 		APIAddr:   "127.0.0.1:9090",
 		KeyPrefix: "/livefuse/",
 	}
@@ -83,6 +88,9 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.Etcd.DialTimeout <= 0 {
 		c.Etcd.DialTimeout = d.Etcd.DialTimeout
+	}
+	if c.Etcd.StartTimeout <= 0 {
+		c.Etcd.StartTimeout = d.Etcd.StartTimeout
 	}
 	if c.APIAddr == "" {
 		c.APIAddr = d.APIAddr

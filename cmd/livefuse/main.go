@@ -63,6 +63,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log := newLogger(stderr, cfg.LogLevel)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		// After the first signal the default action returns: a second
+		// SIGTERM or Ctrl-C ends a shutdown that hangs.
+		context.AfterFunc(ctx, stop)
 		if path := os.Getenv("LIVEFUSE_CPUPROFILE"); path != "" {
 			stopProfile, err := startCPUProfile(path)
 			if err != nil {
