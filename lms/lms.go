@@ -37,6 +37,9 @@ var (
 	ErrNotFound = errors.New("stream not found")
 	// ErrExists: Create found the stream already registered.
 	ErrExists = errors.New("stream already exists")
+	// ErrConflict: concurrent writes to one record still collided after
+	// the bounded retries (answered with 409; the client may retry).
+	ErrConflict = errors.New("conflicting concurrent writes to the same record")
 	// ErrInvalid wraps every validation error (answered with 400).
 	ErrInvalid = api.ErrInvalid
 	// ErrNotLive is what LiveSource.Kick returns for a stream that has no publisher.

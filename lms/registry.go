@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -59,8 +60,14 @@ const (
 	watchRetryMax = 5 * time.Second
 	// waitApplied bounds how long a write waits for the watch to show it.
 	waitAppliedMax = 5 * time.Second
-	// updateAttempts bounds the compare-and-swap retries of Update.
-	updateAttempts = 16
+	// updateAttempts bounds the compare-and-swap attempts of Update;
+	// between attempts it backs off from updateBackoffMin, doubling up
+	// to updateBackoffMax, with jitter so that racing writers spread out.
+	// 48 attempts wait at most about 4 s in all, under the API's 10 s
+	// request timeout.
+	updateAttempts   = 48
+	updateBackoffMin = time.Millisecond
+	updateBackoffMax = 100 * time.Millisecond
 )
 
 // NewRegistry returns a Registry over st. Call Start to load it.
@@ -215,12 +222,21 @@ func (r *Registry) Create(ctx context.Context, s Stream) (Stream, error) {
 }
 
 // Update changes app/name with fn atomically (compare-and-swap on the etcd
-// revision, retried on a concurrent write). fn gets the stored stream and
-// changes it in place; if fn or validation fails nothing is written. App,
-// Name and CreatedAt cannot be changed by fn.
+// revision, retried with backoff on a concurrent write; ErrConflict when
+// writers still collide after updateAttempts). fn gets the stored stream
+// and changes it in place, and is called again on each retry; if fn or
+// validation fails nothing is written. App, Name and CreatedAt cannot be
+// changed by fn.
 func (r *Registry) Update(ctx context.Context, app, name string, fn func(*Stream) error) (Stream, error) {
 	k := r.key(app, name)
-	for range updateAttempts {
+	pause := updateBackoffMin
+	for attempt := range updateAttempts {
+		if attempt > 0 {
+			if err := sleepCtx(ctx, jitter(pause)); err != nil {
+				return Stream{}, fmt.Errorf("update stream %s/%s: %w", app, name, err)
+			}
+			pause = min(2*pause, updateBackoffMax)
+		}
 		gr, err := r.cli.Get(ctx, k)
 		if err != nil {
 			return Stream{}, fmt.Errorf("update stream %s/%s: %w", app, name, err)
@@ -257,7 +273,24 @@ func (r *Registry) Update(ctx context.Context, app, name string, fn func(*Stream
 			return s, nil
 		}
 	}
-	return Stream{}, fmt.Errorf("update stream %s/%s: too many concurrent writes", app, name)
+	return Stream{}, fmt.Errorf("update stream %s/%s: %w", app, name, ErrConflict)
+}
+
+// jitter returns a duration drawn uniformly from [d/2, 3d/2).
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(mrand.Int64N(int64(d)))
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Delete removes app/name; it returns ErrNotFound when it is not registered.

@@ -3,6 +3,7 @@ package lms
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -292,5 +293,42 @@ func TestStorePersistence(t *testing.T) {
 func TestOpenStoreNeedsDataDir(t *testing.T) {
 	if _, err := OpenStore(t.Context(), DefaultConfig(), nil); err == nil {
 		t.Error("OpenStore without data_dir or endpoints succeeded")
+	}
+}
+
+// TestUpdateConcurrent: many writers updating one stream at once all
+// succeed through the retries (or, at worst, get ErrConflict, never
+// another error), and the stored stream is one of the written values.
+func TestUpdateConcurrent(t *testing.T) {
+	r := startRegistry(t, prefixStore(t))
+	ctx := t.Context()
+	if _, err := r.Create(ctx, Stream{App: "live", Name: "c", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	const writers = 32
+	errs := make(chan error, writers)
+	written := map[string]bool{}
+	for i := range writers {
+		src := fmt.Sprintf("rtmp://up%d.local/live/c", i)
+		written[src] = true
+		go func() {
+			_, err := r.Update(ctx, "live", "c", func(s *Stream) error { s.Source = src; return nil })
+			errs <- err
+		}()
+	}
+	var conflicts int
+	for range writers {
+		err := <-errs
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrConflict):
+			conflicts++
+		default:
+			t.Errorf("Update: %v, want nil or ErrConflict", err)
+		}
+	}
+	t.Logf("%d of %d writers ended in ErrConflict", conflicts, writers)
+	if s, _ := r.Get("live", "c"); !written[s.Source] {
+		t.Errorf("stored source %q is none of the written values", s.Source)
 	}
 }
