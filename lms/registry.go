@@ -34,6 +34,9 @@ type Registry struct {
 	unitsDir string
 	log      *slog.Logger
 	now      func() time.Time
+	// openKeys lets a stream have encryption on without a play key (see
+	// SetOpenKeyAccess).
+	openKeys bool
 
 	mu      sync.Mutex
 	streams map[string]entry // by "app/name"
@@ -156,9 +159,45 @@ func (r *Registry) Len() int {
 
 func (r *Registry) key(app, name string) string { return r.dir + app + "/" + name }
 
+// SetOpenKeyAccess chooses whether a stream may have encryption on without
+// a play key. Without a play key the key delivery (/keys/) cannot tell a
+// player from anyone else, so the content keys go to whoever asks: the
+// registry refuses to turn encryption on (or to remove the play key of an
+// encrypted stream) unless the operator allowed open key access. Call it
+// before the first write.
+func (r *Registry) SetOpenKeyAccess(open bool) {
+	r.mu.Lock()
+	r.openKeys = open
+	r.mu.Unlock()
+}
+
+// errKeyAccess explains why encryption without a play key is refused.
+const errKeyAccess = "encryption needs a play_key: without one, players fetch content keys unsigned and so can anyone; " +
+	"set play_key (or leave encryption off), or allow open key access with encryption.open_key_access: true"
+
+// checkKeyAccess refuses a write that makes s encrypted without a play key
+// (from old, nil when s is new), unless open key access is allowed. A
+// stream stored so before stays writable in its other fields.
+func (r *Registry) checkKeyAccess(old *Stream, s *Stream) error {
+	if !s.Encryption || s.PlayKey != "" {
+		return nil
+	}
+	r.mu.Lock()
+	open := r.openKeys
+	r.mu.Unlock()
+	if open || (old != nil && old.Encryption && old.PlayKey == "") {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrInvalid, errKeyAccess)
+}
+
 // prepare fills a stream about to be written: a generated publish token when
-// empty, timestamps, then validation.
-func (r *Registry) prepare(s *Stream, created time.Time) error {
+// empty, timestamps, then validation; old is the stored stream (nil when
+// there is none).
+func (r *Registry) prepare(old, s *Stream, created time.Time) error {
+	if err := r.checkKeyAccess(old, s); err != nil {
+		return err
+	}
 	if s.PublishToken == "" {
 		tok, err := NewToken()
 		if err != nil {
@@ -178,10 +217,11 @@ func (r *Registry) prepare(s *Stream, created time.Time) error {
 // (read it back with Get). CreatedAt is kept from the stored stream.
 func (r *Registry) Put(ctx context.Context, s Stream) error {
 	var created time.Time
+	var prev *Stream
 	if old, ok := r.Get(s.App, s.Name); ok {
-		created = old.CreatedAt
+		created, prev = old.CreatedAt, &old
 	}
-	if err := r.prepare(&s, created); err != nil {
+	if err := r.prepare(prev, &s, created); err != nil {
 		return err
 	}
 	b, err := json.Marshal(s)
@@ -199,7 +239,7 @@ func (r *Registry) Put(ctx context.Context, s Stream) error {
 // Create registers a new stream; it returns ErrExists when app/name is
 // already registered. An empty publish token is generated.
 func (r *Registry) Create(ctx context.Context, s Stream) (Stream, error) {
-	if err := r.prepare(&s, time.Time{}); err != nil {
+	if err := r.prepare(nil, &s, time.Time{}); err != nil {
 		return s, err
 	}
 	b, err := json.Marshal(s)
@@ -249,12 +289,12 @@ func (r *Registry) Update(ctx context.Context, app, name string, fn func(*Stream
 		if err := json.Unmarshal(kv.Value, &s); err != nil {
 			return Stream{}, fmt.Errorf("update stream %s/%s: stored value: %w", app, name, err)
 		}
-		created := s.CreatedAt
+		created, old := s.CreatedAt, s
 		if err := fn(&s); err != nil {
 			return Stream{}, err
 		}
 		s.App, s.Name = app, name
-		if err := r.prepare(&s, created); err != nil {
+		if err := r.prepare(&old, &s, created); err != nil {
 			return Stream{}, err
 		}
 		b, err := json.Marshal(s)
@@ -315,7 +355,7 @@ func (r *Registry) Seed(ctx context.Context, streams []Stream) error {
 	var errs []error
 	var last int64
 	for _, s := range streams {
-		if err := r.prepare(&s, time.Time{}); err != nil {
+		if err := r.prepare(nil, &s, time.Time{}); err != nil {
 			errs = append(errs, fmt.Errorf("seed %s: %w", s.Path(), err))
 			continue
 		}
