@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -330,5 +331,51 @@ func TestUpdateConcurrent(t *testing.T) {
 	t.Logf("%d of %d writers ended in ErrConflict", conflicts, writers)
 	if s, _ := r.Get("live", "c"); !written[s.Source] {
 		t.Errorf("stored source %q is none of the written values", s.Source)
+	}
+}
+
+// TestKeyAccess: encryption cannot be turned on without a play key, nor
+// the play key of an encrypted stream removed, unless open key access is
+// allowed; a stream stored so before stays writable.
+func TestKeyAccess(t *testing.T) {
+	st := prefixStore(t)
+	r := startRegistry(t, st)
+	ctx := t.Context()
+	enc := func(on bool) func(*Stream) error { return func(s *Stream) error { s.Encryption = on; return nil } }
+	if _, err := r.Create(ctx, Stream{App: "live", Name: "a", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Update(ctx, "live", "a", enc(true)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "play_key") {
+		t.Errorf("encryption on without play key: %v, want ErrInvalid naming play_key", err)
+	}
+	if _, err := r.Create(ctx, Stream{App: "live", Name: "b", Enabled: true, Encryption: true}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("create encrypted without play key: %v", err)
+	}
+	if err := r.Put(ctx, Stream{App: "live", Name: "b", Enabled: true, Encryption: true}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("put encrypted without play key: %v", err)
+	}
+	if _, err := r.Create(ctx, Stream{App: "live", Name: "k", Enabled: true, PlayKey: "pk", Encryption: true}); err != nil {
+		t.Errorf("create encrypted with play key: %v", err)
+	}
+	if _, err := r.Update(ctx, "live", "k", func(s *Stream) error { s.PlayKey = ""; return nil }); !errors.Is(err, ErrInvalid) {
+		t.Errorf("remove the play key of an encrypted stream: %v", err)
+	}
+	if _, err := r.Update(ctx, "live", "k", func(s *Stream) error { s.PlayKey, s.Encryption = "", false; return nil }); err != nil {
+		t.Errorf("remove play key and encryption together: %v", err)
+	}
+
+	open := NewRegistry(st, testLogger(t))
+	open.SetOpenKeyAccess(true)
+	if err := open.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(open.Close)
+	if _, err := open.Update(ctx, "live", "a", enc(true)); err != nil {
+		t.Fatalf("open key access: %v", err)
+	}
+	// Stored without a key (open access, or before the rule): other
+	// fields still change on a registry that refuses new ones.
+	if _, err := r.Update(ctx, "live", "a", func(s *Stream) error { s.Record = true; return nil }); err != nil {
+		t.Errorf("update another field of a stored keyless encrypted stream: %v", err)
 	}
 }
