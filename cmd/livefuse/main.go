@@ -74,7 +74,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			defer stopProfile()
 		}
-		if err := serve(ctx, cfg, log, stdout); err != nil && !errors.Is(err, context.Canceled) {
+		err = serve(ctx, cfg, log, stdout)
+		switch {
+		case errors.Is(err, context.Canceled):
+			log.Info("livefuse stopped during start-up by a signal", "err", err)
+		case err != nil:
 			log.Error("livefuse stopped", "err", err)
 			return 1
 		}

@@ -37,7 +37,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	store, err := lms.OpenStore(ctx, lcfg, log)
 	if err != nil {
-		return fmt.Errorf("lms: %w", err)
+		return err // "lms store: ...", naming the data dir
 	}
 	defer store.Close()
 	reg := lms.NewRegistry(store, log)
