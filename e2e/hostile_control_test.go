@@ -359,20 +359,56 @@ func TestHostileEncryptionWithoutPlayKey(t *testing.T) {
 		t.Fatalf("config stream encrypted without play_key: exit %d\n%s", code, p.output())
 	}
 
-	// Open key access, chosen explicitly: allowed, and warned.
-	o := startServer(t, `encryption: {open_key_access: true}
-streams:
-  - {name: open, publish_token: pub, encryption: true}
+	// Open key access, chosen explicitly: allowed, warned, and players
+	// get the keys without a token.
+	const openLine = "encryption: {open_key_access: true}\n"
+	o := startServer(t, openLine+`streams:
+  - {name: open, publish_token: pub}
 `)
-	if code, err := o.api("PATCH", "/streams/live/open", map[string]any{"encryption": false}, nil); err != nil || code != 200 {
-		t.Fatalf("open key access, encryption off: %d %v", code, err)
-	}
 	if code, err := o.api("PATCH", "/streams/live/open", map[string]any{"encryption": true}, nil); err != nil || code != 200 {
 		t.Fatalf("open key access, encryption on: %d %v", code, err)
 	}
 	if !strings.Contains(o.logs(), "open_key_access is on") {
 		t.Error("open key access not warned in the log")
 	}
+	push(t, o.rtmpURL("open", "token=pub"), true)
+	if key := encGet(t, hlsKeyURL(t, o, "open"), 200); len(key) != 16 {
+		t.Fatalf("key with open key access: %d bytes, want 16", len(key))
+	}
+
+	// The same store without open key access: the stream stored encrypted
+	// without a play key is named in the log, and its keys are refused.
+	o.stop()
+	b, err := os.ReadFile(o.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(o.cfgPath, bytes.Replace(b, []byte(openLine), nil, 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o.start()
+	if !strings.Contains(o.logs(), `encrypted stream has no play_key`) {
+		t.Error("the stored keyless encrypted stream is not warned about at start")
+	}
+	push(t, o.rtmpURL("open", "token=pub"), true)
+	encGet(t, hlsKeyURL(t, o, "open"), 403)
+}
+
+// hlsKeyURL polls the HLS playlist of name until it names a SAMPLE-AES
+// key and returns the key's absolute URL.
+func hlsKeyURL(t *testing.T, s *server, name string) string {
+	t.Helper()
+	var m []string
+	recPoll(t, 30*time.Second, "SAMPLE-AES playlist", func() bool {
+		body, err := httpGet(s.hlsURL(name))
+		m = keyURIRe.FindStringSubmatch(body)
+		return err == nil && m != nil
+	})
+	u := m[1]
+	if strings.HasPrefix(u, "/") {
+		u = fmt.Sprintf("http://127.0.0.1:%d", s.http) + u
+	}
+	return u
 }
 
 // TestHostileAuthKeyFarFuture: a play URL signed to expire in the year
