@@ -28,8 +28,9 @@ var ErrInUse = errors.New("store files in use by another process")
 // etcd opens them, with etcd's own packages: the bbolt backend is opened
 // read-only and every bucket and key walked (a damaged page panics inside
 // bbolt; here the panic is caught and reported with the file's name), and
-// the WAL is read through with wal.Verify from its newest snapshot record.
-// Finally the WAL must reach the index the backend has applied: a WAL cut
+// the WAL is read through with etcd's wal package (record checksums,
+// metadata, snapshot records) from its newest snapshot record. Finally the
+// WAL's entries must reach the index the backend has applied: a WAL cut
 // short of it (truncated, or replaced by an older one) leaves etcd
 // waiting forever for entries that are gone. A torn last record, as a
 // crash leaves it, is no damage: etcd repairs it itself.
@@ -53,7 +54,11 @@ func checkEmbeddedDir(dir string, lockWait time.Duration) error {
 		}
 	}
 	if !haveWAL {
-		return fmt.Errorf("%w: %s holds data but its WAL directory %s is missing or empty", ErrDamaged, dbPath, walDir)
+		if applied == 0 {
+			return nil // a first start cut short after the db was made: etcd starts afresh
+		}
+		return fmt.Errorf("%w: %s holds data (applied index %d) but its WAL directory %s is missing or empty",
+			ErrDamaged, dbPath, applied, walDir)
 	}
 	return checkWAL(walDir, applied)
 }
@@ -135,8 +140,11 @@ func (r boltReader) UnsafeForEach(bucket backend.Bucket, visitor func(k, v []byt
 	return b.ForEach(visitor)
 }
 
-// checkWAL reads the WAL in walDir through and checks that its committed
-// index reaches applied (the backend's consistent index).
+// checkWAL reads the WAL in walDir through from its newest snapshot
+// record and checks that its entries reach applied (the backend's
+// consistent index). The committed index in the WAL may lag behind applied
+// after a crash (etcd applies an entry before its commit is saved), so
+// the last entry, not the commit, is what applied is held against.
 func checkWAL(walDir string, applied uint64) (err error) {
 	files := walFiles(walDir)
 	defer func() {
@@ -153,13 +161,22 @@ func checkWAL(walDir string, applied uint64) (err error) {
 	if len(snaps) > 0 {
 		snap = snaps[len(snaps)-1]
 	}
-	st, err := wal.Verify(lg, walDir, snap)
+	w, err := wal.OpenForRead(lg, walDir, snap)
 	if err != nil {
 		return fmt.Errorf("%w: etcd WAL %s: %v", ErrDamaged, files, err)
 	}
-	if st.Commit < applied {
-		return fmt.Errorf("%w: etcd WAL %s is truncated: it ends at committed index %d, but the db has applied index %d",
-			ErrDamaged, files, st.Commit, applied)
+	defer w.Close()
+	_, _, ents, err := w.ReadAll()
+	if err != nil {
+		return fmt.Errorf("%w: etcd WAL %s: %v", ErrDamaged, files, err)
+	}
+	last := snap.Index
+	if len(ents) > 0 {
+		last = ents[len(ents)-1].Index
+	}
+	if last < applied {
+		return fmt.Errorf("%w: etcd WAL %s is truncated: its last entry is %d, but the db has applied entries up to %d",
+			ErrDamaged, files, last, applied)
 	}
 	return nil
 }
