@@ -24,16 +24,16 @@ import (
 	"github.com/livefuse/livefuse/authkey"
 )
 
-// startTimeout is lms.etcd.start_timeout in these tests: the bound within
+// ctlStartTimeout is lms.etcd.start_timeout in these tests: the bound within
 // which a start on a damaged or held store must end.
-const startTimeout = 10 * time.Second
+const ctlStartTimeout = 10 * time.Second
 
-// storeDir is the embedded etcd's directory of a server's data dir.
-func (s *server) storeDir() string { return filepath.Join(s.dir, "data", "etcd") }
+// ctlStoreDir is the embedded etcd's directory of a server's data dir.
+func (s *server) ctlStoreDir() string { return filepath.Join(s.dir, "data", "etcd") }
 
-// writeConfig writes s's config with lms.etcd.start_timeout set (and extra
+// ctlConfig writes s's config with lms.etcd.start_timeout set (and extra
 // appended) to a new file and returns its path.
-func (s *server) writeConfig(t *testing.T, timeout time.Duration, extra string) string {
+func (s *server) ctlConfig(t *testing.T, timeout time.Duration, extra string) string {
 	t.Helper()
 	b, err := os.ReadFile(s.cfgPath)
 	if err != nil {
@@ -47,17 +47,17 @@ func (s *server) writeConfig(t *testing.T, timeout time.Duration, extra string) 
 	return p
 }
 
-// proc is a livefuse started by a test that expects it to exit.
-type proc struct {
+// ctlProc is a livefuse started by a test that expects it to exit.
+type ctlProc struct {
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
 	mu   *sync.Mutex
 	done chan struct{}
 }
 
-func startProc(t *testing.T, cfgPath string) *proc {
+func startCtlProc(t *testing.T, cfgPath string) *ctlProc {
 	t.Helper()
-	p := &proc{out: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan struct{})}
+	p := &ctlProc{out: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan struct{})}
 	p.cmd = exec.Command(env.bin, "serve", "--config", cfgPath)
 	p.cmd.Stdout = &lockedWriter{mu: p.mu, w: p.out}
 	p.cmd.Stderr = p.cmd.Stdout
@@ -77,7 +77,7 @@ func startProc(t *testing.T, cfgPath string) *proc {
 	return p
 }
 
-func (p *proc) output() string {
+func (p *ctlProc) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.out.String()
@@ -85,7 +85,7 @@ func (p *proc) output() string {
 
 // wait waits up to within for the process to exit and returns its exit
 // code, or fails the test.
-func (p *proc) wait(t *testing.T, within time.Duration) int {
+func (p *ctlProc) wait(t *testing.T, within time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -96,9 +96,9 @@ func (p *proc) wait(t *testing.T, within time.Duration) int {
 	}
 }
 
-// stoppedServer runs a server until it is ready, so that its data dir
+// ctlStoppedServer runs a server until it is ready, so that its data dir
 // holds a store with data, then stops it.
-func stoppedServer(t *testing.T) *server {
+func ctlStoppedServer(t *testing.T) *server {
 	t.Helper()
 	s := startServer(t, `streams:
   - {name: kept, publish_token: pub}
@@ -113,13 +113,13 @@ func stoppedServer(t *testing.T) *server {
 // ignored SIGTERM, or a raw stack naming no file).
 func TestHostileDamagedStore(t *testing.T) {
 	walOf := func(t *testing.T, s *server) string {
-		m, _ := filepath.Glob(filepath.Join(s.storeDir(), "member", "wal", "*.wal"))
+		m, _ := filepath.Glob(filepath.Join(s.ctlStoreDir(), "member", "wal", "*.wal"))
 		if len(m) == 0 {
 			t.Fatal("no WAL file")
 		}
 		return m[len(m)-1]
 	}
-	dbOf := func(t *testing.T, s *server) string { return filepath.Join(s.storeDir(), "member", "snap", "db") }
+	dbOf := func(t *testing.T, s *server) string { return filepath.Join(s.ctlStoreDir(), "member", "snap", "db") }
 	scribble := func(t *testing.T, path string, off int64, n int) {
 		f, err := os.OpenFile(path, os.O_WRONLY, 0)
 		if err != nil {
@@ -159,10 +159,10 @@ func TestHostileDamagedStore(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := stoppedServer(t)
+			s := ctlStoppedServer(t)
 			file := tc.damage(t, s)
-			p := startProc(t, s.writeConfig(t, startTimeout, ""))
-			code := p.wait(t, startTimeout+5*time.Second)
+			p := startCtlProc(t, s.ctlConfig(t, ctlStartTimeout, ""))
+			code := p.wait(t, ctlStartTimeout+5*time.Second)
 			out := p.output()
 			if code == 0 || !strings.Contains(out, file) || !strings.Contains(out, "damaged") ||
 				!strings.Contains(out, "move it aside") || strings.Contains(out, "goroutine ") {
@@ -177,8 +177,8 @@ func TestHostileDamagedStore(t *testing.T) {
 // ends the process at once, and without a signal the start ends at the
 // start timeout with an error naming the data dir.
 func TestHostileStartupSignal(t *testing.T) {
-	s := stoppedServer(t)
-	f, err := os.Open(filepath.Join(s.storeDir(), "member", "snap", "db"))
+	s := ctlStoppedServer(t)
+	f, err := os.Open(filepath.Join(s.ctlStoreDir(), "member", "snap", "db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestHostileStartupSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := startProc(t, s.writeConfig(t, time.Hour, ""))
+	p := startCtlProc(t, s.ctlConfig(t, time.Hour, ""))
 	time.Sleep(1500 * time.Millisecond)
 	select {
 	case <-p.done:
@@ -199,10 +199,10 @@ func TestHostileStartupSignal(t *testing.T) {
 	p.wait(t, 5*time.Second)
 	t.Logf("stopped %v after SIGTERM during start-up", time.Since(sent).Round(time.Millisecond))
 
-	p = startProc(t, s.writeConfig(t, 2*time.Second, ""))
-	code := p.wait(t, 2*time.Second+startTimeout)
-	if out := p.output(); code == 0 || !strings.Contains(out, s.storeDir()) {
-		t.Fatalf("exit %d; want non-zero and an error naming %s:\n%s", code, s.storeDir(), out)
+	p = startCtlProc(t, s.ctlConfig(t, 2*time.Second, ""))
+	code := p.wait(t, 2*time.Second+ctlStartTimeout)
+	if out := p.output(); code == 0 || !strings.Contains(out, s.ctlStoreDir()) {
+		t.Fatalf("exit %d; want non-zero and an error naming %s:\n%s", code, s.ctlStoreDir(), out)
 	}
 }
 
@@ -353,7 +353,7 @@ func TestHostileEncryptionWithoutPlayKey(t *testing.T) {
 
 	// The config file: refused at start.
 	s.stop()
-	p := startProc(t, s.writeConfig(t, startTimeout, `  - {name: cfgenc, publish_token: pub, encryption: true}
+	p := startCtlProc(t, s.ctlConfig(t, ctlStartTimeout, `  - {name: cfgenc, publish_token: pub, encryption: true}
 `))
 	if code := p.wait(t, 10*time.Second); code == 0 || !strings.Contains(p.output(), "cfgenc") || !strings.Contains(p.output(), "play_key") {
 		t.Fatalf("config stream encrypted without play_key: exit %d\n%s", code, p.output())
@@ -372,7 +372,7 @@ func TestHostileEncryptionWithoutPlayKey(t *testing.T) {
 		t.Error("open key access not warned in the log")
 	}
 	push(t, o.rtmpURL("open", "token=pub"), true)
-	if key := encGet(t, hlsKeyURL(t, o, "open"), 200); len(key) != 16 {
+	if key := encGet(t, ctlKeyURL(t, o, "open"), 200); len(key) != 16 {
 		t.Fatalf("key with open key access: %d bytes, want 16", len(key))
 	}
 
@@ -391,12 +391,12 @@ func TestHostileEncryptionWithoutPlayKey(t *testing.T) {
 		t.Error("the stored keyless encrypted stream is not warned about at start")
 	}
 	push(t, o.rtmpURL("open", "token=pub"), true)
-	encGet(t, hlsKeyURL(t, o, "open"), 403)
+	encGet(t, ctlKeyURL(t, o, "open"), 403)
 }
 
-// hlsKeyURL polls the HLS playlist of name until it names a SAMPLE-AES
+// ctlKeyURL polls the HLS playlist of name until it names a SAMPLE-AES
 // key and returns the key's absolute URL.
-func hlsKeyURL(t *testing.T, s *server, name string) string {
+func ctlKeyURL(t *testing.T, s *server, name string) string {
 	t.Helper()
 	var m []string
 	recPoll(t, 30*time.Second, "SAMPLE-AES playlist", func() bool {
