@@ -37,6 +37,9 @@ var (
 	ErrNotFound = errors.New("stream not found")
 	// ErrExists: Create found the stream already registered.
 	ErrExists = errors.New("stream already exists")
+	// ErrConflict: concurrent writes to one record still collided after
+	// the bounded retries (answered with 409; the client may retry).
+	ErrConflict = errors.New("conflicting concurrent writes to the same record")
 	// ErrInvalid wraps every validation error (answered with 400).
 	ErrInvalid = api.ErrInvalid
 	// ErrNotLive is what LiveSource.Kick returns for a stream that has no publisher.
@@ -52,6 +55,11 @@ type EtcdConfig struct {
 	// can use this unit's embedded etcd as their endpoint.
 	Listen      string        `yaml:"listen"`
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// StartTimeout bounds the start of the embedded etcd (default 60 s):
+	// past it serve exits with an error naming the data dir. A healthy
+	// store starts in about a second; the default leaves room for a slow
+	// disk replaying a long WAL.
+	StartTimeout time.Duration `yaml:"start_timeout"`
 }
 
 // Config configures the control plane.
@@ -72,7 +80,7 @@ type Config struct {
 // DataDir is left empty for the caller to fill (the node's data_dir).
 func DefaultConfig() Config {
 	return Config{
-		Etcd:      EtcdConfig{DialTimeout: 5 * time.Second},
+		Etcd:      EtcdConfig{DialTimeout: 5 * time.Second, StartTimeout: 60 * time.Second},
 		APIAddr:   "127.0.0.1:9090",
 		KeyPrefix: "/livefuse/",
 	}
@@ -83,6 +91,9 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.Etcd.DialTimeout <= 0 {
 		c.Etcd.DialTimeout = d.Etcd.DialTimeout
+	}
+	if c.Etcd.StartTimeout <= 0 {
+		c.Etcd.StartTimeout = d.Etcd.StartTimeout
 	}
 	if c.APIAddr == "" {
 		c.APIAddr = d.APIAddr

@@ -415,6 +415,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "stream already exists")
 	case errors.Is(err, ErrNotLive):
 		writeError(w, http.StatusConflict, "stream is not live")
+	case errors.Is(err, ErrConflict):
+		writeError(w, http.StatusConflict, "conflicting concurrent writes to this stream; retry")
 	case errors.Is(err, context.DeadlineExceeded):
 		s.log.Error("lms api: store timeout", "remote", r.RemoteAddr, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "store did not answer in time")

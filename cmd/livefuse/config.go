@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/livefuse/livefuse/authkey"
 	"github.com/livefuse/livefuse/cdnmix"
 	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
@@ -64,6 +65,9 @@ type Config struct {
 	Units []ingest.Unit `yaml:"units"`
 	// RelaySecret authenticates relays between units (a secret: never logged).
 	RelaySecret string `yaml:"relay_secret"`
+
+	// AuthKey configures the checking of type-A play URLs (?auth_key=).
+	AuthKey authkey.TypeAConfig `yaml:"auth_key"`
 }
 
 func defaultConfig() Config {
@@ -79,6 +83,7 @@ func defaultConfig() Config {
 		CDNMix:     cdnmix.DefaultConfig(),
 		LMS:        lms.DefaultConfig(),
 		Encryption: defaultEncryptionConfig(),
+		AuthKey:    authkey.DefaultTypeAConfig(),
 		Shutdown:   5 * time.Second,
 	}
 }
@@ -119,6 +124,12 @@ func (c *Config) validate() error {
 	}
 	if err := c.Encryption.validate(); err != nil {
 		return err
+	}
+	if err := c.Encryption.checkKeyAccess(c.Streams); err != nil {
+		return err
+	}
+	if c.AuthKey.MaxTTL < time.Minute {
+		return fmt.Errorf("config: auth_key.max_ttl %s: want at least 1m", c.AuthKey.MaxTTL)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

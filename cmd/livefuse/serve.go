@@ -37,12 +37,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	store, err := lms.OpenStore(ctx, lcfg, log)
 	if err != nil {
-		return fmt.Errorf("lms: %w", err)
+		return err // "lms store: ...", naming the data dir
 	}
 	defer store.Close()
 	reg := lms.NewRegistry(store, log)
+	reg.SetOpenKeyAccess(cfg.Encryption.OpenKeyAccess)
 
-	auth := &authorizer{reg: reg}
+	auth := &authorizer{reg: reg, typeA: cfg.AuthKey}
 	hooks := &playHooks{} // ABR variants and watermarked sources, from the transcoder
 	hub, err := origin.NewHub(hooks.config(withAuth(cfg.Origin, auth)), log, promReg)
 	if err != nil {
@@ -99,6 +100,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err := reg.Seed(ctx, seedStreams(cfg.Streams)); err != nil {
 		return fmt.Errorf("seed streams: %w", err)
 	}
+	warnKeyAccess(cfg.Encryption, reg.List(), log)
 	demo, err := ensureDemo(ctx, reg)
 	if err != nil {
 		return err
@@ -245,7 +247,10 @@ Play it:
 }
 
 // authorizer checks publish tokens and play keys against the registry.
-type authorizer struct{ reg *lms.Registry }
+type authorizer struct {
+	reg   *lms.Registry
+	typeA authkey.TypeAConfig
+}
 
 func (a *authorizer) AuthorizePublish(app, name, token string) error {
 	s, ok := a.reg.Get(app, name)
@@ -269,7 +274,7 @@ func (a *authorizer) AuthorizePlay(app, name, uri string, q url.Values) error {
 	if !ok || s.PlayKey == "" {
 		return nil // open, or not registered (then not live either: 404 follows)
 	}
-	if err := authkey.Verify(uri, q.Get("auth_key"), s.PlayKey, time.Now()); err != nil {
+	if err := a.typeA.Verify(uri, q.Get("auth_key"), s.PlayKey, time.Now()); err != nil {
 		return fmt.Errorf("%w: %v", ingest.ErrUnauthorized, err)
 	}
 	return nil
