@@ -71,4 +71,6 @@ type Deps struct {
 	Sink Sink
 	Auth Authorizer
 	Play PlaySource // may be nil: RTMP play is then refused
+	// Guard applies the streams' IP lists; nil: none.
+	Guard AddressGuard
 }

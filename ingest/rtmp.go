@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/yutopp/go-rtmp"
+
+	"github.com/livefuse/livefuse/netguard"
 )
 
 // RTMPConfig configures the RTMP server.
@@ -27,6 +29,9 @@ type RTMPConfig struct {
 	// place of the publish token). Empty: relays are refused. Set by the
 	// node from its units configuration.
 	RelaySecret string `yaml:"-"`
+	// Access holds the listener's IP lists for publish and play (the
+	// RTMPS listener too); relays between units are not held to them.
+	Access netguard.AccessConfig `yaml:"access"`
 }
 
 // DefaultRTMPConfig returns the defaults: ":1935", 8 MiB messages, 4096-byte chunks.
@@ -66,6 +71,8 @@ type RTMPServer struct {
 	deps Deps
 	log  *slog.Logger
 
+	access listenerAccess
+
 	handshakeTimeout time.Duration
 	idleTimeout      time.Duration
 	writeTimeout     time.Duration
@@ -78,6 +85,7 @@ type RTMPServer struct {
 	ln     net.Listener
 	srv    *rtmp.Server
 	conns  map[*rtmpConn]struct{}
+	tls    []rtmpTLS // RTMPS listeners (rtmps.go)
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -164,6 +172,7 @@ func (s *RTMPServer) Close() error {
 	close(s.done)
 	s.cancel()
 	srv, ln := s.srv, s.ln
+	s.closeTLS()
 	conns := make([]*rtmpConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)

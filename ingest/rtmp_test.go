@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -19,11 +20,11 @@ func TestRTMPConfigDefaults(t *testing.T) {
 		{RTMPConfig{Addr: ":1", MaxMessageSize: 1 << 30, ChunkSize: 1}, RTMPConfig{Addr: ":1", MaxMessageSize: rtmpMaxPayload, ChunkSize: 128}},
 		{RTMPConfig{ChunkSize: 1 << 20}, RTMPConfig{Addr: ":1935", MaxMessageSize: 8 << 20, ChunkSize: 64 << 10}},
 	}
-	if got := DefaultRTMPConfig(); got != tests[0].want {
+	if got := DefaultRTMPConfig(); !reflect.DeepEqual(got, tests[0].want) {
 		t.Errorf("DefaultRTMPConfig() = %+v", got)
 	}
 	for _, tt := range tests {
-		if got := tt.in.normalize(); got != tt.want {
+		if got := tt.in.normalize(); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("normalize(%+v) = %+v, want %+v", tt.in, got, tt.want)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/livefuse/livefuse/av"
+	"github.com/livefuse/livefuse/netguard"
 )
 
 // RTSPConfig configures the RTSP server.
@@ -30,6 +31,8 @@ type RTSPConfig struct {
 	// ReadTimeout bounds how long a publisher may send nothing, and how
 	// long a connection may take to send a complete request.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// Access holds the listener's IP lists (publish; RTSP has no players).
+	Access netguard.AccessConfig `yaml:"access"`
 }
 
 // DefaultRTSPConfig returns the configuration used when the file sets none.
@@ -53,6 +56,8 @@ type RTSPServer struct {
 
 	srv *gortsplib.Server
 	ln  *rtspGuardListener
+
+	access listenerAccess
 
 	mu      sync.Mutex
 	started bool
@@ -236,6 +241,10 @@ func (h *rtspHandler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*ba
 	if s.deps.Auth == nil {
 		log.Error("rtsp publish refused", "reason", "no authorizer configured")
 		return rtspRefuse(base.StatusInternalServerError, ""), errors.New("rtsp announce: no authorizer")
+	}
+	if err := checkAddress(&s.access, "listener rtsp", s.cfg.Access, s.deps.Guard, true, app, name, ctx.Conn.NetConn().RemoteAddr()); err != nil {
+		log.Warn("rtsp publish refused", "reason", err)
+		return rtspRefuse(base.StatusForbidden, "Forbidden: address not allowed"), fmt.Errorf("rtsp announce %s: %w", stream, err)
 	}
 	if err := s.deps.Auth.AuthorizePublish(app, name, q.Get("token")); err != nil {
 		log.Warn("rtsp publish refused", "reason", err)
