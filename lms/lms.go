@@ -29,6 +29,9 @@ import (
 // Stream is one registry entry; see api.Stream.
 type Stream = api.Stream
 
+// IPLists are a stream's address lists; see api.IPLists.
+type IPLists = api.IPLists
+
 // LiveStatus is a node's report on a stream on air; see api.LiveStatus.
 type LiveStatus = api.LiveStatus
 

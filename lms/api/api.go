@@ -103,10 +103,10 @@ func (s Stream) Validate() error {
 // They add to the lists of the listener the client came through; the
 // address checked is the peer's (a CDN edge's for players behind a CDN).
 type IPLists struct {
-	PublishAllow []string `json:"publish_allow,omitempty"`
-	PublishDeny  []string `json:"publish_deny,omitempty"`
-	PlayAllow    []string `json:"play_allow,omitempty"`
-	PlayDeny     []string `json:"play_deny,omitempty"`
+	PublishAllow []string `json:"publish_allow,omitempty" yaml:"publish_allow"`
+	PublishDeny  []string `json:"publish_deny,omitempty" yaml:"publish_deny"`
+	PlayAllow    []string `json:"play_allow,omitempty" yaml:"play_allow"`
+	PlayDeny     []string `json:"play_deny,omitempty" yaml:"play_deny"`
 }
 
 // Access returns the lists as a netguard access config.
