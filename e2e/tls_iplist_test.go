@@ -364,6 +364,16 @@ func TestTLSPlayback(t *testing.T) {
 		}
 	}
 	play("first certificate")
+	// RTMPS serves players too (the same RTMP server).
+	if v, a, errs := decodedFrames(t, g.ca, 30*time.Second, fmt.Sprintf("rtmps://127.0.0.1:%d/live/tls", g.rtmps)); v < 50 || a < 50 {
+		t.Errorf("RTMPS play: %d video, %d audio frames (%s)", v, a, errs)
+	}
+	// The players above verified the certificate: one that trusts only
+	// another CA is refused.
+	other := newTestCA(t, t.TempDir())
+	if v, _, errs := decodedFrames(t, other, 20*time.Second, flv); v > 0 || errs == "" {
+		t.Errorf("ffmpeg trusting another CA decoded %d frames (%q): is the certificate checked?", v, errs)
+	}
 
 	// HTTP/2 where offered, on both listeners.
 	resp, err := g.httpClient.Get(g.mediaURL("/live/tls/index.m3u8"))
@@ -544,8 +554,11 @@ func httpStatus(t *testing.T, source net.IP, u string) (int, string) {
 }
 
 // logHas waits up to 5 s for a log line containing every part.
-func logHas(s *server, parts ...string) bool {
-	deadline := time.Now().Add(5 * time.Second)
+func logHas(s *server, parts ...string) bool { return logWithin(s, 5*time.Second, parts...) }
+
+// logWithin waits up to within for a log line containing every part.
+func logWithin(s *server, within time.Duration, parts ...string) bool {
+	deadline := time.Now().Add(within)
 	for {
 		for _, line := range strings.Split(s.logs(), "\n") {
 			ok := true
@@ -654,6 +667,9 @@ func TestIPListsStream(t *testing.T) {
 	// Play: an ffmpeg publisher from 127.0.0.1; 127.0.0.2 is in the
 	// denied 127.0.0.0/30, then a PATCH narrows the deny list.
 	push(t, g.rtmpURL("guarded", "token=pub"), true)
+	if !logWithin(g.server, 20*time.Second, "rtmp publish started", "127.0.0.1") {
+		t.Fatal("the encoder at 127.0.0.1 did not start")
+	}
 	u := g.flvURL("guarded")
 	if code, body := httpStatus(t, deniedIP, u); code != 403 || !strings.Contains(body, "address not allowed") {
 		t.Errorf("play from 127.0.0.2: %d %q, want 403", code, body)
@@ -677,5 +693,13 @@ func TestIPListsStream(t *testing.T) {
 	}
 	if !logHas(g.server, "play refused", "127.0.0.2", "not on the stream live/guarded play allow list") {
 		t.Error("no allow-list refusal logged")
+	}
+
+	// A PATCH that denies the live encoder's address drops it.
+	if code := g.apiDo("PATCH", "/streams/live/guarded", map[string]any{"publish_deny": []string{"127.0.0.1"}}, nil); code != 200 {
+		t.Fatalf("PATCH publish_deny: %d", code)
+	}
+	if !logHas(g.server, "publisher dropped: address now denied", "127.0.0.1", "stream live/guarded publish deny list") {
+		t.Errorf("the encoder at 127.0.0.1 was not dropped:\n%s", g.tail(20))
 	}
 }
