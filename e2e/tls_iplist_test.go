@@ -384,6 +384,21 @@ func TestTLSPlayback(t *testing.T) {
 	if resp.Proto != "HTTP/2.0" || resp.StatusCode != 200 {
 		t.Errorf("media listener: %s %d, want HTTP/2.0 200", resp.Proto, resp.StatusCode)
 	}
+	// HTTP-FLV over HTTP/2 (no connection to take over: chunked through
+	// the stream) delivers the FLV.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	req, _ := http.NewRequestWithContext(ctx, "GET", flv, nil)
+	if resp, err := g.httpClient.Do(req); err != nil {
+		t.Errorf("HTTP-FLV over HTTP/2: %v", err)
+	} else {
+		b := make([]byte, 256<<10)
+		n, err := io.ReadFull(resp.Body, b)
+		resp.Body.Close()
+		if resp.Proto != "HTTP/2.0" || n < len(b) || !bytes.HasPrefix(b, []byte("FLV")) {
+			t.Errorf("HTTP-FLV over %s: read %d bytes (%v), FLV header %v", resp.Proto, n, err, bytes.HasPrefix(b, []byte("FLV")))
+		}
+	}
+	cancel()
 	var list struct {
 		Streams []struct {
 			App, Name string
