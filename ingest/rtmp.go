@@ -52,6 +52,9 @@ type RTMPConfig struct {
 	// players, RTMP pulls, RTSP requests. Connections not yet authorized
 	// may take half of it.
 	BufferBudget int64 `yaml:"buffer_budget"`
+	// Access holds the listener's IP lists for publish and play (the
+	// RTMPS listener too); relays between units are not held to them.
+	Access netguard.AccessConfig `yaml:"access"`
 }
 
 // Defaults of the RTMP limits (see RTMPConfig).
@@ -141,6 +144,9 @@ type RTMPServer struct {
 	deps Deps
 	log  *slog.Logger
 
+	access  listenerAccess
+	limiter *netguard.Limiter // connection caps, shared by the RTMP and RTMPS listeners
+
 	handshakeTimeout time.Duration
 	idleTimeout      time.Duration
 	writeTimeout     time.Duration
@@ -153,6 +159,7 @@ type RTMPServer struct {
 	ln     net.Listener
 	srv    *rtmp.Server
 	conns  map[*rtmpConn]struct{}
+	tls    []rtmpTLS // RTMPS listeners (rtmps.go)
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -172,6 +179,7 @@ func NewRTMPServer(cfg RTMPConfig, deps Deps, log *slog.Logger) *RTMPServer {
 		cfg:              cfg,
 		deps:             deps,
 		log:              log,
+		limiter:          netguard.NewLimiter(cfg.Limits),
 		handshakeTimeout: rtmpHandshakeTimeout,
 		idleTimeout:      rtmpIdleTimeout,
 		writeTimeout:     rtmpWriteTimeout,
@@ -244,6 +252,7 @@ func (s *RTMPServer) Close() error {
 	close(s.done)
 	s.cancel()
 	srv, ln := s.srv, s.ln
+	s.closeTLS()
 	conns := make([]*rtmpConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -286,7 +295,7 @@ func (s *RTMPServer) onConnect(nc net.Conn) (_ io.ReadWriteCloser, _ *rtmp.ConnC
 
 // guard wraps a listener with the connection caps of the configuration.
 func (s *RTMPServer) guard(ln net.Listener) net.Listener {
-	return netguard.NewListener(ln, netguard.NewLimiter(s.cfg.Limits), s.log, "rtmp")
+	return netguard.NewListener(ln, s.limiter, s.log, "rtmp")
 }
 
 // connLimits are the per-connection bounds of the configuration.

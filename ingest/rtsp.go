@@ -45,6 +45,8 @@ type RTSPConfig struct {
 	// ReadTimeout alone.
 	MinPublishRate       int           `yaml:"min_publish_rate"`
 	MinPublishRateWindow time.Duration `yaml:"min_publish_rate_window"`
+	// Access holds the listener's IP lists (publish; RTSP has no players).
+	Access netguard.AccessConfig `yaml:"access"`
 }
 
 // DefaultRTSPConfig returns the configuration used when the file sets none.
@@ -73,6 +75,8 @@ type RTSPServer struct {
 
 	srv *gortsplib.Server
 	ln  *rtspGuardListener
+
+	access listenerAccess
 
 	mu      sync.Mutex
 	started bool
@@ -269,6 +273,10 @@ func (h *rtspHandler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*ba
 	if s.deps.Auth == nil {
 		log.Error("rtsp publish refused", "reason", "no authorizer configured")
 		return rtspRefuse(base.StatusInternalServerError, ""), errors.New("rtsp announce: no authorizer")
+	}
+	if err := checkAddress(&s.access, "listener rtsp", s.cfg.Access, s.deps.Guard, true, app, name, ctx.Conn.NetConn().RemoteAddr()); err != nil {
+		log.Warn("rtsp publish refused", "reason", err)
+		return rtspRefuse(base.StatusForbidden, "Forbidden: address not allowed"), fmt.Errorf("rtsp announce %s: %w", stream, err)
 	}
 	if err := s.deps.Auth.AuthorizePublish(app, name, q.Get("token")); err != nil {
 		log.Warn("rtsp publish refused", "reason", err)
