@@ -30,9 +30,10 @@ import (
 // Limits of a session token.
 const (
 	// MaxSessionToken is the longest token Verify reads, in characters.
-	MaxSessionToken = 512
-	// MaxSessionField is the longest stream, vendor, region or ISP.
-	MaxSessionField = 80
+	MaxSessionToken = 1024
+	// MaxSessionField is the longest stream, vendor, region or ISP; Sign
+	// also refuses a session whose token would be over MaxSessionToken.
+	MaxSessionField = 255
 	// MinSessionKey is the shortest key NewSessionKey accepts, in bytes.
 	MinSessionKey = 16
 
@@ -122,6 +123,9 @@ func (k *SessionKey) Sign(s Session) (string, error) {
 		b = append(b, f...)
 	}
 	b = k.mac(b, b)
+	if base64.RawURLEncoding.EncodedLen(len(b)) > MaxSessionToken {
+		return "", fmt.Errorf("session token: %d bytes: %w", len(b), ErrSessionMalformed)
+	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 

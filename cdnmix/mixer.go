@@ -226,7 +226,9 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 		m.cfg.StatsInterval = 10 * time.Second
 	}
 	m.regions, m.isps = nameSet(cfg.Regions), nameSet(cfg.ISPs)
-	if n, ok := m.geo.(interface{ Names() (regions, isps []string) }); ok {
+	if n, ok := m.geo.(interface {
+		Names() (regions, isps []string)
+	}); ok {
 		rs, is := n.Names()
 		for _, r := range rs {
 			m.regions[r] = struct{}{}
