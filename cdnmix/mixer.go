@@ -88,8 +88,10 @@ type QoSSettings struct {
 	// QualitySessions bounds the sessions the quality window holds over
 	// all vendors and buckets [1000000]; new ones past it are dropped.
 	QualitySessions int `yaml:"quality_sessions"`
-	// MaxBody bounds a POST /qos body in bytes [65536].
-	MaxBody int64 `yaml:"max_body"`
+	// MaxBody bounds a POST /qos body in bytes [65536] and BodyTimeout
+	// the time to read it [10s].
+	MaxBody     int64         `yaml:"max_body"`
+	BodyTimeout time.Duration `yaml:"body_timeout"`
 }
 
 // GeoConfig names the IP database.
@@ -108,7 +110,7 @@ func DefaultConfig() Config {
 		BandwidthWindow: 10 * time.Second, QualityWindow: time.Minute, ForecastAhead: 10 * time.Second,
 		StatsInterval: 10 * time.Second,
 		QoS: QoSSettings{TokenTTL: 6 * time.Hour, SessionRate: 0.5, SessionBurst: 30, RateSessions: 100_000,
-			QualitySessions: 1_000_000, MaxBody: 64 << 10},
+			QualitySessions: 1_000_000, MaxBody: 64 << 10, BodyTimeout: 10 * time.Second},
 		Group: "cdnmix",
 	}
 }
@@ -277,7 +279,7 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 	}
 	m.qos, err = NewQoSHandler(QoSConfig{Publisher: b, Tokens: tokens, KnownVendor: m.knownVendor,
 		SessionRate: cfg.QoS.SessionRate, SessionBurst: cfg.QoS.SessionBurst, MaxSessions: cfg.QoS.RateSessions,
-		MaxBody: cfg.QoS.MaxBody, TrustedProxies: proxies, Now: m.opts.now, Logger: log})
+		MaxBody: cfg.QoS.MaxBody, BodyTimeout: cfg.QoS.BodyTimeout, TrustedProxies: proxies, Now: m.opts.now, Logger: log})
 	if err != nil {
 		return fail(err)
 	}

@@ -145,6 +145,9 @@ type QoSConfig struct {
 	TrustedProxies []netip.Prefix
 	// MaxBody bounds a request body [64 KiB].
 	MaxBody int64
+	// BodyTimeout bounds the time to read a request body [10s], whatever
+	// the listener's own timeouts, so a trickled body is cut off.
+	BodyTimeout time.Duration
 	// Now is the clock [time.Now].
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -201,8 +204,11 @@ func NewQoSHandler(cfg QoSConfig) (*QoSHandler, error) {
 	if cfg.Publisher == nil {
 		return nil, errors.New("qos: publisher is required")
 	}
-	if cfg.MaxBody < 0 || cfg.SessionRate < 0 || cfg.SessionBurst < 0 || cfg.MaxSessions < 0 {
-		return nil, errors.New("qos: max_body, session_rate, session_burst and max_sessions must not be negative")
+	if cfg.MaxBody < 0 || cfg.SessionRate < 0 || cfg.SessionBurst < 0 || cfg.MaxSessions < 0 || cfg.BodyTimeout < 0 {
+		return nil, errors.New("qos: max_body, body_timeout, session_rate, session_burst and max_sessions must not be negative")
+	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = 10 * time.Second
 	}
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = 64 << 10
@@ -328,7 +334,9 @@ func (h *QoSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	// At most MaxBody+1 bytes are read, whatever Content-Length says.
+	// At most MaxBody+1 bytes are read, whatever Content-Length says,
+	// within BodyTimeout (where the server supports read deadlines).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
 	body, err := io.ReadAll(io.LimitReader(r.Body, h.cfg.MaxBody+1))
 	if err != nil {
 		h.rejected.Add(1)

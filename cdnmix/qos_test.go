@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -330,4 +332,39 @@ func FuzzQoSBody(f *testing.F) {
 		e := newAggEnv(t)
 		e.a.HandleBeacon(context.Background(), bus.Message{Value: b})
 	})
+}
+
+// A body trickled slower than BodyTimeout allows is cut off and counted.
+func TestQoSSlowBody(t *testing.T) {
+	h, err := NewQoSHandler(QoSConfig{Publisher: &beaconSink{}, Tokens: testTokens(t), BodyTimeout: 200 * time.Millisecond, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		defer pw.Close()
+		// A well-formed body, given time, would be answered 401 (no
+		// token) and not counted as rejected.
+		for range 20 { // 2 s at most
+			if _, err := pw.Write([]byte(" ")); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		pw.Write([]byte(`{"event":"start"}`))
+	}()
+	req, _ := http.NewRequest("POST", srv.URL+"/qos", pr)
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	pr.CloseWithError(io.EOF)
+	if _, rej := h.Counts(); rej != 1 {
+		t.Fatalf("rejected %d", rej)
+	}
 }
