@@ -178,12 +178,20 @@ func TestHostileQoS(t *testing.T) {
 			batch[i] = one
 		}
 		body, _ := json.Marshal(batch)
-		codes := map[int]int{}
+		// The first batch spends the session's burst (30); the next ones
+		// find at most a beacon or two refilled (0.5/s).
+		var codes []int
 		for range 5 {
-			codes[gdClient.post(body)]++
+			codes = append(codes, gdClient.post(body))
 		}
-		if codes[http.StatusNoContent] != 1 || codes[http.StatusTooManyRequests] != 4 {
-			t.Fatalf("answers %v, want one 204 (the burst) then 429", codes)
+		limited := 0
+		for _, c := range codes[1:] {
+			if c == http.StatusTooManyRequests {
+				limited++
+			}
+		}
+		if codes[0] != http.StatusNoContent || limited < 3 {
+			t.Fatalf("answers %v, want 204 (the burst) then 429s", codes)
 		}
 		cdnPoll(t, 15*time.Second, "the session in the aggregates", func() error {
 			var q cdnQuality
@@ -196,7 +204,7 @@ func TestHostileQoS(t *testing.T) {
 			return nil
 		})
 		m := httpGetAPI(t, s, "/metrics")
-		if v := metricValue(m, `cdnmix_qos_beacons_total{result="rate_limited"}`); v < 470 {
+		if v := metricValue(m, `cdnmix_qos_beacons_total{result="rate_limited"}`); v < 460 {
 			t.Errorf("rate_limited beacons counted: %v", v)
 		}
 		steady("after one session's 500 beacons")
