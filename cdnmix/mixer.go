@@ -85,6 +85,10 @@ type QoSSettings struct {
 	// RateSessions bounds the sessions whose rate is tracked [100000]
 	// (when full, the half seen least recently is forgotten).
 	RateSessions int `yaml:"rate_sessions"`
+	// SessionsPerNetwork bounds the new sessions whose beacons one client
+	// network (IPv4 /24, IPv6 /48) may start per quality window [100]; -1
+	// removes the limit.
+	SessionsPerNetwork int `yaml:"sessions_per_network"`
 	// QualitySessions bounds the sessions the quality window holds over
 	// all vendors and buckets [1000000]; new ones past it are dropped.
 	QualitySessions int `yaml:"quality_sessions"`
@@ -109,7 +113,7 @@ func DefaultConfig() Config {
 		DispatchTTL: 20 * time.Second, SignTTL: time.Hour,
 		BandwidthWindow: 10 * time.Second, QualityWindow: time.Minute, ForecastAhead: 10 * time.Second,
 		StatsInterval: 10 * time.Second,
-		QoS: QoSSettings{TokenTTL: 6 * time.Hour, SessionRate: 0.5, SessionBurst: 30, RateSessions: 100_000,
+		QoS: QoSSettings{TokenTTL: 6 * time.Hour, SessionRate: 0.5, SessionBurst: 30, RateSessions: 100_000, SessionsPerNetwork: 100,
 			QualitySessions: 1_000_000, MaxBody: 64 << 10, BodyTimeout: 10 * time.Second},
 		Group: "cdnmix",
 	}
@@ -279,6 +283,7 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 	}
 	m.qos, err = NewQoSHandler(QoSConfig{Publisher: b, Tokens: tokens, KnownVendor: m.knownVendor,
 		SessionRate: cfg.QoS.SessionRate, SessionBurst: cfg.QoS.SessionBurst, MaxSessions: cfg.QoS.RateSessions,
+		SessionsPerNetwork: cfg.QoS.SessionsPerNetwork, NetworkWindow: m.agg.cfg.QualityWindow,
 		MaxBody: cfg.QoS.MaxBody, BodyTimeout: cfg.QoS.BodyTimeout, TrustedProxies: proxies, Now: m.opts.now, Logger: log})
 	if err != nil {
 		return fail(err)

@@ -141,6 +141,14 @@ type QoSConfig struct {
 	// MaxSessions bounds the sessions whose rate is tracked [100,000]:
 	// when full, the half seen least recently is forgotten.
 	MaxSessions int
+	// SessionsPerNetwork bounds the new sessions one client network (an
+	// IPv4 /24, an IPv6 /48) may start sending beacons in NetworkWindow
+	// [100 per 1m; -1: no limit], so that tokens minted by dispatching
+	// again and again from one place are few votes. Past it, beacons of
+	// new sessions are counted (network_limited) and dropped; real players
+	// behind a big NAT lose only a sample, as quality is a ratio.
+	SessionsPerNetwork int
+	NetworkWindow      time.Duration
 	// TrustedProxies may set X-Forwarded-For, as for the dispatcher.
 	TrustedProxies []netip.Prefix
 	// MaxBody bounds a request body [64 KiB].
@@ -158,15 +166,16 @@ type BeaconResult int
 
 // Beacon results, as counted by QoSHandler.
 const (
-	BeaconAccepted      BeaconResult = iota // valid token: published, may steer
-	BeaconNoToken                           // no token: counted, never steers
-	BeaconBadToken                          // token forged, damaged or expired
-	BeaconUnknownVendor                     // token names a vendor not configured, or the body another vendor
-	BeaconRateLimited                       // the session sent more than its rate
+	BeaconAccepted       BeaconResult = iota // valid token: published, may steer
+	BeaconNoToken                            // no token: counted, never steers
+	BeaconBadToken                           // token forged, damaged or expired
+	BeaconUnknownVendor                      // token names a vendor not configured, or the body another vendor
+	BeaconRateLimited                        // the session sent more than its rate
+	BeaconNetworkLimited                     // a new session from a network past SessionsPerNetwork
 	beaconResults
 )
 
-var beaconResultNames = [beaconResults]string{"accepted", "no_token", "bad_token", "unknown_vendor", "rate_limited"}
+var beaconResultNames = [beaconResults]string{"accepted", "no_token", "bad_token", "unknown_vendor", "rate_limited", "network_limited"}
 
 func (r BeaconResult) String() string {
 	if r >= 0 && r < beaconResults {
@@ -193,6 +202,7 @@ type QoSHandler struct {
 	cfg     QoSConfig
 	log     *slog.Logger
 	limiter *sessionLimiter
+	nets    *networkLimiter // nil: no limit
 
 	rejected atomic.Int64
 	results  [beaconResults]atomic.Int64
@@ -222,6 +232,12 @@ func NewQoSHandler(cfg QoSConfig) (*QoSHandler, error) {
 	if cfg.MaxSessions == 0 {
 		cfg.MaxSessions = 100_000
 	}
+	if cfg.SessionsPerNetwork == 0 {
+		cfg.SessionsPerNetwork = 100
+	}
+	if cfg.NetworkWindow <= 0 {
+		cfg.NetworkWindow = time.Minute
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -236,8 +252,12 @@ func NewQoSHandler(cfg QoSConfig) (*QoSHandler, error) {
 		tp[i] = p.Masked()
 	}
 	cfg.TrustedProxies = tp
-	return &QoSHandler{cfg: cfg, log: cfg.Logger.With("unit", "cdnmix"),
-		limiter: newSessionLimiter(cfg.SessionRate, cfg.SessionBurst, cfg.MaxSessions)}, nil
+	h := &QoSHandler{cfg: cfg, log: cfg.Logger.With("unit", "cdnmix"),
+		limiter: newSessionLimiter(cfg.SessionRate, cfg.SessionBurst, cfg.MaxSessions)}
+	if cfg.SessionsPerNetwork > 0 {
+		h.nets = newNetworkLimiter(cfg.SessionsPerNetwork, cfg.NetworkWindow, cfg.MaxSessions)
+	}
+	return h, nil
 }
 
 // Counts returns the beacons accepted and the requests rejected (400, 413).
@@ -358,6 +378,7 @@ func (h *QoSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := h.cfg.Now().UTC()
+	network := clientNetwork(clientAddr(r, h.cfg.TrustedProxies))
 	var seen [beaconResults]int
 	var firstErr error
 	for i := range beacons {
@@ -371,7 +392,10 @@ func (h *QoSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}
-			if !h.limiter.allow(b.Session, now) {
+			switch {
+			case h.nets != nil && !h.limiter.known(b.Session) && !h.nets.admit(network, now):
+				res, err = BeaconNetworkLimited, fmt.Errorf("network %s over its new sessions", network)
+			case !h.limiter.allow(b.Session, now):
 				res, err = BeaconRateLimited, errors.New("session over its beacon rate")
 			}
 		}
@@ -396,8 +420,8 @@ func (h *QoSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case seen[BeaconUnknownVendor] > 0:
 		h.refused(r, "beacon for an unknown vendor", firstErr)
 		http.Error(w, "vendor not configured", http.StatusForbidden)
-	case seen[BeaconRateLimited] > 0:
-		h.refused(r, "session over its beacon rate", firstErr)
+	case seen[BeaconRateLimited]+seen[BeaconNetworkLimited] > 0:
+		h.refused(r, "session over its beacon rate, or network over its new sessions", firstErr)
 		hdr.Set("Retry-After", "10")
 		http.Error(w, "too many beacons for this session", http.StatusTooManyRequests)
 	default:
@@ -472,7 +496,82 @@ func (l *sessionLimiter) allow(id string, now time.Time) bool {
 	return ok
 }
 
+// known reports whether id is tracked.
+func (l *sessionLimiter) known(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, a := l.cur[id]
+	_, b := l.old[id]
+	return a || b
+}
+
 func (l *sessionLimiter) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.cur) + len(l.old)
+}
+
+// clientNetwork is the network a client address is counted in: its /24
+// (IPv4) or /48 (IPv6); the zero prefix for no address.
+func clientNetwork(a netip.Addr) netip.Prefix {
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// networkLimiter counts the new sessions of each client network in fixed
+// windows, for at most max networks (two generations, as sessionLimiter).
+type networkLimiter struct {
+	per    int
+	window int64 // nanoseconds
+	half   int
+
+	mu       sync.Mutex
+	cur, old map[netip.Prefix]netCount
+}
+
+type netCount struct {
+	start int64 // unix nanos of the window's start
+	n     int
+}
+
+func newNetworkLimiter(per int, window time.Duration, maxNetworks int) *networkLimiter {
+	half := max(maxNetworks/2, 1)
+	return &networkLimiter{per: per, window: int64(window), half: half,
+		cur: make(map[netip.Prefix]netCount), old: make(map[netip.Prefix]netCount)}
+}
+
+// admit counts one new session of network p at now, unless p has had
+// per of them in its window already.
+func (l *networkLimiter) admit(p netip.Prefix, now time.Time) bool {
+	t := now.UnixNano()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, ok := l.cur[p]
+	if !ok {
+		if c, ok = l.old[p]; ok {
+			delete(l.old, p)
+		}
+		if len(l.cur) >= l.half {
+			l.old, l.cur = l.cur, make(map[netip.Prefix]netCount, l.half)
+		}
+	}
+	if !ok || t-c.start >= l.window || t < c.start {
+		c = netCount{start: t}
+	}
+	if c.n >= l.per {
+		l.cur[p] = c
+		return false
+	}
+	c.n++
+	l.cur[p] = c
+	return true
+}
+
+func (l *networkLimiter) len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.cur) + len(l.old)

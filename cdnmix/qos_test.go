@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -366,5 +367,59 @@ func TestQoSSlowBody(t *testing.T) {
 	pr.CloseWithError(io.EOF)
 	if _, rej := h.Counts(); rej != 1 {
 		t.Fatalf("rejected %d", rej)
+	}
+}
+
+// New sessions per client network are limited in each window; sessions
+// already sending go on.
+func TestQoSNetworkLimit(t *testing.T) {
+	keys := testTokens(t)
+	sink := &beaconSink{}
+	now := testNow
+	h, err := NewQoSHandler(QoSConfig{Publisher: sink, Tokens: keys, SessionsPerNetwork: 3, NetworkWindow: time.Minute,
+		Now: func() time.Time { return now }, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := make([]string, 6)
+	for i := range toks {
+		toks[i] = signTok(t, keys, authkey.Session{Vendor: "a", Expires: now.Add(time.Hour)})
+	}
+	steps := []struct {
+		name    string
+		advance time.Duration
+		session int
+		remote  string
+		want    int
+	}{
+		{"1st session of the /24", 0, 0, "198.51.100.1:1", 204},
+		{"2nd, another address of the /24", 0, 1, "198.51.100.2:1", 204},
+		{"3rd", 0, 2, "198.51.100.3:1", 204},
+		{"4th: over", 0, 3, "198.51.100.4:1", 429},
+		{"a known session goes on", 0, 0, "198.51.100.9:1", 204},
+		{"another /24", 0, 4, "198.51.101.1:1", 204},
+		{"IPv6 /48s count apart", 0, 5, "[2001:db8:1::1]:1", 204},
+		{"the next window", time.Minute, 3, "198.51.100.4:1", 204},
+	}
+	for _, st := range steps {
+		now = now.Add(st.advance)
+		r := httptest.NewRequest("POST", "/qos", strings.NewReader(`{"token":"`+toks[st.session]+`","event":"heartbeat"}`))
+		r.RemoteAddr = st.remote
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != st.want {
+			t.Fatalf("%s: %d, want %d", st.name, w.Code, st.want)
+		}
+	}
+	if n := h.Results()[BeaconNetworkLimited]; n != 1 {
+		t.Fatalf("network_limited %d", n)
+	}
+	// The network state is bounded too.
+	l := newNetworkLimiter(1, time.Minute, 100)
+	for i := range 10_000 {
+		l.admit(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24), now)
+		if l.len() > 100 {
+			t.Fatalf("%d networks held", l.len())
+		}
 	}
 }

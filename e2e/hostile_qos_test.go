@@ -229,8 +229,9 @@ func TestHostileQoS(t *testing.T) {
 				t.Fatalf("flood: %d", code)
 			}
 		}
-		// 50 real sessions whose beacons name new regions and ISPs: the
-		// token's win.
+		// 50 real sessions in SH whose beacons name new regions and ISPs:
+		// the token's win.
+		shClient := newQoSClient(t, s, sh)
 		for r := range 50 {
 			tok := qosToken(t, s, sh, "b")
 			batch := make([]map[string]any, 20)
@@ -239,7 +240,7 @@ func TestHostileQoS(t *testing.T) {
 				batch[i] = map[string]any{"token": tok, "region": fmt.Sprintf("r%d", n), "isp": fmt.Sprintf("i%d", n), "event": "heartbeat"}
 			}
 			body, _ := json.Marshal(batch)
-			if code := gdClient.post(body); code != http.StatusNoContent {
+			if code := shClient.post(body); code != http.StatusNoContent {
 				t.Fatalf("token flood: %d", code)
 			}
 		}
