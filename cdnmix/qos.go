@@ -153,8 +153,8 @@ type QoSConfig struct {
 	TrustedProxies []netip.Prefix
 	// MaxBody bounds a request body [64 KiB].
 	MaxBody int64
-	// BodyTimeout bounds the time to read a request body [10s], whatever
-	// the listener's own timeouts, so a trickled body is cut off.
+	// BodyTimeout bounds the time to read a request body [10s], so a
+	// trickled body is cut off; the server's ReadTimeout wins when shorter.
 	BodyTimeout time.Duration
 	// Now is the clock [time.Now].
 	Now    func() time.Time
@@ -355,8 +355,14 @@ func (h *QoSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// At most MaxBody+1 bytes are read, whatever Content-Length says,
-	// within BodyTimeout (where the server supports read deadlines).
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
+	// within BodyTimeout or the server's own ReadTimeout, whichever is
+	// shorter (a deadline set here replaces the server's, so it must not
+	// lengthen it).
+	timeout := h.cfg.BodyTimeout
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.ReadTimeout > 0 {
+		timeout = min(timeout, srv.ReadTimeout)
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
 	body, err := io.ReadAll(io.LimitReader(r.Body, h.cfg.MaxBody+1))
 	if err != nil {
 		h.rejected.Add(1)
