@@ -221,6 +221,9 @@ func (l *relayLink) run(ctx context.Context) {
 		default:
 		}
 		wait := backoff
+		if lerr := (*limitError)(nil); errors.As(err, &lerr) {
+			l.log.Warn("relay reply refused", "remote", l.unit.Relay, "reason", lerr.reason, "limit", lerr.limit)
+		}
 		if errors.Is(err, errRelayRefused) {
 			wait = relayRefusedWait
 			l.log.Warn("relay refused by the unit", "err", err, "retry_in", wait)

@@ -81,6 +81,10 @@ func DefaultRTMPConfig() RTMPConfig {
 	}
 }
 
+// NewBudget returns the node's ingest buffer budget from BufferBudget
+// (0: the default, negative: nil, no bound), for Deps.Budget.
+func (c RTMPConfig) NewBudget() *Budget { return NewBudget(c.normalize().BufferBudget) }
+
 // limitDefault returns def for 0, 0 (off) for a negative v, else v.
 func limitDefault[T int | int64 | time.Duration](v, def T) T {
 	switch {

@@ -220,17 +220,20 @@ func (p *rtmpChunkParser) next(r io.Reader) (*rtmpChunkStream, uint32, error) {
 			cs.timestamp += cs.delta
 		}
 	}
+	size := min(cs.length-cs.got, p.chunkSize)
+	// The chunk's payload is charged before it is read: the reader
+	// (go-rtmp, or readMessage) buffers it as it arrives.
+	if err := p.budget.take(int64(size), p.preAuth); err != nil {
+		return nil, 0, err
+	}
 	p.raw = raw
-	return cs, min(cs.length-cs.got, p.chunkSize), nil
+	return cs, size, nil
 }
 
-// consume accounts for payload bytes b of cs (charging them to the budget
-// until the message is complete) and applies a completed Set Chunk Size
-// message.
+// consume accounts for payload bytes b of cs (giving the message's bytes
+// back to the budget once it is complete) and applies a completed Set
+// Chunk Size message.
 func (p *rtmpChunkParser) consume(cs *rtmpChunkStream, b []byte) error {
-	if err := p.budget.take(int64(len(b)), p.preAuth); err != nil {
-		return err
-	}
 	if cs.typeID == uint8(message.TypeIDSetChunkSize) && cs.got < 4 {
 		copy(cs.ctl[cs.got:], b)
 	}
@@ -471,7 +474,7 @@ func (r rtmpDeadlineReader) Read(p []byte) (int, error) {
 		if el := now.Sub(c.rateFrom); el >= c.rateWindow {
 			if float64(c.rateBytes) < float64(c.minRate)*el.Seconds() {
 				return n, limitErrorf(limitMinRate, "publisher sent %d bytes in %s, below the minimum of %d bytes/s",
-					c.rateBytes, el.Round(time.Second), c.minRate)
+					c.rateBytes, el.Round(time.Millisecond), c.minRate)
 			}
 			c.rateFrom, c.rateBytes = now, 0
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/livefuse/livefuse/av"
+	"github.com/livefuse/livefuse/netguard"
 )
 
 // RTSPConfig configures the RTSP server.
@@ -30,15 +31,25 @@ type RTSPConfig struct {
 	// ReadTimeout bounds how long a publisher may send nothing, and how
 	// long a connection may take to send a complete request.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// Limits caps the connections the listener holds: max_conns in total
+	// (default 2000), max_conns_per_ip from one remote address (default
+	// 256). Connections over a cap are closed at accept (netguard logs
+	// them). 0 takes the default, a negative value turns the cap off.
+	netguard.Limits `yaml:",inline"`
+	// SetupTimeout is the time from the accept to RECORD (default 10s;
+	// negative: none).
+	SetupTimeout time.Duration `yaml:"setup_timeout"`
 }
 
 // DefaultRTSPConfig returns the configuration used when the file sets none.
 func DefaultRTSPConfig() RTSPConfig {
 	return RTSPConfig{
-		Addr:        ":8554",
-		UDPRTPAddr:  ":8000",
-		UDPRTCPAddr: ":8001",
-		ReadTimeout: 10 * time.Second,
+		Addr:         ":8554",
+		UDPRTPAddr:   ":8000",
+		UDPRTCPAddr:  ":8001",
+		ReadTimeout:  10 * time.Second,
+		Limits:       netguard.Limits{MaxConns: 2000, MaxConnsPerIP: 256},
+		SetupTimeout: 10 * time.Second,
 	}
 }
 
@@ -61,9 +72,13 @@ type RTSPServer struct {
 
 // NewRTSPServer builds a server; Start makes it listen.
 func NewRTSPServer(cfg RTSPConfig, deps Deps, log *slog.Logger) *RTSPServer {
+	d := DefaultRTSPConfig()
 	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = DefaultRTSPConfig().ReadTimeout
+		cfg.ReadTimeout = d.ReadTimeout
 	}
+	cfg.MaxConns = limitDefault(cfg.MaxConns, d.MaxConns)
+	cfg.MaxConnsPerIP = limitDefault(cfg.MaxConnsPerIP, d.MaxConnsPerIP)
+	cfg.SetupTimeout = limitDefault(cfg.SetupTimeout, d.SetupTimeout)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -92,7 +107,8 @@ func (s *RTSPServer) Start() error {
 			if err != nil {
 				return nil, err
 			}
-			s.ln = newRTSPGuardListener(ln, s.cfg.ReadTimeout)
+			s.ln = newRTSPGuardListener(netguard.NewListener(ln, netguard.NewLimiter(s.cfg.Limits), s.log, "rtsp"), s.cfg.ReadTimeout)
+			s.ln.setupTimeout, s.ln.budget = s.cfg.SetupTimeout, s.deps.Budget
 			return s.ln, nil
 		},
 	}
@@ -178,7 +194,10 @@ func (h *rtspHandler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	remote := rtspRemote(ctx.Conn)
 	var terminated liberrors.ErrServerTerminated
 	var torn liberrors.ErrServerSessionTornDown
+	var lerr *limitError
 	switch err := ctx.Error; {
+	case errors.As(err, &lerr):
+		h.s.log.Warn("rtsp connection refused", "remote", remote, "reason", lerr.reason, "limit", lerr.limit)
 	case err == nil, errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed),
 		errors.As(err, &terminated), errors.As(err, &torn):
 		h.s.log.Debug("rtsp connection closed", "remote", remote, "reason", err)

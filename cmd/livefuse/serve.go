@@ -71,7 +71,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// Accepted feeds go to this unit's origin and, relayed, to every other unit.
 	relay := newRelay(cfg, transcodeSink{sink{hub}, tc}, log)
 	defer relay.Close()
-	deps := ingest.Deps{Sink: relay, Auth: auth, Play: crypt.play(playSource{hub, hooks.alias})}
+	deps := ingest.Deps{Sink: relay, Auth: auth, Play: crypt.play(playSource{hub, hooks.alias}), Budget: cfg.RTMP.NewBudget()}
 	puller := ingest.NewPuller(deps, log)
 	defer puller.Close()
 
