@@ -76,10 +76,21 @@ func depthBomb(n int) []byte {
 // for the command around it.
 const depthBombLevels = 1_600_000
 
-// bomb returns the bomb of a kind ("length" or "depth").
+// nestLevels makes a depth bomb of 7.5 KB, under the pre-authorization
+// message size (8 KiB), so that the nesting limit is what refuses it.
+const nestLevels = 1500
+
+// bombKinds are the bombs every AMF case is tried with.
+var bombKinds = []string{"length", "depth", "nest"}
+
+// bomb returns the bomb of a kind: "length" (a strict array of 2^31-1
+// values), "depth" (~8 MB of nested arrays) or "nest" (7.5 KB of them).
 func bomb(kind string) []byte {
-	if kind == "depth" {
+	switch kind {
+	case "depth":
 		return depthBomb(depthBombLevels)
+	case "nest":
+		return depthBomb(nestLevels)
 	}
 	return lengthBomb()
 }
@@ -403,7 +414,10 @@ type hostileRTMP struct {
 // hostileMode says where a hostile server answers with a bomb. An empty
 // stage answers like a benign server.
 type hostileMode struct {
-	stage  string // "", "connect" (answer to connect), "stream" (answer to play or publish)
+	// "", "connect" (answer to connect), "stream" (answer to play or
+	// publish), "hold" (after a successful play or publish, 31 chunk
+	// streams each with a bigMessage held one byte short)
+	stage  string
 	answer string // "_error" or "onStatus"
 	bomb   []byte
 }
@@ -544,8 +558,30 @@ func (h *hostileRTMP) session(c net.Conn) {
 			}
 			out(5, 1, concat(amfString("onStatus"), amfNumber(0), amfNull,
 				amfObject(false, amfProp{"level", amfString("status")}, amfProp{"code", amfString(code)})))
+			if mode.stage == "hold" {
+				h.bombs.Add(1)
+				h.hold(c)
+			}
 		}
 	}
+}
+
+// hold sends, on 31 chunk streams, a video message of bigMessage's shape
+// without its last chunk, then waits for the client to close.
+func (h *hostileRTMP) hold(c net.Conn) {
+	m := bigMessage
+	if _, err := c.Write(appendChunks(nil, 2, rtmpTypeSetChunkSize, 0, binary.BigEndian.AppendUint32(nil, uint32(m.chunk)), 4096)); err != nil {
+		return
+	}
+	payload := make([]byte, m.chunk*m.chunks+1)
+	payload[0], payload[1] = 0x27, 1
+	for k := range 31 {
+		b := appendChunks(nil, 10+k, 9, 1, payload, m.chunk)
+		if _, err := c.Write(b[:len(b)-2]); err != nil {
+			return
+		}
+	}
+	_, _ = io.Copy(io.Discard, c)
 }
 
 // --- the server under attack ----------------------------------------------

@@ -29,8 +29,12 @@ import (
 //   - incomplete messages, before authorization: 48 MiB for 1 and for 20
 //     connections (without pre-authorization bounds one connection pins
 //     248 MiB).
-//   - incomplete messages from an authorized publisher: 160 MiB, the
-//     suite's buffer_budget (64 MiB) plus room for the runtime.
+//   - incomplete messages from an authorized publisher, and from an
+//     upstream to the pull client once it plays: 224 MiB, three times the
+//     suite's buffer_budget (64 MiB) and 32 MiB. The budget counts bytes
+//     received; buffers grown chunk by chunk hold up to twice that, and
+//     the garbage of their growth waits for the collector (GOGC=100 lets
+//     the heap reach twice what is live).
 //   - 300 trickling connections of one kind: 96 MiB (what 300 open
 //     connections cost, with room; bench-hostile measures the real figure).
 
@@ -40,7 +44,7 @@ const (
 	rssBoundBomb        = 48 * mib
 	rssBoundClientBomb  = 64 * mib
 	rssBoundHold        = 48 * mib
-	rssBoundHoldAuthzed = 160 * mib
+	rssBoundHoldAuthzed = 3*hostileBudget + 32*mib
 	rssBoundTrickle     = 96 * mib
 
 	hostileBudget = 64 * mib
@@ -153,9 +157,11 @@ func TestHostile(t *testing.T) {
 	rtmpAddr := fmt.Sprintf("127.0.0.1:%d", s.rtmp)
 	tcURL := "rtmp://" + rtmpAddr + "/live"
 
-	// AMF length and depth bombs in connect, publish and play.
+	// AMF length and depth bombs in connect, publish and play (the big
+	// depth bomb passes max_message_size but not the pre-authorization
+	// message size; the small one only the nesting limit stops).
 	for _, stage := range []string{"connect", "publish", "play"} {
-		for _, kind := range []string{"length", "depth"} {
+		for _, kind := range bombKinds {
 			t.Run("amf/"+stage+"/"+kind, func(t *testing.T) {
 				h.attack(t, rssBoundBomb, func(t *testing.T) [][]string {
 					c, err := dialRTMP(rtmpAddr, 0)
@@ -195,12 +201,12 @@ func TestHostile(t *testing.T) {
 
 	// The same bombs in a hostile upstream's replies to the pull client.
 	for i, m := range []struct{ stage, answer string }{{"connect", "_error"}, {"stream", "onStatus"}} {
-		for j, kind := range []string{"length", "depth"} {
+		for j, kind := range bombKinds {
 			t.Run(fmt.Sprintf("pull/%s/%s", m.answer, kind), func(t *testing.T) {
 				h.attack(t, rssBoundClientBomb, func(t *testing.T) [][]string {
 					up := startHostileRTMP(t)
 					up.arm(hostileMode{stage: m.stage, answer: m.answer, bomb: bomb(kind)})
-					name := fmt.Sprintf("pulled%d", i*2+j)
+					name := fmt.Sprintf("pulled%d", i*len(bombKinds)+j)
 					code, err := s.api("POST", "/streams", map[string]any{"app": "live", "name": name,
 						"source": "rtmp://" + up.addr() + "/live/src", "enabled": true}, nil)
 					if err != nil || code/100 != 2 {
@@ -224,6 +230,35 @@ func TestHostile(t *testing.T) {
 			})
 		}
 	}
+
+	// A hostile upstream that lets the pull client play, then holds it
+	// with incomplete messages on 31 chunk streams: the buffer budget
+	// bounds what it holds.
+	t.Run("pull/hold", func(t *testing.T) {
+		h.attack(t, rssBoundHoldAuthzed, func(t *testing.T) [][]string {
+			up := startHostileRTMP(t)
+			up.arm(hostileMode{stage: "hold"})
+			code, err := s.api("POST", "/streams", map[string]any{"app": "live", "name": "pulledhold",
+				"source": "rtmp://" + up.addr() + "/live/src", "enabled": true}, nil)
+			if err != nil || code/100 != 2 {
+				t.Fatalf("create pull stream: %d %v", code, err)
+			}
+			defer func() {
+				if code, err := s.api("DELETE", "/streams/live/pulledhold", nil, nil); s.alive() && (err != nil || code/100 != 2) {
+					t.Errorf("delete pull stream: %d %v", code, err)
+				}
+			}()
+			deadline := time.Now().Add(10 * time.Second)
+			for up.bombs.Load() < 1 && time.Now().Before(deadline) && s.alive() {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if up.bombs.Load() < 1 && s.alive() {
+				t.Fatalf("the pull client did not play in 10 s")
+			}
+			time.Sleep(2 * time.Second) // 248 MB on loopback
+			return [][]string{{up.addr()}}
+		})
+	})
 
 	// Incomplete messages on many chunk streams: 31 chunk streams, each
 	// with an 8 MiB message minus its last byte, from 1 and from 20
@@ -344,7 +379,7 @@ relay_secret: "e2e-relay-secret"
 		t.Fatalf("the relay link to the benign upstream did not come up")
 	}
 	for _, m := range []struct{ stage, answer string }{{"connect", "_error"}, {"stream", "onStatus"}} {
-		for _, kind := range []string{"length", "depth"} {
+		for _, kind := range bombKinds {
 			t.Run(fmt.Sprintf("relay/%s/%s", m.answer, kind), func(t *testing.T) {
 				h.attack(t, rssBoundClientBomb, func(t *testing.T) [][]string {
 					up.arm(hostileMode{stage: m.stage, answer: m.answer, bomb: bomb(kind)})
