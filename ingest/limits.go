@@ -12,7 +12,10 @@ import (
 // only what connect, createStream and publish or play need: messages of at
 // most RTMPConfig.PreAuthMaxMessageSize bytes on at most
 // rtmpPreAuthChunkStreams chunk streams, and it must be authorized within
-// RTMPConfig.SetupTimeout of the end of its handshake. The bytes of
+// RTMPConfig.SetupTimeout of the end of its handshake. Players keep the
+// message bounds (they send only commands and control messages); only
+// publishers are freed of them. Pull and relay clients apply the same
+// bounds (with rtmpClientPrePlayMessage) to the servers they read. The bytes of
 // incomplete messages of every ingest connection (RTMP server, RTMP pull
 // and relay clients, RTSP requests) are charged to one Budget; connections
 // not yet authorized may take only half of it, so they cannot starve
@@ -27,8 +30,8 @@ import (
 // Values of the "limit" log key: which bound a refused connection passed.
 const (
 	limitAMF            = "amf"             // a command or data message the AMF0 check refused
-	limitPreAuthMessage = "preauth_message" // a message larger than allowed before publish or play
-	limitPreAuthStreams = "preauth_streams" // too many chunk streams before publish or play
+	limitPreAuthMessage = "preauth_message" // a message larger than allowed before publish or play (players: always)
+	limitPreAuthStreams = "preauth_streams" // too many chunk streams before publish or play (players: always)
 	limitBudget         = "budget"          // the node's buffer budget is spent
 	limitSetupTimeout   = "setup_timeout"   // no publish, play or RECORD in time
 	limitMinRate        = "min_rate"        // a publisher sending below the minimum rate

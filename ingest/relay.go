@@ -274,6 +274,7 @@ func (l *relayLink) session(ctx context.Context) error {
 	}()
 
 	cl := newRTMPPullClient(nc, nil, l.log)
+	cl.parser.preAuthScope = "in a reply to a relay link" // it never plays: the bounds stay
 	q := url.Values{"relay": {l.r.cfg.Secret}, "feed": {l.feed}, "from": {l.r.cfg.Self}, "session": {l.upstream}}
 	t := rtmpPullTarget{host: l.unit.Relay, app: l.app, name: l.name + "?" + q.Encode(), tcURL: "rtmp://" + l.unit.Relay + "/" + l.app}
 	if err := cl.setup(t); err != nil {

@@ -89,6 +89,9 @@ type rtmpChunkParser struct {
 	// rtmpPreAuthChunkStreams chunk streams.
 	preAuth    bool
 	preAuthMax uint32
+	// preAuthScope says in refusals when the bounds apply ("" for
+	// "before publish or play").
+	preAuthScope string
 	// budget is charged with the payload bytes of incomplete messages.
 	budget  budgetShare
 	streams map[uint32]*rtmpChunkStream
@@ -109,6 +112,13 @@ func newRTMPChunkParser(maxMessage int) *rtmpChunkParser {
 		streams:    make(map[uint32]*rtmpChunkStream),
 		raw:        make([]byte, 0, 18),
 	}
+}
+
+func (p *rtmpChunkParser) scope() string {
+	if p.preAuthScope == "" {
+		return "before publish or play"
+	}
+	return p.preAuthScope
 }
 
 func rtmpBE24(b []byte) uint32 { return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]) }
@@ -142,7 +152,7 @@ func (p *rtmpChunkParser) next(r io.Reader) (*rtmpChunkStream, uint32, error) {
 	cs := p.streams[csid]
 	if cs == nil {
 		if p.preAuth && len(p.streams) >= rtmpPreAuthChunkStreams {
-			return nil, 0, limitErrorf(limitPreAuthStreams, "more than %d chunk streams before publish or play", rtmpPreAuthChunkStreams)
+			return nil, 0, limitErrorf(limitPreAuthStreams, "more than %d chunk streams %s", rtmpPreAuthChunkStreams, p.scope())
 		}
 		if len(p.streams) >= rtmpMaxChunkStreams {
 			return nil, 0, rtmpProtoErrorf("more than %d chunk streams", rtmpMaxChunkStreams)
@@ -196,8 +206,8 @@ func (p *rtmpChunkParser) next(r io.Reader) (*rtmpChunkStream, uint32, error) {
 			return nil, 0, rtmpProtoErrorf("empty message on chunk stream %d", csid)
 		}
 		if p.preAuth && length > p.preAuthMax {
-			return nil, 0, limitErrorf(limitPreAuthMessage, "message of %d bytes on chunk stream %d before publish or play, limit %d",
-				length, csid, p.preAuthMax)
+			return nil, 0, limitErrorf(limitPreAuthMessage, "message of %d bytes on chunk stream %d %s, limit %d",
+				length, csid, p.scope(), p.preAuthMax)
 		}
 		if length > p.maxMessage {
 			return nil, 0, rtmpProtoErrorf("message of %d bytes on chunk stream %d, limit %d", length, csid, p.maxMessage)
@@ -483,24 +493,28 @@ func (r rtmpDeadlineReader) Read(p []byte) (int, error) {
 }
 
 // stopReadDeadline removes the read deadline: a player may stay silent
-// while it watches. It is called once play is accepted, so it also lifts
-// the pre-authorization bounds. Call it on go-rtmp's connection goroutine.
+// while it watches. It is called once play is accepted, so it also ends
+// the setup deadline. Call it on go-rtmp's connection goroutine.
 func (c *rtmpNetConn) stopReadDeadline() {
 	c.authorize(false)
 	c.readIdle = 0
 	_ = c.nc.SetReadDeadline(time.Time{})
 }
 
-// authorize lifts the pre-authorization bounds once publish (publish
-// true) or play was accepted; a publisher's rate is measured from now.
-// Call it on go-rtmp's connection goroutine.
+// authorize ends the setup deadline once publish (publish true) or play
+// was accepted. A publisher is freed of the small-message bounds and its
+// rate is measured from now; a player keeps them (it sends only control
+// messages and commands, and play is often open to anyone). Call it on
+// go-rtmp's connection goroutine.
 func (c *rtmpNetConn) authorize(publish bool) {
-	c.parser.preAuth = false
 	c.setupBy = time.Time{}
 	c.readSetAt = time.Time{} // the next read sets the idle deadline alone
 	if publish {
+		c.parser.preAuth = false
 		c.publishing = true
 		c.rateFrom, c.rateBytes = time.Now(), 0
+	} else {
+		c.parser.preAuthScope = "from a player"
 	}
 }
 

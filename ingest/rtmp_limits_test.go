@@ -350,6 +350,34 @@ func TestRTMPSetupDeadlineAndMinRate(t *testing.T) {
 	}
 }
 
+// TestRTMPPlayerKeepsBounds: play (often open to anyone) ends the setup
+// deadline but not the small-message bounds: a player sending a large
+// message is refused.
+func TestRTMPPlayerKeepsBounds(t *testing.T) {
+	play := &rtmpFakePlay{streams: map[string][]*av.Packet{"live/tv": nil}}
+	s, logs := rtmpTestServer(t, RTMPConfig{SetupTimeout: 300 * time.Millisecond}, Deps{Sink: newRTMPFakeSink(), Auth: &rtmpFakeAuth{}, Play: play}, nil)
+	nc := rtmpDialHandshake(t, s.Addr().String())
+	_ = nc.SetDeadline(time.Time{})
+	closed := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, nc); close(closed) }()
+	if _, err := nc.Write(rtmpCat(rtmpUpToPublish(), rtmpAppendMessage(nil, 8, 20, 1, 0, rtmpCommandBody("play", 0, []byte{0x05}, a0s("tv")), 128))); err != nil {
+		t.Fatal(err)
+	}
+	rtmpWaitFor(t, 5*time.Second, "player", func() bool { return len(play.all()) == 1 })
+	select {
+	case <-closed:
+		t.Fatal("player closed")
+	case <-time.After(time.Second): // past the setup deadline
+	}
+	if _, err := nc.Write(rtmpAppendMessage(nil, 3, 20, 0, 0, make([]byte, 9000), 128)); err != nil {
+		t.Fatal(err)
+	}
+	line := rtmpRefusal(t, logs, nc.LocalAddr())
+	if !strings.Contains(line, "limit="+limitPreAuthMessage) || !strings.Contains(line, "from a player, limit 8192") {
+		t.Fatalf("refusal %q, want the player's message bound", line)
+	}
+}
+
 // TestRTMPConnCaps: the listener refuses connections over its caps at
 // accept, per address and in total, and takes new ones once some closed.
 func TestRTMPConnCaps(t *testing.T) {
@@ -442,7 +470,7 @@ func rtmpHostileReplies() []struct {
 			reply: rtmpAppendMessage(nil, 3, 20, 0, 0, rtmpCommandBody("_result", 1, []byte{0x05}, info(amfDepthBomb(5000))), 128)},
 		{name: "onStatus with a length bomb", limit: limitAMF, reason: "strict array of 2147483647",
 			reply: rtmpAppendMessage(nil, 5, 20, 0, 0, rtmpCommandBody("onStatus", 0, []byte{0x05}, info(amfLengthBombValue)), 128)},
-		{name: "onStatus with 1.6 million nested arrays", limit: limitPreAuthMessage, reason: "before publish or play",
+		{name: "onStatus with 1.6 million nested arrays", limit: limitPreAuthMessage, reason: "bytes on chunk stream 5",
 			reply: rtmpAppendMessage(nil, 5, 20, 0, 0, rtmpCommandBody("onStatus", 0, []byte{0x05}, info(amfDepthBomb(1_600_000))), 128)[:64<<10]},
 		{name: "AMF3 _error with a length bomb", limit: limitAMF, reason: "strict array of 2147483647",
 			reply: rtmpAppendMessage(nil, 3, 17, 0, 0, append([]byte{0}, rtmpCommandBody("_error", 1, []byte{0x05}, info(amfLengthBombValue))...), 128)},

@@ -194,6 +194,7 @@ func newRTMPPullClient(nc net.Conn, w FeedWriter, log *slog.Logger) *rtmpPullCli
 func newRTMPClientParser() *rtmpChunkParser {
 	p := newRTMPChunkParser(rtmpPullMaxMessage)
 	p.preAuth, p.preAuthMax = true, rtmpClientPrePlayMessage
+	p.preAuthScope = "before Play.Start"
 	return p
 }
 
