@@ -76,4 +76,6 @@ type Deps struct {
 	// Nil: the RTMP server makes its own from its configuration, the
 	// others are bound by their per-connection limits only.
 	Budget *Budget
+	// Guard applies the streams' IP lists; nil: none.
+	Guard AddressGuard
 }

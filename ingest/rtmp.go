@@ -52,6 +52,9 @@ type RTMPConfig struct {
 	// players, RTMP pulls, RTSP requests. Connections not yet authorized
 	// may take half of it.
 	BufferBudget int64 `yaml:"buffer_budget"`
+	// Access holds the listener's IP lists for publish and play (the
+	// RTMPS listener too); relays between units are not held to them.
+	Access netguard.AccessConfig `yaml:"access"`
 }
 
 // Defaults of the RTMP limits (see RTMPConfig).
@@ -141,6 +144,8 @@ type RTMPServer struct {
 	deps Deps
 	log  *slog.Logger
 
+	access listenerAccess
+
 	handshakeTimeout time.Duration
 	idleTimeout      time.Duration
 	writeTimeout     time.Duration
@@ -153,6 +158,7 @@ type RTMPServer struct {
 	ln     net.Listener
 	srv    *rtmp.Server
 	conns  map[*rtmpConn]struct{}
+	tls    []rtmpTLS // RTMPS listeners (rtmps.go)
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -244,6 +250,7 @@ func (s *RTMPServer) Close() error {
 	close(s.done)
 	s.cancel()
 	srv, ln := s.srv, s.ln
+	s.closeTLS()
 	conns := make([]*rtmpConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -37,11 +38,11 @@ func TestRTMPConfigDefaults(t *testing.T) {
 		{RTMPConfig{MaxMessageSize: 4096}, with(func(c *RTMPConfig) { c.MaxMessageSize, c.PreAuthMaxMessageSize = 4096, 4096 })},
 		{RTMPConfig{MinPublishRateWindow: -1}, with(func(c *RTMPConfig) { c.MinPublishRate, c.MinPublishRateWindow = 0, 0 })},
 	}
-	if got := DefaultRTMPConfig(); got != tests[0].want {
+	if got := DefaultRTMPConfig(); !reflect.DeepEqual(got, tests[0].want) {
 		t.Errorf("DefaultRTMPConfig() = %+v", got)
 	}
 	for _, tt := range tests {
-		if got := tt.in.normalize(); got != tt.want {
+		if got := tt.in.normalize(); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("normalize(%+v) = %+v, want %+v", tt.in, got, tt.want)
 		}
 	}

@@ -39,6 +39,8 @@ type RTSPConfig struct {
 	// SetupTimeout is the time from the accept to RECORD (default 10s;
 	// negative: none).
 	SetupTimeout time.Duration `yaml:"setup_timeout"`
+	// Access holds the listener's IP lists (publish; RTSP has no players).
+	Access netguard.AccessConfig `yaml:"access"`
 }
 
 // DefaultRTSPConfig returns the configuration used when the file sets none.
@@ -64,6 +66,8 @@ type RTSPServer struct {
 
 	srv *gortsplib.Server
 	ln  *rtspGuardListener
+
+	access listenerAccess
 
 	mu      sync.Mutex
 	started bool
@@ -255,6 +259,10 @@ func (h *rtspHandler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*ba
 	if s.deps.Auth == nil {
 		log.Error("rtsp publish refused", "reason", "no authorizer configured")
 		return rtspRefuse(base.StatusInternalServerError, ""), errors.New("rtsp announce: no authorizer")
+	}
+	if err := checkAddress(&s.access, "listener rtsp", s.cfg.Access, s.deps.Guard, true, app, name, ctx.Conn.NetConn().RemoteAddr()); err != nil {
+		log.Warn("rtsp publish refused", "reason", err)
+		return rtspRefuse(base.StatusForbidden, "Forbidden: address not allowed"), fmt.Errorf("rtsp announce %s: %w", stream, err)
 	}
 	if err := s.deps.Auth.AuthorizePublish(app, name, q.Get("token")); err != nil {
 		log.Warn("rtsp publish refused", "reason", err)

@@ -23,10 +23,14 @@ import (
 	"time"
 
 	"github.com/livefuse/livefuse/lms/api"
+	"github.com/livefuse/livefuse/netguard"
 )
 
 // Stream is one registry entry; see api.Stream.
 type Stream = api.Stream
+
+// IPLists are a stream's address lists; see api.IPLists.
+type IPLists = api.IPLists
 
 // LiveStatus is a node's report on a stream on air; see api.LiveStatus.
 type LiveStatus = api.LiveStatus
@@ -61,6 +65,9 @@ type Config struct {
 	Etcd    EtcdConfig `yaml:"etcd"`
 	// APIAddr is the control API listener.
 	APIAddr string `yaml:"api_addr"`
+	// API bounds the control API listener (timeouts, header size,
+	// connection caps) and makes it HTTPS when api.tls has a certificate.
+	API netguard.HTTPConfig `yaml:"api"`
 	// APIToken is the bearer token of the control API. Empty: read
 	// DataDir/api-token, or generate it there on first start.
 	APIToken string `yaml:"api_token"`
@@ -74,6 +81,7 @@ func DefaultConfig() Config {
 	return Config{
 		Etcd:      EtcdConfig{DialTimeout: 5 * time.Second},
 		APIAddr:   "127.0.0.1:9090",
+		API:       netguard.APIHTTPDefaults(),
 		KeyPrefix: "/livefuse/",
 	}
 }
@@ -90,5 +98,6 @@ func (c Config) withDefaults() Config {
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = d.KeyPrefix
 	}
+	c.API = c.API.WithDefaults(d.API)
 	return c
 }

@@ -410,6 +410,9 @@ func (l *cryptLayer) media(next http.Handler) http.Handler {
 		p := r.URL.Path
 		switch {
 		case strings.HasPrefix(p, "/keys/"):
+			if app, name, ok := keyStream(p); ok && l.auth.refuseAddress(w, r, app, name) {
+				return
+			}
 			l.kh.ServeHTTP(w, r)
 			return
 		case p == "/player" || strings.HasPrefix(p, "/player/"):
@@ -424,6 +427,9 @@ func (l *cryptLayer) media(next http.Handler) http.Handler {
 					select {
 					case <-e.Done():
 					default:
+						if l.auth.refuseAddress(w, r, app, name) {
+							return
+						}
 						if err := l.auth.AuthorizePlay(app, name, uri, r.URL.Query()); err != nil {
 							http.Error(w, "forbidden", http.StatusForbidden)
 							return
