@@ -704,12 +704,13 @@ func (s *server) logSince(off int) string {
 	return string(b[off:])
 }
 
-// refusalLines returns the log lines since off that log a refusal: a
-// "refused" message with a reason key.
+// refusalLines returns the log lines since off that log a refusal: a line
+// with a reason key that says "refused" or names a "timeout" (an HTTP
+// connection closed for its idle or read timeout).
 func (s *server) refusalLines(off int) []string {
 	var out []string
 	for _, line := range strings.Split(s.logSince(off), "\n") {
-		if strings.Contains(line, "refused") && strings.Contains(line, "reason=") {
+		if strings.Contains(line, "reason=") && (strings.Contains(line, "refused") || strings.Contains(line, "timeout")) {
 			out = append(out, line)
 		}
 	}

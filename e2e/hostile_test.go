@@ -17,8 +17,8 @@ import (
 // subtest, while a canary stream plays. After each attack the process is
 // alive, the canary's largest gap between video frames stayed under 1 s,
 // the RSS grew by less than the attack's bound, and the log names the
-// refusal (a "... refused" line with a reason key naming the attacker's
-// address).
+// refusal (a line with a reason key, saying "refused" or naming a
+// "timeout", that names the attacker's address).
 //
 // RSS bounds (growth of VmRSS from just before the attack to its peak
 // during the attack and a short settle after it):
@@ -69,9 +69,8 @@ const (
 var (
 	hostileRTMPFields = fmt.Sprintf("setup_timeout: %s, max_conns_per_ip: %d, buffer_budget: %d",
 		hostileSetupTimeout, hostileCapPerIP, hostileBudget)
-	// hostileHTTPFields: empty until the media listener has timeouts and
-	// caps in its configuration (branch h-net).
-	hostileHTTPFields = ""
+	hostileHTTPFields = fmt.Sprintf("idle_timeout: %s, read_timeout: %s, max_conns_per_ip: %d",
+		hostileHTTPIdle, hostileHTTPBody, hostileCapPerIP)
 )
 
 // hostileSuite is one node under attack with its canary.
@@ -135,7 +134,7 @@ func (h *hostileSuite) attack(t *testing.T, rssBound int64, run func(t *testing.
 	for i, line := range s.findRefusals(off, 3*time.Second, needles) {
 		switch {
 		case line == "" && missing < 5:
-			t.Errorf("no refusal logged naming %q (a line with \"refused\" and a reason key)", needles[i])
+			t.Errorf("no refusal logged naming %q (a line with a reason key and \"refused\" or \"timeout\")", needles[i])
 			missing++
 		case line == "":
 			missing++
@@ -295,7 +294,7 @@ func TestHostile(t *testing.T) {
 					return nil, err
 				}
 				return c.nc, nil
-			}, appendChunks(nil, 3, rtmpTypeCommandAMF0, 0, connectBody(tcURL), 128), 2*time.Second, true)
+			}, appendChunks(nil, 3, rtmpTypeCommandAMF0, 0, connectBody(tcURL), 128), 2*time.Second, trickleConns)
 		})
 	})
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", s.http)
@@ -320,7 +319,7 @@ func TestHostile(t *testing.T) {
 					return nil, fmt.Errorf("first request: %w", err)
 				}
 				return nc, nil
-			}, nil, 0, false)
+			}, nil, 0, 1)
 		})
 	})
 	t.Run("trickle/qos-body", func(t *testing.T) {
@@ -337,7 +336,7 @@ func TestHostile(t *testing.T) {
 					return nil, err
 				}
 				return nc, nil
-			}, body, time.Second, false)
+			}, body, time.Second, 1)
 		})
 	})
 
@@ -497,8 +496,9 @@ func holdAttack(t *testing.T, s *server, addr string, n int, authorize bool, m h
 // trickle opens n connections with dial (spread over 127.0.0.2..9), then
 // sends them data, one byte every every (none when data is empty), and
 // checks that the server closes every one within timeout and 5 s of slack.
-// With logged, every connection must be named by a refusal line.
-func trickle(t *testing.T, n int, timeout time.Duration, dial func(host int) (net.Conn, error), data []byte, every time.Duration, logged bool) [][]string {
+// The first logged connections must each be named by a refusal line (all
+// of them for RTMP, whose refusals are logged one by one; one for HTTP).
+func trickle(t *testing.T, n int, timeout time.Duration, dial func(host int) (net.Conn, error), data []byte, every time.Duration, logged int) [][]string {
 	var (
 		mu    sync.Mutex
 		conns []net.Conn
@@ -565,8 +565,8 @@ func trickle(t *testing.T, n int, timeout time.Duration, dial func(host int) (ne
 			closed.Load(), n, limit, late.Load(), n-len(conns))
 	}
 	var needles [][]string
-	for _, nc := range conns {
-		if logged {
+	for i, nc := range conns {
+		if i < logged {
 			needles = append(needles, []string{nc.LocalAddr().String()})
 		}
 		nc.Close()
