@@ -55,9 +55,12 @@ const (
 	// Per-address caps (hostileCapPerIP) are above what one loopback source
 	// address opens in the trickle cases.
 	hostileSetupTimeout = 3 * time.Second
-	hostileHTTPIdle     = 3 * time.Second
-	hostileHTTPBody     = 3 * time.Second
-	hostileCapPerIP     = 100
+	// A publisher must send min_publish_rate (default 512 bytes/s) over
+	// each hostileRateWindow.
+	hostileRateWindow = 4 * time.Second
+	hostileHTTPIdle   = 3 * time.Second
+	hostileHTTPBody   = 3 * time.Second
+	hostileCapPerIP   = 100
 
 	trickleConns = 300
 	// trickleHosts: the trickle cases dial from 127.0.0.2..9, capHost is
@@ -67,8 +70,8 @@ const (
 )
 
 var (
-	hostileRTMPFields = fmt.Sprintf("setup_timeout: %s, max_conns_per_ip: %d, buffer_budget: %d",
-		hostileSetupTimeout, hostileCapPerIP, hostileBudget)
+	hostileRTMPFields = fmt.Sprintf("setup_timeout: %s, max_conns_per_ip: %d, buffer_budget: %d, min_publish_rate_window: %s",
+		hostileSetupTimeout, hostileCapPerIP, hostileBudget, hostileRateWindow)
 	hostileHTTPFields = fmt.Sprintf("idle_timeout: %s, read_timeout: %s, max_conns_per_ip: %d",
 		hostileHTTPIdle, hostileHTTPBody, hostileCapPerIP)
 )
@@ -297,6 +300,52 @@ func TestHostile(t *testing.T) {
 			}, appendChunks(nil, 3, rtmpTypeCommandAMF0, 0, connectBody(tcURL), 128), 2*time.Second, trickleConns)
 		})
 	})
+	// An authorized publisher that then trickles: the minimum publish rate
+	// closes it.
+	t.Run("trickle/publisher", func(t *testing.T) {
+		h.attack(t, rssBoundTrickle, func(t *testing.T) [][]string {
+			c, err := dialRTMP(rtmpAddr, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sid, err := c.connectAndCreate(tcURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.send(8, rtmpTypeCommandAMF0, sid, concat(amfString("publish"), amfNumber(0), amfNull,
+				amfString("holder?token=holder-token"), amfString("live"))); err != nil {
+				t.Fatal(err)
+			}
+			if _, p, err := c.await(10*time.Second, 0, "onStatus"); err != nil || !strings.Contains(string(p), "NetStream.Publish.Start") {
+				t.Fatalf("publish: %q %v", p, err)
+			}
+			video := appendChunks(nil, 6, 9, sid, append([]byte{0x27, 1}, make([]byte, 4096)...), 128)
+			start := time.Now()
+			var closed atomic.Bool
+			done := make(chan struct{})
+			go func() { closed.Store(waitClosed(c.nc, 2*hostileRateWindow+5*time.Second)); close(done) }()
+			tk := time.NewTicker(2 * time.Second)
+			defer tk.Stop()
+		loop:
+			for _, b := range video {
+				select {
+				case <-done:
+					break loop
+				case <-tk.C:
+					_, _ = c.nc.Write([]byte{b})
+				}
+			}
+			<-done
+			if !closed.Load() {
+				t.Errorf("a publisher sending a byte every 2 s is still connected after %v", time.Since(start).Round(time.Second))
+			} else {
+				t.Logf("the trickling publisher was closed after %v", time.Since(start).Round(100*time.Millisecond))
+			}
+			return [][]string{{c.local()}}
+		})
+	})
+
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", s.http)
 	t.Run("trickle/http-idle", func(t *testing.T) {
 		h.attack(t, rssBoundTrickle, func(t *testing.T) [][]string {
