@@ -41,6 +41,12 @@ type RTSPConfig struct {
 	SetupTimeout time.Duration `yaml:"setup_timeout"`
 	// Access holds the listener's IP lists (publish; RTSP has no players).
 	Access netguard.AccessConfig `yaml:"access"`
+	// MinPublishRate is the fewest bytes a second a publisher sending RTP
+	// over TCP must send, measured over MinPublishRateWindow (defaults
+	// 512 and 30s; negative: none). UDP publishers are bound by
+	// ReadTimeout alone.
+	MinPublishRate       int           `yaml:"min_publish_rate"`
+	MinPublishRateWindow time.Duration `yaml:"min_publish_rate_window"`
 }
 
 // DefaultRTSPConfig returns the configuration used when the file sets none.
@@ -52,6 +58,9 @@ func DefaultRTSPConfig() RTSPConfig {
 		ReadTimeout:  10 * time.Second,
 		Limits:       netguard.Limits{MaxConns: 2000, MaxConnsPerIP: 256},
 		SetupTimeout: 10 * time.Second,
+
+		MinPublishRate:       rtmpDefaultMinRate,
+		MinPublishRateWindow: rtmpDefaultMinRateWindow,
 	}
 }
 
@@ -83,6 +92,11 @@ func NewRTSPServer(cfg RTSPConfig, deps Deps, log *slog.Logger) *RTSPServer {
 	cfg.MaxConns = limitDefault(cfg.MaxConns, d.MaxConns)
 	cfg.MaxConnsPerIP = limitDefault(cfg.MaxConnsPerIP, d.MaxConnsPerIP)
 	cfg.SetupTimeout = limitDefault(cfg.SetupTimeout, d.SetupTimeout)
+	cfg.MinPublishRate = limitDefault(cfg.MinPublishRate, d.MinPublishRate)
+	cfg.MinPublishRateWindow = limitDefault(cfg.MinPublishRateWindow, d.MinPublishRateWindow)
+	if cfg.MinPublishRateWindow == 0 {
+		cfg.MinPublishRate = 0
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -331,12 +345,16 @@ func (h *rtspHandler) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.R
 	ctx.Session.OnPacketRTPAny(func(medi *description.Media, _ format.Format, pkt *rtp.Packet) {
 		conv.handleRTP(medi, pkt)
 	})
-	if g, ok := ctx.Conn.NetConn().(*rtspGuardConn); ok {
-		g.setRecording(true)
-	}
 	transport := ""
-	if t := ctx.Session.SetuppedTransport(); t != nil {
+	t := ctx.Session.SetuppedTransport()
+	if t != nil {
 		transport = t.String()
+	}
+	if g, ok := ctx.Conn.NetConn().(*rtspGuardConn); ok {
+		if t != nil && *t == gortsplib.TransportTCP {
+			g.setMinRate(int64(h.s.cfg.MinPublishRate), h.s.cfg.MinPublishRateWindow)
+		}
+		g.setRecording(true)
 	}
 	h.s.log.Info("rtsp publish started", "stream", p.stream, "feed", p.feed, "remote", p.remote, "transport", transport)
 	return &base.Response{StatusCode: base.StatusOK}, nil

@@ -66,10 +66,14 @@ type rtspGuardConn struct {
 	budget       budgetShare
 
 	recording   atomic.Bool
+	minRate     atomic.Int64 // bytes a second while recording; 0: none
+	rateWindow  atomic.Int64 // time.Duration
 	lastRequest atomic.Int64 // unix nanoseconds
 	sinceReq    atomic.Int64 // bytes read since the last request
 
 	// only touched by the reading goroutine
+	rateFrom     time.Time
+	rateBytes    int64
 	userDeadline time.Time
 	applied      time.Time
 	first        bool // first byte checked
@@ -88,6 +92,15 @@ func (c *rtspGuardConn) setRecording(v bool) {
 	c.recording.Store(v)
 	if v {
 		c.budget.give(c.sinceReq.Swap(0))
+	}
+}
+
+// setMinRate makes a recording publisher keep rate bytes a second over
+// window (RTP over TCP only: with UDP this connection may idle).
+func (c *rtspGuardConn) setMinRate(rate int64, window time.Duration) {
+	if rate > 0 && window > 0 {
+		c.rateWindow.Store(int64(window))
+		c.minRate.Store(rate)
 	}
 }
 
@@ -153,7 +166,22 @@ func (c *rtspGuardConn) Read(b []byte) (int, error) {
 			return 0, fmt.Errorf("%w: first byte 0x%02x", errRTSPGarbage, b[0])
 		}
 	}
-	if !c.recording.Load() {
+	if c.recording.Load() {
+		if rate := c.minRate.Load(); rate > 0 {
+			now := time.Now()
+			if c.rateFrom.IsZero() {
+				c.rateFrom = now
+			}
+			c.rateBytes += int64(n)
+			if el := now.Sub(c.rateFrom); el >= time.Duration(c.rateWindow.Load()) {
+				if float64(c.rateBytes) < float64(rate)*el.Seconds() {
+					return n, limitErrorf(limitMinRate, "publisher sent %d bytes in %s, below the minimum of %d bytes/s",
+						c.rateBytes, el.Round(time.Millisecond), rate)
+				}
+				c.rateFrom, c.rateBytes = now, 0
+			}
+		}
+	} else {
 		if c.sinceReq.Add(int64(n)) > rtspMaxRequestBytes {
 			return 0, limitErrorf(limitRequestBytes, "%v: over %d bytes without a complete request", errRTSPGarbage, rtspMaxRequestBytes)
 		}
