@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
 	"github.com/livefuse/livefuse/netguard"
+	"github.com/livefuse/livefuse/origin"
 )
 
 // RTMPSConfig is the RTMPS ingest listener: the RTMP server inside TLS.
@@ -140,4 +142,30 @@ func (c *Config) validateAccess() error {
 		}
 	}
 	return nil
+}
+
+// dropDeniedPublishers kicks app/name's publishers when a change of the
+// stream's lists denies the address of one of its encoders (RTMP, RTSP;
+// relays and pulls are not held to the lists). Kick drops every publisher
+// of the stream: the allowed ones reconnect, the denied one is refused.
+func dropDeniedPublishers(hub *origin.Hub, g *streamGuard, app, name string, log *slog.Logger) {
+	st, ok := hub.Status(app, name)
+	if !ok {
+		return
+	}
+	for _, f := range st.Switch.Feeds {
+		if f.Protocol != "rtmp" && f.Protocol != "rtsp" {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(f.Remote)
+		if err != nil {
+			continue
+		}
+		if err := g.CheckPublish(app, name, ap.Addr().Unmap()); err != nil {
+			if hub.Kick(app, name) == nil {
+				log.Info("publisher dropped: address now denied", "stream", app+"/"+name, "feed", f.Feed, "remote", f.Remote, "reason", err.Error())
+			}
+			return
+		}
+	}
 }

@@ -95,6 +95,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		if cur != nil {
 			_ = hub.SetPolicy(cur.App, cur.Name, cur.FeedPolicy)
 		}
+		if old != nil && cur != nil && cur.Enabled && !sameLists(old.IPLists, cur.IPLists) {
+			dropDeniedPublishers(hub, guard, cur.App, cur.Name, log)
+		}
 		if old != nil && (cur == nil || !cur.Enabled) {
 			if err := hub.Kick(old.App, old.Name); err == nil {
 				log.Info("publisher dropped: stream disabled or deleted", "stream", old.App+"/"+old.Name)
