@@ -529,13 +529,18 @@ func holdAttack(t *testing.T, s *server, addr string, n int, authorize bool, m h
 		t.Errorf("the server's RSS passed the bound while connections held incomplete messages: attack stopped")
 	}
 	// Let the server act on what it got, then count what it closed.
-	closed := 0
+	var closed atomic.Int64
 	for _, c := range conns {
-		if waitClosed(c.nc, 2*time.Second) {
-			closed++
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if waitClosed(c.nc, 2*time.Second) {
+				closed.Add(1)
+			}
+		}()
 	}
-	t.Logf("%d of %d connections closed by the server", closed, len(conns))
+	wg.Wait()
+	t.Logf("%d of %d connections closed by the server", closed.Load(), len(conns))
 	for _, c := range conns {
 		c.Close()
 	}
