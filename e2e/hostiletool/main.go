@@ -46,6 +46,7 @@ type options struct {
 	window       time.Duration
 	setupTimeout time.Duration
 	keep         bool
+	only         string
 }
 
 func main() {
@@ -63,11 +64,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.window, "window", 10*time.Second, "CPU and canary measurement window")
 	fs.DurationVar(&o.setupTimeout, "setup-timeout", 10*time.Minute, "the server's rtmp.setup_timeout")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (server logs)")
+	fs.StringVar(&o.only, "only", "", "run one phase only: idle_rtmp, idle_http or held_rtmp")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if o.n < 1 || o.runs < 1 || o.perAddr < 1 || o.n/o.perAddr > 250 {
 		fmt.Fprintln(stderr, "hostiletool: -n, -runs, -per-addr must be positive, n/per-addr at most 250")
+		return 2
+	}
+	switch o.only {
+	case "", "idle_rtmp", "idle_http", "held_rtmp":
+	default:
+		fmt.Fprintf(stderr, "hostiletool: -only %q: want idle_rtmp, idle_http or held_rtmp\n", o.only)
 		return 2
 	}
 	dir, err := os.MkdirTemp("", "hostiletool-")
@@ -145,7 +153,10 @@ func oneRun(o options, dir, clip string, out io.Writer) (map[string]float64, err
 		}},
 		{"held_rtmp", func(nd *node) error { return heldPhase(nd, o, res) }},
 	}
-	for i, ph := range phases {
+	for _, ph := range phases {
+		if o.only != "" && o.only != ph.name {
+			continue
+		}
 		nd, err := startNode(o, filepath.Join(dir, ph.name), clip)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", ph.name, err)
@@ -155,12 +166,14 @@ func oneRun(o options, dir, clip string, out io.Writer) (map[string]float64, err
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w (server log: %s)", ph.name, err, nd.logPath)
 		}
-		if i == len(phases)-1 {
-			fmt.Fprintf(out, "run: idle RTMP %.1f KiB, idle HTTP %.1f KiB, held RTMP %.1f KiB per connection; CPU %.1f%% -> %.1f%%, canary gap %.0f -> %.0f ms\n",
-				res["idle_rtmp_kib"], res["idle_http_kib"], res["held_rtmp_kib"], res["cpu_base_pct"], res["cpu_hostile_pct"],
-				res["gap_base_ms"], res["gap_hostile_ms"])
+	}
+	var parts []string
+	for _, m := range metrics {
+		if v, ok := res[m.key]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%.1f", m.key, v))
 		}
 	}
+	fmt.Fprintln(out, "run:", strings.Join(parts, " "))
 	return res, nil
 }
 
