@@ -718,3 +718,123 @@ func TestIPListsStream(t *testing.T) {
 		t.Errorf("the encoder at 127.0.0.1 was not dropped:\n%s", g.tail(20))
 	}
 }
+
+// TestHTTPListenerLimits runs the media listener with short limits: a
+// request body trickled at 5 bytes/s is cut at read_timeout, an idle
+// kept-alive connection is closed at idle_timeout, an oversized header is
+// answered 431, an address over max_conns_per_ip is refused (logged) while
+// another address is served, and an HTTP-FLV player keeps playing far
+// beyond read_timeout and idle_timeout (it owns its connection).
+func TestHTTPListenerLimits(t *testing.T) {
+	needLoopback2(t)
+	g := startGuarded(t, guardedOpts{
+		http:  `read_header_timeout: 1s, read_timeout: 1s, idle_timeout: 1s, max_header_bytes: 4096, max_conns_per_ip: 10`,
+		extra: "streams:\n  - {name: cam, publish_token: pub}\n",
+	})
+	push(t, g.rtmpURL("cam", "token=pub"), true)
+	waitLive(t, g.flvURL("cam"), 15*time.Second)
+	addr := fmt.Sprintf("127.0.0.1:%d", g.http)
+
+	// closedWithin reports whether the server closes c (or answers and
+	// closes) within d, reading whatever comes.
+	closedWithin := func(c net.Conn, d time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(d))
+		_, err := io.Copy(io.Discard, c)
+		return err == nil // EOF: closed by the server; a timeout is an error
+	}
+
+	t.Run("flv outlives the timeouts", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", g.flvURL("cam"), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		start := time.Now()
+		var n int64
+		buf := make([]byte, 64<<10)
+		for time.Since(start) < 4*time.Second {
+			k, err := resp.Body.Read(buf)
+			n += int64(k)
+			if err != nil {
+				t.Fatalf("HTTP-FLV ended after %v and %d bytes: %v", time.Since(start), n, err)
+			}
+		}
+		if n < 200<<10 {
+			t.Fatalf("HTTP-FLV delivered %d bytes in 4 s", n)
+		}
+	})
+	t.Run("slow body cut", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprint(c, "POST /qos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+		done := make(chan bool, 1)
+		go func() { done <- closedWithin(c, 8*time.Second) }()
+		for i := 0; i < 40; i++ { // 5 bytes/s: the body would take 200 s
+			if _, err := c.Write([]byte(" ")); err != nil {
+				break
+			}
+			select {
+			case closed := <-done:
+				if !closed {
+					t.Fatal("a trickled body kept the connection for 8 s")
+				}
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		if !<-done {
+			t.Fatal("a trickled body kept the connection for 8 s")
+		}
+	})
+	t.Run("idle keep-alive closed", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprint(c, "GET /live/nothere.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+		if !closedWithin(c, 8*time.Second) {
+			t.Fatal("an idle kept-alive connection stayed open for 8 s")
+		}
+	})
+	t.Run("header limit", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", g.flvURL("nothere"), nil)
+		req.Header.Set("X-Pad", strings.Repeat("a", 16<<10))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("16 KiB header: %d, want 431", resp.StatusCode)
+		}
+	})
+	t.Run("per address cap", func(t *testing.T) {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: deniedIP}}
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for i := 0; i < 15; i++ {
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		if !logHas(g.server, "connection refused", "listener=http", "127.0.0.2", "address at its cap of 10 connections") {
+			t.Errorf("no refusal logged for the 11th connection from 127.0.0.2:\n%s", g.tail(10))
+		}
+		if code, _ := httpStatus(t, allowedIP, g.hlsURL("cam")); code != 200 {
+			t.Errorf("127.0.0.1 during the flood from 127.0.0.2: %d", code)
+		}
+	})
+}
