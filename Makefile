@@ -5,7 +5,7 @@ BIN := bin
 GOTEST_TIMEOUT ?= 15m
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps edge-deps test-deps minio build run run-dual run-config test test-unit test-e2e bench lint fuzz clean
+.PHONY: all deps edge-deps test-deps minio build run run-dual run-config test test-unit test-e2e bench bench-hostile lint fuzz clean
 
 all: build
 
@@ -72,6 +72,14 @@ bench: deps build
 	  echo "== $$n HTTP-FLV players"; $(GO) run ./e2e/loadtool -server $(BIN)/livefuse -flv $$n -rtmp 0 -duration 30s; \
 	  echo "== $$n RTMP players";    $(GO) run ./e2e/loadtool -server $(BIN)/livefuse -flv 0 -rtmp $$n -duration 30s; \
 	done
+
+# bench-hostile: what hostile connections cost the node (memory per idle
+# RTMP, idle HTTP and pre-authorization-held RTMP connection; CPU and a
+# canary's largest gap with N held connections open), medians of RUNS.
+HOSTILE_N ?= 1000
+HOSTILE_RUNS ?= 3
+bench-hostile: deps build
+	$(GO) run ./e2e/hostiletool -server $(BIN)/livefuse -n $(HOSTILE_N) -runs $(HOSTILE_RUNS)
 
 # fuzz runs every fuzz target for FUZZTIME each. make test runs their seeds
 # with the unit tests and then fuzzes each target for FUZZTIME_BRIEF, so new
