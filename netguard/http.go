@@ -3,9 +3,11 @@ package netguard
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -137,8 +139,11 @@ func NewHTTPListener(addr, name string, c HTTPConfig, handler http.Handler, log 
 		lim.MaxConnsPerIP = 0
 	}
 	gl := NewListener(ln, NewLimiter(lim), log, name)
+	llog := log.With("listener", name)
+	idle := &idleLog{idle: c.IdleTimeout, log: llog, since: make(map[net.Conn]time.Time)}
 	srv := &http.Server{
-		Handler:           bodyDeadline(handler),
+		Handler:           bodyDeadline(handler, c.ReadTimeout, llog),
+		ConnState:         idle.state,
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
 		ReadTimeout:       c.ReadTimeout,
 		WriteTimeout:      max(c.WriteTimeout, 0),
@@ -179,11 +184,62 @@ func (l *HTTPListener) Serve() error {
 // in HTTP/1 the server reads nothing more from the client until the
 // response ends (then IdleTimeout applies). Requests with a body keep the
 // deadline, so a slow body ends at ReadTimeout.
-func bodyDeadline(next http.Handler) http.Handler {
+// A body cut by the deadline is logged (debug) with its reason.
+func bodyDeadline(next http.Handler, readTimeout time.Duration, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
 			_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+		} else if r.Body != nil {
+			r.Body = &timedBody{ReadCloser: r.Body, r: r, timeout: readTimeout, log: log}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// timedBody logs, once, a request body the read deadline cut off.
+type timedBody struct {
+	io.ReadCloser
+	r       *http.Request
+	timeout time.Duration
+	log     *slog.Logger
+	logged  bool
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	var ne net.Error
+	if err != nil && !b.logged && errors.As(err, &ne) && ne.Timeout() {
+		b.logged = true
+		b.log.Debug("http request refused", "remote", b.r.RemoteAddr, "path", b.r.URL.Path,
+			"reason", fmt.Sprintf("request body not read within read_timeout %s", b.timeout))
+	}
+	return n, err
+}
+
+// idleLog logs (debug) the kept-alive connections the server closes after
+// idle_timeout, which net/http does silently. It holds one entry per idle
+// connection, so the listener's connection cap bounds it.
+type idleLog struct {
+	idle time.Duration
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	since map[net.Conn]time.Time
+}
+
+func (l *idleLog) state(c net.Conn, s http.ConnState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch s {
+	case http.StateIdle:
+		l.since[c] = time.Now()
+	case http.StateClosed:
+		if t, ok := l.since[c]; ok && l.idle > 0 && time.Since(t) >= l.idle-l.idle/10 {
+			l.log.Debug("http connection closed", "remote", c.RemoteAddr().String(),
+				"reason", fmt.Sprintf("idle for idle_timeout %s", l.idle))
+		}
+		delete(l.since, c)
+	default:
+		delete(l.since, c)
+	}
 }
