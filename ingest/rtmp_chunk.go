@@ -231,10 +231,13 @@ func (p *rtmpChunkParser) next(r io.Reader) (*rtmpChunkStream, uint32, error) {
 		}
 	}
 	size := min(cs.length-cs.got, p.chunkSize)
-	// The chunk's payload is charged before it is read: the reader
-	// (go-rtmp, or readMessage) buffers it as it arrives.
-	if err := p.budget.take(int64(size), p.preAuth); err != nil {
-		return nil, 0, err
+	// A message is charged whole when its first chunk arrives, before a
+	// byte of it is read: its reader (readMessage, hold, go-rtmp) may
+	// hold a buffer of its declared length from then on.
+	if !inMessage {
+		if err := p.budget.take(int64(cs.length), p.preAuth); err != nil {
+			return nil, 0, err
+		}
 	}
 	p.raw = raw
 	return cs, size, nil
@@ -274,6 +277,11 @@ func (p *rtmpChunkParser) readMessage(r io.Reader) (*rtmpChunkStream, error) {
 			return nil, err
 		}
 		start := len(cs.buf)
+		if start == 0 {
+			// One allocation of the declared length (charged to the
+			// budget by next); growing chunk by chunk held about twice that.
+			cs.buf = slices.Grow(cs.buf, int(cs.length))
+		}
 		cs.buf = slices.Grow(cs.buf, int(n))[:start+int(n)]
 		if _, err := io.ReadFull(r, cs.buf[start:]); err != nil {
 			return nil, noEOF(err)
@@ -642,6 +650,11 @@ func (c *rtmpNetConn) hold(cs *rtmpChunkStream, n uint32) error {
 		cs.hdr = append(cs.hdr[:0], c.parser.raw...)
 	}
 	start := len(cs.buf)
+	if start == 0 {
+		// One allocation of the declared length (charged to the
+		// budget by next); growing chunk by chunk held about twice that.
+		cs.buf = slices.Grow(cs.buf, int(cs.length))
+	}
 	cs.buf = slices.Grow(cs.buf, int(n))[:start+int(n)]
 	if _, err := io.ReadFull(c.br, cs.buf[start:]); err != nil {
 		return noEOF(err)

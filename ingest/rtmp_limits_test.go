@@ -215,7 +215,8 @@ func TestRTMPHostileMessagesThenGoodPublisher(t *testing.T) {
 	}
 }
 
-// TestRTMPBudget: incomplete messages are charged to the node's budget;
+// TestRTMPBudget: incomplete messages are charged to the node's budget
+// (whole, at their first chunk);
 // connections not yet authorized share half of it, a publisher may use
 // the rest, and closing gives every byte back.
 func TestRTMPBudget(t *testing.T) {
@@ -232,7 +233,7 @@ func TestRTMPBudget(t *testing.T) {
 		}
 		return b
 	}
-	const pub = 30080 // what the first publisher holds: past half the budget
+	const pub = 30080 // the first publisher's message is pub+1 bytes, charged whole: past half the budget
 	steps := []struct {
 		name    string
 		close   int // close the connection of this step (1-based) first
@@ -240,12 +241,12 @@ func TestRTMPBudget(t *testing.T) {
 		refused bool
 		used    int64 // budget used after the step (held connections stay)
 	}{
-		{name: "publisher past half the budget", data: rtmpCat(rtmpUpToPublish(), rtmpPublishCmd("big?token=T"), holds(6, 1, pub+1, 1, 9)), used: pub},
-		{name: "pre-auth connection up to half", data: holds(3, 2, 1025, 0, 20), used: pub + 2048},
-		{name: "pre-auth connection over half", data: holds(3, 1, 1025, 0, 20), refused: true, used: pub + 2048},
+		{name: "publisher past half the budget", data: rtmpCat(rtmpUpToPublish(), rtmpPublishCmd("big?token=T"), holds(6, 1, pub+1, 1, 9)), used: pub + 1},
+		{name: "pre-auth connection up to half", data: holds(3, 2, 1025, 0, 20), used: pub + 1 + 2050},
+		{name: "pre-auth connection over half", data: holds(3, 1, 1025, 0, 20), refused: true, used: pub + 1 + 2050},
 		{name: "publisher past the whole budget", data: rtmpCat(rtmpUpToPublish(), rtmpPublishCmd("big2?token=T"), holds(6, 1, 40065, 1, 9)),
-			refused: true, used: pub + 2048},
-		{name: "pre-auth connection gone", close: 2, data: nil, used: pub},
+			refused: true, used: pub + 1 + 2050},
+		{name: "pre-auth connection gone", close: 2, data: nil, used: pub + 1},
 	}
 	conns := make([]net.Conn, len(steps))
 	for i, st := range steps {
