@@ -338,8 +338,8 @@ func (s rtmpOnStatus) ToArgs(message.EncodingType) ([]any, error) {
 // deadline is set per socket call, but not more than once a second.
 const rtmpDeadlineSlack = time.Second
 
-// rtmpNetConn sits between a server socket and go-rtmp. Reads pass the
-// handshake through (checking C0), then check every chunk header with an
+// rtmpNetConn sits between a server socket and go-rtmp. It answers the
+// handshake itself (rtmp_handshake.go), then checks every chunk header with an
 // rtmpChunkParser before handing it on, so an oversized or malformed chunk
 // fails the read instead of reaching go-rtmp. Writes from go-rtmp (one whole
 // chunk per call, see rtmpServerConnConfig) and from writeRaw are
@@ -350,7 +350,8 @@ type rtmpNetConn struct {
 	parser *rtmpChunkParser
 
 	// read side: used by go-rtmp's connection goroutine only
-	hsLeft    int
+	hsLeft    int // handshake bytes go-rtmp has yet to read
+	hs        rtmpHandshakeState
 	pend      []byte
 	left      uint32
 	cur       *rtmpChunkStream
@@ -418,21 +419,7 @@ func (c *rtmpNetConn) read(p []byte) (int, error) {
 		return 0, nil
 	}
 	if c.hsLeft > 0 {
-		if c.hsLeft == rtmpHandshakeSize {
-			v, err := c.br.ReadByte()
-			if err != nil {
-				return 0, err
-			}
-			if v != rtmpVersion {
-				return 0, rtmpProtoErrorf("handshake version %d, want %d", v, rtmpVersion)
-			}
-			p[0] = v
-			c.hsLeft--
-			return 1, nil
-		}
-		n, err := c.br.Read(p[:min(len(p), c.hsLeft)])
-		c.hsLeft -= n
-		return n, noEOF(err)
+		return c.readHandshake(p) // rtmp_handshake.go
 	}
 	if len(c.pend) > 0 {
 		n := copy(p, c.pend)
@@ -460,7 +447,12 @@ func (c *rtmpNetConn) read(p []byte) (int, error) {
 }
 
 // Write is go-rtmp's path to the socket.
-func (c *rtmpNetConn) Write(p []byte) (int, error) { return c.writeRaw(p) }
+func (c *rtmpNetConn) Write(p []byte) (int, error) {
+	if c.hs.drop > 0 {
+		return c.writeHandshake(p) // rtmp_handshake.go
+	}
+	return c.writeRaw(p)
+}
 
 // writeRaw writes p at once, between whole chunks of go-rtmp's writer.
 func (c *rtmpNetConn) writeRaw(p []byte) (int, error) {
