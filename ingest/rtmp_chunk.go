@@ -360,6 +360,7 @@ type rtmpNetConn struct {
 	err       error // sticky
 
 	wmu          sync.Mutex
+	goWrites     rtmpWriteWatch // what go-rtmp wrote (rtmp_conn.go)
 	writeTimeout time.Duration
 	writeSetAt   time.Time
 
@@ -451,7 +452,11 @@ func (c *rtmpNetConn) Write(p []byte) (int, error) {
 	if c.hs.drop > 0 {
 		return c.writeHandshake(p) // rtmp_handshake.go
 	}
-	return c.writeRaw(p)
+	n, err := c.writeRaw(p)
+	if err == nil {
+		c.goWrites.saw(p) // rtmp_conn.go
+	}
+	return n, err
 }
 
 // writeRaw writes p at once, between whole chunks of go-rtmp's writer.
