@@ -44,7 +44,7 @@ const (
 // two writers on one chunk stream would break each other's header
 // compression.
 const (
-	rtmpCSIDControl = 2 // protocol control; used directly only before go-rtmp writes
+	rtmpCSIDControl = 2 // protocol and user control (see rtmpUserControl)
 	rtmpCSIDStatus  = 20
 	rtmpCSIDAudio   = 21
 	rtmpCSIDVideo   = 22

@@ -390,16 +390,15 @@ func (c *rtmpConn) OnFCUnpublish(_ uint32, cmd *message.NetStreamFCUnpublish) er
 }
 
 // fcReply sends an onFCPublish or onFCUnpublish on the control stream. The
-// name is the encoder's, query (token) left out.
+// name is the encoder's, query (token) left out. A failed write is left to
+// the read side to report: encoders often close right after FCUnpublish.
 func (c *rtmpConn) fcReply(name, code, streamName string) error {
 	streamName, _, _ = strings.Cut(streamName, "?")
 	typeID, payload, err := rtmpEncodeCommand(name, 0, rtmpOnStatus{level: "status", code: code, description: streamName})
 	if err != nil {
 		return err
 	}
-	if err := c.write(rtmpAppendMessage(nil, rtmpCSIDStatus, typeID, 0, 0, payload, c.s.cfg.ChunkSize)); err != nil {
-		return fmt.Errorf("rtmp %s: %w", name, err)
-	}
+	_ = c.write(rtmpAppendMessage(nil, rtmpCSIDStatus, typeID, 0, 0, payload, c.s.cfg.ChunkSize))
 	return nil
 }
 

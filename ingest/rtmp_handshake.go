@@ -148,9 +148,8 @@ func rtmpServerHandshake(r io.Reader, w io.Writer) (digest bool, err error) {
 
 // rtmpHandshakeState is rtmpNetConn's part in the handshake.
 type rtmpHandshakeState struct {
-	done   bool // the client's handshake is answered
-	digest bool // the client used the digest form
-	drop   int  // bytes of go-rtmp's own handshake still to drop
+	done bool // the client's handshake is answered
+	drop int  // bytes of go-rtmp's own handshake still to drop
 }
 
 // readHandshake is rtmpNetConn's read while go-rtmp does its (simple)
@@ -160,11 +159,10 @@ type rtmpHandshakeState struct {
 // writeHandshake), so what the client sees is this file's answer.
 func (c *rtmpNetConn) readHandshake(p []byte) (int, error) {
 	if !c.hs.done {
-		digest, err := rtmpServerHandshake(c.br, rtmpRawWriter{c})
-		if err != nil {
+		if _, err := rtmpServerHandshake(c.br, rtmpRawWriter{c}); err != nil {
 			return 0, err
 		}
-		c.hs = rtmpHandshakeState{done: true, digest: digest, drop: rtmpHandshakeSize}
+		c.hs = rtmpHandshakeState{done: true, drop: rtmpHandshakeSize}
 	}
 	n := min(len(p), c.hsLeft)
 	clear(p[:n])
