@@ -223,10 +223,15 @@ func TestInteropClients(t *testing.T) {
 			waitLive(t, s.flvURL(tc.stream), 20*time.Second)
 
 			dump := filepath.Join(t.TempDir(), "rtmpdump.flv")
+			dumpFP9 := filepath.Join(t.TempDir(), "rtmpdump-fp9.flv")
 			players := []*interopProc{
 				interopDecode(t, "rtmp2src", fmt.Sprintf("rtmp2src location=%s", s.rtmpURL(tc.stream, ""))),
 				interopDecode(t, "souphttpsrc", fmt.Sprintf("souphttpsrc is-live=true location=%s", s.flvURL(tc.stream))),
 				interopStart(t, "rtmpdump", "rtmpdump", "-V", "--live", "-r", s.rtmpURL(tc.stream, ""), "-o", dump),
+				// With a SWF hash and size librtmp does the digest (Flash
+				// Player 9) handshake and checks the server's answer.
+				interopStart(t, "rtmpdump digest", "rtmpdump", "-V", "--live", "-r", s.rtmpURL(tc.stream, ""), "-o", dumpFP9,
+					"--swfsize", "1000", "--swfhash", strings.Repeat("00", 32)),
 			}
 			time.Sleep(interopPlay)
 			for _, p := range players {
@@ -252,20 +257,25 @@ func TestInteropClients(t *testing.T) {
 					t.Errorf("%s warns:\n%s", p.name, strings.Join(w, "\n"))
 				}
 			}
-			rd := players[2].output()
-			if strings.Contains(rd, "client signature does not match") {
+			if rd := players[2].output(); strings.Contains(rd, "client signature does not match") {
 				t.Error("rtmpdump: HandShake: client signature does not match")
 			}
-			if n := strings.Count(rd, "onStatus: NetStream.Play.Start"); n != 1 {
-				t.Errorf("rtmpdump got NetStream.Play.Start %d times, want once", n)
+			if rd := players[3].output(); !strings.Contains(rd, "HandShake: Genuine Adobe Flash Media Server") {
+				t.Errorf("rtmpdump did not verify the server's digest handshake:\n%s", interopTail(rd, 20))
 			}
-			types, frames := interopProbe(t, dump, true)
-			t.Logf("rtmpdump: %v frames", frames)
-			if strings.Join(types, ",") != "video,audio" {
-				t.Errorf("rtmpdump's file has streams %v, want video and audio only", types)
-			}
-			if frames["video"] < minVideo || frames["audio"] < minAudio {
-				t.Errorf("rtmpdump's file has %v frames, want at least %d video and %d audio", frames, minVideo, minAudio)
+			for i, file := range []string{dump, dumpFP9} {
+				p := players[2+i]
+				if n := strings.Count(p.output(), "onStatus: NetStream.Play.Start"); n != 1 {
+					t.Errorf("%s got NetStream.Play.Start %d times, want once", p.name, n)
+				}
+				types, frames := interopProbe(t, file, true)
+				t.Logf("%s: %v frames", p.name, frames)
+				if strings.Join(types, ",") != "video,audio" {
+					t.Errorf("%s's file has streams %v, want video and audio only", p.name, types)
+				}
+				if frames["video"] < minVideo || frames["audio"] < minAudio {
+					t.Errorf("%s's file has %v frames, want at least %d video and %d audio", p.name, frames, minVideo, minAudio)
+				}
 			}
 
 			// An RTMP publisher ends on its own: its stop commands must be
