@@ -27,7 +27,53 @@ const (
 // maxAMFDepth bounds the nesting of objects and arrays DecodeScript follows.
 const maxAMFDepth = 16
 
-var errAMF = errors.New("amf0")
+// ErrAMF is wrapped by every error of the AMF0 decoding in this package:
+// a value cut short (ErrTruncated too), a type marker not supported, or
+// a limit of AMFLimits passed.
+var ErrAMF = errors.New("amf0")
+
+var errAMF = ErrAMF
+
+// AMFLimits bounds what CheckAMF0 accepts. Zero fields take the defaults.
+type AMFLimits struct {
+	// MaxDepth bounds the nesting of objects and arrays (default 16).
+	MaxDepth int
+	// MaxValues bounds the values of a body in total, nested ones
+	// included (default 65536).
+	MaxValues int
+}
+
+// DefaultAMFMaxValues is AMFLimits.MaxValues when it is 0: room for the
+// keyframe index of hours of FLV in one onMetaData, while what a decoder
+// that allocates per value builds from one body stays around a MiB.
+const DefaultAMFMaxValues = 1 << 16
+
+// CheckAMF0 reports whether body is a sequence of whole AMF0 values within
+// lim, without building them: it is what stands between a peer and a
+// decoder that trusts declared counts and nests without limit (go-amf0,
+// through go-rtmp). It accepts number, boolean, string, long string,
+// object, null, undefined, ECMA array, strict array and date, and refuses
+// any other type marker. Every declared length and count is checked
+// against the bytes that remain (a strict array of N values needs at least
+// N bytes, an ECMA array declaring N entries at least N); an object
+// property with an empty name must be the object end, and ECMA arrays must
+// end with the end marker, as go-amf0 reads them. An empty body is
+// accepted. The error wraps ErrAMF.
+func CheckAMF0(body []byte, lim AMFLimits) error {
+	d := amfDecoder{b: body, check: true, maxDepth: lim.MaxDepth, maxValues: lim.MaxValues}
+	if d.maxDepth <= 0 {
+		d.maxDepth = maxAMFDepth
+	}
+	if d.maxValues <= 0 {
+		d.maxValues = DefaultAMFMaxValues
+	}
+	for !d.done() {
+		if _, err := d.value(0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // DecodeScript decodes an FLV script-data body (AMF0): a name such as
 // "onMetaData" followed by an object or ECMA array of values. A leading
@@ -79,9 +125,17 @@ func amfTypeName(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
+// amfDecoder decodes AMF0 values from b. In check mode (CheckAMF0) it
+// builds nothing, counts values against maxValues and reads objects and
+// ECMA arrays as strictly as go-amf0 does.
 type amfDecoder struct {
 	b   []byte
 	pos int
+
+	check     bool
+	maxDepth  int // 0: maxAMFDepth
+	maxValues int // 0: no limit
+	values    int
 }
 
 func (d *amfDecoder) done() bool { return d.pos >= len(d.b) }
@@ -113,10 +167,22 @@ func (d *amfDecoder) u32() (uint32, error) {
 
 func (d *amfDecoder) str(n int) (string, error) {
 	b, err := d.need(n, "string")
-	if err != nil {
+	if err != nil || d.check {
 		return "", err
 	}
 	return string(b), nil
+}
+
+// nest checks that one more level of objects and arrays is allowed.
+func (d *amfDecoder) nest(depth int) error {
+	limit := d.maxDepth
+	if limit <= 0 {
+		limit = maxAMFDepth
+	}
+	if depth >= limit {
+		return fmt.Errorf("%w: nesting deeper than %d at offset %d", errAMF, limit, d.pos-1)
+	}
+	return nil
 }
 
 // value decodes one value; depth counts the enclosing objects and arrays.
@@ -125,16 +191,21 @@ func (d *amfDecoder) value(depth int) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.maxValues > 0 {
+		if d.values++; d.values > d.maxValues {
+			return nil, fmt.Errorf("%w: more than %d values", errAMF, d.maxValues)
+		}
+	}
 	switch mb[0] {
 	case amfNumber:
 		b, err := d.need(8, "number")
-		if err != nil {
+		if err != nil || d.check {
 			return nil, err
 		}
 		return math.Float64frombits(binary.BigEndian.Uint64(b)), nil
 	case amfBoolean:
 		b, err := d.need(1, "boolean")
-		if err != nil {
+		if err != nil || d.check {
 			return nil, err
 		}
 		return b[0] != 0, nil
@@ -157,27 +228,31 @@ func (d *amfDecoder) value(depth int) (any, error) {
 		return nil, nil
 	case amfDate:
 		b, err := d.need(10, "date") // float64 ms since the epoch, int16 time zone (unused)
-		if err != nil {
+		if err != nil || d.check {
 			return nil, err
 		}
 		ms := math.Float64frombits(binary.BigEndian.Uint64(b))
 		return time.UnixMilli(int64(ms)).UTC(), nil
 	case amfObject:
-		if depth >= maxAMFDepth {
-			return nil, fmt.Errorf("%w: nesting deeper than %d", errAMF, maxAMFDepth)
+		if err := d.nest(depth); err != nil {
+			return nil, err
 		}
 		return d.properties(depth+1, false)
 	case amfECMAArray:
-		if depth >= maxAMFDepth {
-			return nil, fmt.Errorf("%w: nesting deeper than %d", errAMF, maxAMFDepth)
-		}
-		if _, err := d.u32(); err != nil { // count: a hint only, writers get it wrong
+		if err := d.nest(depth); err != nil {
 			return nil, err
+		}
+		n, err := d.u32() // count: a hint only, writers get it wrong
+		if err != nil {
+			return nil, err
+		}
+		if d.check && uint64(n) > uint64(len(d.b)-d.pos) {
+			return nil, fmt.Errorf("%w: ECMA array of %d entries at offset %d: %w", errAMF, n, d.pos, ErrTruncated)
 		}
 		return d.properties(depth+1, true)
 	case amfStrictArray:
-		if depth >= maxAMFDepth {
-			return nil, fmt.Errorf("%w: nesting deeper than %d", errAMF, maxAMFDepth)
+		if err := d.nest(depth); err != nil {
+			return nil, err
 		}
 		n, err := d.u32()
 		if err != nil {
@@ -186,13 +261,21 @@ func (d *amfDecoder) value(depth int) (any, error) {
 		if uint64(n) > uint64(len(d.b)-d.pos) { // every value takes at least one byte
 			return nil, fmt.Errorf("%w: strict array of %d values at offset %d: %w", errAMF, n, d.pos, ErrTruncated)
 		}
-		arr := make([]any, 0, n)
+		if d.maxValues > 0 && uint64(n) > uint64(d.maxValues-d.values) {
+			return nil, fmt.Errorf("%w: strict array of %d values at offset %d, more than %d values", errAMF, n, d.pos, d.maxValues)
+		}
+		var arr []any
+		if !d.check {
+			arr = make([]any, 0, n)
+		}
 		for range n {
 			v, err := d.value(depth + 1)
 			if err != nil {
 				return nil, err
 			}
-			arr = append(arr, v)
+			if !d.check {
+				arr = append(arr, v)
+			}
 		}
 		return arr, nil
 	}
@@ -202,9 +285,12 @@ func (d *amfDecoder) value(depth int) (any, error) {
 // properties decodes key/value pairs up to the object end marker. An ECMA
 // array may also end with the body, as some encoders write it.
 func (d *amfDecoder) properties(depth int, ecma bool) (map[string]any, error) {
-	m := map[string]any{}
+	var m map[string]any
+	if !d.check {
+		m = map[string]any{}
+	}
 	for {
-		if ecma && d.done() {
+		if ecma && !d.check && d.done() {
 			return m, nil
 		}
 		n, err := d.u16()
@@ -223,13 +309,21 @@ func (d *amfDecoder) properties(depth int, ecma bool) (map[string]any, error) {
 			if mb[0] == amfObjectEnd {
 				return m, nil
 			}
+			if d.check {
+				return nil, fmt.Errorf("%w: empty property name not followed by the object end at offset %d", errAMF, d.pos-1)
+			}
 			d.pos-- // an empty key with a real value
 		}
 		v, err := d.value(depth)
 		if err != nil {
+			if d.check {
+				return nil, err // keys are not kept in check mode
+			}
 			return nil, fmt.Errorf("key %q: %w", key, err)
 		}
-		m[key] = v
+		if !d.check {
+			m[key] = v
+		}
 	}
 }
 

@@ -230,3 +230,84 @@ func TestDecodeScriptErrorsWrapTruncated(t *testing.T) {
 		t.Fatalf("got %v, want ErrTruncated", err)
 	}
 }
+
+// strictArrays returns depth strict arrays of one element inside each
+// other, the innermost holding a null: the depth bomb's shape.
+func strictArrays(depth int) []byte {
+	var b []byte
+	for range depth {
+		b = append(b, amfStrictArray, 0, 0, 0, 1)
+	}
+	return append(b, amfNull)
+}
+
+func TestCheckAMF0(t *testing.T) {
+	connect := cat(a0str("connect"), a0num(1), a0obj(cat(a0key("app"), a0str("live")), cat(a0key("tcUrl"), a0str("rtmp://h/live"))))
+	longStr := func(n uint32, body int) []byte {
+		return cat(binary.BigEndian.AppendUint32([]byte{amfLongString}, n), bytes.Repeat([]byte{'x'}, body))
+	}
+	manyNulls := func(n int) []byte {
+		return cat(binary.BigEndian.AppendUint32([]byte{amfStrictArray}, uint32(n)), bytes.Repeat([]byte{amfNull}, n))
+	}
+	tests := []struct {
+		name string
+		body []byte
+		lim  AMFLimits
+		want string // "" accepted, else a substring of the error
+	}{
+		{name: "empty", body: nil},
+		{name: "connect", body: connect},
+		{name: "script", body: EncodeScript("onMetaData", MetaData(1280, 720, 30, 2500, 44100, 2))},
+		{name: "every supported type", body: cat(a0num(1), []byte{amfBoolean, 1}, a0str("s"), longStr(3, 3), []byte{amfNull, amfUndefined},
+			a0ecma(1, a0key("k"), a0num(2)), manyNulls(3), []byte{amfDate, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})},
+		{name: "length bomb: strict array of 2^31-1", body: cat(a0str("connect"), a0num(1), []byte{amfObject}, a0key("app"), a0str("live"), a0key("x"),
+			[]byte{amfStrictArray, 0x7f, 0xff, 0xff, 0xff}), want: "strict array of 2147483647 values"},
+		{name: "strict array of 2^32-1", body: []byte{amfStrictArray, 0xff, 0xff, 0xff, 0xff, amfNull}, want: "strict array"},
+		{name: "ECMA count past the end", body: []byte{amfECMAArray, 0x7f, 0xff, 0xff, 0xff, 0, 0, amfObjectEnd}, want: "ECMA array of"},
+		{name: "ECMA count 0 (a hint)", body: a0ecma(0, a0key("k"), a0num(2))},
+		{name: "ECMA without end marker", body: []byte{amfECMAArray, 0, 0, 0, 0}, want: "truncated"},
+		{name: "long string past the end", body: longStr(0xffffffff, 4), want: "long string"},
+		{name: "string past the end", body: []byte{amfString, 0xff, 0xff, 'a'}, want: "truncated"},
+		{name: "key past the end", body: []byte{amfObject, 0xff, 0xff, 'a'}, want: "truncated"},
+		{name: "depth bomb: nested strict arrays", body: strictArrays(1_600_000), want: "nesting deeper than 16"},
+		{name: "depth bomb: nested objects", body: nested(100_000), want: "nesting deeper than 16"},
+		{name: "depth 16 objects", body: nested(16)},
+		{name: "depth 17 objects", body: nested(17), want: "nesting deeper"},
+		{name: "depth limit set", body: nested(4), lim: AMFLimits{MaxDepth: 3}, want: "nesting deeper than 3"},
+		{name: "values at the limit", body: manyNulls(9), lim: AMFLimits{MaxValues: 10}},
+		{name: "values past the limit", body: manyNulls(10), lim: AMFLimits{MaxValues: 10}, want: "more than 10 values"},
+		{name: "default value limit", body: manyNulls(DefaultAMFMaxValues), want: "more than 65536 values"},
+		{name: "empty key with a value", body: cat([]byte{amfObject}, a0key(""), a0num(1), a0end), want: "empty property name"},
+		{name: "object end as a value", body: []byte{amfObjectEnd}, want: "unsupported"},
+		{name: "reference", body: []byte{0x07, 0, 1}, want: "type marker 0x07"},
+		{name: "typed object", body: cat([]byte{0x10}, a0key("T"), a0end), want: "type marker 0x10"},
+		{name: "AMF3 switch", body: []byte{0x11, 0x01}, want: "type marker 0x11"},
+		{name: "xml document", body: []byte{0x0f, 0, 0, 0, 0}, want: "type marker 0x0f"},
+		{name: "unsupported marker", body: []byte{0x0d}, want: "type marker 0x0d"},
+		{name: "trailing partial value", body: cat(a0num(1), []byte{amfNumber, 1}), want: "truncated"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckAMF0(tt.body, tt.lim)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && err == nil:
+				t.Fatalf("accepted, want an error with %q", tt.want)
+			case tt.want != "" && !strings.Contains(err.Error(), tt.want):
+				t.Fatalf("error %q, want %q", err, tt.want)
+			case err != nil && !errors.Is(err, ErrAMF):
+				t.Fatalf("error %v does not wrap ErrAMF", err)
+			}
+		})
+	}
+}
+
+// CheckAMF0 builds nothing: checking a body allocates nothing whatever it
+// declares.
+func TestCheckAMF0DoesNotAllocate(t *testing.T) {
+	body := cat(a0str("connect"), a0num(1), a0obj(cat(a0key("app"), a0str("live")), cat(a0key("list"), strictArrays(10))))
+	if n := testing.AllocsPerRun(100, func() { _ = CheckAMF0(body, AMFLimits{}) }); n != 0 {
+		t.Fatalf("%v allocations per check", n)
+	}
+}

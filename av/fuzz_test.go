@@ -2,6 +2,7 @@ package av
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"math"
 	"testing"
@@ -265,4 +266,31 @@ func amfEqual(a, b any) bool {
 		return true
 	}
 	return a == b
+}
+
+// FuzzCheckAMF0: any bytes are accepted or refused without a panic, and
+// what CheckAMF0 accepts the building decoder reads whole, value by value,
+// within the limits.
+func FuzzCheckAMF0(f *testing.F) {
+	f.Add(EncodeScript("onMetaData", MetaData(1280, 720, 30, 2500, 44100, 2)))
+	f.Add(cat(a0str("connect"), a0num(1), a0obj(cat(a0key("app"), a0str("live")))))
+	// The length bomb of issue 10: a strict array declaring 2^31-1 values.
+	f.Add(cat(a0str("connect"), a0num(1), []byte{amfObject}, a0key("app"), a0str("live"), a0key("x"), []byte{amfStrictArray, 0x7f, 0xff, 0xff, 0xff}))
+	// Depth bombs: nested strict arrays and objects.
+	f.Add(cat(a0str("connect"), a0num(1), strictArrays(4096)))
+	f.Add(nested(64))
+	f.Add([]byte{amfECMAArray, 0xff, 0xff, 0xff, 0xff, 0, 0, amfObjectEnd})
+	f.Add(cat(binary.BigEndian.AppendUint32([]byte{amfLongString}, 0xffffffff), []byte("abc")))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		lim := AMFLimits{MaxDepth: 8, MaxValues: 1000}
+		if err := CheckAMF0(b, lim); err != nil {
+			return
+		}
+		d := amfDecoder{b: b, maxDepth: lim.MaxDepth, maxValues: lim.MaxValues}
+		for !d.done() {
+			if _, err := d.value(0); err != nil {
+				t.Fatalf("accepted by CheckAMF0, refused by the decoder at %d: %v", d.pos, err)
+			}
+		}
+	})
 }

@@ -38,9 +38,16 @@ type AggregatorConfig struct {
 	HoltBeta      float64
 	// Minutes of per-minute quality history kept per key [60].
 	Minutes int
-	// MaxSessions bounds the tracked sessions per key [1,000,000]; beacons
-	// of new sessions past it are counted and dropped.
+	// MaxSessions bounds the sessions tracked over all keys [1,000,000];
+	// beacons of new sessions past it are counted (overflow) and dropped.
+	// A session leaves when it has sent nothing for the quality window.
 	MaxSessions int
+	// Bound maps the key of every input to the key it is aggregated
+	// under, or refuses it: the configured vendors × regions × ISPs, a
+	// value outside them folded into the any-value "" (see [Bounds]). Nil
+	// keeps every key as it comes (tests, the simulator); [Mixer] always
+	// sets one, so that no input creates keys, plan buckets or series.
+	Bound func(Key) (Key, bool)
 	// PolledTTL is how long a vendor's polled stats replace its log-line
 	// bandwidth after the last successful poll [30s].
 	PolledTTL time.Duration
@@ -64,7 +71,9 @@ type Aggregator struct {
 	keys   map[Key]*keyAgg
 	polled map[string]polledStats // vendor → last stats answer
 
-	logs, beacons, badLogs, badBeacons, late, overflow atomic.Int64
+	sessions int // tracked over all keys, under mu
+
+	logs, beacons, badLogs, badBeacons, late, overflow, unknown atomic.Int64
 }
 
 // keyAgg is one vendor in one bucket.
@@ -101,10 +110,11 @@ type MinuteStat struct {
 	Mbps          float64       `json:"mbps"`
 }
 
-// AggregatorStats counts input.
+// AggregatorStats counts input. Unknown counts input naming a vendor
+// that is not configured (dropped).
 type AggregatorStats struct {
-	Logs, Beacons, BadLogs, BadBeacons, Late, Overflow int64
-	Keys                                               int
+	Logs, Beacons, BadLogs, BadBeacons, Late, Overflow, Unknown int64
+	Keys, Sessions                                              int
 }
 
 // NewAggregator checks cfg.
@@ -163,16 +173,32 @@ func (a *Aggregator) Snapshot() map[Key]Observation { return *a.snap.Load() }
 // Stats returns the input counters.
 func (a *Aggregator) Stats() AggregatorStats {
 	a.mu.Lock()
-	n := len(a.keys)
+	n, ns := len(a.keys), a.sessions
 	a.mu.Unlock()
-	return AggregatorStats{a.logs.Load(), a.beacons.Load(), a.badLogs.Load(), a.badBeacons.Load(), a.late.Load(), a.overflow.Load(), n}
+	return AggregatorStats{a.logs.Load(), a.beacons.Load(), a.badLogs.Load(), a.badBeacons.Load(), a.late.Load(),
+		a.overflow.Load(), a.unknown.Load(), n, ns}
 }
 
 // Errors for dropped input.
 var (
 	ErrMalformed = errors.New("malformed")
 	ErrLate      = errors.New("too old or in the future")
+	// ErrUnknownVendor: the input names a vendor that is not configured.
+	ErrUnknownVendor = errors.New("vendor not configured")
 )
+
+// bound applies cfg.Bound to k, counting what it refuses.
+func (a *Aggregator) bound(k Key) (Key, error) {
+	if a.cfg.Bound == nil {
+		return k, nil
+	}
+	nk, ok := a.cfg.Bound(k)
+	if !ok {
+		a.unknown.Add(1)
+		return Key{}, fmt.Errorf("vendor %q: %w", k.Vendor, ErrUnknownVendor)
+	}
+	return nk, nil
+}
 
 // bucketOf returns the bucket of an event: its region and ISP, else the
 // client IP's location.
@@ -218,7 +244,10 @@ func (a *Aggregator) AddLog(l bus.CDNLog) error {
 	if l.Bytes == 0 || l.Status >= 400 {
 		return nil // a failed pull carries no load; quality comes from beacons
 	}
-	k := Key{l.Vendor, a.bucketOf(l.Region, l.ISP, l.ClientIP)}
+	k, err := a.bound(Key{l.Vendor, a.bucketOf(l.Region, l.ISP, l.ClientIP)})
+	if err != nil {
+		return err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ka := a.key(k)
@@ -326,18 +355,22 @@ func (a *Aggregator) AddBeacon(b bus.Beacon) error {
 		a.late.Add(1)
 		return ErrLate
 	}
-	k := Key{b.Vendor, a.bucketOf(b.Region, b.ISP, b.Client)}
+	k, err := a.bound(Key{b.Vendor, a.bucketOf(b.Region, b.ISP, b.Client)})
+	if err != nil {
+		return err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ka := a.key(k)
 	s := ka.sessions[b.Session]
 	if s == nil {
-		if len(ka.sessions) >= a.cfg.MaxSessions {
+		if a.sessions >= a.cfg.MaxSessions {
 			a.overflow.Add(1)
-			return fmt.Errorf("beacon: %d sessions in %v: %w", len(ka.sessions), k.Bucket, ErrMalformed)
+			return fmt.Errorf("beacon: %d sessions tracked: %w", a.sessions, ErrMalformed)
 		}
 		s = &session{}
 		ka.sessions[b.Session] = s
+		a.sessions++
 	}
 	a.beacons.Add(1)
 	s.seen = later(s.seen, at)
@@ -435,6 +468,17 @@ func percentile(sorted []int64, p float64) int64 {
 // older than PolledTTL, it is the vendor's bandwidth: buckets it does not
 // name have none, whatever the log lines say.
 func (a *Aggregator) SetPolled(vendor string, mbps map[Bucket]float64) {
+	if a.cfg.Bound != nil {
+		bounded := make(map[Bucket]float64, len(mbps))
+		for b, v := range mbps {
+			k, err := a.bound(Key{vendor, b})
+			if err != nil {
+				return
+			}
+			bounded[k.Bucket] += v
+		}
+		mbps = bounded
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.polled[vendor] = polledStats{at: a.now(), mbps: mbps}
@@ -467,6 +511,7 @@ func (a *Aggregator) Tick() map[Key]Observation {
 		for id, s := range ka.sessions {
 			if s.seen.Before(from) {
 				delete(ka.sessions, id)
+				a.sessions--
 			}
 		}
 		if minute := now.Unix() / 60; minute > ka.lastMin {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -287,87 +286,6 @@ func TestParseAccessLog(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%q: got %+v, want %+v", tc.line, got, tc.want)
 		}
-	}
-}
-
-// POST /qos stamps beacons with time, client and location and publishes
-// them; bad bodies are 400 and counted.
-func TestQoSHandler(t *testing.T) {
-	loc, err := LoadCIDRCSV("testdata/geo.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := bus.NewMemory(bus.MemoryConfig{Logger: quietLog})
-	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	var got []bus.Beacon
-	var wg sync.WaitGroup
-	ready := make(chan struct{})
-	wg.Go(func() {
-		close(ready)
-		m.Subscribe(ctx, bus.TopicQoSBeacons, "t", func(_ context.Context, msg bus.Message) error {
-			var b bus.Beacon
-			if err := bus.Decode(msg, &b); err != nil {
-				return err
-			}
-			mu.Lock()
-			got = append(got, b)
-			mu.Unlock()
-			return nil
-		})
-	})
-	defer func() { cancel(); wg.Wait() }()
-	<-ready
-	time.Sleep(20 * time.Millisecond) // let the group exist
-	h, err := NewQoSHandler(QoSConfig{Publisher: m, Locator: loc, Now: func() time.Time { return testNow }, Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	post := func(method, body, remote string) int {
-		r := httptest.NewRequest(method, "/qos", strings.NewReader(body))
-		r.RemoteAddr = remote
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w.Code
-	}
-	tests := []struct {
-		name, method, body string
-		want               int
-	}{
-		{"one beacon", "POST", `{"session":"s1","stream":"live/demo","vendor":"a","event":"start","region":"XX","time":"2000-01-01T00:00:00Z"}`, 204},
-		{"a batch", "POST", `[{"session":"s2","vendor":"a","event":"start"},{"session":"s2","vendor":"a","event":"first_frame","first_frame_ms":700}]`, 204},
-		{"malformed", "POST", `{"session":`, 400},
-		{"bad event", "POST", `{"session":"s","vendor":"a","event":"x"}`, 400},
-		{"too large", "POST", `[` + strings.Repeat(" ", 70<<10) + `]`, 413},
-		{"GET", "GET", ``, 405},
-		{"preflight", "OPTIONS", ``, 204},
-	}
-	for _, tc := range tests {
-		if code := post(tc.method, tc.body, "198.51.100.7:4000"); code != tc.want {
-			t.Errorf("%s: %d, want %d", tc.name, code, tc.want)
-		}
-	}
-	if acc, rej := h.Counts(); acc != 3 || rej != 3 {
-		t.Fatalf("accepted %d rejected %d", acc, rej)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n == 3 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(got) != 3 {
-		t.Fatalf("published %d", len(got))
-	}
-	b := got[0]
-	if b.Region != "GD" || b.ISP != "telecom" || b.Client != "198.51.100.7" || !b.Time.Equal(testNow) || b.Stream != "live/demo" {
-		t.Fatalf("beacon %+v", b)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/livefuse/livefuse/authkey"
 )
 
 // DispatcherConfig configures a Dispatcher. Zero fields take the defaults
@@ -33,6 +35,11 @@ type DispatcherConfig struct {
 	SignTTL time.Duration
 	// Prefix is the path the handler is mounted under ["/dispatch/"].
 	Prefix string
+	// Tokens signs the session token each answer gives the player for
+	// POST /qos (see [QoSHandler]); nil gives none.
+	Tokens *authkey.SessionKey
+	// TokenTTL is how long a session token is accepted [6h].
+	TokenTTL time.Duration
 	// Now is the clock [time.Now].
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -42,8 +49,15 @@ type DispatcherConfig struct {
 //
 //	GET {prefix}{app}/{name}.flv         302 to a signed vendor FLV URL
 //	GET {prefix}{app}/{name}/index.m3u8  302 to a signed vendor HLS URL
-//	... ?format=json                     200 {"stream", "ttl", "candidates": [{"vendor", "url"}]}
+//	... ?format=json                     200 {"stream", "ttl", "qos_token", "candidates": [{"vendor", "url", "qos_token"}]}
 //	GET {prefix}fallback.json            vendors, static ratios, domains, version
+//
+// Each answer opens a player session: with Tokens set, the 302 target
+// carries the session token as its qos_token query parameter, and the JSON
+// answer gives one per candidate (same session, that candidate's vendor),
+// the chosen one's also at the top. The token names the stream, vendor and
+// the client's region and ISP as located here; the player sends it with
+// each beacon, and /qos takes all of those from it.
 //
 // The JSON candidates are the chosen vendor first, then the other live
 // vendors of the bucket by score, so an SDK can fail over by itself. Unknown
@@ -70,8 +84,11 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 	if cfg.Allocator == nil {
 		return nil, errors.New("dispatcher: allocator is required")
 	}
-	if cfg.TTL < 0 || cfg.SignTTL < 0 {
-		return nil, errors.New("dispatcher: ttl and sign_ttl must not be negative")
+	if cfg.TTL < 0 || cfg.SignTTL < 0 || cfg.TokenTTL < 0 {
+		return nil, errors.New("dispatcher: ttl, sign_ttl and token_ttl must not be negative")
+	}
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = 6 * time.Hour
 	}
 	if cfg.TTL == 0 {
 		cfg.TTL = 20 * time.Second
@@ -143,7 +160,7 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var bucket Bucket
+	var bucket Bucket // where the client is, as located (the token says so)
 	if d.cfg.Locator != nil {
 		if client := d.clientAddr(r); client.IsValid() {
 			if loc, ok := d.cfg.Locator.Locate(client); ok {
@@ -165,12 +182,25 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.dispatched.Add(1)
-	exp := d.cfg.Now().Add(d.cfg.SignTTL)
+	now := d.cfg.Now()
+	exp := now.Add(d.cfg.SignTTL)
 	vendors := plan.vendors.list
 	h := w.Header()
+	sess := authkey.Session{Stream: app + "/" + name, Region: bucket.Region, ISP: bucket.ISP, Expires: now.Add(d.cfg.TokenTTL)}
+	if d.cfg.Tokens != nil {
+		sess.ID = authkey.NewSessionID()
+	}
 
 	if !wantsJSON(r.URL.RawQuery) {
-		h["Location"] = []string{signedURL(vendors[chosen], format, app, name, exp)}
+		loc := signedURL(vendors[chosen], format, app, name, exp)
+		if tok := d.token(sess, vendors[chosen].Name); tok != "" {
+			sep := "?"
+			if strings.IndexByte(loc, '?') >= 0 {
+				sep = "&"
+			}
+			loc += sep + "qos_token=" + tok
+		}
+		h["Location"] = []string{loc}
 		h["Cache-Control"] = d.hdrNoStore
 		w.WriteHeader(http.StatusFound)
 		return
@@ -185,12 +215,17 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b = append(b, name...)
 	b = append(b, `","ttl":`...)
 	b = append(b, d.ttlSecs...)
+	tok := d.token(sess, vendors[chosen].Name)
+	if tok != "" {
+		b = append(b, `,"qos_token":`...)
+		b = appendJSONString(b, tok)
+	}
 	b = append(b, `,"candidates":[`...)
-	b = appendCandidate(b, vendors[chosen], format, app, name, exp)
+	b = appendCandidate(b, vendors[chosen], format, app, name, exp, tok)
 	for _, c := range bp.Live() {
 		if c.index != chosen {
 			b = append(b, ',')
-			b = appendCandidate(b, vendors[c.index], format, app, name, exp)
+			b = appendCandidate(b, vendors[c.index], format, app, name, exp, d.token(sess, vendors[c.index].Name))
 		}
 	}
 	b = append(b, "]}\n"...)
@@ -202,12 +237,35 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d.bufs.Put(bufp)
 }
 
-func appendCandidate(b []byte, v *compiledVendor, f Format, app, name string, exp time.Time) []byte {
+func appendCandidate(b []byte, v *compiledVendor, f Format, app, name string, exp time.Time, token string) []byte {
 	b = append(b, `{"vendor":`...)
 	b = appendJSONString(b, v.Name)
 	b = append(b, `,"url":`...)
 	b = appendJSONString(b, signedURL(v, f, app, name, exp))
+	if token != "" {
+		b = append(b, `,"qos_token":`...)
+		b = appendJSONString(b, token)
+	}
 	return append(b, '}')
+}
+
+// token signs sess for vendor, or returns "" without a key, or when the
+// session does not fit in a token (a region or ISP name from the IP
+// database over authkey.MaxSessionField: then it is signed without them).
+func (d *Dispatcher) token(sess authkey.Session, vendor string) string {
+	if d.cfg.Tokens == nil {
+		return ""
+	}
+	sess.Vendor = vendor
+	tok, err := d.cfg.Tokens.Sign(sess)
+	if err != nil {
+		sess.Region, sess.ISP = "", ""
+		if tok, err = d.cfg.Tokens.Sign(sess); err != nil {
+			d.log.Warn("no qos token", "stream", sess.Stream, "vendor", vendor, "err", err)
+			return ""
+		}
+	}
+	return tok
 }
 
 func signedURL(v *compiledVendor, f Format, app, name string, exp time.Time) string {

@@ -42,6 +42,8 @@ func BenchmarkDispatch(b *testing.B) {
 		{"bare", "/dispatch/live/demo.flv", bareHandler()},
 		{"dispatch-302", "/dispatch/live/demo.flv", env.d},
 		{"dispatch-json", "/dispatch/live/demo.flv?format=json", env.d},
+		{"dispatch-302-token", "/dispatch/live/demo.flv", withTokens(b, env)},
+		{"dispatch-json-token", "/dispatch/live/demo.flv?format=json", withTokens(b, env)},
 	}
 	for _, hc := range handlers {
 		b.Run(hc.name, func(b *testing.B) {
@@ -94,4 +96,15 @@ func BenchmarkDispatch(b *testing.B) {
 			})
 		})
 	}
+}
+
+// withTokens is env's dispatcher handing out qos session tokens.
+func withTokens(b *testing.B, env *dispatchEnv) *Dispatcher {
+	cfg := env.d.cfg
+	cfg.Tokens = testTokens(b)
+	d, err := NewDispatcher(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d
 }

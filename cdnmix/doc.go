@@ -7,21 +7,30 @@
 //     bandwidth (overall or per region), coverage and an optional stats URL.
 //   - [Locator]: client IP → country, region (province) and ISP, from a CIDR
 //     CSV file ([CIDRLocator]) or a MaxMind DB ([MMDBLocator]).
-//   - [QoSHandler]: POST /qos, where players post beacons; they go on the
-//     bus (qos.beacons) stamped with the server's time and client location.
+//   - [QoSHandler]: POST /qos, where players post beacons, each with the
+//     session token ([authkey.Session]) its dispatch answer gave it. Only
+//     beacons with a valid token go on the bus (qos.beacons), stamped with
+//     the server's time, under the token's session, vendor, region and
+//     ISP, at a limited rate per session; the rest are counted by reason
+//     and never steer.
 //   - [Aggregator]: CDN log lines (cdn.logs, see [ParseAccessLog] for an
 //     nginx shipper), polled vendor stats and beacons into per vendor ×
 //     region × ISP [Observation]s over sliding windows: bandwidth, users,
 //     stalls (2 s or more of empty buffer), first frame p50/p95, pull
-//     success, a [Holt] forecast, and a per-minute history. It is the
-//     allocator's [Observer].
+//     success, a [Holt] forecast, and a per-minute history; one session
+//     is one user. Its keys are bounded: a vendor must be configured, and
+//     a region or ISP that is not configured (or in the CIDR database, or
+//     named by a vendor) is folded into the any-value, so no input makes
+//     a key, a plan bucket or a metric series. It is the allocator's
+//     [Observer].
 //   - [Allocator]: every few seconds scores each vendor in each region × ISP
 //     bucket and turns the scores into damped dispatch ratios, published as
 //     an immutable [Plan]; with admission, each plan also caps what a pool
 //     may take before the next one, so a wave cannot overshoot a ceiling.
 //   - [Dispatcher]: the public /dispatch/ handler; picks a vendor with smooth
 //     weighted round-robin over the current plan and answers a 302 to a signed
-//     URL or an HTTPDNS-style JSON candidate list.
+//     URL or an HTTPDNS-style JSON candidate list, opening a player session
+//     whose token (qos_token) the player sends with its beacons.
 //   - [Blacklist] and [StallRule]: manual and automatic exclusions.
 //   - [Simulate]: replays a [Scenario] through the real allocator.
 //   - [Mixer]: all of the above assembled from one [Config] for a node, with

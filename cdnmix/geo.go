@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -156,4 +157,22 @@ func (l *CIDRLocator) Len() int { return len(l.v4.m) + len(l.v6.m) }
 // String describes the table for logs.
 func (l *CIDRLocator) String() string {
 	return fmt.Sprintf("cidr locator: %d IPv4 and %d IPv6 prefixes", len(l.v4.m), len(l.v6.m))
+}
+
+// Names returns the distinct regions and ISPs of the table, sorted: the
+// values it can locate a client in, which the aggregator keeps as its own
+// buckets (see [Mixer]).
+func (l *CIDRLocator) Names() (regions, isps []string) {
+	rs, is := map[string]struct{}{}, map[string]struct{}{}
+	for _, t := range []*prefixTable{&l.v4, &l.v6} {
+		for _, loc := range t.m {
+			if loc.Region != "" {
+				rs[loc.Region] = struct{}{}
+			}
+			if loc.ISP != "" {
+				is[loc.ISP] = struct{}{}
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(rs)), slices.Sorted(maps.Keys(is))
 }

@@ -2,6 +2,7 @@ package cdnmix
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/livefuse/livefuse/authkey"
 	"github.com/livefuse/livefuse/bus"
 )
 
@@ -56,10 +58,44 @@ type Config struct {
 	ForecastAhead   time.Duration `yaml:"forecast_ahead"`
 	// StatsInterval is how often vendors' stats_url are polled [10s].
 	StatsInterval time.Duration `yaml:"stats_interval"`
+	// QoS is POST /qos and the session tokens dispatch hands players.
+	QoS QoSSettings `yaml:"qos"`
 	// Group is the bus consumer group of this node's aggregator [cdnmix].
 	// Every dispatcher node needs every event: in a fleet on Kafka give
 	// each node its own group (nodes in one group would split the events).
 	Group string `yaml:"group"`
+}
+
+// QoSSettings is the qos part of the cdnmix config. Each dispatch answer
+// hands the player a signed session token (qos_token) naming its stream,
+// vendor, region and ISP; /qos uses a beacon only with a valid one, at a
+// limited rate per session, and takes the vendor and bucket from it.
+type QoSSettings struct {
+	// TokenKey signs and checks the session tokens: a secret of at least
+	// 16 bytes, never logged. Nodes that dispatch and take beacons for the
+	// same players need the same key. Empty: `livefuse serve` keeps one in
+	// DATA_DIR/qos-token.key (made when absent).
+	TokenKey string `yaml:"token_key"`
+	// TokenTTL is how long a token is accepted after its dispatch [6h].
+	TokenTTL time.Duration `yaml:"token_ttl"`
+	// SessionRate is the beacons per second a session may send on average
+	// and SessionBurst how many at once [0.5, 30].
+	SessionRate  float64 `yaml:"session_rate"`
+	SessionBurst int     `yaml:"session_burst"`
+	// RateSessions bounds the sessions whose rate is tracked [100000]
+	// (when full, the half seen least recently is forgotten).
+	RateSessions int `yaml:"rate_sessions"`
+	// SessionsPerNetwork bounds the new sessions whose beacons one client
+	// network (IPv4 /24, IPv6 /48) may start per quality window [100]; -1
+	// removes the limit.
+	SessionsPerNetwork int `yaml:"sessions_per_network"`
+	// QualitySessions bounds the sessions the quality window holds over
+	// all vendors and buckets [1000000]; new ones past it are dropped.
+	QualitySessions int `yaml:"quality_sessions"`
+	// MaxBody bounds a POST /qos body in bytes [65536] and BodyTimeout
+	// the time to read it [10s].
+	MaxBody     int64         `yaml:"max_body"`
+	BodyTimeout time.Duration `yaml:"body_timeout"`
 }
 
 // GeoConfig names the IP database.
@@ -77,7 +113,9 @@ func DefaultConfig() Config {
 		DispatchTTL: 20 * time.Second, SignTTL: time.Hour,
 		BandwidthWindow: 10 * time.Second, QualityWindow: time.Minute, ForecastAhead: 10 * time.Second,
 		StatsInterval: 10 * time.Second,
-		Group:         "cdnmix",
+		QoS: QoSSettings{TokenTTL: 6 * time.Hour, SessionRate: 0.5, SessionBurst: 30, RateSessions: 100_000, SessionsPerNetwork: 100,
+			QualitySessions: 1_000_000, MaxBody: 64 << 10, BodyTimeout: 10 * time.Second},
+		Group: "cdnmix",
 	}
 }
 
@@ -89,7 +127,13 @@ type options struct {
 	onVendorsChange func([]Vendor)
 	onBlacklist     func([]BlacklistEntry)
 	now             func() time.Time
+	tokenKey        []byte
 }
+
+// WithTokenKey gives the session token key when the config has none (the
+// node's key file); without either, New makes a random key for this
+// process, so tokens die with it and no other node accepts them.
+func WithTokenKey(key []byte) Option { return func(o *options) { o.tokenKey = key } }
 
 // WithStreamExists makes /dispatch/ answer 404 for streams f does not know.
 func WithStreamExists(f func(app, name string) bool) Option {
@@ -128,6 +172,10 @@ type Mixer struct {
 	qos   *QoSHandler
 	geo   Locator
 	close func() error
+
+	// regions and isps are the configured ones and those of the IP
+	// database: with the vendors', the values aggregated (see bound).
+	regions, isps map[string]struct{}
 
 	vmu sync.Mutex // serializes vendor changes through the API
 	bmu sync.Mutex // serializes manual blacklist changes and their reports
@@ -183,9 +231,25 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 	if cfg.StatsInterval == 0 {
 		m.cfg.StatsInterval = 10 * time.Second
 	}
+	m.regions, m.isps = nameSet(cfg.Regions), nameSet(cfg.ISPs)
+	if n, ok := m.geo.(interface {
+		Names() (regions, isps []string)
+	}); ok {
+		rs, is := n.Names()
+		for _, r := range rs {
+			m.regions[r] = struct{}{}
+		}
+		for _, i := range is {
+			m.isps[i] = struct{}{}
+		}
+	}
+	tokens, err := m.tokenKey()
+	if err != nil {
+		return fail(err)
+	}
 	m.agg, err = NewAggregator(AggregatorConfig{Locator: m.geo, BandwidthWindow: cfg.BandwidthWindow,
 		QualityWindow: cfg.QualityWindow, ForecastAhead: cfg.ForecastAhead, PolledTTL: 3 * m.cfg.StatsInterval,
-		Now: m.opts.now, Logger: log})
+		MaxSessions: cfg.QoS.QualitySessions, Bound: m.bound, Now: m.opts.now, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
@@ -212,11 +276,15 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 		return fail(err)
 	}
 	m.disp, err = NewDispatcher(DispatcherConfig{Allocator: m.alloc, Locator: m.geo, TrustedProxies: proxies,
-		StreamExists: m.opts.streamExists, TTL: cfg.DispatchTTL, SignTTL: cfg.SignTTL, Now: m.opts.now, Logger: log})
+		StreamExists: m.opts.streamExists, TTL: cfg.DispatchTTL, SignTTL: cfg.SignTTL, Tokens: tokens,
+		TokenTTL: cfg.QoS.TokenTTL, Now: m.opts.now, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
-	m.qos, err = NewQoSHandler(QoSConfig{Publisher: b, Locator: m.geo, TrustedProxies: proxies, Now: m.opts.now, Logger: log})
+	m.qos, err = NewQoSHandler(QoSConfig{Publisher: b, Tokens: tokens, KnownVendor: m.knownVendor,
+		SessionRate: cfg.QoS.SessionRate, SessionBurst: cfg.QoS.SessionBurst, MaxSessions: cfg.QoS.RateSessions,
+		SessionsPerNetwork: cfg.QoS.SessionsPerNetwork, NetworkWindow: m.agg.cfg.QualityWindow,
+		MaxBody: cfg.QoS.MaxBody, BodyTimeout: cfg.QoS.BodyTimeout, TrustedProxies: proxies, Now: m.opts.now, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
@@ -226,6 +294,67 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 		}
 	}
 	return m, nil
+}
+
+// tokenKey returns the session token key: the config's, WithTokenKey's,
+// or a random one for this process.
+func (m *Mixer) tokenKey() (*authkey.SessionKey, error) {
+	key := []byte(m.cfg.QoS.TokenKey)
+	if len(key) == 0 {
+		key = m.opts.tokenKey
+	}
+	if len(key) == 0 {
+		key = make([]byte, 32)
+		rand.Read(key)
+		m.log.Warn("qos: no token_key; session tokens are signed with a key of this process only (set cdnmix.qos.token_key to share one across nodes and restarts)")
+	}
+	k, err := authkey.NewSessionKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("qos.token_key: %w", err)
+	}
+	return k, nil
+}
+
+func nameSet(names []string) map[string]struct{} {
+	m := make(map[string]struct{}, len(names)+1)
+	for _, n := range names {
+		m[n] = struct{}{}
+	}
+	return m
+}
+
+// knownVendor reports whether vendor is in the current vendor list.
+func (m *Mixer) knownVendor(vendor string) bool {
+	_, ok := m.alloc.vset.Load().byName[vendor]
+	return ok
+}
+
+// bound is the aggregator's Bound: a key is kept only for a configured
+// vendor, and a region or ISP that is neither configured (regions, isps),
+// named by a vendor nor in the CIDR IP database becomes "" (any): the
+// bucket Plan.Lookup serves such clients from. So keys, plan buckets and
+// the cdnmix_stall_rate series are at most vendors × (regions+1) × (ISPs+1)
+// whatever the beacons and log lines name.
+func (m *Mixer) bound(k Key) (Key, bool) {
+	vs := m.alloc.vset.Load()
+	if _, ok := vs.byName[k.Vendor]; !ok {
+		return Key{}, false
+	}
+	if r := k.Bucket.Region; r != "" {
+		_, a := m.regions[r]
+		_, b := vs.regions[r]
+		if !a && !b {
+			k.Bucket.Region = ""
+		}
+	}
+	if i := k.Bucket.ISP; i != "" {
+		_, a := m.isps[i]
+		_, b := vs.isps[i]
+		if !a && !b {
+			k.Bucket.ISP = ""
+		}
+	}
+	return k, true
 }
 
 func parsePrefixes(list []string) ([]netip.Prefix, error) {
@@ -331,12 +460,16 @@ var (
 	descPoolCom   = prometheus.NewDesc("cdnmix_pool_commit_mbps", "Committed bandwidth of a vendor capacity pool.", []string{"vendor", "region"}, nil)
 	descPoolCeil  = prometheus.NewDesc("cdnmix_pool_ceiling_mbps", "Ceiling bandwidth of a vendor capacity pool.", []string{"vendor", "region"}, nil)
 	descBeacons   = prometheus.NewDesc("cdnmix_qos_requests_total", "POST /qos results (beacons accepted, requests rejected).", []string{"result"}, nil)
+	descQoSResult = prometheus.NewDesc("cdnmix_qos_beacons_total", "Beacons posted to /qos by result: accepted (valid session token), no_token, bad_token, unknown_vendor, rate_limited; only accepted ones steer.", []string{"result"}, nil)
+	descQoSRate   = prometheus.NewDesc("cdnmix_qos_rate_sessions", "Sessions whose beacon rate /qos tracks.", nil, nil)
+	descQualSess  = prometheus.NewDesc("cdnmix_quality_sessions", "Sessions in the aggregator's quality window.", nil, nil)
 	descAggInput  = prometheus.NewDesc("cdnmix_aggregator_input_total", "Aggregator input by kind (bad and late ones are dropped).", []string{"kind"}, nil)
 	descStallRate = prometheus.NewDesc("cdnmix_stall_rate", "1-minute user stall rate per vendor, region, ISP.", []string{"vendor", "region", "isp"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDispatch, descPoolMbps, descPoolFc, descPoolCom, descPoolCeil, descBeacons, descAggInput, descStallRate} {
+	for _, d := range []*prometheus.Desc{descDispatch, descPoolMbps, descPoolFc, descPoolCom, descPoolCeil, descBeacons,
+		descQoSResult, descQoSRate, descQualSess, descAggInput, descStallRate} {
 		ch <- d
 	}
 }
@@ -361,12 +494,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	acc, rej := c.m.qos.Counts()
 	counter(descBeacons, acc, "accepted")
 	counter(descBeacons, rej, "rejected")
+	for r, n := range c.m.qos.Results() {
+		counter(descQoSResult, n, r.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descQoSRate, prometheus.GaugeValue, float64(c.m.qos.TrackedSessions()))
 	as := c.m.agg.Stats()
+	ch <- prometheus.MustNewConstMetric(descQualSess, prometheus.GaugeValue, float64(as.Sessions))
 	counter(descAggInput, as.Logs, "logs")
 	counter(descAggInput, as.Beacons, "beacons")
 	counter(descAggInput, as.BadLogs, "bad_logs")
 	counter(descAggInput, as.BadBeacons, "bad_beacons")
 	counter(descAggInput, as.Late, "late")
+	counter(descAggInput, as.Unknown, "unknown_vendor")
+	counter(descAggInput, as.Overflow, "overflow")
 	for k, ob := range c.m.agg.Snapshot() {
 		if ob.Users > 0 {
 			ch <- prometheus.MustNewConstMetric(descStallRate, prometheus.GaugeValue, ob.StallRate, k.Vendor, k.Bucket.Region, k.Bucket.ISP)

@@ -135,6 +135,33 @@ func (e *mixerEnv) dispatchHost(t *testing.T, remote string) string {
 	return u.Host
 }
 
+// qosToken dispatches as remote and returns the qos_token of vendor's
+// candidate.
+func (e *mixerEnv) qosToken(t *testing.T, remote, vendor string) string {
+	t.Helper()
+	w := e.do(e.h, "GET", "/dispatch/live/demo.flv?format=json", "", remote)
+	var ans struct {
+		QoSToken   string `json:"qos_token"`
+		Candidates []struct {
+			Vendor   string `json:"vendor"`
+			QoSToken string `json:"qos_token"`
+		} `json:"candidates"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &ans); err != nil || w.Code != 200 {
+		t.Fatalf("dispatch: %d %s", w.Code, w.Body)
+	}
+	if ans.QoSToken == "" || ans.QoSToken != ans.Candidates[0].QoSToken {
+		t.Fatalf("top-level qos_token is not the chosen candidate's: %s", w.Body)
+	}
+	for _, c := range ans.Candidates {
+		if c.Vendor == vendor && c.QoSToken != "" {
+			return c.QoSToken
+		}
+	}
+	t.Fatalf("no token for %s: %s", vendor, w.Body)
+	return ""
+}
+
 func TestMixerPublicPaths(t *testing.T) {
 	e := newMixerEnv(t)
 	if w := e.do(e.h, "GET", "/live/demo.flv", "", gdClient); w.Body.String() != "media" {
@@ -152,7 +179,8 @@ func TestMixerPublicPaths(t *testing.T) {
 	}
 	// Beacons through /qos and the bus reach the aggregator, in GD/telecom
 	// by the client address.
-	body := `[{"session":"p1","stream":"live/demo","vendor":"a","event":"start"},{"session":"p1","vendor":"a","event":"first_frame","first_frame_ms":420}]`
+	tok := e.qosToken(t, gdClient, "a")
+	body := `[{"token":"` + tok + `","event":"start"},{"token":"` + tok + `","event":"first_frame","first_frame_ms":420}]`
 	if w := e.do(e.h, "POST", "/qos", body, gdClient); w.Code != http.StatusNoContent {
 		t.Fatalf("qos: %d %s", w.Code, w.Body)
 	}

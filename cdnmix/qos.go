@@ -11,9 +11,11 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/livefuse/livefuse/authkey"
 	"github.com/livefuse/livefuse/bus"
 )
 
@@ -118,31 +120,93 @@ func streamOfURI(uri string) string {
 	return app + "/" + name
 }
 
-// QoSConfig configures a QoSHandler.
+// QoSConfig configures a QoSHandler. Zero fields take the defaults in
+// brackets.
 type QoSConfig struct {
 	// Publisher receives the beacons, on qos.beacons (required).
 	Publisher bus.Publisher
-	// Locator sets region and ISP from the client address; without one
-	// the player's own values are kept.
-	Locator Locator
+	// Tokens checks the session token of each beacon (its "token" field,
+	// the qos_token a dispatch answer gave the player). Only beacons with
+	// a valid token are published, with session, stream, vendor, region
+	// and ISP taken from the token. Nil: no beacon is published.
+	Tokens *authkey.SessionKey
+	// KnownVendor refuses tokens naming a vendor that is no longer
+	// configured; nil accepts every vendor a token names.
+	KnownVendor func(string) bool
+	// SessionRate is the beacons per second one session may send on
+	// average and SessionBurst how many at once [0.5/s, 30]; past them its
+	// beacons are counted (rate_limited) and dropped.
+	SessionRate  float64
+	SessionBurst int
+	// MaxSessions bounds the sessions whose rate is tracked [100,000]:
+	// when full, the half seen least recently is forgotten.
+	MaxSessions int
+	// SessionsPerNetwork bounds the new sessions one client network (an
+	// IPv4 /24, an IPv6 /48) may start sending beacons in NetworkWindow
+	// [100 per 1m; -1: no limit], so that tokens minted by dispatching
+	// again and again from one place are few votes. Past it, beacons of
+	// new sessions are counted (network_limited) and dropped; real players
+	// behind a big NAT lose only a sample, as quality is a ratio.
+	SessionsPerNetwork int
+	NetworkWindow      time.Duration
 	// TrustedProxies may set X-Forwarded-For, as for the dispatcher.
 	TrustedProxies []netip.Prefix
 	// MaxBody bounds a request body [64 KiB].
 	MaxBody int64
+	// BodyTimeout bounds the time to read a request body [10s], whatever
+	// the listener's own timeouts, so a trickled body is cut off.
+	BodyTimeout time.Duration
 	// Now is the clock [time.Now].
 	Now    func() time.Time
 	Logger *slog.Logger
 }
 
+// BeaconResult says what became of one beacon posted to /qos.
+type BeaconResult int
+
+// Beacon results, as counted by QoSHandler.
+const (
+	BeaconAccepted       BeaconResult = iota // valid token: published, may steer
+	BeaconNoToken                            // no token: counted, never steers
+	BeaconBadToken                           // token forged, damaged or expired
+	BeaconUnknownVendor                      // token names a vendor not configured, or the body another vendor
+	BeaconRateLimited                        // the session sent more than its rate
+	BeaconNetworkLimited                     // a new session from a network past SessionsPerNetwork
+	beaconResults
+)
+
+var beaconResultNames = [beaconResults]string{"accepted", "no_token", "bad_token", "unknown_vendor", "rate_limited", "network_limited"}
+
+func (r BeaconResult) String() string {
+	if r >= 0 && r < beaconResults {
+		return beaconResultNames[r]
+	}
+	return "unknown"
+}
+
 // QoSHandler is POST /qos: players post beacons (one JSON object or an
-// array), which are stamped with the server's time and the client's
-// address and location and published on qos.beacons. It answers 204, 400
-// for a malformed body (counted) and 413 for one too large. OPTIONS
-// answers a CORS preflight, so web players on other origins can post.
+// array of up to 100), each carrying the session token its dispatch
+// answer gave (field "token"). A beacon with a valid token is stamped with
+// the server's time and published on qos.beacons under the token's
+// session, stream, vendor, region and ISP (what the body says of them is
+// ignored), at most SessionRate per second per session. Every other beacon
+// is counted by its reason and dropped: it never reaches the aggregator,
+// so it cannot move the plan.
+//
+// Answers: 204 when at least one beacon was accepted; else 401 (no valid
+// token), 403 (unknown vendor) or 429 (rate), in that order of precedence;
+// 400 for a malformed body and 413 for one over MaxBody, both counted as
+// rejected requests. OPTIONS answers a CORS preflight, so web players on
+// other origins can post.
 type QoSHandler struct {
-	cfg                QoSConfig
-	log                *slog.Logger
-	accepted, rejected atomic.Int64
+	cfg     QoSConfig
+	log     *slog.Logger
+	limiter *sessionLimiter
+	nets    *networkLimiter // nil: no limit
+
+	rejected atomic.Int64
+	results  [beaconResults]atomic.Int64
+	lastLog  atomic.Int64 // unix nanos of the last refusal logged
 }
 
 // NewQoSHandler checks cfg.
@@ -150,11 +214,29 @@ func NewQoSHandler(cfg QoSConfig) (*QoSHandler, error) {
 	if cfg.Publisher == nil {
 		return nil, errors.New("qos: publisher is required")
 	}
-	if cfg.MaxBody < 0 {
-		return nil, errors.New("qos: max_body must not be negative")
+	if cfg.MaxBody < 0 || cfg.SessionRate < 0 || cfg.SessionBurst < 0 || cfg.MaxSessions < 0 || cfg.BodyTimeout < 0 {
+		return nil, errors.New("qos: max_body, body_timeout, session_rate, session_burst and max_sessions must not be negative")
+	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = 10 * time.Second
 	}
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = 64 << 10
+	}
+	if cfg.SessionRate == 0 {
+		cfg.SessionRate = 0.5
+	}
+	if cfg.SessionBurst == 0 {
+		cfg.SessionBurst = 30
+	}
+	if cfg.MaxSessions == 0 {
+		cfg.MaxSessions = 100_000
+	}
+	if cfg.SessionsPerNetwork == 0 {
+		cfg.SessionsPerNetwork = 100
+	}
+	if cfg.NetworkWindow <= 0 {
+		cfg.NetworkWindow = time.Minute
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -170,11 +252,90 @@ func NewQoSHandler(cfg QoSConfig) (*QoSHandler, error) {
 		tp[i] = p.Masked()
 	}
 	cfg.TrustedProxies = tp
-	return &QoSHandler{cfg: cfg, log: cfg.Logger.With("unit", "cdnmix")}, nil
+	h := &QoSHandler{cfg: cfg, log: cfg.Logger.With("unit", "cdnmix"),
+		limiter: newSessionLimiter(cfg.SessionRate, cfg.SessionBurst, cfg.MaxSessions)}
+	if cfg.SessionsPerNetwork > 0 {
+		h.nets = newNetworkLimiter(cfg.SessionsPerNetwork, cfg.NetworkWindow, cfg.MaxSessions)
+	}
+	return h, nil
 }
 
-// Counts returns the beacons accepted and the requests rejected.
-func (h *QoSHandler) Counts() (accepted, rejected int64) { return h.accepted.Load(), h.rejected.Load() }
+// Counts returns the beacons accepted and the requests rejected (400, 413).
+func (h *QoSHandler) Counts() (accepted, rejected int64) {
+	return h.results[BeaconAccepted].Load(), h.rejected.Load()
+}
+
+// Results returns the beacons counted by result.
+func (h *QoSHandler) Results() map[BeaconResult]int64 {
+	out := make(map[BeaconResult]int64, beaconResults)
+	for r := range beaconResults {
+		out[r] = h.results[r].Load()
+	}
+	return out
+}
+
+// TrackedSessions returns the sessions whose rate is tracked.
+func (h *QoSHandler) TrackedSessions() int { return h.limiter.len() }
+
+// wireBeacon is a beacon as a player posts it.
+type wireBeacon struct {
+	bus.Beacon
+	Token string `json:"token,omitempty"`
+}
+
+// parseWireBeacons decodes a POST /qos body: one object or an array of 1
+// to maxBeaconBatch. Fields are checked once the token is (check).
+func parseWireBeacons(b []byte) ([]wireBeacon, error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return nil, fmt.Errorf("beacon: empty body: %w", ErrMalformed)
+	}
+	var out []wireBeacon
+	if b[0] == '[' {
+		if err := json.Unmarshal(b, &out); err != nil {
+			return nil, fmt.Errorf("beacon: %v: %w", err, ErrMalformed)
+		}
+		if len(out) == 0 || len(out) > maxBeaconBatch {
+			return nil, fmt.Errorf("beacon: batch of %d (1-%d): %w", len(out), maxBeaconBatch, ErrMalformed)
+		}
+	} else {
+		var one wireBeacon
+		if err := json.Unmarshal(b, &one); err != nil {
+			return nil, fmt.Errorf("beacon: %v: %w", err, ErrMalformed)
+		}
+		out = []wireBeacon{one}
+	}
+	for i := range out {
+		if len(out[i].Token) > authkey.MaxSessionToken {
+			out[i].Token = "x" // a bad token, not a bad body
+		}
+	}
+	return out, nil
+}
+
+// authorize checks one beacon's token at now and, when it is valid, puts
+// the token's session, stream, vendor, region and ISP in the beacon.
+func (h *QoSHandler) authorize(w *wireBeacon, now time.Time) (BeaconResult, error) {
+	if w.Token == "" {
+		return BeaconNoToken, authkey.ErrSessionMissing
+	}
+	if h.cfg.Tokens == nil {
+		return BeaconBadToken, errors.New("no session key configured")
+	}
+	s, err := h.cfg.Tokens.Verify(w.Token, now)
+	if err != nil {
+		return BeaconBadToken, err
+	}
+	if w.Vendor != "" && w.Vendor != s.Vendor {
+		return BeaconUnknownVendor, fmt.Errorf("body names vendor %q, token %q", w.Vendor, s.Vendor)
+	}
+	if h.cfg.KnownVendor != nil && !h.cfg.KnownVendor(s.Vendor) {
+		return BeaconUnknownVendor, fmt.Errorf("vendor %q not configured", s.Vendor)
+	}
+	w.Session, w.Stream, w.Vendor, w.Region, w.ISP = s.ID, s.Stream, s.Vendor, s.Region, s.ISP
+	w.Client = "" // the bucket is the token's, never looked up again
+	return BeaconAccepted, nil
+}
 
 // ServeHTTP implements http.Handler.
 func (h *QoSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -193,47 +354,225 @@ func (h *QoSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	// At most MaxBody+1 bytes are read, whatever Content-Length says,
+	// within BodyTimeout (where the server supports read deadlines).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
 	body, err := io.ReadAll(io.LimitReader(r.Body, h.cfg.MaxBody+1))
 	if err != nil {
 		h.rejected.Add(1)
+		h.refused(r, "read body", err)
 		http.Error(w, "read body", http.StatusBadRequest)
 		return
 	}
 	if int64(len(body)) > h.cfg.MaxBody {
 		h.rejected.Add(1)
+		h.refused(r, "body too large", nil)
 		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	beacons, err := ParseBeacons(body)
+	beacons, err := parseWireBeacons(body)
 	if err != nil {
 		h.rejected.Add(1)
-		h.log.Debug("bad beacon", "remote", r.RemoteAddr, "err", err)
+		h.refused(r, "malformed beacon", err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	now := h.cfg.Now().UTC()
-	client := clientAddr(r, h.cfg.TrustedProxies)
-	var loc Location
-	located := false
-	if h.cfg.Locator != nil && client.IsValid() {
-		loc, located = h.cfg.Locator.Locate(client)
-	}
-	for _, b := range beacons {
-		b.Time = now
-		if client.IsValid() {
-			b.Client = client.String()
-		}
-		if h.cfg.Locator != nil {
-			b.Region, b.ISP = "", ""
-			if located {
-				b.Region, b.ISP = loc.Region, loc.ISP
+	network := clientNetwork(clientAddr(r, h.cfg.TrustedProxies))
+	var seen [beaconResults]int
+	var firstErr error
+	for i := range beacons {
+		b := &beacons[i]
+		res, err := h.authorize(b, now)
+		if res == BeaconAccepted {
+			b.Time = now
+			if err = checkBeacon(b.Beacon); err != nil {
+				h.rejected.Add(1)
+				h.refused(r, "malformed beacon", err)
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			switch {
+			case h.nets != nil && !h.limiter.known(b.Session) && !h.nets.admit(network, now):
+				res, err = BeaconNetworkLimited, fmt.Errorf("network %s over its new sessions", network)
+			case !h.limiter.allow(b.Session, now):
+				res, err = BeaconRateLimited, errors.New("session over its beacon rate")
 			}
 		}
-		if err := bus.Emit(h.cfg.Publisher, b); err != nil {
-			h.log.Warn("beacon dropped", "err", err)
-			continue
+		if res == BeaconAccepted {
+			if err := bus.Emit(h.cfg.Publisher, b.Beacon); err != nil {
+				h.log.Warn("beacon dropped", "err", err)
+				continue
+			}
+		} else if firstErr == nil {
+			firstErr = fmt.Errorf("%s: %w", res, err)
 		}
-		h.accepted.Add(1)
+		seen[res]++
+		h.results[res].Add(1)
 	}
-	w.WriteHeader(http.StatusNoContent)
+	switch {
+	case seen[BeaconAccepted] > 0:
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case seen[BeaconNoToken]+seen[BeaconBadToken] > 0:
+		h.refused(r, "beacon without a valid session token", firstErr)
+		http.Error(w, "beacons need the qos_token of a dispatch answer", http.StatusUnauthorized)
+	case seen[BeaconUnknownVendor] > 0:
+		h.refused(r, "beacon for an unknown vendor", firstErr)
+		http.Error(w, "vendor not configured", http.StatusForbidden)
+	case seen[BeaconRateLimited]+seen[BeaconNetworkLimited] > 0:
+		h.refused(r, "session over its beacon rate, or network over its new sessions", firstErr)
+		hdr.Set("Retry-After", "10")
+		http.Error(w, "too many beacons for this session", http.StatusTooManyRequests)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// refused logs a refusal, at most one every 5 s (a flood is counted by
+// the metrics, not written to the log line by line).
+func (h *QoSHandler) refused(r *http.Request, reason string, err error) {
+	now := time.Now().UnixNano()
+	last := h.lastLog.Load()
+	if now-last < int64(5*time.Second) || !h.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	args := []any{"reason", reason, "remote", r.RemoteAddr}
+	if err != nil {
+		args = append(args, "err", err)
+	}
+	h.log.Info("qos beacon refused", args...)
+}
+
+// sessionLimiter is a token bucket per session, for at most max sessions:
+// two generations of at most max/2 each; when the current one is full it
+// becomes the old one and the old one is dropped, so a session that has
+// not posted for a whole generation is forgotten (and starts again with a
+// full burst). Memory is bounded by max entries whatever the input.
+type sessionLimiter struct {
+	rate, burst float64
+	half        int
+
+	mu       sync.Mutex
+	cur, old map[string]limitState
+}
+
+type limitState struct {
+	tokens float64
+	last   int64 // unix nanos
+}
+
+func newSessionLimiter(rate float64, burst, maxSessions int) *sessionLimiter {
+	half := max(maxSessions/2, 1)
+	return &sessionLimiter{rate: rate, burst: float64(burst), half: half,
+		cur: make(map[string]limitState), old: make(map[string]limitState)}
+}
+
+// allow takes one beacon from id's bucket at now.
+func (l *sessionLimiter) allow(id string, now time.Time) bool {
+	t := now.UnixNano()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, ok := l.cur[id]
+	if !ok {
+		if st, ok = l.old[id]; ok {
+			delete(l.old, id)
+		} else {
+			st = limitState{tokens: l.burst, last: t}
+		}
+		if len(l.cur) >= l.half {
+			l.old, l.cur = l.cur, make(map[string]limitState, l.half)
+		}
+	}
+	if t > st.last {
+		st.tokens = min(l.burst, st.tokens+float64(t-st.last)/1e9*l.rate)
+		st.last = t
+	}
+	ok = st.tokens >= 1
+	if ok {
+		st.tokens--
+	}
+	l.cur[id] = st
+	return ok
+}
+
+// known reports whether id is tracked.
+func (l *sessionLimiter) known(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, a := l.cur[id]
+	_, b := l.old[id]
+	return a || b
+}
+
+func (l *sessionLimiter) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.cur) + len(l.old)
+}
+
+// clientNetwork is the network a client address is counted in: its /24
+// (IPv4) or /48 (IPv6); the zero prefix for no address.
+func clientNetwork(a netip.Addr) netip.Prefix {
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// networkLimiter counts the new sessions of each client network in fixed
+// windows, for at most max networks (two generations, as sessionLimiter).
+type networkLimiter struct {
+	per    int
+	window int64 // nanoseconds
+	half   int
+
+	mu       sync.Mutex
+	cur, old map[netip.Prefix]netCount
+}
+
+type netCount struct {
+	start int64 // unix nanos of the window's start
+	n     int
+}
+
+func newNetworkLimiter(per int, window time.Duration, maxNetworks int) *networkLimiter {
+	half := max(maxNetworks/2, 1)
+	return &networkLimiter{per: per, window: int64(window), half: half,
+		cur: make(map[netip.Prefix]netCount), old: make(map[netip.Prefix]netCount)}
+}
+
+// admit counts one new session of network p at now, unless p has had
+// per of them in its window already.
+func (l *networkLimiter) admit(p netip.Prefix, now time.Time) bool {
+	t := now.UnixNano()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, ok := l.cur[p]
+	if !ok {
+		if c, ok = l.old[p]; ok {
+			delete(l.old, p)
+		}
+		if len(l.cur) >= l.half {
+			l.old, l.cur = l.cur, make(map[netip.Prefix]netCount, l.half)
+		}
+	}
+	if !ok || t-c.start >= l.window || t < c.start {
+		c = netCount{start: t}
+	}
+	if c.n >= l.per {
+		l.cur[p] = c
+		return false
+	}
+	c.n++
+	l.cur[p] = c
+	return true
+}
+
+func (l *networkLimiter) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.cur) + len(l.old)
 }

@@ -37,13 +37,16 @@ type vendorSet struct {
 	byName   map[string]int
 	version  uint64
 	fallback []byte // fallback.json body
+	// regions and isps are the ones vendors name (limits, coverage): they
+	// are planned, so they are aggregated too.
+	regions, isps map[string]struct{}
 }
 
 func compileVendors(vs []Vendor) (*vendorSet, error) {
 	if err := ValidateVendors(vs); err != nil {
 		return nil, err
 	}
-	set := &vendorSet{byName: make(map[string]int, len(vs))}
+	set := &vendorSet{byName: make(map[string]int, len(vs)), regions: map[string]struct{}{}, isps: map[string]struct{}{}}
 	for i, v := range vs {
 		cv := &compiledVendor{Vendor: v.clone(), idx: i}
 		flv, hls := v.FLVBase, v.HLSBase
@@ -59,6 +62,15 @@ func compileVendors(vs []Vendor) (*vendorSet, error) {
 		cv.hlsPrefix = o + p
 		set.list = append(set.list, cv)
 		set.byName[v.Name] = i
+		for r := range v.Regions {
+			set.regions[r] = struct{}{}
+		}
+		for _, r := range v.Coverage.Regions {
+			set.regions[r] = struct{}{}
+		}
+		for _, isp := range v.Coverage.ISPs {
+			set.isps[isp] = struct{}{}
+		}
 	}
 	set.fallback, set.version = buildFallback(set)
 	return set, nil

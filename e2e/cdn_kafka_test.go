@@ -141,9 +141,20 @@ cdnmix:
 }
 
 // postQoS posts beacons to /qos as a client at xff (the harness connects
-// from 127.0.0.1, a trusted proxy).
+// from 127.0.0.1, a trusted proxy). Each beacon's "session" stands for one
+// player: it gets the qos_token of its vendor from a dispatch answer for
+// that client, as a player would, and carries it instead.
 func postQoS(t *testing.T, s *server, xff string, beacons []map[string]any) {
 	t.Helper()
+	tokens := map[string]string{}
+	for _, b := range beacons {
+		sess, vendor := b["session"].(string), b["vendor"].(string)
+		if tokens[sess] == "" {
+			tokens[sess] = qosToken(t, s, xff, vendor)
+		}
+		b["token"] = tokens[sess]
+		delete(b, "session")
+	}
 	b, _ := json.Marshal(beacons)
 	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/qos", s.http), bytes.NewReader(b))
 	req.Header.Set("X-Forwarded-For", xff)
@@ -155,6 +166,37 @@ func postQoS(t *testing.T, s *server, xff string, beacons []map[string]any) {
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("POST /qos: %d", resp.StatusCode)
 	}
+}
+
+// qosToken asks /dispatch (JSON) as a client at xff and returns the
+// qos_token of vendor's candidate.
+func qosToken(t *testing.T, s *server, xff, vendor string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/dispatch/live/demo.flv?format=json", s.http), nil)
+	if xff != "" {
+		req.Header.Set("X-Forwarded-For", xff)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ans struct {
+		Candidates []struct {
+			Vendor   string `json:"vendor"`
+			QoSToken string `json:"qos_token"`
+		} `json:"candidates"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("dispatch json: %d %v", resp.StatusCode, err)
+	}
+	for _, c := range ans.Candidates {
+		if c.Vendor == vendor && c.QoSToken != "" {
+			return c.QoSToken
+		}
+	}
+	t.Fatalf("no qos_token for vendor %s in %+v", vendor, ans.Candidates)
+	return ""
 }
 
 type cdnQuality struct {

@@ -33,7 +33,9 @@ function finish(code) {
     timeout: 30000,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required'],
+      '--autoplay-policy=no-user-gesture-required',
+      // CHROMIUM_EXTRA_ARGS: e.g. the TLS tests' --ignore-certificate-errors-spki-list (trust a test CA).
+      ...(process.env.CHROMIUM_EXTRA_ARGS || '').split(' ').filter(Boolean)],
   });
   const cleanup = async () => { await browser.close().catch(() => {}); };
   try {

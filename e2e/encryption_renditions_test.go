@@ -126,7 +126,10 @@ streams:
 // tags, and is encrypted from the next keyframe once encryption is turned
 // on — without reconnecting.
 func TestEncryptionReachesEarlyPlayers(t *testing.T) {
-	s := startServer(t, `streams:
+	// Open play without a play_key: its keys go to anyone, which the
+	// operator must allow explicitly.
+	s := startServer(t, `encryption: {open_key_access: true}
+streams:
   - {name: late, publish_token: pub}
 `)
 	push(t, s.rtmpURL("late", "token=pub"), true)

@@ -71,4 +71,11 @@ type Deps struct {
 	Sink Sink
 	Auth Authorizer
 	Play PlaySource // may be nil: RTMP play is then refused
+	// Budget bounds the bytes all ingest connections hold in incomplete
+	// messages; share one between the servers and the puller of a node.
+	// Nil: the RTMP server makes its own from its configuration, the
+	// others are bound by their per-connection limits only.
+	Budget *Budget
+	// Guard applies the streams' IP lists; nil: none.
+	Guard AddressGuard
 }

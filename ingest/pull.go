@@ -59,8 +59,10 @@ func NewPuller(deps Deps, log *slog.Logger) *Puller {
 		maxBackoff:   pullMaxBackoff,
 		healthyAfter: pullHealthyAfter,
 		runRTSP:      runRTSPPull,
-		runRTMP:      runRTMPPull,
-		jobs:         make(map[string]*pullJob),
+		runRTMP: func(ctx context.Context, src string, w FeedWriter, log *slog.Logger) error {
+			return runRTMPPull(ctx, src, w, log, deps.Budget)
+		},
+		jobs: make(map[string]*pullJob),
 	}
 }
 

@@ -221,6 +221,9 @@ func (l *relayLink) run(ctx context.Context) {
 		default:
 		}
 		wait := backoff
+		if lerr := (*limitError)(nil); errors.As(err, &lerr) {
+			l.log.Warn("relay reply refused", "remote", l.unit.Relay, "reason", lerr.reason, "limit", lerr.limit)
+		}
 		if errors.Is(err, errRelayRefused) {
 			wait = relayRefusedWait
 			l.log.Warn("relay refused by the unit", "err", err, "retry_in", wait)
@@ -271,6 +274,7 @@ func (l *relayLink) session(ctx context.Context) error {
 	}()
 
 	cl := newRTMPPullClient(nc, nil, l.log)
+	cl.parser.preAuthScope = "in a reply to a relay link" // it never plays: the bounds stay
 	q := url.Values{"relay": {l.r.cfg.Secret}, "feed": {l.feed}, "from": {l.r.cfg.Self}, "session": {l.upstream}}
 	t := rtmpPullTarget{host: l.unit.Relay, app: l.app, name: l.name + "?" + q.Encode(), tcURL: "rtmp://" + l.unit.Relay + "/" + l.app}
 	if err := cl.setup(t); err != nil {

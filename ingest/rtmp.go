@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/yutopp/go-rtmp"
+
+	"github.com/livefuse/livefuse/netguard"
 )
 
 // RTMPConfig configures the RTMP server.
@@ -27,11 +29,74 @@ type RTMPConfig struct {
 	// place of the publish token). Empty: relays are refused. Set by the
 	// node from its units configuration.
 	RelaySecret string `yaml:"-"`
+
+	// Limits caps the connections the listener holds: max_conns in total,
+	// max_conns_per_ip from one remote address. Connections over a cap
+	// are closed at accept (netguard logs them). In the limit fields
+	// below, 0 takes the default and a negative value turns the limit off.
+	netguard.Limits `yaml:",inline"`
+	// PreAuthMaxMessageSize is the largest message a connection may send
+	// before it is authorized to publish or play (connect, createStream,
+	// publish, play are a few hundred bytes, with long tokens a few KiB).
+	PreAuthMaxMessageSize int `yaml:"preauth_max_message_size"`
+	// SetupTimeout is the time from the end of the handshake to an
+	// accepted publish or play.
+	SetupTimeout time.Duration `yaml:"setup_timeout"`
+	// MinPublishRate is the fewest bytes a second a publisher must send,
+	// measured over MinPublishRateWindow.
+	MinPublishRate int `yaml:"min_publish_rate"`
+	// MinPublishRateWindow is the window MinPublishRate is measured over.
+	MinPublishRateWindow time.Duration `yaml:"min_publish_rate_window"`
+	// BufferBudget bounds, in bytes, what all ingest connections of the
+	// node together hold in incomplete messages: RTMP publishers and
+	// players, RTMP pulls, RTSP requests. Connections not yet authorized
+	// may take half of it.
+	BufferBudget int64 `yaml:"buffer_budget"`
+	// Access holds the listener's IP lists for publish and play (the
+	// RTMPS listener too); relays between units are not held to them.
+	Access netguard.AccessConfig `yaml:"access"`
 }
 
-// DefaultRTMPConfig returns the defaults: ":1935", 8 MiB messages, 4096-byte chunks.
+// Defaults of the RTMP limits (see RTMPConfig).
+const (
+	rtmpDefaultMaxConns       = 10000
+	rtmpDefaultMaxConnsPerIP  = 256
+	rtmpDefaultPreAuthMessage = 8 << 10
+	rtmpDefaultSetupTimeout   = 10 * time.Second
+	rtmpDefaultMinRate        = 512
+	rtmpDefaultMinRateWindow  = 30 * time.Second
+	defaultBufferBudget       = 512 << 20
+)
+
+// DefaultRTMPConfig returns the defaults: ":1935", 8 MiB messages,
+// 4096-byte chunks; 10000 connections, 256 per address; 8 KiB messages and
+// 10 s to publish or play before authorization; publishers at 512 bytes/s
+// at least over 30 s; a buffer budget of 512 MiB.
 func DefaultRTMPConfig() RTMPConfig {
-	return RTMPConfig{Addr: ":1935", MaxMessageSize: 8 << 20, ChunkSize: 4096}
+	return RTMPConfig{
+		Addr: ":1935", MaxMessageSize: 8 << 20, ChunkSize: 4096,
+		Limits:                netguard.Limits{MaxConns: rtmpDefaultMaxConns, MaxConnsPerIP: rtmpDefaultMaxConnsPerIP},
+		PreAuthMaxMessageSize: rtmpDefaultPreAuthMessage,
+		SetupTimeout:          rtmpDefaultSetupTimeout,
+		MinPublishRate:        rtmpDefaultMinRate,
+		MinPublishRateWindow:  rtmpDefaultMinRateWindow,
+		BufferBudget:          defaultBufferBudget,
+	}
+}
+
+// NewBudget returns the node's ingest buffer budget from BufferBudget
+// (0: the default, negative: nil, no bound), for Deps.Budget.
+func (c RTMPConfig) NewBudget() *Budget { return NewBudget(c.normalize().BufferBudget) }
+
+// limitDefault returns def for 0, 0 (off) for a negative v, else v.
+func limitDefault[T int | int64 | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 func (c RTMPConfig) normalize() RTMPConfig {
@@ -47,6 +112,19 @@ func (c RTMPConfig) normalize() RTMPConfig {
 		c.ChunkSize = d.ChunkSize
 	}
 	c.ChunkSize = min(max(c.ChunkSize, rtmpDefaultChunkSize), 64<<10)
+	c.MaxConns = limitDefault(c.MaxConns, d.MaxConns)
+	c.MaxConnsPerIP = limitDefault(c.MaxConnsPerIP, d.MaxConnsPerIP)
+	c.PreAuthMaxMessageSize = min(limitDefault(c.PreAuthMaxMessageSize, d.PreAuthMaxMessageSize), c.MaxMessageSize)
+	if c.PreAuthMaxMessageSize == 0 {
+		c.PreAuthMaxMessageSize = c.MaxMessageSize
+	}
+	c.SetupTimeout = limitDefault(c.SetupTimeout, d.SetupTimeout)
+	c.MinPublishRate = limitDefault(c.MinPublishRate, d.MinPublishRate)
+	c.MinPublishRateWindow = limitDefault(c.MinPublishRateWindow, d.MinPublishRateWindow)
+	if c.MinPublishRateWindow == 0 {
+		c.MinPublishRate = 0
+	}
+	c.BufferBudget = limitDefault(c.BufferBudget, d.BufferBudget)
 	return c
 }
 
@@ -66,6 +144,9 @@ type RTMPServer struct {
 	deps Deps
 	log  *slog.Logger
 
+	access  listenerAccess
+	limiter *netguard.Limiter // connection caps, shared by the RTMP and RTMPS listeners
+
 	handshakeTimeout time.Duration
 	idleTimeout      time.Duration
 	writeTimeout     time.Duration
@@ -78,6 +159,7 @@ type RTMPServer struct {
 	ln     net.Listener
 	srv    *rtmp.Server
 	conns  map[*rtmpConn]struct{}
+	tls    []rtmpTLS // RTMPS listeners (rtmps.go)
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -88,11 +170,16 @@ func NewRTMPServer(cfg RTMPConfig, deps Deps, log *slog.Logger) *RTMPServer {
 	if log == nil {
 		log = slog.Default()
 	}
+	cfg = cfg.normalize()
+	if deps.Budget == nil {
+		deps.Budget = NewBudget(cfg.BufferBudget)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &RTMPServer{
-		cfg:              cfg.normalize(),
+		cfg:              cfg,
 		deps:             deps,
 		log:              log,
+		limiter:          netguard.NewLimiter(cfg.Limits),
 		handshakeTimeout: rtmpHandshakeTimeout,
 		idleTimeout:      rtmpIdleTimeout,
 		writeTimeout:     rtmpWriteTimeout,
@@ -109,10 +196,11 @@ func (s *RTMPServer) Start() error {
 	if s.deps.Sink == nil || s.deps.Auth == nil {
 		return errors.New("rtmp server: deps.Sink and deps.Auth are required")
 	}
-	ln, err := net.Listen("tcp", s.cfg.Addr)
+	tcp, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("rtmp server listen %s: %w", s.cfg.Addr, err)
 	}
+	ln := s.guard(tcp)
 	if err := s.serve(ln); err != nil {
 		ln.Close()
 		return err
@@ -164,6 +252,7 @@ func (s *RTMPServer) Close() error {
 	close(s.done)
 	s.cancel()
 	srv, ln := s.srv, s.ln
+	s.closeTLS()
 	conns := make([]*rtmpConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -188,6 +277,7 @@ func (s *RTMPServer) Close() error {
 // connection's goroutine.
 func (s *RTMPServer) onConnect(nc net.Conn) (_ io.ReadWriteCloser, _ *rtmp.ConnConfig) {
 	c := newRTMPConn(s, nc)
+	c.rc.limit(s.connLimits(), s.log, c.remote)
 	_ = nc.SetDeadline(time.Now().Add(s.handshakeTimeout))
 	s.mu.Lock()
 	if s.closed {
@@ -201,6 +291,22 @@ func (s *RTMPServer) onConnect(nc net.Conn) (_ io.ReadWriteCloser, _ *rtmp.ConnC
 		s.mu.Unlock()
 	}
 	return c.rc, c.connConfig()
+}
+
+// guard wraps a listener with the connection caps of the configuration.
+func (s *RTMPServer) guard(ln net.Listener) net.Listener {
+	return netguard.NewListener(ln, s.limiter, s.log, "rtmp")
+}
+
+// connLimits are the per-connection bounds of the configuration.
+func (s *RTMPServer) connLimits() rtmpConnLimits {
+	return rtmpConnLimits{
+		preAuthMaxMessage: s.cfg.PreAuthMaxMessageSize,
+		setupTimeout:      s.cfg.SetupTimeout,
+		minRate:           s.cfg.MinPublishRate,
+		rateWindow:        s.cfg.MinPublishRateWindow,
+		budget:            s.deps.Budget,
+	}
 }
 
 func (s *RTMPServer) remove(c *rtmpConn) {

@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/yutopp/go-rtmp/message"
+
+	"github.com/livefuse/livefuse/av"
 )
 
 // This file holds the RTMP chunk framing livefuse does itself (RTMP
@@ -70,7 +73,8 @@ type rtmpChunkStream struct {
 	got       uint32 // payload bytes of the current message received so far
 	ext       bool   // the last type 0-2 header carried an extended timestamp
 	ctl       [4]byte
-	buf       []byte // assembled payload (readMessage only)
+	buf       []byte // assembled payload (readMessage, and messages rtmpNetConn holds)
+	hdr       []byte // raw first chunk header of a message rtmpNetConn holds
 }
 
 func (cs *rtmpChunkStream) complete() bool { return cs.length > 0 && cs.got == cs.length }
@@ -80,7 +84,17 @@ func (cs *rtmpChunkStream) complete() bool { return cs.length > 0 && cs.got == c
 type rtmpChunkParser struct {
 	chunkSize  uint32
 	maxMessage uint32
-	streams    map[uint32]*rtmpChunkStream
+	// preAuth applies the bounds of a connection not yet authorized:
+	// messages of at most preAuthMax bytes on at most
+	// rtmpPreAuthChunkStreams chunk streams.
+	preAuth    bool
+	preAuthMax uint32
+	// preAuthScope says in refusals when the bounds apply ("" for
+	// "before publish or play").
+	preAuthScope string
+	// budget is charged with the payload bytes of incomplete messages.
+	budget  budgetShare
+	streams map[uint32]*rtmpChunkStream
 	// raw holds the bytes of the last header as go-rtmp reads them: the
 	// extended timestamp of a type 3 chunk, which go-rtmp does not expect,
 	// is left out.
@@ -98,6 +112,13 @@ func newRTMPChunkParser(maxMessage int) *rtmpChunkParser {
 		streams:    make(map[uint32]*rtmpChunkStream),
 		raw:        make([]byte, 0, 18),
 	}
+}
+
+func (p *rtmpChunkParser) scope() string {
+	if p.preAuthScope == "" {
+		return "before publish or play"
+	}
+	return p.preAuthScope
 }
 
 func rtmpBE24(b []byte) uint32 { return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]) }
@@ -130,6 +151,9 @@ func (p *rtmpChunkParser) next(r io.Reader) (*rtmpChunkStream, uint32, error) {
 	}
 	cs := p.streams[csid]
 	if cs == nil {
+		if p.preAuth && len(p.streams) >= rtmpPreAuthChunkStreams {
+			return nil, 0, limitErrorf(limitPreAuthStreams, "more than %d chunk streams %s", rtmpPreAuthChunkStreams, p.scope())
+		}
 		if len(p.streams) >= rtmpMaxChunkStreams {
 			return nil, 0, rtmpProtoErrorf("more than %d chunk streams", rtmpMaxChunkStreams)
 		}
@@ -181,6 +205,10 @@ func (p *rtmpChunkParser) next(r io.Reader) (*rtmpChunkStream, uint32, error) {
 		if length == 0 {
 			return nil, 0, rtmpProtoErrorf("empty message on chunk stream %d", csid)
 		}
+		if p.preAuth && length > p.preAuthMax {
+			return nil, 0, limitErrorf(limitPreAuthMessage, "message of %d bytes on chunk stream %d %s, limit %d",
+				length, csid, p.scope(), p.preAuthMax)
+		}
 		if length > p.maxMessage {
 			return nil, 0, rtmpProtoErrorf("message of %d bytes on chunk stream %d, limit %d", length, csid, p.maxMessage)
 		}
@@ -202,17 +230,27 @@ func (p *rtmpChunkParser) next(r io.Reader) (*rtmpChunkStream, uint32, error) {
 			cs.timestamp += cs.delta
 		}
 	}
+	size := min(cs.length-cs.got, p.chunkSize)
+	// The chunk's payload is charged before it is read: the reader
+	// (go-rtmp, or readMessage) buffers it as it arrives.
+	if err := p.budget.take(int64(size), p.preAuth); err != nil {
+		return nil, 0, err
+	}
 	p.raw = raw
-	return cs, min(cs.length-cs.got, p.chunkSize), nil
+	return cs, size, nil
 }
 
-// consume accounts for payload bytes b of cs and applies a completed Set
+// consume accounts for payload bytes b of cs (giving the message's bytes
+// back to the budget once it is complete) and applies a completed Set
 // Chunk Size message.
 func (p *rtmpChunkParser) consume(cs *rtmpChunkStream, b []byte) error {
 	if cs.typeID == uint8(message.TypeIDSetChunkSize) && cs.got < 4 {
 		copy(cs.ctl[cs.got:], b)
 	}
 	cs.got += uint32(len(b))
+	if cs.complete() {
+		p.budget.give(int64(cs.length))
+	}
 	if !cs.complete() || cs.typeID != uint8(message.TypeIDSetChunkSize) {
 		return nil
 	}
@@ -341,13 +379,23 @@ const rtmpDeadlineSlack = time.Second
 // rtmpNetConn sits between a server socket and go-rtmp. It answers the
 // handshake itself (rtmp_handshake.go), then checks every chunk header with an
 // rtmpChunkParser before handing it on, so an oversized or malformed chunk
-// fails the read instead of reaching go-rtmp. Writes from go-rtmp (one whole
-// chunk per call, see rtmpServerConnConfig) and from writeRaw are
+// fails the read instead of reaching go-rtmp. Command and data messages
+// (AMF0 and AMF3 forms) are held until complete and handed on only once
+// av.CheckAMF0 accepted them: go-rtmp decodes them with go-amf0, which
+// trusts declared counts and nests without limit. Writes from go-rtmp (one
+// whole chunk per call, see rtmpServerConnConfig) and from writeRaw are
 // serialized, so the play output can bypass go-rtmp's writer.
+//
+// Until authorize is called (publish or play accepted) the parser applies
+// the pre-authorization bounds and the connection must get there by
+// setupBy; a publisher must then send at least minRate bytes a second,
+// measured over rateWindow.
 type rtmpNetConn struct {
 	nc     net.Conn
 	br     *bufio.Reader
 	parser *rtmpChunkParser
+	log    *slog.Logger // refusals; nil: not logged
+	remote string
 
 	// read side: used by go-rtmp's connection goroutine only
 	hsLeft    int // handshake bytes go-rtmp has yet to read
@@ -355,9 +403,18 @@ type rtmpNetConn struct {
 	pend      []byte
 	left      uint32
 	cur       *rtmpChunkStream
+	held      []byte        // a held message, re-chunked, being handed on
 	readIdle  time.Duration // 0: no read deadline after the handshake
 	readSetAt time.Time
 	err       error // sticky
+
+	setupTimeout time.Duration // 0: none
+	setupBy      time.Time     // set at the end of the handshake
+	publishing   bool
+	minRate      int64 // bytes a second; 0: none
+	rateWindow   time.Duration
+	rateFrom     time.Time
+	rateBytes    int64
 
 	wmu          sync.Mutex
 	goWrites     rtmpWriteWatch // what go-rtmp wrote (rtmp_conn.go)
@@ -367,6 +424,29 @@ type rtmpNetConn struct {
 	onReadErr func(error)
 	closeOnce sync.Once
 	onClose   func()
+}
+
+// rtmpConnLimits are the bounds of one server connection (see RTMPConfig).
+type rtmpConnLimits struct {
+	preAuthMaxMessage int // 0: no pre-authorization bounds
+	setupTimeout      time.Duration
+	minRate           int
+	rateWindow        time.Duration
+	budget            *Budget
+}
+
+// limit applies l, logging refusals to log with remote. Call it before the
+// first Read.
+func (c *rtmpNetConn) limit(l rtmpConnLimits, log *slog.Logger, remote string) {
+	c.log, c.remote = log, remote
+	if l.preAuthMaxMessage > 0 {
+		c.parser.preAuth, c.parser.preAuthMax = true, uint32(l.preAuthMaxMessage)
+		c.setupTimeout = l.setupTimeout
+	}
+	if l.minRate > 0 && l.rateWindow > 0 {
+		c.minRate, c.rateWindow = int64(l.minRate), l.rateWindow
+	}
+	c.parser.budget.b = l.budget
 }
 
 func newRTMPNetConn(nc net.Conn, maxMessage int) *rtmpNetConn {
@@ -380,25 +460,64 @@ func newRTMPNetConn(nc net.Conn, maxMessage int) *rtmpNetConn {
 }
 
 // rtmpDeadlineReader refreshes the read deadline before socket reads once
-// the handshake is over (during it the deadline set at accept stays).
+// the handshake is over (during it the deadline set at accept stays), and
+// measures a publisher's rate.
 type rtmpDeadlineReader struct{ c *rtmpNetConn }
 
 func (r rtmpDeadlineReader) Read(p []byte) (int, error) {
 	c := r.c
-	if c.hsLeft == 0 && c.readIdle > 0 {
+	if c.hsLeft == 0 && (c.readIdle > 0 || c.parser.preAuth && !c.setupBy.IsZero()) {
 		if now := time.Now(); now.Sub(c.readSetAt) >= rtmpDeadlineSlack {
 			c.readSetAt = now
-			_ = c.nc.SetReadDeadline(now.Add(c.readIdle))
+			var d time.Time
+			if c.readIdle > 0 {
+				d = now.Add(c.readIdle)
+			}
+			if c.parser.preAuth && !c.setupBy.IsZero() && (d.IsZero() || c.setupBy.Before(d)) {
+				d = c.setupBy
+			}
+			_ = c.nc.SetReadDeadline(d)
 		}
 	}
-	return c.nc.Read(p)
+	n, err := c.nc.Read(p)
+	if c.publishing && c.minRate > 0 {
+		c.rateBytes += int64(n)
+		now := time.Now()
+		if el := now.Sub(c.rateFrom); el >= c.rateWindow {
+			if float64(c.rateBytes) < float64(c.minRate)*el.Seconds() {
+				return n, limitErrorf(limitMinRate, "publisher sent %d bytes in %s, below the minimum of %d bytes/s",
+					c.rateBytes, el.Round(time.Millisecond), c.minRate)
+			}
+			c.rateFrom, c.rateBytes = now, 0
+		}
+	}
+	return n, err
 }
 
 // stopReadDeadline removes the read deadline: a player may stay silent
-// while it watches. Call it on go-rtmp's connection goroutine.
+// while it watches. It is called once play is accepted, so it also ends
+// the setup deadline. Call it on go-rtmp's connection goroutine.
 func (c *rtmpNetConn) stopReadDeadline() {
+	c.authorize(false)
 	c.readIdle = 0
 	_ = c.nc.SetReadDeadline(time.Time{})
+}
+
+// authorize ends the setup deadline once publish (publish true) or play
+// was accepted. A publisher is freed of the small-message bounds and its
+// rate is measured from now; a player keeps them (it sends only control
+// messages and commands, and play is often open to anyone). Call it on
+// go-rtmp's connection goroutine.
+func (c *rtmpNetConn) authorize(publish bool) {
+	c.setupBy = time.Time{}
+	c.readSetAt = time.Time{} // the next read sets the idle deadline alone
+	if publish {
+		c.parser.preAuth = false
+		c.publishing = true
+		c.rateFrom, c.rateBytes = time.Now(), 0
+	} else {
+		c.parser.preAuthScope = "from a player"
+	}
 }
 
 func (c *rtmpNetConn) Read(p []byte) (int, error) {
@@ -407,6 +526,15 @@ func (c *rtmpNetConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.read(p)
 	if err != nil {
+		var nerr net.Error
+		if errors.As(err, &nerr) && nerr.Timeout() && c.hsLeft == 0 && c.parser.preAuth &&
+			!c.setupBy.IsZero() && !time.Now().Before(c.setupBy) {
+			err = limitErrorf(limitSetupTimeout, "no publish or play within %s of the handshake", c.setupTimeout)
+		}
+		var lerr *limitError
+		if errors.As(err, &lerr) && c.log != nil {
+			c.log.Warn("rtmp connection refused", "remote", c.remote, "reason", lerr.reason, "limit", lerr.limit)
+		}
 		c.err = err
 		if c.onReadErr != nil {
 			c.onReadErr(err)
@@ -420,22 +548,32 @@ func (c *rtmpNetConn) read(p []byte) (int, error) {
 		return 0, nil
 	}
 	if c.hsLeft > 0 {
-		return c.readHandshake(p) // rtmp_handshake.go
+		n, err := c.readHandshake(p) // rtmp_handshake.go
+		if c.hsLeft == 0 && c.parser.preAuth && c.setupTimeout > 0 {
+			c.setupBy = time.Now().Add(c.setupTimeout)
+		}
+		return n, err
 	}
-	if len(c.pend) > 0 {
-		n := copy(p, c.pend)
-		c.pend = c.pend[n:]
-		return n, nil
-	}
-	if c.left == 0 {
+	for len(c.pend) == 0 && c.left == 0 {
 		cs, n, err := c.parser.next(c.br)
 		if err != nil {
 			return 0, err
+		}
+		if rtmpAMFMessage(cs.typeID) {
+			if err := c.hold(cs, n); err != nil {
+				return 0, err
+			}
+			continue
 		}
 		c.cur, c.left = cs, n
 		k := copy(p, c.parser.raw)
 		c.pend = c.parser.raw[k:]
 		return k, nil
+	}
+	if len(c.pend) > 0 {
+		n := copy(p, c.pend)
+		c.pend = c.pend[n:]
+		return n, nil
 	}
 	n, err := c.br.Read(p[:min(uint32(len(p)), c.left)])
 	if n > 0 {
@@ -446,6 +584,88 @@ func (c *rtmpNetConn) read(p []byte) (int, error) {
 	}
 	return n, noEOF(err)
 }
+
+// rtmpAMFMessage reports whether messages of typeID carry AMF values that
+// go-rtmp decodes: commands and data, in their AMF0 and AMF3 forms.
+func rtmpAMFMessage(typeID uint8) bool {
+	switch message.TypeID(typeID) {
+	case message.TypeIDCommandMessageAMF0, message.TypeIDDataMessageAMF0,
+		message.TypeIDCommandMessageAMF3, message.TypeIDDataMessageAMF3:
+		return true
+	}
+	return false
+}
+
+// rtmpCheckAMF checks the body of a command or data message (see
+// rtmpAMFMessage) with av.CheckAMF0. The AMF3 forms start with one byte
+// (0), then AMF0 values as the AMF0 forms; an AMF3 value inside (marker
+// 0x11) is refused. The error says which message was refused.
+func rtmpCheckAMF(typeID uint8, body []byte) error {
+	name := "command"
+	switch message.TypeID(typeID) {
+	case message.TypeIDDataMessageAMF0, message.TypeIDDataMessageAMF3:
+		name = "data"
+	}
+	switch message.TypeID(typeID) {
+	case message.TypeIDCommandMessageAMF3, message.TypeIDDataMessageAMF3:
+		if len(body) == 0 {
+			return limitErrorf(limitAMF, "%s message (AMF3 form) refused: empty", name)
+		}
+		body = body[1:]
+	}
+	if err := av.CheckAMF0(body, av.AMFLimits{}); err != nil {
+		return limitErrorf(limitAMF, "%s message refused: %v", name, err)
+	}
+	return nil
+}
+
+// hold reads the n payload bytes of a chunk of cs, a command or data
+// message, into cs.buf. Once the message is complete and rtmpCheckAMF
+// accepted it, it is queued for go-rtmp: its first chunk header as the
+// peer sent it, then the payload in chunks of the current chunk size
+// (go-rtmp reads it after every Set Chunk Size before it, which passed
+// unheld). No other chunk of cs's chunk stream can come between, so
+// go-rtmp's header state stays what the peer meant.
+func (c *rtmpNetConn) hold(cs *rtmpChunkStream, n uint32) error {
+	if cs.got == 0 {
+		cs.hdr = append(cs.hdr[:0], c.parser.raw...)
+	}
+	start := len(cs.buf)
+	cs.buf = slices.Grow(cs.buf, int(n))[:start+int(n)]
+	if _, err := io.ReadFull(c.br, cs.buf[start:]); err != nil {
+		return noEOF(err)
+	}
+	if err := c.parser.consume(cs, cs.buf[start:]); err != nil {
+		return err
+	}
+	if !cs.complete() {
+		return nil
+	}
+	if err := rtmpCheckAMF(cs.typeID, cs.buf); err != nil {
+		return err
+	}
+	out := append(c.held[:0], cs.hdr...)
+	chunk := int(c.parser.chunkSize)
+	for off := 0; ; {
+		k := min(chunk, len(cs.buf)-off)
+		out = append(out, cs.buf[off:off+k]...)
+		if off += k; off >= len(cs.buf) {
+			break
+		}
+		out = rtmpAppendBasicHeader(out, 3, cs.id)
+	}
+	c.held, c.pend = out, out
+	if cap(cs.buf) > rtmpKeepBuffer {
+		cs.buf = nil
+	}
+	if cap(c.held) > rtmpKeepBuffer {
+		c.held = nil // c.pend keeps it until handed on
+	}
+	return nil
+}
+
+// rtmpKeepBuffer is the largest buffer a connection keeps between messages.
+const rtmpKeepBuffer = 64 << 10
 
 // Write is go-rtmp's path to the socket.
 func (c *rtmpNetConn) Write(p []byte) (int, error) {
@@ -475,6 +695,7 @@ func (c *rtmpNetConn) writeRaw(p []byte) (int, error) {
 // Close closes the socket; go-rtmp calls it last when a connection ends.
 func (c *rtmpNetConn) Close() error {
 	err := c.nc.Close()
+	c.parser.budget.release()
 	c.closeOnce.Do(func() {
 		if c.onClose != nil {
 			c.onClose()

@@ -268,6 +268,8 @@ func (c *rtmpConn) OnPublish(sctx *rtmp.StreamContext, _ uint32, cmd *message.Ne
 		if from := q.Get("from"); from != "" {
 			src.Remote = "unit " + from + " " + c.remote
 		}
+	} else if err := c.s.checkAddress(true, app, name, c.rc.nc.RemoteAddr()); err != nil {
+		return c.refusePublish(sctx.StreamID, stream, feed, err)
 	} else if err := c.s.deps.Auth.AuthorizePublish(app, name, q.Get("token")); err != nil {
 		return c.refusePublish(sctx.StreamID, stream, feed, err)
 	}
@@ -281,6 +283,7 @@ func (c *rtmpConn) OnPublish(sctx *rtmp.StreamContext, _ uint32, cmd *message.Ne
 		return fmt.Errorf("rtmp publish %s: %w", stream, err)
 	}
 	c.role, c.stream, c.feed = "publish", stream, feed
+	c.rc.authorize(true)
 	c.fw, c.pubStreamID = fw, sctx.StreamID
 	c.pubStop = make(chan struct{})
 	c.s.wg.Add(1)
@@ -290,7 +293,11 @@ func (c *rtmpConn) OnPublish(sctx *rtmp.StreamContext, _ uint32, cmd *message.Ne
 }
 
 func (c *rtmpConn) refusePublish(sid uint32, stream, feed string, err error) error {
-	_ = c.write(c.statusChunks(nil, sid, "error", string(message.NetStreamOnStatusCodePublishBadName), "Publish refused."))
+	desc := "Publish refused."
+	if errors.Is(err, ErrForbidden) {
+		desc = "Publish refused: address not allowed."
+	}
+	_ = c.write(c.statusChunks(nil, sid, "error", string(message.NetStreamOnStatusCodePublishBadName), desc))
 	c.s.log.Warn("rtmp publish refused", "remote", c.remote, "stream", stream, "feed", feed, "error", err)
 	c.setReason(slog.LevelInfo, "publish refused")
 	return fmt.Errorf("rtmp publish refused: %w", err)
@@ -462,6 +469,9 @@ func (c *rtmpConn) OnPlay(sctx *rtmp.StreamContext, _ uint32, cmd *message.NetSt
 		return c.refusePlay(sctx.StreamID, "", err)
 	}
 	stream := app + "/" + name
+	if err := c.s.checkAddress(false, app, name, c.rc.nc.RemoteAddr()); err != nil {
+		return c.refusePlay(sctx.StreamID, stream, err)
+	}
 	if err := c.s.deps.Auth.AuthorizePlay(app, name, "/"+stream, q); err != nil {
 		return c.refusePlay(sctx.StreamID, stream, err)
 	}
@@ -493,8 +503,11 @@ func (c *rtmpConn) OnPlay(sctx *rtmp.StreamContext, _ uint32, cmd *message.NetSt
 }
 
 func (c *rtmpConn) refusePlay(sid uint32, stream string, err error) error {
-	if errors.Is(err, ErrNotFound) {
+	switch {
+	case errors.Is(err, ErrNotFound):
 		_ = c.write(c.statusChunks(nil, sid, "error", "NetStream.Play.StreamNotFound", "No such stream."))
+	case errors.Is(err, ErrForbidden):
+		_ = c.write(c.statusChunks(nil, sid, "error", "NetStream.Play.Failed", "Play refused: address not allowed."))
 	}
 	c.s.log.Warn("rtmp play refused", "remote", c.remote, "stream", stream, "error", err)
 	c.setReason(slog.LevelInfo, "play refused")

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/yutopp/go-rtmp/message"
+
 	"github.com/livefuse/livefuse/av"
 )
 
@@ -33,6 +35,19 @@ func rtmpFuzzSeeds(t testing.TB) [][]byte {
 		rtmpAppendMessage(nil, 2, 1, 0, 0, []byte{0, 0, 0x10, 0}, 128),
 		rtmpAppendMessage(nil, 3, 22, 0, 0, av.AppendRawTag(nil, 9, 5, []byte{0x17, 1, 0, 0, 0}), 128),
 		rtmpAppendMessage(nil, 0x1234, 4, 0, 0, []byte{0, 6, 0, 0, 0, 1}, 128),
+		// The crash classes of issue 10: the length bomb (the issue's 52
+		// bytes), depth bombs under and over the pre-auth message limit,
+		// the same in publish, play, data and AMF3 messages.
+		[]byte(rtmpLengthBomb),
+		rtmpAppendMessage(nil, 3, 20, 0, 0, rtmpConnectBody(a0k("x"), amfDepthBomb(1500)), 128),
+		rtmpCat(rtmpSCS(4096), rtmpAppendMessage(nil, 3, 20, 0, 0, rtmpConnectBody(a0k("x"), amfDepthBomb(20000)), 4096)),
+		rtmpCat(rtmpUpToPublish(), rtmpAppendMessage(nil, 8, 20, 1, 0, rtmpCommandBody("publish", 0, []byte{0x05}, a0s("x?token=T"), amfLengthBombValue), 128)),
+		rtmpCat(rtmpUpToPublish(), rtmpAppendMessage(nil, 8, 20, 1, 0, rtmpCommandBody("play", 0, []byte{0x05}, a0s("x"), amfDepthBomb(1000)), 128)),
+		rtmpCat(rtmpUpToPublish(), rtmpPublishCmd("y?token=T"),
+			rtmpAppendMessage(nil, 4, 18, 1, 0, rtmpCat(a0s("@setDataFrame"), a0s("onMetaData"), amfDepthBomb(3000)), 128)),
+		rtmpAppendMessage(nil, 3, 17, 0, 0, append([]byte{0}, rtmpConnectBody(a0k("x"), amfLengthBombValue)...), 128),
+		rtmpAppendMessage(nil, 3, 15, 0, 0, rtmpCat([]byte{0}, a0s("onMetaData"), amfDepthBomb(100)), 128),
+		rtmpConnBytes(8192),
 	}
 }
 
@@ -157,6 +172,9 @@ func FuzzRTMPPullMessages(f *testing.F) {
 	}
 	f.Add(append(status("NetStream.Play.Start"), rtmpPublishSession(f, "x")...))
 	f.Add(status("NetStream.Play.Stop"))
+	for _, s := range rtmpHostileReplySeeds() {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, b := net.Pipe()
 		defer a.Close()
@@ -171,5 +189,119 @@ func FuzzRTMPPullMessages(f *testing.F) {
 				return
 			}
 		}
+	})
+}
+
+// rtmpHostileReplySeeds are server answers carrying the crash classes of
+// issue 10 (length bombs, depth bombs, in AMF0 and AMF3 forms), framed as
+// a server sends them.
+func rtmpHostileReplySeeds() [][]byte {
+	var seeds [][]byte
+	for _, r := range rtmpHostileReplies() {
+		seeds = append(seeds, r.reply)
+	}
+	ok := func(name string, tx float64, args ...[]byte) []byte {
+		return rtmpAppendMessage(nil, 3, 20, 0, 0, rtmpCommandBody(name, tx, args...), 128)
+	}
+	info := rtmpCat([]byte{0x03}, a0k("level"), a0s("status"), a0k("code"), a0s("NetStream.Publish.Start"), []byte{0, 0, 9})
+	seeds = append(seeds,
+		rtmpCat(ok("_result", 1, []byte{0x05}, info), ok("_result", 2, []byte{0x05}, a0n(1)), rtmpAppendMessage(nil, 5, 20, 1, 0, rtmpCommandBody("onStatus", 0, []byte{0x05}, info), 128)),
+		rtmpCat(ok("_result", 1, []byte{0x05}, info), ok("_result", 2, []byte{0x05}, amfLengthBombValue)),
+		rtmpCat(ok("_result", 1, []byte{0x05}, info), ok("_error", 2, []byte{0x05}, amfDepthBomb(3000))),
+		rtmpCat(ok("_result", 1, []byte{0x05}, info), ok("_result", 2, []byte{0x05}, a0n(1)),
+			rtmpAppendMessage(nil, 5, 20, 1, 0, rtmpCommandBody("onStatus", 0, []byte{0x05}, amfLengthBombValue), 128)),
+	)
+	return seeds
+}
+
+// rtmpFuzzClient is a pull client reading data as the server's bytes
+// after the handshake; what it writes is discarded.
+func rtmpFuzzClient(t *testing.T, data []byte, w FeedWriter) *rtmpPullClient {
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	go func() { _, _ = io.Copy(io.Discard, b) }()
+	cl := newRTMPPullClient(a, w, slog.New(slog.DiscardHandler))
+	cl.parser.budget.b = NewBudget(1 << 20)
+	cl.br.Reset(bytes.NewReader(data))
+	return cl
+}
+
+// FuzzRTMPPullReplies: a pulled source's answers to connect, createStream
+// and play (_result, _error, onStatus) are checked before go-rtmp decodes
+// them: any bytes end in an error or a playing client, never a crash.
+func FuzzRTMPPullReplies(f *testing.F) {
+	for _, s := range rtmpHostileReplySeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cl := rtmpFuzzClient(t, data, &rtmpFakeWriter{done: make(chan struct{})})
+		defer cl.parser.budget.release()
+		if err := cl.connect(rtmpPullTarget{app: "live", name: "x", tcURL: "rtmp://h/live"}); err != nil {
+			return
+		}
+		for range 100 {
+			if err := cl.step(); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// FuzzRelayReplies: what a unit answers a relay link (connect,
+// createStream, publish) never crashes the relaying node.
+func FuzzRelayReplies(f *testing.F) {
+	for _, s := range rtmpHostileReplySeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cl := rtmpFuzzClient(t, data, nil)
+		if err := cl.connect(rtmpPullTarget{app: "live", name: "x", tcURL: "rtmp://h/live"}); err != nil {
+			return
+		}
+		_ = awaitPublishStart(cl)
+	})
+}
+
+// FuzzRTMPCheckedDecode: whatever av.CheckAMF0 lets through, go-rtmp and
+// go-amf0 decode in bounded time and memory (a bomb that passed would
+// crash this target with an out-of-memory or a stack overflow); their own
+// errors and panics (type assertions in go-rtmp) are fine.
+func FuzzRTMPCheckedDecode(f *testing.F) {
+	f.Add(uint8(20), []byte(rtmpLengthBomb)[12:])
+	f.Add(uint8(20), rtmpConnectBody(a0k("x"), amfDepthBomb(40)))
+	f.Add(uint8(20), rtmpCommandBody("publish", 0, []byte{0x05}, a0s("x"), amfLengthBombValue))
+	f.Add(uint8(18), rtmpCat(a0s("@setDataFrame"), a0s("onMetaData"), []byte{0x08, 0xff, 0xff, 0xff, 0xff, 0, 0, 9}))
+	f.Add(uint8(17), append([]byte{0}, rtmpConnectBody(a0k("x"), amfDepthBomb(20))...))
+	f.Add(uint8(15), append([]byte{0}, rtmpCat(a0s("onMetaData"), []byte{0x0a, 0, 0, 0, 2, 5, 5})...))
+	f.Fuzz(func(t *testing.T, typeID uint8, body []byte) {
+		if !rtmpAMFMessage(typeID) || rtmpCheckAMF(typeID, body) != nil {
+			return
+		}
+		_ = rtmpSafeDecode(func() error {
+			var msg message.Message
+			if err := message.NewDecoder(bytes.NewReader(body)).Decode(message.TypeID(typeID), &msg); err != nil {
+				return err
+			}
+			switch m := msg.(type) {
+			case *message.CommandMessage:
+				var v message.AMFConvertible
+				return message.CmdBodyDecoderFor(m.CommandName, m.TransactionID)(m.Body, message.NewAMFDecoder(m.Body, m.Encoding), &v)
+			case *message.DataMessage:
+				var v message.AMFConvertible
+				return message.DataBodyDecoderFor(m.Name)(m.Body, message.NewAMFDecoder(m.Body, m.Encoding), &v)
+			}
+			return nil
+		})
+		// Every value the way go-amf0 reads an unknown command's arguments.
+		_ = rtmpSafeDecode(func() error {
+			d := message.NewAMFDecoder(bytes.NewReader(body), message.EncodingTypeAMF0)
+			for range len(body) + 1 {
+				var v any
+				if err := d.Decode(&v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	})
 }

@@ -36,13 +36,22 @@ const (
 	rtmpPullIdleTimeout  = 30 * time.Second // no bytes from the server
 	rtmpPullMaxMessage   = 8 << 20
 	rtmpPullBufferMs     = 3000
+	// rtmpClientPrePlayMessage is the largest message a server may send
+	// a pull client before NetStream.Play.Start, and a relay client at
+	// any time (it reads only answers, acks and pings): with at most
+	// rtmpPreAuthChunkStreams chunk streams, what a hostile server makes
+	// a client hold stays under a MiB.
+	rtmpClientPrePlayMessage = 64 << 10
 )
 
 // runRTMPPull plays src (rtmp://host[:port]/app/name[?query]) and writes its
 // packets to w until the connection ends, the remote stream ends, w.Done()
 // fires or ctx is done. It does not close w. It returns ctx.Err() when ctx
 // ended it, nil when the server ended the stream, otherwise the error.
-func runRTMPPull(ctx context.Context, src string, w FeedWriter, log *slog.Logger) error {
+// Incomplete messages are charged to budget (nil: no budget). A reply
+// that passes a bound (AMF check, message size before Play.Start, budget)
+// ends the pull with "rtmp pull reply refused" in the log.
+func runRTMPPull(ctx context.Context, src string, w FeedWriter, log *slog.Logger, budget *Budget) error {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -83,7 +92,12 @@ func runRTMPPull(ctx context.Context, src string, w FeedWriter, log *slog.Logger
 	}()
 
 	cl := newRTMPPullClient(nc, w, log)
+	cl.parser.budget.b = budget
+	defer cl.parser.budget.release()
 	err = cl.run(target)
+	if lerr := (*limitError)(nil); errors.As(err, &lerr) && ctx.Err() == nil {
+		log.Warn("rtmp pull reply refused", "reason", lerr.reason, "limit", lerr.limit)
+	}
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -168,11 +182,20 @@ func newRTMPPullClient(nc net.Conn, w FeedWriter, log *slog.Logger) *rtmpPullCli
 		nc:     nc,
 		cr:     cr,
 		br:     bufio.NewReaderSize(cr, 16<<10),
-		parser: newRTMPChunkParser(rtmpPullMaxMessage),
+		parser: newRTMPClientParser(),
 		chunk:  rtmpDefaultChunkSize,
 		w:      w,
 		log:    log,
 	}
+}
+
+// newRTMPClientParser returns the chunk parser of a pull or relay client:
+// small messages on few chunk streams until lifted by Play.Start.
+func newRTMPClientParser() *rtmpChunkParser {
+	p := newRTMPChunkParser(rtmpPullMaxMessage)
+	p.preAuth, p.preAuthMax = true, rtmpClientPrePlayMessage
+	p.preAuthScope = "before Play.Start"
+	return p
 }
 
 // rtmpCountingReader counts bytes for acknowledgements.
@@ -217,6 +240,12 @@ func (cl *rtmpPullClient) setup(t rtmpPullTarget) error {
 	if err := handshake.HandshakeWithServer(cl.br, cl.nc, &handshake.Config{SkipHandshakeVerification: true}); err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
+	return cl.connect(t)
+}
+
+// connect sends connect and createStream and reads their answers (every
+// reply checked by readMessage before it is decoded).
+func (cl *rtmpPullClient) connect(t rtmpPullTarget) error {
 	connect := &message.NetConnectionConnect{Command: message.NetConnectionConnectCommand{
 		App:          t.app,
 		Type:         "nonprivate",
@@ -337,6 +366,13 @@ func (cl *rtmpPullClient) readMessage() (*rtmpChunkStream, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every reply that carries AMF is checked before go-rtmp and go-amf0
+	// decode any of it (await, handle, onStatus).
+	if rtmpAMFMessage(cs.typeID) {
+		if err := rtmpCheckAMF(cs.typeID, cs.buf); err != nil {
+			return nil, err
+		}
+	}
 	if cl.ackWindow > 0 && cl.cr.n-cl.ackedAt >= cl.ackWindow {
 		cl.ackedAt = cl.cr.n
 		if err := cl.send(rtmpCSIDControl, 0, &message.Ack{SequenceNumber: cl.cr.n}); err != nil {
@@ -436,6 +472,7 @@ func (cl *rtmpPullClient) onStatus(body io.Reader) error {
 	case "NetStream.Play.Start":
 		if !cl.playing {
 			cl.playing = true
+			cl.parser.preAuth = false // media may come now
 			_ = cl.nc.SetDeadline(time.Time{})
 			cl.log.Info("rtmp pull: playing")
 		}

@@ -73,7 +73,7 @@ func TestRTMPPull(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			errc := make(chan error, 1)
-			go func() { errc <- runRTMPPull(ctx, rtmpURL(s, tt.path), w, log) }()
+			go func() { errc <- runRTMPPull(ctx, rtmpURL(s, tt.path), w, log, nil) }()
 			if tt.kick || tt.cancel {
 				rtmpWaitFor(t, 10*time.Second, "media", func() bool { return w.count() >= len(ref) || (tt.kick && w.count() > 0) })
 				if tt.kick {

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/livefuse/livefuse/av"
+	"github.com/livefuse/livefuse/netguard"
 )
 
 // RTSPConfig configures the RTSP server.
@@ -30,15 +31,36 @@ type RTSPConfig struct {
 	// ReadTimeout bounds how long a publisher may send nothing, and how
 	// long a connection may take to send a complete request.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// Limits caps the connections the listener holds: max_conns in total
+	// (default 2000), max_conns_per_ip from one remote address (default
+	// 256). Connections over a cap are closed at accept (netguard logs
+	// them). 0 takes the default, a negative value turns the cap off.
+	netguard.Limits `yaml:",inline"`
+	// SetupTimeout is the time from the accept to RECORD (default 10s;
+	// negative: none).
+	SetupTimeout time.Duration `yaml:"setup_timeout"`
+	// MinPublishRate is the fewest bytes a second a publisher sending RTP
+	// over TCP must send, measured over MinPublishRateWindow (defaults
+	// 512 and 30s; negative: none). UDP publishers are bound by
+	// ReadTimeout alone.
+	MinPublishRate       int           `yaml:"min_publish_rate"`
+	MinPublishRateWindow time.Duration `yaml:"min_publish_rate_window"`
+	// Access holds the listener's IP lists (publish; RTSP has no players).
+	Access netguard.AccessConfig `yaml:"access"`
 }
 
 // DefaultRTSPConfig returns the configuration used when the file sets none.
 func DefaultRTSPConfig() RTSPConfig {
 	return RTSPConfig{
-		Addr:        ":8554",
-		UDPRTPAddr:  ":8000",
-		UDPRTCPAddr: ":8001",
-		ReadTimeout: 10 * time.Second,
+		Addr:         ":8554",
+		UDPRTPAddr:   ":8000",
+		UDPRTCPAddr:  ":8001",
+		ReadTimeout:  10 * time.Second,
+		Limits:       netguard.Limits{MaxConns: 2000, MaxConnsPerIP: 256},
+		SetupTimeout: 10 * time.Second,
+
+		MinPublishRate:       rtmpDefaultMinRate,
+		MinPublishRateWindow: rtmpDefaultMinRateWindow,
 	}
 }
 
@@ -54,6 +76,8 @@ type RTSPServer struct {
 	srv *gortsplib.Server
 	ln  *rtspGuardListener
 
+	access listenerAccess
+
 	mu      sync.Mutex
 	started bool
 	closed  bool
@@ -61,8 +85,17 @@ type RTSPServer struct {
 
 // NewRTSPServer builds a server; Start makes it listen.
 func NewRTSPServer(cfg RTSPConfig, deps Deps, log *slog.Logger) *RTSPServer {
+	d := DefaultRTSPConfig()
 	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = DefaultRTSPConfig().ReadTimeout
+		cfg.ReadTimeout = d.ReadTimeout
+	}
+	cfg.MaxConns = limitDefault(cfg.MaxConns, d.MaxConns)
+	cfg.MaxConnsPerIP = limitDefault(cfg.MaxConnsPerIP, d.MaxConnsPerIP)
+	cfg.SetupTimeout = limitDefault(cfg.SetupTimeout, d.SetupTimeout)
+	cfg.MinPublishRate = limitDefault(cfg.MinPublishRate, d.MinPublishRate)
+	cfg.MinPublishRateWindow = limitDefault(cfg.MinPublishRateWindow, d.MinPublishRateWindow)
+	if cfg.MinPublishRateWindow == 0 {
+		cfg.MinPublishRate = 0
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -92,7 +125,8 @@ func (s *RTSPServer) Start() error {
 			if err != nil {
 				return nil, err
 			}
-			s.ln = newRTSPGuardListener(ln, s.cfg.ReadTimeout)
+			s.ln = newRTSPGuardListener(netguard.NewListener(ln, netguard.NewLimiter(s.cfg.Limits), s.log, "rtsp"), s.cfg.ReadTimeout)
+			s.ln.setupTimeout, s.ln.budget = s.cfg.SetupTimeout, s.deps.Budget
 			return s.ln, nil
 		},
 	}
@@ -178,7 +212,10 @@ func (h *rtspHandler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	remote := rtspRemote(ctx.Conn)
 	var terminated liberrors.ErrServerTerminated
 	var torn liberrors.ErrServerSessionTornDown
+	var lerr *limitError
 	switch err := ctx.Error; {
+	case errors.As(err, &lerr):
+		h.s.log.Warn("rtsp connection refused", "remote", remote, "reason", lerr.reason, "limit", lerr.limit)
 	case err == nil, errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed),
 		errors.As(err, &terminated), errors.As(err, &torn):
 		h.s.log.Debug("rtsp connection closed", "remote", remote, "reason", err)
@@ -236,6 +273,10 @@ func (h *rtspHandler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*ba
 	if s.deps.Auth == nil {
 		log.Error("rtsp publish refused", "reason", "no authorizer configured")
 		return rtspRefuse(base.StatusInternalServerError, ""), errors.New("rtsp announce: no authorizer")
+	}
+	if err := checkAddress(&s.access, "listener rtsp", s.cfg.Access, s.deps.Guard, true, app, name, ctx.Conn.NetConn().RemoteAddr()); err != nil {
+		log.Warn("rtsp publish refused", "reason", err)
+		return rtspRefuse(base.StatusForbidden, "Forbidden: address not allowed"), fmt.Errorf("rtsp announce %s: %w", stream, err)
 	}
 	if err := s.deps.Auth.AuthorizePublish(app, name, q.Get("token")); err != nil {
 		log.Warn("rtsp publish refused", "reason", err)
@@ -304,12 +345,16 @@ func (h *rtspHandler) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.R
 	ctx.Session.OnPacketRTPAny(func(medi *description.Media, _ format.Format, pkt *rtp.Packet) {
 		conv.handleRTP(medi, pkt)
 	})
-	if g, ok := ctx.Conn.NetConn().(*rtspGuardConn); ok {
-		g.setRecording(true)
-	}
 	transport := ""
-	if t := ctx.Session.SetuppedTransport(); t != nil {
+	t := ctx.Session.SetuppedTransport()
+	if t != nil {
 		transport = t.String()
+	}
+	if g, ok := ctx.Conn.NetConn().(*rtspGuardConn); ok {
+		if t != nil && *t == gortsplib.TransportTCP {
+			g.setMinRate(int64(h.s.cfg.MinPublishRate), h.s.cfg.MinPublishRateWindow)
+		}
+		g.setRecording(true)
 	}
 	h.s.log.Info("rtsp publish started", "stream", p.stream, "feed", p.feed, "remote", p.remote, "transport", transport)
 	return &base.Response{StatusCode: base.StatusOK}, nil

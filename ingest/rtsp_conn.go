@@ -19,7 +19,9 @@ const rtspMaxRequestBytes = 1 << 20
 // rtspGuardConn.
 type rtspGuardListener struct {
 	net.Listener
-	timeout time.Duration
+	timeout      time.Duration
+	setupTimeout time.Duration // accept to RECORD; 0: none
+	budget       *Budget
 }
 
 func newRTSPGuardListener(ln net.Listener, timeout time.Duration) *rtspGuardListener {
@@ -33,6 +35,11 @@ func (l *rtspGuardListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	g := &rtspGuardConn{Conn: c, timeout: l.timeout}
+	g.budget.b = l.budget
+	if l.setupTimeout > 0 {
+		g.setupTimeout = l.setupTimeout
+		g.setupBy = time.Now().Add(l.setupTimeout)
+	}
 	g.requestSeen()
 	return g, nil
 }
@@ -44,19 +51,29 @@ func (l *rtspGuardListener) Accept() (net.Conn, error) {
 //   - refuses a first byte that cannot start an RTSP request,
 //   - gives every request ReadTimeout to arrive complete, counted from the
 //     previous request or response (or the accept),
-//   - refuses more than rtspMaxRequestBytes without a complete request.
+//   - refuses more than rtspMaxRequestBytes without a complete request,
+//     and charges the bytes read since the last request to the budget,
+//   - closes it when it has not reached RECORD within setupTimeout of the
+//     accept (a client dribbling valid requests would otherwise stay).
 //
 // Once recording, gortsplib's own read deadline (TCP) or its RTP timeout
 // (UDP, where this control connection may idle) take over.
 type rtspGuardConn struct {
 	net.Conn
-	timeout time.Duration
+	timeout      time.Duration
+	setupTimeout time.Duration
+	setupBy      time.Time // zero: no deadline to RECORD
+	budget       budgetShare
 
 	recording   atomic.Bool
+	minRate     atomic.Int64 // bytes a second while recording; 0: none
+	rateWindow  atomic.Int64 // time.Duration
 	lastRequest atomic.Int64 // unix nanoseconds
 	sinceReq    atomic.Int64 // bytes read since the last request
 
 	// only touched by the reading goroutine
+	rateFrom     time.Time
+	rateBytes    int64
 	userDeadline time.Time
 	applied      time.Time
 	first        bool // first byte checked
@@ -68,10 +85,30 @@ var errRTSPGarbage = errors.New("rtsp: not an RTSP request")
 // went out).
 func (c *rtspGuardConn) requestSeen() {
 	c.lastRequest.Store(time.Now().UnixNano())
-	c.sinceReq.Store(0)
+	c.budget.give(c.sinceReq.Swap(0))
 }
 
-func (c *rtspGuardConn) setRecording(v bool) { c.recording.Store(v) }
+func (c *rtspGuardConn) setRecording(v bool) {
+	c.recording.Store(v)
+	if v {
+		c.budget.give(c.sinceReq.Swap(0))
+	}
+}
+
+// setMinRate makes a recording publisher keep rate bytes a second over
+// window (RTP over TCP only: with UDP this connection may idle).
+func (c *rtspGuardConn) setMinRate(rate int64, window time.Duration) {
+	if rate > 0 && window > 0 {
+		c.rateWindow.Store(int64(window))
+		c.minRate.Store(rate)
+	}
+}
+
+// Close closes the connection and gives its budget back.
+func (c *rtspGuardConn) Close() error {
+	c.budget.release()
+	return c.Conn.Close()
+}
 
 // SetReadDeadline records the deadline gortsplib wants; Read combines it
 // with the guard's own.
@@ -98,7 +135,11 @@ func (c *rtspGuardConn) guardDeadline() time.Time {
 	if c.recording.Load() {
 		return time.Time{}
 	}
-	return time.Unix(0, c.lastRequest.Load()).Add(c.timeout)
+	d := time.Unix(0, c.lastRequest.Load()).Add(c.timeout)
+	if !c.setupBy.IsZero() && c.setupBy.Before(d) {
+		d = c.setupBy
+	}
+	return d
 }
 
 func (c *rtspGuardConn) apply() error {
@@ -125,11 +166,32 @@ func (c *rtspGuardConn) Read(b []byte) (int, error) {
 			return 0, fmt.Errorf("%w: first byte 0x%02x", errRTSPGarbage, b[0])
 		}
 	}
-	if !c.recording.Load() {
+	if c.recording.Load() {
+		if rate := c.minRate.Load(); rate > 0 {
+			now := time.Now()
+			if c.rateFrom.IsZero() {
+				c.rateFrom = now
+			}
+			c.rateBytes += int64(n)
+			if el := now.Sub(c.rateFrom); el >= time.Duration(c.rateWindow.Load()) {
+				if float64(c.rateBytes) < float64(rate)*el.Seconds() {
+					return n, limitErrorf(limitMinRate, "publisher sent %d bytes in %s, below the minimum of %d bytes/s",
+						c.rateBytes, el.Round(time.Millisecond), rate)
+				}
+				c.rateFrom, c.rateBytes = now, 0
+			}
+		}
+	} else {
 		if c.sinceReq.Add(int64(n)) > rtspMaxRequestBytes {
-			return 0, fmt.Errorf("%w: over %d bytes without a complete request", errRTSPGarbage, rtspMaxRequestBytes)
+			return 0, limitErrorf(limitRequestBytes, "%v: over %d bytes without a complete request", errRTSPGarbage, rtspMaxRequestBytes)
+		}
+		if err := c.budget.take(int64(n), true); err != nil {
+			return 0, err
 		}
 		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && (c.userDeadline.IsZero() || time.Now().Before(c.userDeadline)) {
+			if !c.setupBy.IsZero() && !time.Now().Before(c.setupBy) {
+				return n, limitErrorf(limitSetupTimeout, "no RECORD within %s of the connection", c.setupTimeout)
+			}
 			return n, fmt.Errorf("rtsp: no complete request within %s: %w", c.timeout, err)
 		}
 	}

@@ -17,6 +17,10 @@ func tcpRTT(c net.Conn) func() (time.Duration, bool) {
 			c = u.Underlying()
 			continue
 		}
+		if u, ok := c.(interface{ Unwrap() net.Conn }); ok { // netguard
+			c = u.Unwrap()
+			continue
+		}
 		break
 	}
 	sc, ok := c.(syscall.Conn)

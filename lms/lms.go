@@ -23,10 +23,14 @@ import (
 	"time"
 
 	"github.com/livefuse/livefuse/lms/api"
+	"github.com/livefuse/livefuse/netguard"
 )
 
 // Stream is one registry entry; see api.Stream.
 type Stream = api.Stream
+
+// IPLists are a stream's address lists; see api.IPLists.
+type IPLists = api.IPLists
 
 // LiveStatus is a node's report on a stream on air; see api.LiveStatus.
 type LiveStatus = api.LiveStatus
@@ -37,6 +41,9 @@ var (
 	ErrNotFound = errors.New("stream not found")
 	// ErrExists: Create found the stream already registered.
 	ErrExists = errors.New("stream already exists")
+	// ErrConflict: concurrent writes to one record still collided after
+	// the bounded retries (answered with 409; the client may retry).
+	ErrConflict = errors.New("conflicting concurrent writes to the same record")
 	// ErrInvalid wraps every validation error (answered with 400).
 	ErrInvalid = api.ErrInvalid
 	// ErrNotLive is what LiveSource.Kick returns for a stream that has no publisher.
@@ -52,6 +59,11 @@ type EtcdConfig struct {
 	// can use this unit's embedded etcd as their endpoint.
 	Listen      string        `yaml:"listen"`
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// StartTimeout bounds the start of the embedded etcd (default 60 s):
+	// past it serve exits with an error naming the data dir. A healthy
+	// store starts in about a second; the default leaves room for a slow
+	// disk replaying a long WAL.
+	StartTimeout time.Duration `yaml:"start_timeout"`
 }
 
 // Config configures the control plane.
@@ -61,6 +73,9 @@ type Config struct {
 	Etcd    EtcdConfig `yaml:"etcd"`
 	// APIAddr is the control API listener.
 	APIAddr string `yaml:"api_addr"`
+	// API bounds the control API listener (timeouts, header size,
+	// connection caps) and makes it HTTPS when api.tls has a certificate.
+	API netguard.HTTPConfig `yaml:"api"`
 	// APIToken is the bearer token of the control API. Empty: read
 	// DataDir/api-token, or generate it there on first start.
 	APIToken string `yaml:"api_token"`
@@ -72,8 +87,9 @@ type Config struct {
 // DataDir is left empty for the caller to fill (the node's data_dir).
 func DefaultConfig() Config {
 	return Config{
-		Etcd:      EtcdConfig{DialTimeout: 5 * time.Second},
+		Etcd:      EtcdConfig{DialTimeout: 5 * time.Second, StartTimeout: 60 * time.Second},
 		APIAddr:   "127.0.0.1:9090",
+		API:       netguard.APIHTTPDefaults(),
 		KeyPrefix: "/livefuse/",
 	}
 }
@@ -84,11 +100,15 @@ func (c Config) withDefaults() Config {
 	if c.Etcd.DialTimeout <= 0 {
 		c.Etcd.DialTimeout = d.Etcd.DialTimeout
 	}
+	if c.Etcd.StartTimeout <= 0 {
+		c.Etcd.StartTimeout = d.Etcd.StartTimeout
+	}
 	if c.APIAddr == "" {
 		c.APIAddr = d.APIAddr
 	}
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = d.KeyPrefix
 	}
+	c.API = c.API.WithDefaults(d.API)
 	return c
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -33,6 +34,9 @@ type Registry struct {
 	unitsDir string
 	log      *slog.Logger
 	now      func() time.Time
+	// openKeys lets a stream have encryption on without a play key (see
+	// SetOpenKeyAccess).
+	openKeys bool
 
 	mu      sync.Mutex
 	streams map[string]entry // by "app/name"
@@ -59,8 +63,14 @@ const (
 	watchRetryMax = 5 * time.Second
 	// waitApplied bounds how long a write waits for the watch to show it.
 	waitAppliedMax = 5 * time.Second
-	// updateAttempts bounds the compare-and-swap retries of Update.
-	updateAttempts = 16
+	// updateAttempts bounds the compare-and-swap attempts of Update;
+	// between attempts it backs off from updateBackoffMin, doubling up
+	// to updateBackoffMax, with jitter so that racing writers spread out.
+	// 48 attempts wait at most about 4 s in all, under the API's 10 s
+	// request timeout.
+	updateAttempts   = 48
+	updateBackoffMin = time.Millisecond
+	updateBackoffMax = 100 * time.Millisecond
 )
 
 // NewRegistry returns a Registry over st. Call Start to load it.
@@ -149,9 +159,45 @@ func (r *Registry) Len() int {
 
 func (r *Registry) key(app, name string) string { return r.dir + app + "/" + name }
 
+// SetOpenKeyAccess chooses whether a stream may have encryption on without
+// a play key. Without a play key the key delivery (/keys/) cannot tell a
+// player from anyone else, so the content keys go to whoever asks: the
+// registry refuses to turn encryption on (or to remove the play key of an
+// encrypted stream) unless the operator allowed open key access. Call it
+// before the first write.
+func (r *Registry) SetOpenKeyAccess(open bool) {
+	r.mu.Lock()
+	r.openKeys = open
+	r.mu.Unlock()
+}
+
+// errKeyAccess explains why encryption without a play key is refused.
+const errKeyAccess = "encryption needs a play_key: without one, players fetch content keys unsigned and so can anyone; " +
+	"set play_key (or leave encryption off), or allow open key access with encryption.open_key_access: true"
+
+// checkKeyAccess refuses a write that makes s encrypted without a play key
+// (from old, nil when s is new), unless open key access is allowed. A
+// stream stored so before stays writable in its other fields.
+func (r *Registry) checkKeyAccess(old *Stream, s *Stream) error {
+	if !s.Encryption || s.PlayKey != "" {
+		return nil
+	}
+	r.mu.Lock()
+	open := r.openKeys
+	r.mu.Unlock()
+	if open || (old != nil && old.Encryption && old.PlayKey == "") {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrInvalid, errKeyAccess)
+}
+
 // prepare fills a stream about to be written: a generated publish token when
-// empty, timestamps, then validation.
-func (r *Registry) prepare(s *Stream, created time.Time) error {
+// empty, timestamps, then validation; old is the stored stream (nil when
+// there is none).
+func (r *Registry) prepare(old, s *Stream, created time.Time) error {
+	if err := r.checkKeyAccess(old, s); err != nil {
+		return err
+	}
 	if s.PublishToken == "" {
 		tok, err := NewToken()
 		if err != nil {
@@ -171,10 +217,11 @@ func (r *Registry) prepare(s *Stream, created time.Time) error {
 // (read it back with Get). CreatedAt is kept from the stored stream.
 func (r *Registry) Put(ctx context.Context, s Stream) error {
 	var created time.Time
+	var prev *Stream
 	if old, ok := r.Get(s.App, s.Name); ok {
-		created = old.CreatedAt
+		created, prev = old.CreatedAt, &old
 	}
-	if err := r.prepare(&s, created); err != nil {
+	if err := r.prepare(prev, &s, created); err != nil {
 		return err
 	}
 	b, err := json.Marshal(s)
@@ -192,7 +239,7 @@ func (r *Registry) Put(ctx context.Context, s Stream) error {
 // Create registers a new stream; it returns ErrExists when app/name is
 // already registered. An empty publish token is generated.
 func (r *Registry) Create(ctx context.Context, s Stream) (Stream, error) {
-	if err := r.prepare(&s, time.Time{}); err != nil {
+	if err := r.prepare(nil, &s, time.Time{}); err != nil {
 		return s, err
 	}
 	b, err := json.Marshal(s)
@@ -215,12 +262,21 @@ func (r *Registry) Create(ctx context.Context, s Stream) (Stream, error) {
 }
 
 // Update changes app/name with fn atomically (compare-and-swap on the etcd
-// revision, retried on a concurrent write). fn gets the stored stream and
-// changes it in place; if fn or validation fails nothing is written. App,
-// Name and CreatedAt cannot be changed by fn.
+// revision, retried with backoff on a concurrent write; ErrConflict when
+// writers still collide after updateAttempts). fn gets the stored stream
+// and changes it in place, and is called again on each retry; if fn or
+// validation fails nothing is written. App, Name and CreatedAt cannot be
+// changed by fn.
 func (r *Registry) Update(ctx context.Context, app, name string, fn func(*Stream) error) (Stream, error) {
 	k := r.key(app, name)
-	for range updateAttempts {
+	pause := updateBackoffMin
+	for attempt := range updateAttempts {
+		if attempt > 0 {
+			if err := sleepCtx(ctx, jitter(pause)); err != nil {
+				return Stream{}, fmt.Errorf("update stream %s/%s: %w", app, name, err)
+			}
+			pause = min(2*pause, updateBackoffMax)
+		}
 		gr, err := r.cli.Get(ctx, k)
 		if err != nil {
 			return Stream{}, fmt.Errorf("update stream %s/%s: %w", app, name, err)
@@ -233,12 +289,12 @@ func (r *Registry) Update(ctx context.Context, app, name string, fn func(*Stream
 		if err := json.Unmarshal(kv.Value, &s); err != nil {
 			return Stream{}, fmt.Errorf("update stream %s/%s: stored value: %w", app, name, err)
 		}
-		created := s.CreatedAt
+		created, old := s.CreatedAt, s
 		if err := fn(&s); err != nil {
 			return Stream{}, err
 		}
 		s.App, s.Name = app, name
-		if err := r.prepare(&s, created); err != nil {
+		if err := r.prepare(&old, &s, created); err != nil {
 			return Stream{}, err
 		}
 		b, err := json.Marshal(s)
@@ -257,7 +313,24 @@ func (r *Registry) Update(ctx context.Context, app, name string, fn func(*Stream
 			return s, nil
 		}
 	}
-	return Stream{}, fmt.Errorf("update stream %s/%s: too many concurrent writes", app, name)
+	return Stream{}, fmt.Errorf("update stream %s/%s: %w", app, name, ErrConflict)
+}
+
+// jitter returns a duration drawn uniformly from [d/2, 3d/2).
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(mrand.Int64N(int64(d)))
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Delete removes app/name; it returns ErrNotFound when it is not registered.
@@ -282,7 +355,7 @@ func (r *Registry) Seed(ctx context.Context, streams []Stream) error {
 	var errs []error
 	var last int64
 	for _, s := range streams {
-		if err := r.prepare(&s, time.Time{}); err != nil {
+		if err := r.prepare(nil, &s, time.Time{}); err != nil {
 			errs = append(errs, fmt.Errorf("seed %s: %w", s.Path(), err))
 			continue
 		}

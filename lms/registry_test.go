@@ -3,6 +3,8 @@ package lms
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -292,5 +294,88 @@ func TestStorePersistence(t *testing.T) {
 func TestOpenStoreNeedsDataDir(t *testing.T) {
 	if _, err := OpenStore(t.Context(), DefaultConfig(), nil); err == nil {
 		t.Error("OpenStore without data_dir or endpoints succeeded")
+	}
+}
+
+// TestUpdateConcurrent: many writers updating one stream at once all
+// succeed through the retries (or, at worst, get ErrConflict, never
+// another error), and the stored stream is one of the written values.
+func TestUpdateConcurrent(t *testing.T) {
+	r := startRegistry(t, prefixStore(t))
+	ctx := t.Context()
+	if _, err := r.Create(ctx, Stream{App: "live", Name: "c", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	const writers = 32
+	errs := make(chan error, writers)
+	written := map[string]bool{}
+	for i := range writers {
+		src := fmt.Sprintf("rtmp://up%d.local/live/c", i)
+		written[src] = true
+		go func() {
+			_, err := r.Update(ctx, "live", "c", func(s *Stream) error { s.Source = src; return nil })
+			errs <- err
+		}()
+	}
+	var conflicts int
+	for range writers {
+		err := <-errs
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrConflict):
+			conflicts++
+		default:
+			t.Errorf("Update: %v, want nil or ErrConflict", err)
+		}
+	}
+	t.Logf("%d of %d writers ended in ErrConflict", conflicts, writers)
+	if s, _ := r.Get("live", "c"); !written[s.Source] {
+		t.Errorf("stored source %q is none of the written values", s.Source)
+	}
+}
+
+// TestKeyAccess: encryption cannot be turned on without a play key, nor
+// the play key of an encrypted stream removed, unless open key access is
+// allowed; a stream stored so before stays writable.
+func TestKeyAccess(t *testing.T) {
+	st := prefixStore(t)
+	r := startRegistry(t, st)
+	ctx := t.Context()
+	enc := func(on bool) func(*Stream) error { return func(s *Stream) error { s.Encryption = on; return nil } }
+	if _, err := r.Create(ctx, Stream{App: "live", Name: "a", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Update(ctx, "live", "a", enc(true)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "play_key") {
+		t.Errorf("encryption on without play key: %v, want ErrInvalid naming play_key", err)
+	}
+	if _, err := r.Create(ctx, Stream{App: "live", Name: "b", Enabled: true, Encryption: true}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("create encrypted without play key: %v", err)
+	}
+	if err := r.Put(ctx, Stream{App: "live", Name: "b", Enabled: true, Encryption: true}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("put encrypted without play key: %v", err)
+	}
+	if _, err := r.Create(ctx, Stream{App: "live", Name: "k", Enabled: true, PlayKey: "pk", Encryption: true}); err != nil {
+		t.Errorf("create encrypted with play key: %v", err)
+	}
+	if _, err := r.Update(ctx, "live", "k", func(s *Stream) error { s.PlayKey = ""; return nil }); !errors.Is(err, ErrInvalid) {
+		t.Errorf("remove the play key of an encrypted stream: %v", err)
+	}
+	if _, err := r.Update(ctx, "live", "k", func(s *Stream) error { s.PlayKey, s.Encryption = "", false; return nil }); err != nil {
+		t.Errorf("remove play key and encryption together: %v", err)
+	}
+
+	open := NewRegistry(st, testLogger(t))
+	open.SetOpenKeyAccess(true)
+	if err := open.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(open.Close)
+	if _, err := open.Update(ctx, "live", "a", enc(true)); err != nil {
+		t.Fatalf("open key access: %v", err)
+	}
+	// Stored without a key (open access, or before the rule): other
+	// fields still change on a registry that refuses new ones.
+	if _, err := r.Update(ctx, "live", "a", func(s *Stream) error { s.Record = true; return nil }); err != nil {
+		t.Errorf("update another field of a stored keyless encrypted stream: %v", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/livefuse/livefuse/lms/api"
+	"github.com/livefuse/livefuse/netguard"
 )
 
 // LiveSource is what the control API needs from the node's media side. The
@@ -57,6 +58,7 @@ type Server struct {
 	mu   sync.Mutex
 	ln   net.Listener
 	srv  *http.Server
+	tls  bool
 	done chan struct{}
 }
 
@@ -180,31 +182,36 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Start listens on cfg.APIAddr and serves in the background.
 func (s *Server) Start() error {
-	ln, err := net.Listen("tcp", s.cfg.APIAddr)
+	hl, err := netguard.NewHTTPListener(s.cfg.APIAddr, "api", s.cfg.API, s.handler, s.log)
 	if err != nil {
 		return fmt.Errorf("lms api: listen %s: %w", s.cfg.APIAddr, err)
 	}
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	hl.Server.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	done := make(chan struct{})
 	s.mu.Lock()
-	s.ln, s.srv, s.done = ln, srv, done
+	s.ln, s.srv, s.done, s.tls = hl.Listener, hl.Server, done, hl.TLS()
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hl.Serve(); err != nil {
 			s.log.Error("lms api stopped", "err", err)
 		}
 	}()
-	s.log.Info("lms: control API listening", "addr", ln.Addr().String())
+	s.log.Info("lms: control API listening", "addr", hl.Addr().String(), "tls", hl.TLS())
 	return nil
+}
+
+// URL returns the API's base URL ("https://127.0.0.1:9090"; "" before Start).
+func (s *Server) URL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	if s.tls {
+		return "https://" + s.ln.Addr().String()
+	}
+	return "http://" + s.ln.Addr().String()
 }
 
 // Addr returns the listening address (nil before Start).
@@ -415,6 +422,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "stream already exists")
 	case errors.Is(err, ErrNotLive):
 		writeError(w, http.StatusConflict, "stream is not live")
+	case errors.Is(err, ErrConflict):
+		writeError(w, http.StatusConflict, "conflicting concurrent writes to this stream; retry")
 	case errors.Is(err, context.DeadlineExceeded):
 		s.log.Error("lms api: store timeout", "remote", r.RemoteAddr, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "store did not answer in time")
@@ -502,6 +511,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	st := Stream{
 		App: req.App, Name: req.Name, PublishToken: req.PublishToken, PlayKey: req.PlayKey,
 		Enabled: true, Source: req.Source, Record: req.Record, Profile: req.Profile,
+		IPLists: req.IPLists,
 	}
 	if st.App == "" {
 		st.App = api.DefaultApp

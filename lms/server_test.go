@@ -192,6 +192,16 @@ func TestAPI(t *testing.T) {
 				t.Errorf("got %+v", s)
 			}
 		}},
+		{name: "patch ip lists", method: "PATCH", path: s1, token: testToken, body: `{"play_deny":["127.0.0.2","10.0.0.0/8"],"publish_allow":["192.0.2.0/24"]}`, want: 200},
+		{name: "patch bad ip list", method: "PATCH", path: s1, token: testToken, body: `{"publish_deny":["10.0.0.0/33"]}`, want: 400, wantErr: "publish_deny: ip list entry 0"},
+		{name: "get ip lists", method: "GET", path: s1, token: testToken, want: 200, check: func(t *testing.T, b []byte) {
+			var s api.Stream
+			mustUnmarshal(t, b, &s)
+			if strings.Join(s.PlayDeny, ",") != "127.0.0.2,10.0.0.0/8" || strings.Join(s.PublishAllow, ",") != "192.0.2.0/24" || s.PublishDeny != nil {
+				t.Errorf("lists %+v", s.IPLists)
+			}
+		}},
+		{name: "create with a bad ip list", method: "POST", path: "/api/v1/streams", token: testToken, body: `{"name":"badlist","play_allow":["x"]}`, want: 400, wantErr: "play_allow"},
 		{name: "kick on air", method: "POST", path: "/api/v1/streams/live/onair/kick", token: testToken, want: 204},
 		{name: "kick not live", method: "POST", path: s1 + "/kick", token: testToken, want: 409, wantErr: "not live"},
 		{name: "kick unknown", method: "POST", path: "/api/v1/streams/live/nope/kick", token: testToken, want: 404},

@@ -38,7 +38,7 @@ func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error
 		if cfg.DataDir == "" {
 			return nil, errors.New("lms store: data_dir is required for the embedded etcd")
 		}
-		e, err := startEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"), cfg.Etcd.Listen)
+		e, err := startEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"), cfg.Etcd.Listen, cfg.Etcd.StartTimeout, log)
 		if err != nil {
 			return nil, err
 		}
@@ -66,7 +66,26 @@ func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error
 	return s, nil
 }
 
-func startEmbedded(ctx context.Context, dir, listen string) (*embed.Etcd, error) {
+// startEmbedded checks the files in dir, then starts the embedded etcd
+// and waits up to timeout for it to be ready. Every error names dir and
+// says what to do; ctx ends the wait at once (SIGTERM during start-up).
+func startEmbedded(ctx context.Context, dir, listen string, timeout time.Duration, log *slog.Logger) (*embed.Etcd, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	// The check may wait for the db's lock (another process): it runs
+	// apart so that the timeout and ctx bound it too.
+	checked := make(chan error, 1)
+	go func() { checked <- checkEmbeddedDir(dir, timeout) }()
+	select {
+	case err := <-checked:
+		if err != nil {
+			return nil, fmt.Errorf("lms store: %w; %s", err, repairHint(dir, err))
+		}
+	case <-deadline.C:
+		return nil, startTimeoutError(dir, timeout)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("lms store: embedded etcd in %s: %w", dir, ctx.Err())
+	}
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
@@ -84,20 +103,87 @@ func startEmbedded(ctx context.Context, dir, listen string) (*embed.Etcd, error)
 	// The registry is small and rewritten rarely: keep one hour of history.
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "1h"
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("lms store: start embedded etcd in %s: %w", dir, err)
+	// StartEtcd itself opens the files and may block (a held lock): it
+	// runs apart so that the timeout and ctx bound the whole start.
+	res := make(chan started, 1)
+	go func() {
+		e, err := embed.StartEtcd(cfg)
+		res <- started{e, err}
+	}()
+	var e *embed.Etcd
+	select {
+	case r := <-res:
+		if r.err != nil {
+			return nil, fmt.Errorf("lms store: start embedded etcd in %s: %w; %s", dir, r.err, repairHint(dir, r.err))
+		}
+		e = r.e
+	case <-deadline.C:
+		go closeStarted(res, log)
+		return nil, startTimeoutError(dir, timeout)
+	case <-ctx.Done():
+		go closeStarted(res, log)
+		return nil, fmt.Errorf("lms store: embedded etcd in %s: %w", dir, ctx.Err())
 	}
 	select {
 	case <-e.Server.ReadyNotify():
 		return e, nil
 	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("lms store: embedded etcd in %s: %w", dir, err)
+		abandon(e, log)
+		return nil, fmt.Errorf("lms store: embedded etcd in %s: %w; %s", dir, err, repairHint(dir, err))
+	case <-deadline.C:
+		abandon(e, log)
+		return nil, startTimeoutError(dir, timeout)
 	case <-ctx.Done():
-		e.Close()
+		abandon(e, log)
 		return nil, fmt.Errorf("lms store: embedded etcd in %s: %w", dir, ctx.Err())
 	}
+}
+
+// embedStopWait bounds how long a failed start waits for etcd to stop: an
+// etcd that never became ready may never stop either.
+const embedStopWait = 3 * time.Second
+
+// abandon stops an embedded etcd that failed to start, waiting at most
+// embedStopWait.
+func abandon(e *embed.Etcd, log *slog.Logger) {
+	done := make(chan struct{})
+	go func() { e.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(embedStopWait):
+		log.Warn("lms: embedded etcd did not stop; leaving it to the process exit", "dir", e.Config().Dir)
+	}
+}
+
+// started is what embed.StartEtcd returned.
+type started struct {
+	e   *embed.Etcd
+	err error
+}
+
+// closeStarted stops the etcd a StartEtcd still under way when start-up
+// was given up returns, once it returns.
+func closeStarted(res <-chan started, log *slog.Logger) {
+	if r := <-res; r.err == nil {
+		abandon(r.e, log)
+	}
+}
+
+func startTimeoutError(dir string, timeout time.Duration) error {
+	return fmt.Errorf("lms store: embedded etcd in %s not ready after %s (lms.etcd.start_timeout): "+
+		"its files may be damaged or held by another process; check that no other livefuse uses this data_dir, "+
+		"then restore %s from a backup or move it aside (streams declared in the config file are seeded again, "+
+		"streams, keys and settings made through the API are lost)", dir, timeout, dir)
+}
+
+// repairHint says what an operator can do about a store error in dir.
+func repairHint(dir string, err error) string {
+	if errors.Is(err, ErrInUse) {
+		return "stop the other livefuse that uses this data_dir, or give this one its own data_dir"
+	}
+	return fmt.Sprintf("the data_dir's etcd store %s cannot be opened: restore it from a backup, or move it aside "+
+		"to start with an empty registry (streams declared in the config file are seeded again; streams, "+
+		"content keys and settings made through the API are lost)", dir)
 }
 
 // Client returns the etcd client (shared; do not close it).

@@ -34,6 +34,7 @@ type flvOut struct {
 	rc *http.ResponseController
 
 	conn     net.Conn      // hijacked connection; nil: write through w
+	wconn    net.Conn      // what batches are written to: conn, or the TCP connection it wraps
 	vec      bool          // conn takes net.Buffers as one writev
 	readDone chan struct{} // closed when the connection watcher ends
 	maxLag   time.Duration
@@ -70,8 +71,16 @@ func newFLVOut(w http.ResponseWriter, r *http.Request, gone context.CancelFunc, 
 // hijacked writes the response header on conn and starts watching it for
 // the player's end.
 func (o *flvOut) hijacked(conn net.Conn, gone context.CancelFunc) error {
-	o.conn = conn
-	switch conn.(type) {
+	o.conn, o.wconn = conn, conn
+	// A listener wrapper (netguard's connection caps) hides the TCP
+	// connection: write the batches to it (one writev), close through
+	// the wrapper (which gives the slot back).
+	if u, ok := conn.(interface{ Unwrap() net.Conn }); ok {
+		if inner := u.Unwrap(); inner != nil {
+			o.wconn = inner
+		}
+	}
+	switch o.wconn.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		o.vec, o.inline = true, flvInline
 	default: // TLS: one flat write per batch is one record
@@ -190,7 +199,7 @@ func (o *flvOut) flush() (int, error) {
 		}
 	}
 	if !o.vec {
-		return o.conn.Write(o.head)
+		return o.wconn.Write(o.head)
 	}
 	o.iov = o.iov[:0]
 	pos := 0
@@ -205,7 +214,7 @@ func (o *flvOut) flush() (int, error) {
 		o.iov = append(o.iov, o.head[pos:])
 	}
 	o.bufs = o.iov
-	n, err := o.bufs.WriteTo(o.conn)
+	n, err := o.bufs.WriteTo(o.wconn)
 	clear(o.iov) // let the packets go
 	clear(o.refs)
 	o.bufs = nil

@@ -129,7 +129,7 @@ func TestFLVOutNoAlloc(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	o := &flvOut{conn: conn, vec: true, inline: flvInline, maxLag: time.Second, head: make([]byte, 0, flvHeadSize)}
+	o := &flvOut{conn: conn, wconn: conn, vec: true, inline: flvInline, maxLag: time.Second, head: make([]byte, 0, flvHeadSize)}
 	pkts := []*av.Packet{aud(0), {Kind: av.KindVideo, Codec: av.CodecH264, Data: make([]byte, 12000)}, aud(20)}
 	allocs := testing.AllocsPerRun(200, func() {
 		o.reset()

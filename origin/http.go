@@ -3,6 +3,7 @@ package origin
 import (
 	"errors"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 )
@@ -88,6 +89,13 @@ func (h *Hub) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
+	if h.cfg.CheckAddress != nil {
+		if err := h.cfg.CheckAddress(rt.app, rt.name, RemoteIP(r)); err != nil {
+			h.log.Info("play refused", "stream", streamKey(rt.app, rt.name), "remote", r.RemoteAddr, "reason", err.Error())
+			http.Error(w, "forbidden: address not allowed to play", http.StatusForbidden)
+			return
+		}
+	}
 	if h.cfg.Authorize != nil {
 		uri := r.URL.Path
 		if rt.kind == routeHLS {
@@ -105,6 +113,16 @@ func (h *Hub) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case routeHLS:
 		h.serveABR(w, r, rt)
 	}
+}
+
+// RemoteIP is the address of the peer that sent r (never a forwarded-for
+// header: a client could name any address there).
+func RemoteIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // notLive answers a request for a stream that is not live.

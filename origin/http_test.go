@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -453,6 +455,49 @@ func TestHTTPFLVStalledPlayer(t *testing.T) {
 		}
 		if i > 100 {
 			time.Sleep(5 * time.Millisecond) // give the write deadline time to pass
+		}
+	}
+}
+
+// TestHTTPCheckAddress: a player whose address the lists refuse gets 403
+// for HTTP-FLV and HLS before its key is looked at; others are served.
+func TestHTTPCheckAddress(t *testing.T) {
+	cfg := DefaultConfig()
+	var denied atomic.Bool
+	cfg.CheckAddress = func(app, name string, remote netip.Addr) error {
+		if !remote.IsLoopback() {
+			return fmt.Errorf("remote %v is not loopback", remote)
+		}
+		if denied.Load() && name == "cam" {
+			return errors.New("denied")
+		}
+		return nil
+	}
+	h, srv, _ := newTestHub(t, cfg)
+	f, err := h.Publish("live", "cam", "main", av.Source{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, tc := range []struct {
+		deny bool
+		path string
+		code int
+	}{
+		{false, "/live/cam.flv", 200},
+		{true, "/live/cam.flv", 403},
+		{true, "/live/cam/index.m3u8", 403},
+		{true, "/live/other.flv", 404},
+	} {
+		denied.Store(tc.deny)
+		req, _ := http.NewRequest("HEAD", srv.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("deny=%v %s: status %d, want %d", tc.deny, tc.path, resp.StatusCode, tc.code)
 		}
 	}
 }

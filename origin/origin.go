@@ -14,6 +14,7 @@ package origin
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"time"
 )
@@ -99,6 +100,10 @@ type Config struct {
 	// playlist's query on to the files it lists), q its query. nil lets
 	// everyone play. Set by the wiring, not by YAML.
 	Authorize func(app, name, uri string, q url.Values) error `yaml:"-"`
+	// CheckAddress checks a player's address against the IP lists (the
+	// media listener's and the stream's) before Authorize; an error is
+	// answered 403 with its reason logged. nil: no lists. Set by the wiring.
+	CheckAddress func(app, name string, remote netip.Addr) error `yaml:"-"`
 	// Variants lists the renditions of app/name for ABR HLS (abr.go): when
 	// it returns any and HLSVariant is mpegts, /{app}/{name}/index.m3u8 is
 	// a multivariant playlist of the source and these. nil: no ABR. Set by

@@ -45,7 +45,26 @@ type Recording struct {
 	// to the bucket rather than players.
 	PlaylistURL string    `json:"playlist_url,omitempty"`
 	Expires     time.Time `json:"expires"`
+	// Damaged says why the session's manifest could not be read (cut
+	// short, not JSON, inconsistent, or unreadable from the sink). Such a
+	// session has no playlist (URL is empty); SegmentFiles lists the
+	// segments the sink holds for it, with URLs to fetch them, and
+	// Segments and Bytes count them.
+	Damaged      string        `json:"damaged,omitempty"`
+	SegmentFiles []SegmentFile `json:"segment_files,omitempty"`
 }
+
+// SegmentFile is one stored segment of a damaged session.
+type SegmentFile struct {
+	File  string `json:"file"`
+	Bytes int64  `json:"bytes"`
+	// URL fetches it: presigned (S3) or node-signed (local sink).
+	URL string `json:"url"`
+}
+
+// maxDamagedSegments bounds the segments listed for one damaged session
+// (a day of 6 s segments is 14400); Segments still counts them all.
+const maxDamagedSegments = 20000
 
 // RecordingList is the body of GET /api/v1/recordings.
 type RecordingList struct {
@@ -65,6 +84,7 @@ func (r *Recorder) List(ctx context.Context, app, name string) ([]Recording, err
 		return nil, err
 	}
 	bytesBySession := map[string]int64{}
+	segsBySession := map[string][]ObjectInfo{}
 	var manifests []string
 	for _, o := range objs {
 		dir, file, ok := cutLast(o.Key)
@@ -72,8 +92,11 @@ func (r *Recorder) List(ctx context.Context, app, name string) ([]Recording, err
 			continue
 		}
 		bytesBySession[dir] += o.Size
-		if file == manifestName {
+		switch {
+		case file == manifestName:
 			manifests = append(manifests, o.Key)
+		case strings.HasPrefix(file, "seg-") && strings.HasSuffix(file, ".ts"):
+			segsBySession[dir] = append(segsBySession[dir], o)
 		}
 	}
 	sort.Sort(sort.Reverse(sort.StringSlice(manifests)))
@@ -83,12 +106,13 @@ func (r *Recorder) List(ctx context.Context, app, name string) ([]Recording, err
 	exp := time.Now().Add(r.cfg.URLExpiry)
 	out := []Recording{}
 	for _, k := range manifests {
+		dir, _, _ := cutLast(k)
 		m, err := r.readManifest(ctx, k)
 		if err != nil {
-			r.log.Warn("recording list: bad manifest", "key", k, "err", err)
+			r.log.Warn("recording list: damaged manifest", "key", k, "reason", err.Error())
+			out = append(out, r.damaged(ctx, dir, err, segsBySession[dir], bytesBySession[dir], exp))
 			continue
 		}
-		dir, _, _ := cutLast(k)
 		n := m.uploadedPrefix()
 		rec := Recording{App: m.App, Name: m.Name, Session: m.Session, Start: m.Start, Live: !m.Ended,
 			Segments: n, Bytes: bytesBySession[dir], Stopped: m.Stopped, Expires: exp}
@@ -105,6 +129,25 @@ func (r *Recorder) List(ctx context.Context, app, name string) ([]Recording, err
 		out = append(out, rec)
 	}
 	return out, nil
+}
+
+// damaged describes a session whose manifest could not be read: what its
+// key tells (app, name, session start) and the segments the sink holds.
+func (r *Recorder) damaged(ctx context.Context, dir string, cause error, segs []ObjectInfo, bytes int64, exp time.Time) Recording {
+	rec := Recording{Damaged: "manifest " + manifestName + ": " + cause.Error(), Segments: len(segs), Bytes: bytes, Expires: exp}
+	if parts := strings.Split(dir, "/"); len(parts) == 3 {
+		rec.App, rec.Name, rec.Session = parts[0], parts[1], parts[2]
+		rec.Start, _ = parseSessionID(parts[2])
+	}
+	for _, o := range segs[:min(len(segs), maxDamagedSegments)] {
+		_, file, _ := cutLast(o.Key)
+		u, err := r.sink.URL(ctx, o.Key, r.cfg.URLExpiry)
+		if err != nil || u == "" {
+			u = r.cfg.PublicURL + r.signedPath(MediaPrefix+o.Key, exp)
+		}
+		rec.SegmentFiles = append(rec.SegmentFiles, SegmentFile{File: file, Bytes: o.Size, URL: u})
+	}
+	return rec
 }
 
 func cutLast(key string) (dir, file string, ok bool) {

@@ -18,7 +18,9 @@ func TestStreamsEncryption(t *testing.T) {
 		out     string
 		errText string
 	}{
-		{[]string{"streams", "create", "ev"}, 0, `"encryption": false`, ""},
+		{[]string{"streams", "create", "plain"}, 0, `"encryption": false`, ""},
+		{[]string{"streams", "encryption", "plain", "on"}, 1, "", "encryption needs a play_key"},
+		{[]string{"streams", "create", "ev", "--play-key", "pk"}, 0, `"encryption": false`, ""},
 		{[]string{"streams", "encryption", "ev", "on"}, 0, "live/ev: encryption on", ""},
 		{[]string{"streams", "get", "ev"}, 0, `"encryption": true`, ""},
 		{[]string{"streams", "encryption", "live/ev", "off"}, 0, "live/ev: encryption off", ""},

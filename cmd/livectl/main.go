@@ -210,6 +210,7 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 		disabled := fs.Bool("disabled", false, "create the stream disabled")
 		record := fs.Bool("record", false, "record the stream")
 		profile := fs.String("profile", "", "transcode profile")
+		lists := listFlags(fs)
 		a, name, err := target(fs, app, args)
 		if err != nil {
 			return err
@@ -218,6 +219,8 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 		s, err := c.CreateStream(ctx, api.CreateStreamRequest{
 			App: a, Name: name, PublishToken: *tok, PlayKey: *playKey, Enabled: &enabled,
 			Source: *source, Record: *record, Profile: *profile,
+			IPLists: api.IPLists{PublishAllow: splitList(*lists[0]), PublishDeny: splitList(*lists[1]),
+				PlayAllow: splitList(*lists[2]), PlayDeny: splitList(*lists[3])},
 		})
 		if err != nil {
 			return err
@@ -232,6 +235,7 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 		fs.String("source", "", "new pull source (empty: pushed stream)")
 		fs.Bool("record", false, "record the stream")
 		fs.String("profile", "", "transcode profile (empty: none)")
+		listFlags(fs)
 		a, name, err := target(fs, app, args)
 		if err != nil {
 			return err
@@ -259,6 +263,21 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 				p.Source = &v
 			case "profile":
 				p.Profile = &v
+			case "publish-allow", "publish-deny", "play-allow", "play-deny":
+				l := splitList(v)
+				if l == nil {
+					l = []string{} // present and empty: clear the list
+				}
+				switch f.Name {
+				case "publish-allow":
+					p.PublishAllow = &l
+				case "publish-deny":
+					p.PublishDeny = &l
+				case "play-allow":
+					p.PlayAllow = &l
+				default:
+					p.PlayDeny = &l
+				}
 			}
 		})
 		if perr != nil {
@@ -384,4 +403,26 @@ func writeTable(w io.Writer, l []api.StreamInfo) error {
 			s.App, s.Name, s.Enabled, live, pub, video, audio, kbps, readers, redact(s.Source))
 	}
 	return tw.Flush()
+}
+
+// listFlags declares the IP list flags of create and patch, in the order
+// publish-allow, publish-deny, play-allow, play-deny.
+func listFlags(fs *flag.FlagSet) [4]*string {
+	return [4]*string{
+		fs.String("publish-allow", "", "comma-separated CIDRs or addresses that alone may publish (empty: all)"),
+		fs.String("publish-deny", "", "comma-separated CIDRs or addresses that may not publish"),
+		fs.String("play-allow", "", "comma-separated CIDRs or addresses that alone may play (empty: all)"),
+		fs.String("play-deny", "", "comma-separated CIDRs or addresses that may not play"),
+	}
+}
+
+// splitList splits a comma-separated list; "" is no entry.
+func splitList(v string) []string {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -94,6 +94,15 @@ func TestRun(t *testing.T) {
 		{name: "get two names", args: []string{"streams", "get", "a", "b"}, want: 2, wantErr: "exactly one NAME"},
 		{name: "patch", args: []string{"streams", "patch", "demo", "--enabled=false", "--record"}, want: 0,
 			wantOut: []string{`"enabled": false`, `"record": true`, `"profile": "hd"`, `"source": "rtmp://up/live/x"`}},
+		{name: "patch ip lists", args: []string{"streams", "patch", "demo", "--play-deny", "127.0.0.2, 10.0.0.0/8", "--publish-allow", "192.0.2.0/24"}, want: 0,
+			wantOut: []string{`"play_deny": [`, `"10.0.0.0/8"`, `"publish_allow": [`}},
+		{name: "patch ip list cleared", args: []string{"streams", "patch", "demo", "--play-deny="}, want: 0,
+			checkOut: func(t *testing.T, out string) {
+				if strings.Contains(out, "play_deny") || !strings.Contains(out, "publish_allow") {
+					t.Errorf("after clearing play_deny:\n%s", out)
+				}
+			}},
+		{name: "patch bad ip list", args: []string{"streams", "patch", "demo", "--publish-deny", "not-an-ip"}, want: 1, wantErr: "publish_deny"},
 		{name: "patch nothing", args: []string{"streams", "patch", "demo"}, want: 2, wantErr: "at least one field"},
 		{name: "patch bad bool", args: []string{"streams", "patch", "demo", "--enabled=maybe"}, want: 2},
 		{name: "list", args: []string{"streams", "list"}, want: 0, checkOut: func(t *testing.T, out string) {
@@ -117,6 +126,8 @@ func TestRun(t *testing.T) {
 		{name: "switch bad", args: []string{"streams", "switch", "demo", "left"}, want: 2, wantErr: "main, backup, auto"},
 		{name: "kick on air", args: []string{"streams", "kick", "cam"}, want: 0, wantOut: []string{"kicked live/cam"}},
 		{name: "kick not live", args: []string{"streams", "kick", "demo"}, want: 1, wantErr: "stream is not live"},
+		{name: "create with lists", args: []string{"streams", "create", "listed", "--publish-deny", "127.0.0.2"}, want: 0,
+			wantOut: []string{`"publish_deny": [`}},
 		{name: "delete", args: []string{"streams", "delete", "events/gala"}, want: 0, wantOut: []string{"deleted events/gala"}},
 		{name: "delete again", args: []string{"streams", "delete", "events/gala"}, want: 1, wantErr: "stream not found"},
 		{name: "no token", args: []string{"streams", "list"}, noEnvToken: true, want: 1, wantErr: "missing bearer token"},

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -81,8 +82,17 @@ func newCDNMix(ctx context.Context, cfg cdnmix.Config, b bus.Bus, runBus func(co
 		cancel()
 		return nil, fmt.Errorf("cdn blacklist: %w", err)
 	}
-	m, err := cdnmix.New(cfg, b, log, promReg, cdnmix.WithStreamExists(exists),
-		cdnmix.WithVendorsChanged(vendors.save), cdnmix.WithBlacklistChanged(blacklist.save))
+	opts := []cdnmix.Option{cdnmix.WithStreamExists(exists),
+		cdnmix.WithVendorsChanged(vendors.save), cdnmix.WithBlacklistChanged(blacklist.save)}
+	if cfg.QoS.TokenKey == "" {
+		key, err := loadTokenKey(ctx, reg, ulog)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("cdn qos token key: %w", err)
+		}
+		opts = append(opts, cdnmix.WithTokenKey(key))
+	}
+	m, err := cdnmix.New(cfg, b, log, promReg, opts...)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -132,6 +142,38 @@ const (
 	vendorsBlob   = "vendors"
 	blacklistBlob = "blacklist"
 )
+
+// tokenKeyBlob holds the session token key (cdnmix.qos.token_key) when
+// the config sets none: made by the first node, read by every other, so
+// that a token from any node's dispatch is good at every node's /qos and
+// across restarts. Like the vendor list (which holds signing keys), it is
+// a secret in the store and is never logged or served.
+const tokenKeyBlob = "qos-token-key"
+
+// loadTokenKey returns the stored session token key, storing a new random
+// one when there is none.
+func loadTokenKey(ctx context.Context, reg *lms.Registry, log *slog.Logger) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	key := make([]byte, 32)
+	rand.Read(key)
+	created, _, err := reg.CreateBlob(ctx, cdnBlobKind, tokenKeyBlob, key)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("qos session token key made and stored; every node of this store uses it")
+		return key, nil
+	}
+	b, ok, err := reg.GetBlob(ctx, cdnBlobKind, tokenKeyBlob)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || len(b) < 16 {
+		return nil, fmt.Errorf("stored key missing or short (%d bytes)", len(b))
+	}
+	return b, nil
+}
 
 // storeTimeout bounds one read or write of a blob.
 const storeTimeout = 5 * time.Second

@@ -10,9 +10,11 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/livefuse/livefuse/authkey"
 	"github.com/livefuse/livefuse/cdnmix"
 	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
+	"github.com/livefuse/livefuse/netguard"
 	"github.com/livefuse/livefuse/origin"
 	"github.com/livefuse/livefuse/recording"
 	"github.com/livefuse/livefuse/transcode"
@@ -23,6 +25,12 @@ type HTTPConfig struct {
 	Addr string `yaml:"addr"`
 	// PublicHost is the host name printed in the start-up banner.
 	PublicHost string `yaml:"public_host"`
+	// HTTPConfig bounds the listener: read_header_timeout, read_timeout
+	// (request bodies), idle_timeout, max_header_bytes, max_conns,
+	// max_conns_per_ip, and tls (HTTPS when a certificate is set).
+	netguard.HTTPConfig `yaml:",inline"`
+	// Access holds the listener's play lists (play_allow, play_deny).
+	Access netguard.AccessConfig `yaml:"access"`
 }
 
 // StreamConfig declares a stream in the config file. Streams declared here are
@@ -38,6 +46,9 @@ type StreamConfig struct {
 	Profile      string `yaml:"profile"`
 	Record       bool   `yaml:"record"`
 	Encryption   bool   `yaml:"encryption"`
+	// The stream's IP lists (publish_allow, publish_deny, play_allow,
+	// play_deny), as in the control API.
+	lms.IPLists `yaml:",inline"`
 }
 
 // Config is the whole livefuse.yaml.
@@ -46,6 +57,7 @@ type Config struct {
 	LogLevel   string            `yaml:"log_level"`
 	RTMP       ingest.RTMPConfig `yaml:"rtmp"`
 	RTSP       ingest.RTSPConfig `yaml:"rtsp"`
+	RTMPS      RTMPSConfig       `yaml:"rtmps"`
 	HTTP       HTTPConfig        `yaml:"http"`
 	Origin     origin.Config     `yaml:"origin"`
 	Transcode  transcode.Config  `yaml:"transcode"`
@@ -64,6 +76,9 @@ type Config struct {
 	Units []ingest.Unit `yaml:"units"`
 	// RelaySecret authenticates relays between units (a secret: never logged).
 	RelaySecret string `yaml:"relay_secret"`
+
+	// AuthKey configures the checking of type-A play URLs (?auth_key=).
+	AuthKey authkey.TypeAConfig `yaml:"auth_key"`
 }
 
 func defaultConfig() Config {
@@ -72,13 +87,15 @@ func defaultConfig() Config {
 		LogLevel:   "info",
 		RTMP:       ingest.DefaultRTMPConfig(),
 		RTSP:       ingest.DefaultRTSPConfig(),
-		HTTP:       HTTPConfig{Addr: ":8080"},
+		HTTP:       HTTPConfig{Addr: ":8080", HTTPConfig: netguard.MediaHTTPDefaults()},
+		RTMPS:      RTMPSConfig{Addr: ":1936"},
 		Origin:     origin.DefaultConfig(),
 		Transcode:  transcode.DefaultConfig(),
 		Recording:  recording.DefaultConfig(),
 		CDNMix:     cdnmix.DefaultConfig(),
 		LMS:        lms.DefaultConfig(),
 		Encryption: defaultEncryptionConfig(),
+		AuthKey:    authkey.DefaultTypeAConfig(),
 		Shutdown:   5 * time.Second,
 	}
 }
@@ -118,6 +135,16 @@ func (c *Config) validate() error {
 		c.LMS.DataDir = c.DataDir
 	}
 	if err := c.Encryption.validate(); err != nil {
+		return err
+	}
+	if err := c.Encryption.checkKeyAccess(c.Streams); err != nil {
+		return err
+	}
+	if c.AuthKey.MaxTTL < time.Minute {
+		return fmt.Errorf("config: auth_key.max_ttl %s: want at least 1m", c.AuthKey.MaxTTL)
+	}
+	c.HTTP.HTTPConfig = c.HTTP.HTTPConfig.WithDefaults(netguard.MediaHTTPDefaults())
+	if err := c.validateAccess(); err != nil {
 		return err
 	}
 	switch c.LogLevel {

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/livefuse/livefuse/authkey"
 	"github.com/livefuse/livefuse/encryption"
 	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
@@ -44,6 +43,12 @@ type EncryptionConfig struct {
 	// KeyRate and KeyBurst limit key requests per client IP.
 	KeyRate  float64 `yaml:"key_rate"`
 	KeyBurst int     `yaml:"key_burst"`
+	// OpenKeyAccess lets a stream have encryption on without a play_key,
+	// its content keys then going to anyone who asks /keys/ (default
+	// false: such a stream is refused, in the config file and through the
+	// API, and keys of a stream without a play_key are not delivered).
+	// True is logged as a warning at start.
+	OpenKeyAccess bool `yaml:"open_key_access"`
 }
 
 func defaultEncryptionConfig() EncryptionConfig {
@@ -60,6 +65,39 @@ func (c EncryptionConfig) validate() error {
 		return errors.New("config: encryption.rotate_segments must not be negative")
 	}
 	return nil
+}
+
+// checkKeyAccess refuses streams of the config file with encryption on
+// and no play_key, unless open key access is allowed (the registry applies
+// the same rule to API writes).
+func (c EncryptionConfig) checkKeyAccess(streams []StreamConfig) error {
+	if c.OpenKeyAccess {
+		return nil
+	}
+	for i, s := range streams {
+		if s.Encryption && s.PlayKey == "" {
+			return fmt.Errorf("config: streams[%d] (%s): encryption needs a play_key: without one, players fetch "+
+				"content keys unsigned and so can anyone; set play_key, or allow open key access with "+
+				"encryption.open_key_access: true", i, s.Name)
+		}
+	}
+	return nil
+}
+
+// warnKeyAccess logs the open key access choice, and the streams stored
+// with encryption on and no play_key (before the rule), whose keys are not
+// delivered until they get one.
+func warnKeyAccess(cfg EncryptionConfig, streams []lms.Stream, log *slog.Logger) {
+	if cfg.OpenKeyAccess {
+		log.Warn("encryption.open_key_access is on: content keys of encrypted streams without a play_key go to anyone who asks")
+		return
+	}
+	for _, s := range streams {
+		if s.Encryption && s.PlayKey == "" {
+			log.Warn("encrypted stream has no play_key: its content keys are refused until it gets one (or encryption.open_key_access is on)",
+				"stream", s.Path(), "reason", "no play_key")
+		}
+	}
 }
 
 // Environment variables: the master key, and an npm node_modules
@@ -236,7 +274,10 @@ func (l *cryptLayer) authorizeKey(app, name, uri string, q url.Values) error {
 		return fmt.Errorf("%s/%s is not registered", app, name)
 	}
 	if s.PlayKey == "" {
-		return nil
+		if l.cfg.OpenKeyAccess {
+			return nil
+		}
+		return fmt.Errorf("%s/%s has no play_key and encryption.open_key_access is off", app, s.Name)
 	}
 	tok := q.Get("auth_key")
 	var err error
@@ -247,7 +288,7 @@ func (l *cryptLayer) authorizeKey(app, name, uri string, q url.Values) error {
 		urls = append(urls, "/"+app+"/"+s.Name+"/index.m3u8", "/"+app+"/"+s.Name+".flv")
 	}
 	for _, u := range urls {
-		if err = authkey.Verify(u, tok, s.PlayKey, time.Now()); err == nil {
+		if err = l.auth.typeA.Verify(u, tok, s.PlayKey, time.Now()); err == nil {
 			return nil
 		}
 	}
@@ -410,6 +451,9 @@ func (l *cryptLayer) media(next http.Handler) http.Handler {
 		p := r.URL.Path
 		switch {
 		case strings.HasPrefix(p, "/keys/"):
+			if app, name, ok := keyStream(p); ok && l.auth.refuseAddress(w, r, app, name) {
+				return
+			}
 			l.kh.ServeHTTP(w, r)
 			return
 		case p == "/player" || strings.HasPrefix(p, "/player/"):
@@ -424,6 +468,9 @@ func (l *cryptLayer) media(next http.Handler) http.Handler {
 					select {
 					case <-e.Done():
 					default:
+						if l.auth.refuseAddress(w, r, app, name) {
+							return
+						}
 						if err := l.auth.AuthorizePlay(app, name, uri, r.URL.Query()); err != nil {
 							http.Error(w, "forbidden", http.StatusForbidden)
 							return

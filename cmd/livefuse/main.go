@@ -63,6 +63,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log := newLogger(stderr, cfg.LogLevel)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		// After the first signal the default action returns: a second
+		// SIGTERM or Ctrl-C ends a shutdown that hangs.
+		context.AfterFunc(ctx, stop)
 		if path := os.Getenv("LIVEFUSE_CPUPROFILE"); path != "" {
 			stopProfile, err := startCPUProfile(path)
 			if err != nil {
@@ -71,7 +74,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			defer stopProfile()
 		}
-		if err := serve(ctx, cfg, log, stdout); err != nil && !errors.Is(err, context.Canceled) {
+		err = serve(ctx, cfg, log, stdout)
+		switch {
+		case errors.Is(err, context.Canceled):
+			log.Info("livefuse stopped during start-up by a signal", "err", err)
+		case err != nil:
 			log.Error("livefuse stopped", "err", err)
 			return 1
 		}

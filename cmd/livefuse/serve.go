@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +23,7 @@ import (
 	"github.com/livefuse/livefuse/av"
 	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
+	"github.com/livefuse/livefuse/netguard"
 	"github.com/livefuse/livefuse/origin"
 )
 
@@ -37,12 +40,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	store, err := lms.OpenStore(ctx, lcfg, log)
 	if err != nil {
-		return fmt.Errorf("lms: %w", err)
+		return err // "lms store: ...", naming the data dir
 	}
 	defer store.Close()
 	reg := lms.NewRegistry(store, log)
+	reg.SetOpenKeyAccess(cfg.Encryption.OpenKeyAccess)
 
-	auth := &authorizer{reg: reg}
+	// IP lists: the listeners' (validated with the config) and the streams'.
+	guard := newStreamGuard(reg)
+	httpAccess, err := netguard.ParseAccess("listener http", cfg.HTTP.Access)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	auth := &authorizer{reg: reg, typeA: cfg.AuthKey, checkPlay: playCheck(httpAccess, guard), log: log}
 	hooks := &playHooks{} // ABR variants and watermarked sources, from the transcoder
 	hub, err := origin.NewHub(hooks.config(withAuth(cfg.Origin, auth)), log, promReg)
 	if err != nil {
@@ -71,7 +81,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// Accepted feeds go to this unit's origin and, relayed, to every other unit.
 	relay := newRelay(cfg, transcodeSink{sink{hub}, tc}, log)
 	defer relay.Close()
-	deps := ingest.Deps{Sink: relay, Auth: auth, Play: crypt.play(playSource{hub, hooks.alias})}
+	deps := ingest.Deps{Sink: relay, Auth: auth, Play: crypt.play(playSource{hub, hooks.alias}), Budget: cfg.RTMP.NewBudget(), Guard: guard}
 	puller := ingest.NewPuller(deps, log)
 	defer puller.Close()
 
@@ -86,6 +96,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		if cur != nil {
 			_ = hub.SetPolicy(cur.App, cur.Name, cur.FeedPolicy)
 		}
+		if old != nil && cur != nil && cur.Enabled && !sameLists(old.IPLists, cur.IPLists) {
+			dropDeniedPublishers(hub, guard, cur.App, cur.Name, log)
+		}
 		if old != nil && (cur == nil || !cur.Enabled) {
 			if err := hub.Kick(old.App, old.Name); err == nil {
 				log.Info("publisher dropped: stream disabled or deleted", "stream", old.App+"/"+old.Name)
@@ -99,6 +112,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err := reg.Seed(ctx, seedStreams(cfg.Streams)); err != nil {
 		return fmt.Errorf("seed streams: %w", err)
 	}
+	warnKeyAccess(cfg.Encryption, reg.List(), log)
 	demo, err := ensureDemo(ctx, reg)
 	if err != nil {
 		return err
@@ -113,6 +127,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("rtmp: %w", err)
 	}
 	defer rtmpSrv.Close()
+	var rtmpsAddr net.Addr
+	if cfg.RTMPS.TLS.Enabled() {
+		certs, err := netguard.NewCertSource(cfg.RTMPS.TLS, log.With("listener", "rtmps"))
+		if err != nil {
+			return fmt.Errorf("rtmps: %w", err)
+		}
+		if rtmpsAddr, err = rtmpSrv.StartTLS(cfg.RTMPS.Addr, certs.ServerConfig()); err != nil {
+			return fmt.Errorf("rtmps: %w", err)
+		}
+	}
 	rtspSrv := ingest.NewRTSPServer(cfg.RTSP, deps, log)
 	if err := rtspSrv.Start(); err != nil {
 		return fmt.Errorf("rtsp: %w", err)
@@ -120,10 +144,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	defer rtspSrv.Close()
 	puller.Set(pullSources(reg.List()))
 
-	mediaLn, err := net.Listen("tcp", cfg.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("http: %w", err)
-	}
 	events, runBus, err := openBus(cfg.Bus, cfg.DataDir, log)
 	if err != nil {
 		return fmt.Errorf("bus: %w", err)
@@ -134,8 +154,20 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("cdnmix: %w", err)
 	}
 	defer cm.Close()
-	media := &http.Server{Handler: cm.wrap(rec.media(crypt.media(hub.Handler()))), ReadHeaderTimeout: 10 * time.Second}
-	go media.Serve(mediaLn)
+	// The media listener: caps, timeouts and header limits from netguard;
+	// HTTP-FLV players take their connection over and keep per-write
+	// deadlines (origin max_lag).
+	mediaLn, err := netguard.NewHTTPListener(cfg.HTTP.Addr, "http", cfg.HTTP.HTTPConfig,
+		cm.wrap(rec.media(crypt.media(hub.Handler()))), log)
+	if err != nil {
+		return err
+	}
+	media := mediaLn.Server
+	go func() {
+		if err := mediaLn.Serve(); err != nil {
+			log.Error("media listener stopped", "err", err)
+		}
+	}()
 
 	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc, rec, cfg.Unit}, log, promReg)
 	if err != nil {
@@ -149,8 +181,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	defer api.Close()
 
-	printBanner(stdout, cfg, demo, api, mediaLn.Addr(), rtmpSrv.Addr(), rtspSrv.Addr())
-	log.Info("livefuse serving", "rtmp", rtmpSrv.Addr(), "rtsp", rtspSrv.Addr(), "http", mediaLn.Addr(), "api", api.Addr())
+	printBanner(stdout, cfg, demo, api, mediaLn, rtmpSrv.Addr(), rtspSrv.Addr(), rtmpsAddr)
+	log.Info("livefuse serving", "rtmp", rtmpSrv.Addr(), "rtmps", rtmpsAddr, "rtsp", rtspSrv.Addr(), "http", mediaLn.Addr(), "https", mediaLn.TLS(), "api", api.URL())
 
 	<-ctx.Done()
 	log.Info("shutting down")
@@ -180,7 +212,7 @@ func seedStreams(in []StreamConfig) []lms.Stream {
 		}
 		out = append(out, lms.Stream{App: app, Name: s.Name, PublishToken: s.PublishToken,
 			PlayKey: s.PlayKey, Enabled: enabled, Source: s.Source, Profile: s.Profile, Record: s.Record,
-			Encryption: s.Encryption})
+			Encryption: s.Encryption, IPLists: s.IPLists})
 	}
 	return out
 }
@@ -213,7 +245,7 @@ func pullSources(streams []lms.Stream) map[string]string {
 	return m
 }
 
-func printBanner(w io.Writer, cfg Config, demo *lms.Stream, api *lms.Server, httpAddr, rtmpAddr, rtspAddr net.Addr) {
+func printBanner(w io.Writer, cfg Config, demo *lms.Stream, api *lms.Server, media *netguard.HTTPListener, rtmpAddr, rtspAddr, rtmpsAddr net.Addr) {
 	host := cfg.HTTP.PublicHost
 	if host == "" {
 		host = "127.0.0.1"
@@ -224,6 +256,10 @@ func printBanner(w io.Writer, cfg Config, demo *lms.Stream, api *lms.Server, htt
 		}
 		return 0
 	}
+	scheme := "http"
+	if media.TLS() {
+		scheme = "https"
+	}
 	fmt.Fprintf(w, "livefuse %s is up.\n", version)
 	if demo != nil {
 		fmt.Fprintf(w, `
@@ -231,21 +267,60 @@ Publish the demo stream:
   OBS:    Server rtmp://%[1]s:%[2]d/live   Stream Key %[3]s?token=%[4]s
   ffmpeg: ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=25 -f lavfi -i sine -c:v libx264 -preset veryfast -g 50 -c:a aac -f flv 'rtmp://%[1]s:%[2]d/live/%[3]s?token=%[4]s'
   RTSP:   rtsp://%[1]s:%[5]d/live/%[3]s?token=%[4]s
-Play it:
-  HTTP-FLV: http://%[1]s:%[6]d/live/%[3]s.flv
-  HLS:      http://%[1]s:%[6]d/live/%[3]s/index.m3u8
+`, host, port(rtmpAddr), demo.Name, demo.PublishToken, port(rtspAddr))
+		if rtmpsAddr != nil {
+			fmt.Fprintf(w, "  RTMPS:  rtmps://%s:%d/live/%s?token=%s\n", host, port(rtmpsAddr), demo.Name, demo.PublishToken)
+		}
+		fmt.Fprintf(w, `Play it:
+  HTTP-FLV: %[5]s://%[1]s:%[4]d/live/%[3]s.flv
+  HLS:      %[5]s://%[1]s:%[4]d/live/%[3]s/index.m3u8
   RTMP:     rtmp://%[1]s:%[2]d/live/%[3]s
-`, host, port(rtmpAddr), demo.Name, demo.PublishToken, port(rtspAddr), port(httpAddr))
+`, host, port(rtmpAddr), demo.Name, port(media.Addr()), scheme)
 	}
 	if tok := api.GeneratedToken(); tok != "" {
-		fmt.Fprintf(w, "Control API: http://%s/api/v1 (bearer token, generated now and stored in the data dir; shown once: %s)\n", api.Addr(), tok)
+		fmt.Fprintf(w, "Control API: %s/api/v1 (bearer token, generated now and stored in the data dir; shown once: %s)\n", api.URL(), tok)
 	} else {
-		fmt.Fprintf(w, "Control API: http://%s/api/v1 (bearer token from lms.api_token or the data dir's api-token file)\n", api.Addr())
+		fmt.Fprintf(w, "Control API: %s/api/v1 (bearer token from lms.api_token or the data dir's api-token file)\n", api.URL())
 	}
 }
 
-// authorizer checks publish tokens and play keys against the registry.
-type authorizer struct{ reg *lms.Registry }
+// authorizer checks publish tokens and play keys against the registry;
+// checkPlay (nil: none) checks a player's address against the IP lists.
+type authorizer struct {
+	reg       *lms.Registry
+	typeA     authkey.TypeAConfig
+	checkPlay func(app, name string, remote netip.Addr) error
+	log       *slog.Logger
+}
+
+// refuseAddress answers 403 (and reports true) when the IP lists refuse
+// r's peer address for app/name; for the paths the origin's play router
+// does not see (encrypted outputs, keys).
+func (a *authorizer) refuseAddress(w http.ResponseWriter, r *http.Request, app, name string) bool {
+	if a == nil || a.checkPlay == nil {
+		return false
+	}
+	if err := a.checkPlay(app, name, origin.RemoteIP(r)); err != nil {
+		a.log.Info("play refused", "stream", app+"/"+name, "remote", r.RemoteAddr, "path", r.URL.Path, "reason", err.Error())
+		http.Error(w, "forbidden: address not allowed to play", http.StatusForbidden)
+		return true
+	}
+	return false
+}
+
+// keyStream returns the stream of a key path /keys/{app}/{name}/{id}.
+func keyStream(p string) (app, name string, ok bool) {
+	rest, ok := strings.CutPrefix(p, "/keys/")
+	if !ok {
+		return "", "", false
+	}
+	app, rest, ok = strings.Cut(rest, "/")
+	if !ok {
+		return "", "", false
+	}
+	name, _, ok = strings.Cut(rest, "/")
+	return app, name, ok && app != "" && name != ""
+}
 
 func (a *authorizer) AuthorizePublish(app, name, token string) error {
 	s, ok := a.reg.Get(app, name)
@@ -269,7 +344,7 @@ func (a *authorizer) AuthorizePlay(app, name, uri string, q url.Values) error {
 	if !ok || s.PlayKey == "" {
 		return nil // open, or not registered (then not live either: 404 follows)
 	}
-	if err := authkey.Verify(uri, q.Get("auth_key"), s.PlayKey, time.Now()); err != nil {
+	if err := a.typeA.Verify(uri, q.Get("auth_key"), s.PlayKey, time.Now()); err != nil {
 		return fmt.Errorf("%w: %v", ingest.ErrUnauthorized, err)
 	}
 	return nil
@@ -277,6 +352,7 @@ func (a *authorizer) AuthorizePlay(app, name, uri string, q url.Values) error {
 
 func withAuth(c origin.Config, a *authorizer) origin.Config {
 	c.Authorize = a.AuthorizePlay
+	c.CheckAddress = a.checkPlay
 	return c
 }
 

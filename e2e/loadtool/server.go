@@ -53,7 +53,9 @@ func configYAML(dataDir string, a serverAddrs, coalesce time.Duration) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "data_dir: %q\n", dataDir)
 	fmt.Fprintf(&b, "log_level: info\n")
-	fmt.Fprintf(&b, "rtmp: {addr: %q}\n", a.RTMP)
+	// Every player connects from 127.0.0.1: lift the per-address cap
+	// (default 256) that a real deployment keeps.
+	fmt.Fprintf(&b, "rtmp: {addr: %q, max_conns_per_ip: -1}\n", a.RTMP)
 	fmt.Fprintf(&b, "rtsp: {addr: %q, udp_rtp_addr: \"\", udp_rtcp_addr: \"\"}\n", a.RTSP)
 	fmt.Fprintf(&b, "http: {addr: %q}\n", a.HTTP)
 	fmt.Fprintf(&b, "lms: {api_addr: %q, api_token: \"secret\"}\n", a.API)

@@ -1,6 +1,6 @@
 // Package api holds the request and response types of the livefuse control
 // API (/api/v1/...) and a small HTTP client for it. It imports only the
-// standard library, so tools such as livectl can talk to the control plane
+// standard library (and netguard, stdlib only too, for the IP lists), so tools such as livectl can talk to the control plane
 // without linking the etcd-backed server in package lms.
 package api
 
@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/livefuse/livefuse/netguard"
 )
 
 // DefaultApp is the app a stream belongs to when none is given.
@@ -51,9 +53,11 @@ type Stream struct {
 	// Encryption turns header-preserving encryption of the play outputs
 	// on (HTTP-FLV scheme, SAMPLE-AES HLS); a change applies live at the
 	// next keyframe.
-	Encryption bool      `json:"encryption"`
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	Encryption bool `json:"encryption"`
+	// IPLists limit who may publish and play the stream by address.
+	IPLists
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Path returns "app/name".
@@ -85,6 +89,45 @@ func (s Stream) Validate() error {
 	if s.Profile != "" {
 		if err := ValidateName(s.Profile); err != nil {
 			return fmt.Errorf("%w: profile: %v", ErrInvalid, err)
+		}
+	}
+	if err := s.IPLists.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+// IPLists are a stream's address lists: entries are CIDR prefixes
+// ("10.0.0.0/8") or single addresses, at most netguard.MaxListEntries per
+// list. An empty allow list allows every address; deny wins over allow.
+// They add to the lists of the listener the client came through; the
+// address checked is the peer's (a CDN edge's for players behind a CDN).
+type IPLists struct {
+	PublishAllow []string `json:"publish_allow,omitempty" yaml:"publish_allow"`
+	PublishDeny  []string `json:"publish_deny,omitempty" yaml:"publish_deny"`
+	PlayAllow    []string `json:"play_allow,omitempty" yaml:"play_allow"`
+	PlayDeny     []string `json:"play_deny,omitempty" yaml:"play_deny"`
+}
+
+// Access returns the lists as a netguard access config.
+func (l IPLists) Access() netguard.AccessConfig {
+	return netguard.AccessConfig{PublishAllow: l.PublishAllow, PublishDeny: l.PublishDeny,
+		PlayAllow: l.PlayAllow, PlayDeny: l.PlayDeny}
+}
+
+// Empty reports whether no list has an entry.
+func (l IPLists) Empty() bool {
+	return len(l.PublishAllow)+len(l.PublishDeny)+len(l.PlayAllow)+len(l.PlayDeny) == 0
+}
+
+// Validate parses every list and names the first bad one.
+func (l IPLists) Validate() error {
+	for _, f := range []struct {
+		name string
+		list []string
+	}{{"publish_allow", l.PublishAllow}, {"publish_deny", l.PublishDeny}, {"play_allow", l.PlayAllow}, {"play_deny", l.PlayDeny}} {
+		if _, err := netguard.ParseIPList(f.list); err != nil {
+			return fmt.Errorf("%s: %v", f.name, err)
 		}
 	}
 	return nil
@@ -229,6 +272,7 @@ type CreateStreamRequest struct {
 	Source       string `json:"source,omitempty"`
 	Record       bool   `json:"record,omitempty"`
 	Profile      string `json:"profile,omitempty"`
+	IPLists
 }
 
 // StreamPatch is the body of PATCH /api/v1/streams/{app}/{name}: only the
@@ -244,6 +288,11 @@ type StreamPatch struct {
 	Profile      *string `json:"profile,omitempty"`
 	FeedPolicy   *string `json:"feed_policy,omitempty"`
 	Encryption   *bool   `json:"encryption,omitempty"`
+	// The IP lists are replaced whole; [] empties one.
+	PublishAllow *[]string `json:"publish_allow,omitempty"`
+	PublishDeny  *[]string `json:"publish_deny,omitempty"`
+	PlayAllow    *[]string `json:"play_allow,omitempty"`
+	PlayDeny     *[]string `json:"play_deny,omitempty"`
 }
 
 // Apply returns s with the present fields of p set, and the names of the
@@ -281,6 +330,24 @@ func (p StreamPatch) Apply(s Stream) (Stream, []string) {
 	if p.FeedPolicy != nil {
 		s.FeedPolicy = *p.FeedPolicy
 		fields = append(fields, "feed_policy")
+	}
+	for _, l := range []struct {
+		name string
+		from *[]string
+		to   *[]string
+	}{
+		{"publish_allow", p.PublishAllow, &s.PublishAllow},
+		{"publish_deny", p.PublishDeny, &s.PublishDeny},
+		{"play_allow", p.PlayAllow, &s.PlayAllow},
+		{"play_deny", p.PlayDeny, &s.PlayDeny},
+	} {
+		if l.from != nil {
+			*l.to = append([]string(nil), *l.from...)
+			if len(*l.to) == 0 {
+				*l.to = nil
+			}
+			fields = append(fields, l.name)
+		}
 	}
 	return s, fields
 }

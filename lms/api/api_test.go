@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -65,11 +66,52 @@ func TestPatchApply(t *testing.T) {
 	got, fields := p.Apply(base)
 	want := base
 	want.Enabled, want.Profile = false, ""
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Apply = %+v, want %+v", got, want)
 	}
 	if strings.Join(fields, ",") != "enabled,profile" {
 		t.Errorf("fields = %v", fields)
+	}
+}
+
+// TestPatchIPLists: a list present in the patch replaces the stream's, []
+// empties it, an absent one stays; bad entries do not validate.
+func TestPatchIPLists(t *testing.T) {
+	base := Stream{App: "live", Name: "x", PublishToken: "t",
+		IPLists: IPLists{PublishDeny: []string{"10.0.0.0/8"}, PlayDeny: []string{"127.0.0.2"}}}
+	tests := []struct {
+		name    string
+		patch   string
+		want    IPLists
+		fields  string
+		invalid bool
+	}{
+		{"replace one", `{"play_allow":["192.0.2.0/24"]}`,
+			IPLists{PublishDeny: []string{"10.0.0.0/8"}, PlayAllow: []string{"192.0.2.0/24"}, PlayDeny: []string{"127.0.0.2"}}, "play_allow", false},
+		{"empty one", `{"play_deny":[]}`, IPLists{PublishDeny: []string{"10.0.0.0/8"}}, "play_deny", false},
+		{"bad entry", `{"publish_allow":["nope"]}`,
+			IPLists{PublishAllow: []string{"nope"}, PublishDeny: []string{"10.0.0.0/8"}, PlayDeny: []string{"127.0.0.2"}}, "publish_allow", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var p StreamPatch
+			if err := json.Unmarshal([]byte(tt.patch), &p); err != nil {
+				t.Fatal(err)
+			}
+			got, fields := p.Apply(base)
+			if !reflect.DeepEqual(got.IPLists, tt.want) {
+				t.Errorf("lists %+v, want %+v", got.IPLists, tt.want)
+			}
+			if strings.Join(fields, ",") != tt.fields {
+				t.Errorf("fields %v", fields)
+			}
+			if err := got.Validate(); (err != nil) != tt.invalid {
+				t.Errorf("Validate: %v", err)
+			}
+		})
+	}
+	if len(base.PlayDeny) != 1 {
+		t.Error("Apply changed the stream it was given")
 	}
 }
 
