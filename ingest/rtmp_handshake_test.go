@@ -251,3 +251,20 @@ func FuzzRTMPHandshake(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkRTMPHandshakeReply is the server's cost of answering one
+// handshake (the reply, without the socket).
+func BenchmarkRTMPHandshakeReply(b *testing.B) {
+	digestC1, _ := hsDigestC1(1, 0)
+	for _, bc := range []struct {
+		name string
+		c1   []byte
+	}{{"simple", make([]byte, 1536)}, {"digest", digestC1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				rtmpHandshakeReply(bc.c1, 0, func(p []byte) { clear(p) })
+			}
+		})
+	}
+}
