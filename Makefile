@@ -12,7 +12,8 @@ all: build
 # deps installs what the server needs when it is missing: ffmpeg (slate,
 # transcoding). test-deps adds what the tests drive for real: nginx (CDN
 # edge), Debian's Chromium and node/npm with the pinned players (browser
-# tests); minio is built separately (below).
+# tests), GStreamer and rtmpdump (independent RTMP/RTSP clients,
+# e2e/interop_test.go); minio is built separately (below).
 deps:
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { echo "installing: ffmpeg"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
@@ -22,10 +23,16 @@ edge-deps:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "installing: nginx-light"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light >/dev/null; }
 
+GST_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp
+
 test-deps: deps edge-deps
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	for p in $(GST_PACKAGES) rtmpdump; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

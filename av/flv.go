@@ -2,6 +2,7 @@ package av
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -141,7 +142,7 @@ func TagToPacket(tagType uint8, timestamp uint32, body []byte) (*Packet, error) 
 
 // AppendTagBody appends the FLV tag body of p (tag header byte(s) + payload)
 // to dst and returns it with the tag type and timestamp (milliseconds of
-// DTS, wrapping at 2^32 as FLV does).
+// DTS, wrapping at 2^32 as FLV does; always 0 for onMetaData).
 //
 // Video tags get frame type 1 when p.Key is set and 2 otherwise, so set Key
 // on AVC sequence headers as encoders do. Audio tags always get the header
@@ -172,9 +173,22 @@ func AppendTagBody(dst []byte, p *Packet) ([]byte, uint8, uint32) {
 		return append(dst, p.Data...), TagAudio, ts
 
 	case p.Kind == KindData:
+		if IsMetaDataBody(p.Data) {
+			// Players (ffmpeg) take script data at any other time for a
+			// data track of its own, wherever onMetaData sits in the stream.
+			ts = 0
+		}
 		return append(dst, p.Data...), TagScript, ts
 	}
 	return dst, 0, 0
+}
+
+// IsMetaDataBody reports whether a script-data body is onMetaData (also in
+// the "@setDataFrame" form encoders send over RTMP).
+func IsMetaDataBody(b []byte) bool {
+	const set, meta = "\x02\x00\x0d@setDataFrame", "\x02\x00\x0aonMetaData"
+	b = bytes.TrimPrefix(b, []byte(set))
+	return bytes.HasPrefix(b, []byte(meta))
 }
 
 // AppendTag appends a whole FLV tag (11-byte tag header, body and the 4-byte

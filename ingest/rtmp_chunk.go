@@ -47,7 +47,7 @@ const (
 // two writers on one chunk stream would break each other's header
 // compression.
 const (
-	rtmpCSIDControl = 2 // protocol control; used directly only before go-rtmp writes
+	rtmpCSIDControl = 2 // protocol and user control (see rtmpUserControl)
 	rtmpCSIDStatus  = 20
 	rtmpCSIDAudio   = 21
 	rtmpCSIDVideo   = 22
@@ -384,8 +384,8 @@ func (s rtmpOnStatus) ToArgs(message.EncodingType) ([]any, error) {
 // deadline is set per socket call, but not more than once a second.
 const rtmpDeadlineSlack = time.Second
 
-// rtmpNetConn sits between a server socket and go-rtmp. Reads pass the
-// handshake through (checking C0), then check every chunk header with an
+// rtmpNetConn sits between a server socket and go-rtmp. It answers the
+// handshake itself (rtmp_handshake.go), then checks every chunk header with an
 // rtmpChunkParser before handing it on, so an oversized or malformed chunk
 // fails the read instead of reaching go-rtmp. Command and data messages
 // (AMF0 and AMF3 forms) are held until complete and handed on only once
@@ -406,7 +406,8 @@ type rtmpNetConn struct {
 	remote string
 
 	// read side: used by go-rtmp's connection goroutine only
-	hsLeft    int
+	hsLeft    int // handshake bytes go-rtmp has yet to read
+	hs        rtmpHandshakeState
 	pend      []byte
 	left      uint32
 	cur       *rtmpChunkStream
@@ -424,6 +425,7 @@ type rtmpNetConn struct {
 	rateBytes    int64
 
 	wmu          sync.Mutex
+	goWrites     rtmpWriteWatch // what go-rtmp wrote (rtmp_conn.go)
 	writeTimeout time.Duration
 	writeSetAt   time.Time
 
@@ -554,24 +556,11 @@ func (c *rtmpNetConn) read(p []byte) (int, error) {
 		return 0, nil
 	}
 	if c.hsLeft > 0 {
-		if c.hsLeft == rtmpHandshakeSize {
-			v, err := c.br.ReadByte()
-			if err != nil {
-				return 0, err
-			}
-			if v != rtmpVersion {
-				return 0, rtmpProtoErrorf("handshake version %d, want %d", v, rtmpVersion)
-			}
-			p[0] = v
-			c.hsLeft--
-			return 1, nil
-		}
-		n, err := c.br.Read(p[:min(len(p), c.hsLeft)])
-		c.hsLeft -= n
+		n, err := c.readHandshake(p) // rtmp_handshake.go
 		if c.hsLeft == 0 && c.parser.preAuth && c.setupTimeout > 0 {
 			c.setupBy = time.Now().Add(c.setupTimeout)
 		}
-		return n, noEOF(err)
+		return n, err
 	}
 	for len(c.pend) == 0 && c.left == 0 {
 		cs, n, err := c.parser.next(c.br)
@@ -692,7 +681,16 @@ func (c *rtmpNetConn) hold(cs *rtmpChunkStream, n uint32) error {
 const rtmpKeepBuffer = 64 << 10
 
 // Write is go-rtmp's path to the socket.
-func (c *rtmpNetConn) Write(p []byte) (int, error) { return c.writeRaw(p) }
+func (c *rtmpNetConn) Write(p []byte) (int, error) {
+	if c.hs.drop > 0 {
+		return c.writeHandshake(p) // rtmp_handshake.go
+	}
+	n, err := c.writeRaw(p)
+	if err == nil {
+		c.goWrites.saw(p) // rtmp_conn.go
+	}
+	return n, err
+}
 
 // writeRaw writes p at once, between whole chunks of go-rtmp's writer.
 func (c *rtmpNetConn) writeRaw(p []byte) (int, error) {

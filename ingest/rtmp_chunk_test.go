@@ -159,14 +159,13 @@ func TestRTMPChunkSetChunkSize(t *testing.T) {
 	}
 }
 
-// rtmpPipeFeed writes data into one end of a pipe and returns the other.
+// rtmpPipeFeed writes data into one end of a pipe and returns the other;
+// what is written to the other end (the handshake answer) is dropped.
 func rtmpPipeFeed(t *testing.T, data []byte) net.Conn {
 	a, b := net.Pipe()
 	t.Cleanup(func() { a.Close(); b.Close() })
-	go func() {
-		_, _ = a.Write(data)
-		a.Close()
-	}()
+	go func() { _, _ = a.Write(data) }()
+	go func() { _, _ = io.Copy(io.Discard, a) }()
 	return b
 }
 

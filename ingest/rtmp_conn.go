@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -379,15 +381,50 @@ func (c *rtmpConn) media(tagType uint8, ts uint32, payload io.Reader) error {
 	return fmt.Errorf("rtmp publish %s: %w", c.stream, err)
 }
 
-// OnFCUnpublish marks the end of the feed as intended by the encoder.
-func (c *rtmpConn) OnFCUnpublish(_ uint32, _ *message.NetStreamFCUnpublish) error {
+// OnFCPublish answers onFCPublish, which encoders written for Flash Media
+// Server wait for (or warn about) before they go on.
+func (c *rtmpConn) OnFCPublish(_ uint32, cmd *message.NetStreamFCPublish) error {
+	return c.fcReply("onFCPublish", "NetStream.Publish.Start", cmd.StreamName)
+}
+
+// OnFCUnpublish marks the end of the feed as intended by the encoder and
+// answers onFCUnpublish.
+func (c *rtmpConn) OnFCUnpublish(_ uint32, cmd *message.NetStreamFCUnpublish) error {
 	if c.fw != nil {
 		c.fw.Unpublish()
 	}
+	return c.fcReply("onFCUnpublish", "NetStream.Unpublish.Success", cmd.StreamName)
+}
+
+// fcReply sends an onFCPublish or onFCUnpublish on the control stream. The
+// name is the encoder's, query (token) left out. A failed write is left to
+// the read side to report: encoders often close right after FCUnpublish.
+func (c *rtmpConn) fcReply(name, code, streamName string) error {
+	streamName, _, _ = strings.Cut(streamName, "?")
+	typeID, payload, err := rtmpEncodeCommand(name, 0, rtmpOnStatus{level: "status", code: code, description: streamName})
+	if err != nil {
+		return err
+	}
+	_ = c.write(rtmpAppendMessage(nil, rtmpCSIDStatus, typeID, 0, 0, payload, c.s.cfg.ChunkSize))
 	return nil
 }
 
+// OnDeleteStream ends the publish or play on the stream deleted. Without a
+// stream ID (GStreamer names the stream instead, see
+// rtmpDecodeDeleteStream) it is the connection's publish or play stream.
+// go-rtmp then deletes the stream.
 func (c *rtmpConn) OnDeleteStream(_ uint32, cmd *message.NetStreamDeleteStream) error {
+	if cmd.StreamID == 0 {
+		switch {
+		case c.pubStreamID != 0:
+			cmd.StreamID = c.pubStreamID
+		case c.playStreamID != 0:
+			cmd.StreamID = c.playStreamID
+		default:
+			c.setReason(slog.LevelInfo, "deleteStream without a stream")
+			return errors.New("rtmp deleteStream: no stream to delete")
+		}
+	}
 	switch {
 	case c.fw != nil && cmd.StreamID == c.pubStreamID:
 		c.fw.Unpublish()
@@ -398,10 +435,27 @@ func (c *rtmpConn) OnDeleteStream(_ uint32, cmd *message.NetStreamDeleteStream) 
 	return nil
 }
 
+// OnUnknownCommandMessage takes closeStream, which ends this connection's
+// publish or play as deleteStream does (the stream itself stays); other
+// commands (FCSubscribe, getStreamLength...) are ignored.
+func (c *rtmpConn) OnUnknownCommandMessage(_ uint32, cmd *message.CommandMessage) error {
+	if cmd.CommandName != "closeStream" {
+		return nil
+	}
+	switch {
+	case c.fw != nil:
+		c.fw.Unpublish()
+		c.endPublish()
+	case c.playCancel != nil:
+		c.playCancel()
+	}
+	return nil
+}
+
 // OnPlay authorizes a player, subscribes it and starts its writer.
 // go-rtmp answers NetStream.Play.Failed for an error returned here, and
-// NetStream.Play.Start itself after success; the writer sends its own
-// Play.Reset/Play.Start first so they precede the media it writes.
+// NetStream.Play.Start after success (the only Play.Start the player gets);
+// the writer starts with the media once that is out.
 func (c *rtmpConn) OnPlay(sctx *rtmp.StreamContext, _ uint32, cmd *message.NetStreamPlay) error {
 	if c.role != "" {
 		return fmt.Errorf("rtmp play: connection is already %sing %s", c.role, c.stream)
@@ -429,17 +483,12 @@ func (c *rtmpConn) OnPlay(sctx *rtmp.StreamContext, _ uint32, cmd *message.NetSt
 	c.rc.stopReadDeadline()
 
 	sid := sctx.StreamID
-	var out []byte
-	if typeID, payload, err := rtmpEncode(&message.UserCtrl{Event: &message.UserCtrlEventStreamBegin{StreamID: sid}}); err == nil {
-		out = rtmpAppendMessage(out, rtmpCSIDStatus, typeID, 0, 0, payload, c.s.cfg.ChunkSize)
-	}
+	// Stream Begin (a user control message, so on chunk stream 2) and
+	// Play.Reset go out now; go-rtmp sends Play.Start once this returns,
+	// and the player's writer waits for it to be out before the media.
+	out := rtmpUserControl(nil, &message.UserCtrlEventStreamBegin{StreamID: sid})
 	out = c.statusChunks(out, sid, "status", "NetStream.Play.Reset", "Playing and resetting "+stream+".")
-	out = c.statusChunks(out, sid, "status", string(message.NetStreamOnStatusCodePlayStart), "Started playing "+stream+".")
-	// |RtmpSampleAccess(true, true): Flash players want it to read the data.
-	sampleAccess := []byte{0x02, 0x00, 0x11}
-	sampleAccess = append(sampleAccess, "|RtmpSampleAccess"...)
-	sampleAccess = append(sampleAccess, 0x01, 0x01, 0x01, 0x01)
-	out = rtmpAppendMessage(out, rtmpCSIDStatus, uint8(message.TypeIDDataMessageAMF0), sid, 0, sampleAccess, c.s.cfg.ChunkSize)
+	started := c.rc.goWrites.arm(rtmpPlayStartMarker)
 	if err := c.write(out); err != nil {
 		r.Close()
 		return fmt.Errorf("rtmp play %s: %w", stream, err)
@@ -448,7 +497,7 @@ func (c *rtmpConn) OnPlay(sctx *rtmp.StreamContext, _ uint32, cmd *message.NetSt
 	ctx, cancel := context.WithCancel(c.s.ctx)
 	c.playCancel = cancel
 	c.s.wg.Add(1)
-	go c.runPlayer(ctx, r, sid)
+	go c.runPlayer(ctx, r, sid, started)
 	c.s.log.Info("rtmp play started", "remote", c.remote, "stream", stream)
 	return nil
 }
@@ -467,14 +516,28 @@ func (c *rtmpConn) refusePlay(sid uint32, stream string, err error) error {
 
 // runPlayer copies packets from r to the player as RTMP messages, written
 // directly (see rtmpNetConn) in batches.
-func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32) {
+func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32, started <-chan struct{}) {
 	defer c.s.wg.Done()
 	defer r.Close()
 	chunkSize := c.s.cfg.ChunkSize
+	wait := time.NewTimer(rtmpPlayStartWait)
+	select {
+	case <-started:
+	case <-wait.C: // go-rtmp could not send it; play anyway
+	case <-ctx.Done():
+		wait.Stop()
+		return
+	}
+	wait.Stop()
+	// |RtmpSampleAccess(true, true): Flash players want it to read the data.
+	sampleAccess := []byte{0x02, 0x00, 0x11}
+	sampleAccess = append(sampleAccess, "|RtmpSampleAccess"...)
+	sampleAccess = append(sampleAccess, 0x01, 0x01, 0x01, 0x01)
 	var (
-		pkts      []*av.Packet
-		body, out []byte
-		err       error
+		pkts []*av.Packet
+		body []byte
+		out  = rtmpAppendMessage(nil, rtmpCSIDStatus, uint8(message.TypeIDDataMessageAMF0), sid, 0, sampleAccess, chunkSize)
+		err  error
 	)
 	flush := func() bool {
 		if len(out) == 0 {
@@ -541,10 +604,7 @@ func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32) {
 // EOF) so it ends cleanly rather than on a dropped connection.
 func (c *rtmpConn) stopPlay(sid uint32) {
 	out := c.statusChunks(nil, sid, "status", "NetStream.Play.Stop", "Stopped playing "+c.stream+".")
-	if typeID, payload, err := rtmpEncode(&message.UserCtrl{Event: &message.UserCtrlEventStreamEOF{StreamID: sid}}); err == nil {
-		out = rtmpAppendMessage(out, rtmpCSIDStatus, typeID, 0, 0, payload, c.s.cfg.ChunkSize)
-	}
-	_ = c.write(out)
+	_ = c.write(rtmpUserControl(out, &message.UserCtrlEventStreamEOF{StreamID: sid}))
 }
 
 // OnClose ends the publish or play; the socket is closed by go-rtmp after
@@ -556,4 +616,102 @@ func (c *rtmpConn) OnClose() {
 		c.playCancel()
 		_ = c.rc.nc.Close()
 	}
+}
+
+// rtmpUserControl appends a user control message (Stream Begin, Stream EOF)
+// to dst. User control messages belong on chunk stream 2, message stream 0
+// (RTMP specification §6.2; GStreamer warns otherwise). go-rtmp writes on
+// chunk stream 2 too, but only small control messages whose header it
+// sends in full or relative to one of the same type and length, which a
+// user control message of 6 bytes at timestamp 0 keeps valid.
+func rtmpUserControl(dst []byte, event message.UserCtrlEvent) []byte {
+	typeID, payload, err := rtmpEncode(&message.UserCtrl{Event: event})
+	if err != nil {
+		return dst // cannot happen with these events
+	}
+	return rtmpAppendMessage(dst, rtmpCSIDControl, typeID, 0, 0, payload, rtmpDefaultChunkSize)
+}
+
+// rtmpPlayStartMarker is in go-rtmp's NetStream.Play.Start chunk.
+var rtmpPlayStartMarker = []byte(message.NetStreamOnStatusCodePlayStart)
+
+// rtmpPlayStartWait bounds a player writer's wait for go-rtmp's Play.Start
+// (go-rtmp gives up on a write after 5 s).
+const rtmpPlayStartWait = 6 * time.Second
+
+// rtmpWriteWatch tells when go-rtmp has written a chunk holding a marker
+// (rtmpNetConn.Write calls saw after each of go-rtmp's writes went out).
+type rtmpWriteWatch struct {
+	armed atomic.Pointer[rtmpWatch]
+}
+
+type rtmpWatch struct {
+	marker []byte
+	done   chan struct{}
+}
+
+// arm returns a channel closed once go-rtmp wrote a chunk holding marker.
+func (w *rtmpWriteWatch) arm(marker []byte) <-chan struct{} {
+	a := &rtmpWatch{marker: marker, done: make(chan struct{})}
+	w.armed.Store(a)
+	return a.done
+}
+
+// saw checks a chunk go-rtmp wrote.
+func (w *rtmpWriteWatch) saw(p []byte) {
+	a := w.armed.Load()
+	if a == nil || !bytes.Contains(p, a.marker) {
+		return
+	}
+	if w.armed.CompareAndSwap(a, nil) {
+		close(a.done)
+	}
+}
+
+// go-rtmp's decoders for deleteStream and closeStream fail on forms
+// clients send: GStreamer's rtmp2 names the stream in deleteStream instead
+// of giving its ID, and closeStream comes with and without arguments. These
+// accept any form; the connection decides what is deleted (OnDeleteStream).
+// Command bodies reach them checked by av.CheckAMF0.
+func init() {
+	message.CmdBodyDecoders["deleteStream"] = rtmpDecodeDeleteStream
+	message.CmdBodyDecoders["closeStream"] = rtmpDecodeCloseStream
+}
+
+// rtmpDecodeArgs decodes up to len(args) values, fewer when the body ends.
+func rtmpDecodeArgs(name string, d message.AMFDecoder, args []any) error {
+	for i := range args {
+		if err := d.Decode(&args[i]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("decode %s args[%d]: %w", name, i, err)
+		}
+	}
+	return nil
+}
+
+// rtmpDecodeDeleteStream decodes deleteStream(commandObject, streamID);
+// StreamID is 0 when the second value is missing or not a stream ID.
+func rtmpDecodeDeleteStream(_ io.Reader, d message.AMFDecoder, v *message.AMFConvertible) error {
+	var args [2]any
+	if err := rtmpDecodeArgs("deleteStream", d, args[:]); err != nil {
+		return err
+	}
+	cmd := &message.NetStreamDeleteStream{}
+	if f, ok := args[1].(float64); ok && f >= 1 && f <= math.MaxUint32 && f == math.Trunc(f) {
+		cmd.StreamID = uint32(f)
+	}
+	*v = cmd
+	return nil
+}
+
+// rtmpDecodeCloseStream decodes closeStream with any arguments.
+func rtmpDecodeCloseStream(_ io.Reader, d message.AMFDecoder, v *message.AMFConvertible) error {
+	var args [2]any
+	if err := rtmpDecodeArgs("closeStream", d, args[:]); err != nil {
+		return err
+	}
+	*v = &message.NetStreamCloseStream{}
+	return nil
 }

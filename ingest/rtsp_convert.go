@@ -13,10 +13,12 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpfragmented"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/bluenviron/gortsplib/v4/pkg/sdp"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/pion/rtp"
 
 	"github.com/livefuse/livefuse/av"
@@ -32,11 +34,15 @@ type rtspPTSFunc func(medi *description.Media, pkt *rtp.Packet) (int64, bool)
 
 // rtspTracks are the medias of a session livefuse uses.
 type rtspTracks struct {
-	videoMedia  *description.Media
-	video       *format.H264
-	audioMedia  *description.Media
-	audio       *format.MPEG4Audio
-	audioConfig []byte // AudioSpecificConfig exactly as the SDP carries it
+	videoMedia *description.Media
+	video      *format.H264
+	audioMedia *description.Media
+	// audio is AAC as *format.MPEG4Audio (mpeg4-generic, RFC 3640) or
+	// *format.MPEG4AudioLATM (MP4A-LATM, RFC 6416, with its
+	// StreamMuxConfig in the SDP, as GStreamer's rtspclientsink sends).
+	audio       format.Format
+	audioASC    *mpeg4audio.AudioSpecificConfig
+	audioConfig []byte // AudioSpecificConfig; for mpeg4-generic exactly as the SDP carries it
 	skipped     []string
 }
 
@@ -67,11 +73,24 @@ func rtspPickTracks(desc *description.Session, sdpBody []byte, strict bool) (*rt
 				case f.Config == nil || f.Config.SampleRate <= 0:
 					reason = "AAC without a config"
 				default:
-					t.audioMedia, t.audio = medi, f
+					t.audioMedia, t.audio, t.audioASC = medi, f, f.Config
 					t.audioConfig = rtspSDPAudioConfig(sdpBody, i, f)
 				}
 			case *format.MPEG4AudioLATM:
-				reason = "MPEG-4 audio in LATM (only mpeg4-generic AAC)"
+				asc, why := rtspLATMConfig(f)
+				switch {
+				case t.audio != nil:
+					reason = "a second AAC track"
+				case why != "":
+					reason = why
+				default:
+					cfg, err := asc.Marshal()
+					if err != nil {
+						reason = "MP4A-LATM: " + err.Error()
+						break
+					}
+					t.audioMedia, t.audio, t.audioASC, t.audioConfig = medi, f, asc, cfg
+				}
 			default:
 				reason = forma.Codec()
 			}
@@ -89,6 +108,33 @@ func rtspPickTracks(desc *description.Session, sdpBody []byte, strict bool) (*rt
 		return nil, fmt.Errorf("%w: no H.264 or AAC track", errRTSPUnsupported)
 	}
 	return t, nil
+}
+
+// rtspLATMConfig returns the AudioSpecificConfig of an MP4A-LATM track, or
+// why livefuse cannot take it: the config must be in the SDP (cpresent=0;
+// an in-band config could change mid-stream) and describe one program of
+// one AAC layer.
+//
+// What the StreamMuxConfig says after the AudioSpecificConfig (frame
+// length type, other data) is not used: GStreamer's rtpmp4apay ends its
+// config with the encoder's AudioSpecificConfig (5 bytes from libav's
+// encoder, whose SBR signalling gortsplib does not read), so those fields
+// come out as garbage. AAC in LATM always carries frame lengths in the
+// element (frame length type 0); rtspLATMFrames reads it that way, as
+// ffmpeg does.
+func rtspLATMConfig(f *format.MPEG4AudioLATM) (*mpeg4audio.AudioSpecificConfig, string) {
+	c := f.StreamMuxConfig
+	switch {
+	case f.CPresent || c == nil:
+		return nil, "MP4A-LATM with its config in band (cpresent=1)"
+	case len(c.Programs) != 1 || len(c.Programs[0].Layers) != 1:
+		return nil, "MP4A-LATM with several programs or layers"
+	}
+	asc := c.Programs[0].Layers[0].AudioSpecificConfig
+	if asc == nil || asc.SampleRate <= 0 {
+		return nil, "MP4A-LATM without an audio config"
+	}
+	return asc, ""
 }
 
 // rtspSDPAudioConfig returns the config= bytes of the fmtp line of media
@@ -176,9 +222,13 @@ type rtspVideo struct {
 }
 
 type rtspAudio struct {
-	media     *description.Media
-	format    *format.MPEG4Audio
-	dec       *rtpmpeg4audio.Decoder
+	media       *description.Media
+	payloadType uint8
+	asc         *mpeg4audio.AudioSpecificConfig
+	// decode returns the AAC frames (raw, as FLV carries them) of an RTP
+	// packet; rtpmpeg4audio.ErrMorePacketsNeeded or
+	// rtpfragmented.ErrMorePacketsNeeded while a frame is incomplete.
+	decode    func(*rtp.Packet) ([][]byte, error)
 	config    []byte
 	frameLen  int64 // samples per AAC frame, in clock-rate units
 	clockRate int
@@ -204,20 +254,78 @@ func newRTSPConverter(t *rtspTracks, pts rtspPTSFunc, write func(*av.Packet), lo
 		c.video = v
 	}
 	if t.audio != nil {
-		dec, err := t.audio.CreateDecoder()
+		decode, err := rtspAudioDecoder(t.audio)
 		if err != nil {
-			return nil, fmt.Errorf("aac rtp decoder: %w", err)
+			return nil, err
 		}
 		frameLen := int64(1024)
-		if t.audio.Config.FrameLengthFlag {
+		if t.audioASC.FrameLengthFlag {
 			frameLen = 960
 		}
 		c.audio = &rtspAudio{
-			media: t.audioMedia, format: t.audio, dec: dec,
+			media: t.audioMedia, payloadType: t.audio.PayloadType(), asc: t.audioASC, decode: decode,
 			config: t.audioConfig, frameLen: frameLen, clockRate: t.audio.ClockRate(),
 		}
 	}
 	return c, nil
+}
+
+// rtspAudioDecoder returns the frame decoder for an AAC track: gortsplib's
+// for mpeg4-generic; for MP4A-LATM gortsplib's reassembly of the
+// AudioMuxElement, then rtspLATMFrames.
+func rtspAudioDecoder(f format.Format) (func(*rtp.Packet) ([][]byte, error), error) {
+	switch f := f.(type) {
+	case *format.MPEG4Audio:
+		dec, err := f.CreateDecoder()
+		if err != nil {
+			return nil, fmt.Errorf("aac rtp decoder: %w", err)
+		}
+		return dec.Decode, nil
+	case *format.MPEG4AudioLATM:
+		dec, err := f.CreateDecoder()
+		if err != nil {
+			return nil, fmt.Errorf("mp4a-latm rtp decoder: %w", err)
+		}
+		subFrames := int(f.StreamMuxConfig.NumSubFrames) + 1
+		return func(pkt *rtp.Packet) ([][]byte, error) {
+			el, err := dec.Decode(pkt)
+			if err != nil {
+				return nil, err
+			}
+			return rtspLATMFrames(subFrames, el)
+		}, nil
+	}
+	return nil, fmt.Errorf("%w: audio format %s", errRTSPUnsupported, f.Codec())
+}
+
+// rtspLATMFrames returns the AAC frames of an AudioMuxElement of
+// subFrames subframes, one program of one layer each, without a config in
+// band (cpresent=0; ISO 14496-3 §1.7.3): each frame is its length (bytes of
+// 255 summed, up to one below 255), then the frame. Lengths are checked
+// against what is left; bytes after the last frame (other data) are
+// ignored. The frames share element's memory.
+func rtspLATMFrames(subFrames int, element []byte) ([][]byte, error) {
+	frames := make([][]byte, 0, subFrames)
+	for range subFrames {
+		n := 0
+		for {
+			if len(element) == 0 {
+				return nil, errors.New("mp4a-latm: element ends inside a frame length")
+			}
+			b := element[0]
+			element = element[1:]
+			n += int(b)
+			if b != 255 {
+				break
+			}
+		}
+		if n > len(element) {
+			return nil, fmt.Errorf("mp4a-latm: frame of %d bytes, %d left in the element", n, len(element))
+		}
+		frames = append(frames, element[:n:n])
+		element = element[n:]
+	}
+	return frames, nil
 }
 
 // close stops the converter; packets after it are ignored.
@@ -237,7 +345,7 @@ func (c *rtspConverter) handleRTP(medi *description.Media, pkt *rtp.Packet) {
 	switch {
 	case c.video != nil && medi == c.video.media && pkt.PayloadType == c.video.format.PayloadTyp:
 		c.handleVideo(pkt)
-	case c.audio != nil && medi == c.audio.media && pkt.PayloadType == c.audio.format.PayloadTyp:
+	case c.audio != nil && medi == c.audio.media && pkt.PayloadType == c.audio.payloadType:
 		c.handleAudio(pkt)
 	}
 }
@@ -270,9 +378,9 @@ func (c *rtspConverter) start(dts time.Duration) {
 		}
 	}
 	if a := c.audio; a != nil {
-		rate, chans = a.format.Config.SampleRate, a.format.Config.ChannelCount
-		if a.format.Config.ExtensionSampleRate != 0 {
-			rate = a.format.Config.ExtensionSampleRate
+		rate, chans = a.asc.SampleRate, a.asc.ChannelCount
+		if a.asc.ExtensionSampleRate != 0 {
+			rate = a.asc.ExtensionSampleRate
 		}
 	}
 	c.write(&av.Packet{
@@ -427,9 +535,9 @@ func (c *rtspConverter) handleAccessUnit(au [][]byte, pts int64) {
 func (c *rtspConverter) handleAudio(pkt *rtp.Packet) {
 	a := c.audio
 	pts, ok := c.pts(a.media, pkt)
-	aus, err := a.dec.Decode(pkt)
+	aus, err := a.decode(pkt)
 	if err != nil {
-		if !errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded) {
+		if !errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded) && !errors.Is(err, rtpfragmented.ErrMorePacketsNeeded) {
 			c.decodeErr("audio", err)
 		}
 		return

@@ -157,6 +157,9 @@ func (o *flvOut) appendTag(p *av.Packet) {
 		o.head = o.head[:start]
 		return
 	}
+	if p.Kind == av.KindData && av.IsMetaDataBody(p.Data) {
+		ts = 0 // as AppendTagBody does for the whole packet
+	}
 	size := len(o.head) - start - av.TagHeaderSize + len(p.Data)
 	switch {
 	case len(p.Data) < o.inline:
