@@ -26,29 +26,38 @@ const maxBeaconBatch = 100
 // up to 100, each checked (session, vendor, event, ranges). Unknown fields
 // are ignored.
 func ParseBeacons(b []byte) ([]bus.Beacon, error) {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 {
-		return nil, fmt.Errorf("beacon: empty body: %w", ErrMalformed)
-	}
-	var out []bus.Beacon
-	if b[0] == '[' {
-		if err := json.Unmarshal(b, &out); err != nil {
-			return nil, fmt.Errorf("beacon: %v: %w", err, ErrMalformed)
-		}
-		if len(out) == 0 || len(out) > maxBeaconBatch {
-			return nil, fmt.Errorf("beacon: batch of %d (1-%d): %w", len(out), maxBeaconBatch, ErrMalformed)
-		}
-	} else {
-		var one bus.Beacon
-		if err := json.Unmarshal(b, &one); err != nil {
-			return nil, fmt.Errorf("beacon: %v: %w", err, ErrMalformed)
-		}
-		out = []bus.Beacon{one}
+	out, err := decodeBatch[bus.Beacon](b)
+	if err != nil {
+		return nil, err
 	}
 	for i := range out {
 		if err := checkBeacon(out[i]); err != nil {
 			return nil, err
 		}
+	}
+	return out, nil
+}
+
+// decodeBatch decodes a POST /qos body: one JSON object or an array of 1
+// to maxBeaconBatch (the body itself is capped by the handler).
+func decodeBatch[T any](b []byte) ([]T, error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return nil, fmt.Errorf("beacon: empty body: %w", ErrMalformed)
+	}
+	if b[0] != '[' {
+		var one T
+		if err := json.Unmarshal(b, &one); err != nil {
+			return nil, fmt.Errorf("beacon: %v: %w", err, ErrMalformed)
+		}
+		return []T{one}, nil
+	}
+	var out []T
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("beacon: %v: %w", err, ErrMalformed)
+	}
+	if len(out) == 0 || len(out) > maxBeaconBatch {
+		return nil, fmt.Errorf("beacon: batch of %d (1-%d): %w", len(out), maxBeaconBatch, ErrMalformed)
 	}
 	return out, nil
 }
@@ -286,24 +295,9 @@ type wireBeacon struct {
 // parseWireBeacons decodes a POST /qos body: one object or an array of 1
 // to maxBeaconBatch. Fields are checked once the token is (check).
 func parseWireBeacons(b []byte) ([]wireBeacon, error) {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 {
-		return nil, fmt.Errorf("beacon: empty body: %w", ErrMalformed)
-	}
-	var out []wireBeacon
-	if b[0] == '[' {
-		if err := json.Unmarshal(b, &out); err != nil {
-			return nil, fmt.Errorf("beacon: %v: %w", err, ErrMalformed)
-		}
-		if len(out) == 0 || len(out) > maxBeaconBatch {
-			return nil, fmt.Errorf("beacon: batch of %d (1-%d): %w", len(out), maxBeaconBatch, ErrMalformed)
-		}
-	} else {
-		var one wireBeacon
-		if err := json.Unmarshal(b, &one); err != nil {
-			return nil, fmt.Errorf("beacon: %v: %w", err, ErrMalformed)
-		}
-		out = []wireBeacon{one}
+	out, err := decodeBatch[wireBeacon](b)
+	if err != nil {
+		return nil, err
 	}
 	for i := range out {
 		if len(out[i].Token) > authkey.MaxSessionToken {

@@ -148,6 +148,9 @@ type server struct {
 	logMu                     sync.Mutex
 	log                       bytes.Buffer
 	exited                    chan struct{}
+	// readyGet, when set, fetches /readyz (an HTTPS API needs its client;
+	// it may rewrite the URL's scheme).
+	readyGet func(url string) (*http.Response, error)
 }
 
 const apiToken = "e2e-api-token"
@@ -209,7 +212,12 @@ func (s *server) start() {
 			t.Fatalf("livefuse exited at start:\n%s", s.logs())
 		default:
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", s.apiPort))
+		ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", s.apiPort)
+		get := http.Get
+		if s.readyGet != nil {
+			get = s.readyGet
+		}
+		resp, err := get(ready)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {

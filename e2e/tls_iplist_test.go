@@ -220,33 +220,10 @@ lms: {%s}
 
 // start runs the binary and waits for /readyz over the API's scheme.
 func (g *guardedServer) start() {
-	s, t := g.server, g.t
-	s.cmd = exec.Command(env.bin, "serve", "--config", s.cfgPath)
-	s.cmd.Stdout = &lockedWriter{mu: &s.logMu, w: &s.log}
-	s.cmd.Stderr = s.cmd.Stdout
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
+	g.server.readyGet = func(url string) (*http.Response, error) {
+		return g.httpClient.Get(g.scheme + strings.TrimPrefix(url, "http"))
 	}
-	s.exited = make(chan struct{})
-	go func() { s.cmd.Wait(); close(s.exited) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.exited:
-			t.Fatalf("livefuse exited at start:\n%s", s.logs())
-		default:
-		}
-		resp, err := g.httpClient.Get(fmt.Sprintf("%s://127.0.0.1:%d/readyz", g.scheme, s.apiPort))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("livefuse not ready in 30 s:\n%s", s.logs())
+	g.server.start()
 }
 
 func (g *guardedServer) mediaURL(path string) string {
