@@ -2,14 +2,17 @@ package netguard
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -169,5 +172,68 @@ func TestHTTPListenerTLS(t *testing.T) {
 	os.Chtimes(kf, future, future)
 	if _, cn := get(); cn != "two.test" {
 		t.Fatalf("after the renewal: served %s, want two.test", cn)
+	}
+}
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestHTTPListenerLogsTimeouts: the connections the server closes on its
+// own timeouts (idle keep-alive, a body cut at read_timeout), which
+// net/http closes silently, are logged with the client's address.
+func TestHTTPListenerLogsTimeouts(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := HTTPConfig{ReadHeaderTimeout: time.Second, ReadTimeout: 200 * time.Millisecond, IdleTimeout: 200 * time.Millisecond}
+	l, err := NewHTTPListener("127.0.0.1:0", "test", c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+	}), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.Serve()
+	defer l.Server.Close()
+	tests := []struct {
+		name, request, reason string
+	}{
+		{"idle keep-alive", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "idle for idle_timeout"},
+		{"slow body", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab", "request body not read within read_timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			if _, err := io.WriteString(nc, tt.request); err != nil {
+				t.Fatal(err)
+			}
+			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.Copy(io.Discard, nc) // until the server closes
+			want := "remote=" + nc.LocalAddr().String()
+			for range 50 {
+				if s := logs.String(); strings.Contains(s, want) && strings.Contains(s, tt.reason) {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Fatalf("no %q line for %s in:\n%s", tt.reason, want, logs.String())
+		})
 	}
 }
