@@ -560,7 +560,7 @@ func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32, st
 			if ctx.Err() == nil {
 				c.setReason(slog.LevelInfo, "stream ended: "+err.Error())
 				c.stopPlay(sid)
-				_ = c.rc.nc.Close()
+				c.endGently()
 			}
 			return
 		}
@@ -714,4 +714,32 @@ func rtmpDecodeCloseStream(_ io.Reader, d message.AMFDecoder, v *message.AMFConv
 	}
 	*v = &message.NetStreamCloseStream{}
 	return nil
+}
+
+// rtmpLinger is how long a player whose stream ended may take to close its
+// side after the server has closed its own.
+const rtmpLinger = 2 * time.Second
+
+// endGently ends a player's connection after the last status message:
+// it closes the server's sending side and leaves reading to go-rtmp until
+// the player closes, or rtmpLinger passes. Closing the socket at once
+// while the player's last messages (SetBufferLength, say) were unread
+// made the kernel answer with a reset, which could discard Play.Stop
+// before the player read it.
+func (c *rtmpConn) endGently() {
+	nc := c.rc.nc
+	for {
+		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+			if cw.CloseWrite() == nil && c.rc.nc.SetReadDeadline(time.Now().Add(rtmpLinger)) == nil {
+				return
+			}
+			break
+		}
+		u, ok := nc.(interface{ Unwrap() net.Conn })
+		if !ok {
+			break
+		}
+		nc = u.Unwrap()
+	}
+	_ = c.rc.nc.Close()
 }
