@@ -12,11 +12,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -57,7 +60,8 @@ commands (NAME is "name" or "app/name"):
   cdn vendors|vendor NAME|plan|quality VENDOR|blacklist list|add|rm ...
          (the CDN mixer; livectl cdn for its usage)
 
-environment: LIVEFUSE_API (default ` + defaultAPI + `), LIVEFUSE_TOKEN
+environment: LIVEFUSE_API (default ` + defaultAPI + `), LIVEFUSE_TOKEN, LIVEFUSE_CA_FILE
+(--ca-file: the CA of an https:// API with a private certificate)
 `
 
 // errUsage marks a command-line mistake (exit code 2).
@@ -70,6 +74,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	fs.SetOutput(io.Discard)
 	apiURL := fs.String("api", "", "control API base URL (env LIVEFUSE_API)")
 	token := fs.String("token", "", "API bearer token (env LIVEFUSE_TOKEN)")
+	caFile := fs.String("ca-file", "", "PEM file of the CA that signed an https:// API's certificate (env LIVEFUSE_CA_FILE)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usageText)
@@ -84,14 +89,22 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if *token == "" {
 		*token = getenv("LIVEFUSE_TOKEN")
 	}
+	if *caFile == "" {
+		*caFile = getenv("LIVEFUSE_CA_FILE")
+	}
 	rest := fs.Args()
 	if len(rest) >= 1 && rest[0] == "decrypt" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return decrypt(ctx, rest[1:], stdout, stderr)
 	}
+	c, err := newClient(*apiURL, *token, *caFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "livectl: %v\n", err)
+		return 2
+	}
 	if len(rest) >= 1 && rest[0] == "cdn" {
-		return cdn(api.NewClient(*apiURL, *token), rest[1:], stdout, stderr)
+		return cdn(c, rest[1:], stdout, stderr)
 	}
 	if len(rest) < 2 || rest[0] != "streams" {
 		if len(rest) == 1 && rest[0] == "help" {
@@ -101,7 +114,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprint(stderr, usageText)
 		return 2
 	}
-	c := api.NewClient(*apiURL, *token)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	return exitCode(streams(ctx, c, rest[1], rest[2:], stdout), usageText, stderr)
@@ -425,4 +437,27 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// newClient returns the API client; with caFile, an https:// API is
+// trusted when its certificate chains to that CA (a private CA the system
+// does not know).
+func newClient(apiURL, token, caFile string) (*api.Client, error) {
+	c := api.NewClient(apiURL, token)
+	if caFile == "" {
+		return c, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca file %s: no PEM certificate in it", caFile)
+	}
+	c.HTTPClient.Transport = &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2: true,
+	}
+	return c, nil
 }

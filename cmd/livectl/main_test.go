@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/pem"
+	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -35,6 +39,14 @@ func (onAir) Kick(app, name string) error {
 // newAPI runs the real control API (embedded etcd in a temp dir) in httptest.
 func newAPI(t *testing.T) string {
 	t.Helper()
+	ts := httptest.NewServer(newAPIHandler(t))
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// newAPIHandler is the real control API's handler on a fresh store.
+func newAPIHandler(t *testing.T) http.Handler {
+	t.Helper()
 	cfg := lms.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.APIToken = token
@@ -52,9 +64,48 @@ func newAPI(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
+	return srv.Handler()
+}
+
+// TestCAFile: an https:// API with a private certificate is refused
+// unless --ca-file (or LIVEFUSE_CA_FILE) names its CA.
+func TestCAFile(t *testing.T) {
+	ts := httptest.NewTLSServer(newAPIHandler(t))
 	t.Cleanup(ts.Close)
-	return ts.URL
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notPEM := filepath.Join(t.TempDir(), "x.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    int
+		wantErr string
+	}{
+		{"system roots only", []string{"streams", "list"}, nil, 1, "certificate"},
+		{"flag", []string{"--ca-file", ca, "streams", "list"}, nil, 0, ""},
+		{"environment", []string{"streams", "list"}, map[string]string{"LIVEFUSE_CA_FILE": ca}, 0, ""},
+		{"missing file", []string{"--ca-file", ca + ".none", "streams", "list"}, nil, 2, "ca file"},
+		{"no certificate in it", []string{"--ca-file", notPEM, "streams", "list"}, nil, 2, "no PEM certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"LIVEFUSE_API": ts.URL, "LIVEFUSE_TOKEN": token}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			var out, errb bytes.Buffer
+			got := run(tt.args, func(k string) string { return env[k] }, &out, &errb)
+			if got != tt.want || !strings.Contains(errb.String(), tt.wantErr) {
+				t.Fatalf("exit %d (stderr %q), want %d with %q", got, errb.String(), tt.want, tt.wantErr)
+			}
+		})
+	}
 }
 
 func TestRun(t *testing.T) {
