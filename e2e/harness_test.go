@@ -368,11 +368,17 @@ func push(t *testing.T, url string, loop bool, extra ...string) *exec.Cmd {
 // waitLive polls the HTTP-FLV URL until the stream answers 200.
 func waitLive(t *testing.T, url string, within time.Duration) {
 	t.Helper()
+	waitLiveWith(t, http.DefaultClient, url, within)
+}
+
+// waitLiveWith polls url with c until it answers 200.
+func waitLiveWith(t *testing.T, c *http.Client, url string, within time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := c.Do(req)
 		if err == nil {
 			code := resp.StatusCode
 			resp.Body.Close()

@@ -255,29 +255,6 @@ func (g *guardedServer) apiDo(method, path string, body, out any) int {
 	return resp.StatusCode
 }
 
-// waitLiveWith polls u with c until it answers 200.
-func waitLiveWith(t *testing.T, c *http.Client, u string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
-		resp, err := c.Do(req)
-		if err == nil {
-			code := resp.StatusCode
-			resp.Body.Close()
-			cancel()
-			if code == 200 {
-				return
-			}
-		} else {
-			cancel()
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s not live within %v", u, within)
-}
-
 // peerSerial returns the serial of the certificate served on addr.
 func peerSerial(t *testing.T, ca *testCA, addr string) int64 {
 	t.Helper()
