@@ -260,12 +260,18 @@ func (s *switcher) detach(idx int, f *Feed, clean bool) (end bool) {
 	if s.pending == idx {
 		s.pending = noFeed
 	}
-	if s.active == idx {
-		reason := "feed " + feedName(idx) + " publisher gone"
-		if clean {
-			reason = "feed " + feedName(idx) + " unpublished"
-		}
+	reason := "feed " + feedName(idx) + " publisher gone"
+	if clean {
+		reason = "feed " + feedName(idx) + " unpublished"
+	}
+	switch {
+	case s.active == idx:
 		s.failover(s.now(), reason)
+	case s.active == noFeed && s.slateSince.IsZero() && other.f == nil:
+		// Gone before anything was shown (a backup waiting for main, a
+		// feed that never sent a keyframe): the slate, so that slate_max
+		// ends a stream left with no publisher.
+		s.startSlate(noFeed, s.now(), reason)
 	}
 	return false
 }

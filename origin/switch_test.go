@@ -646,3 +646,40 @@ func TestSwitcherPrefersMainAtStart(t *testing.T) {
 		})
 	}
 }
+
+// TestSwitcherGoneBeforeShown: a backup that waited for main and lost its
+// publisher leaves the stream on the slate (so slate_max can end it), and
+// is shown at once when it comes back.
+func TestSwitcherGoneBeforeShown(t *testing.T) {
+	h := newSwHarness(t, Config{SlateMax: time.Second}, nil)
+	b := newSynthFeed('b', 0)
+	h.connect(backupIdx, b)
+	for i := 0; i < 5; i++ {
+		h.step(nil, b)
+	}
+	if st := h.sw.status(); st.Active != "none" {
+		t.Fatalf("active %q while the backup waits for main", st.Active)
+	}
+	h.sw.detach(backupIdx, h.feeds[backupIdx], false)
+	h.feeds[backupIdx] = nil
+	if st := h.sw.status(); st.Active != "slate" {
+		t.Fatalf("active %q after the waiting backup left, want slate", st.Active)
+	}
+	h.connect(backupIdx, b)
+	for i := 0; i < 3; i++ {
+		h.step(nil, b)
+	}
+	// The feed resumes on its next keyframe (every 50 frames).
+	for i := 0; i < 50 && h.sw.status().Active != FeedBackup; i++ {
+		h.step(nil, b)
+	}
+	if st := h.sw.status(); st.Active != FeedBackup {
+		t.Fatalf("active %q after the backup came back, want backup", st.Active)
+	}
+	h.sw.detach(backupIdx, h.feeds[backupIdx], false)
+	h.feeds[backupIdx] = nil
+	h.clock = h.clock.Add(2 * time.Second)
+	if end, _ := h.sw.tick(); !end {
+		t.Error("stream with no publisher not ended after slate_max")
+	}
+}
