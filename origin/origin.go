@@ -83,6 +83,14 @@ type Config struct {
 	// ReturnAfter is how long main must be healthy before the auto policy
 	// switches back to it (at its next keyframe).
 	ReturnAfter time.Duration `yaml:"return_after"`
+	// StartWindow is how long, at a stream's start, a backup feed that is
+	// ready alone waits for main before it is shown (under the auto policy):
+	// when main and backup arrive within it of each other the stream starts
+	// on main, with no switch later. A lone main starts at once; a lone
+	// backup starts this much later (from its cached GOP, so its first
+	// picture is whole). A negative value turns the wait off (whichever feed
+	// is first is shown, and main returns after ReturnAfter).
+	StartWindow time.Duration `yaml:"start_window"`
 	// Slate is what plays while no feed is healthy: "" or "on" for a
 	// generated "please stand by" picture, a file path for ffmpeg to
 	// scale, or "off" (the stream then ends when its feeds are gone).
@@ -129,6 +137,7 @@ func DefaultConfig() Config {
 		HLSSegmentCount:    7,
 		FeedTimeout:        500 * time.Millisecond,
 		ReturnAfter:        10 * time.Second,
+		StartWindow:        time.Second,
 		SlateAfter:         time.Second,
 		SlateMax:           10 * time.Minute,
 	}
@@ -169,6 +178,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReturnAfter <= 0 {
 		c.ReturnAfter = d.ReturnAfter
+	}
+	if c.StartWindow == 0 {
+		c.StartWindow = d.StartWindow // negative stays: the wait is off
 	}
 	if c.SlateAfter <= 0 {
 		c.SlateAfter = d.SlateAfter

@@ -153,6 +153,14 @@ func (fs *feedState) resetGOP() {
 // The first feed of a stream keeps its own timestamps (offset 0), so two
 // units fed the same encoder produce the same output timeline.
 //
+// Main is preferred at the start: a backup that is ready before main waits
+// up to Config.StartWindow (default 1 s) for it, so when both encoders (or
+// an encoder and a relay a few hundred milliseconds apart) start together
+// viewers get main from the first frame and see no switch at ReturnAfter.
+// The price is paid only by a backup that starts alone: its first frame
+// is that much later (shown from its cached GOP, so nothing is lost). A
+// lone main, and a feed coming back from the slate, start at once.
+//
 // With no healthy feed the slate plays with continuous timestamps; when a
 // feed returns, live resumes at its keyframe. Sequence headers are written
 // whenever the shown source's differ from the last written, so players
@@ -174,6 +182,8 @@ type switcher struct {
 	offset  time.Duration // output DTS = source DTS + offset
 
 	started   bool
+	waitSince time.Time // when a backup first waited for main (StartWindow)
+	mainLeft  bool      // main's publisher left before anything was shown
 	lastVideo time.Duration
 	lastAudio time.Duration
 	lastAny   time.Duration
@@ -240,6 +250,9 @@ func (s *switcher) detach(idx int, f *Feed, clean bool) (end bool) {
 	fs.f = nil
 	fs.healthySince = time.Time{}
 	fs.resetGOP()
+	if idx == mainIdx && !s.started {
+		s.mainLeft = true // a waiting backup need not wait for it (evaluate shows it)
+	}
 	other := &s.feeds[1-idx]
 	if other.f == nil && (clean || !s.slateEnabled()) {
 		return true
@@ -247,12 +260,18 @@ func (s *switcher) detach(idx int, f *Feed, clean bool) (end bool) {
 	if s.pending == idx {
 		s.pending = noFeed
 	}
-	if s.active == idx {
-		reason := "feed " + feedName(idx) + " publisher gone"
-		if clean {
-			reason = "feed " + feedName(idx) + " unpublished"
-		}
+	reason := "feed " + feedName(idx) + " publisher gone"
+	if clean {
+		reason = "feed " + feedName(idx) + " unpublished"
+	}
+	switch {
+	case s.active == idx:
 		s.failover(s.now(), reason)
+	case s.active == noFeed && s.slateSince.IsZero() && other.f == nil:
+		// Gone before anything was shown (a backup waiting for main, a
+		// feed that never sent a keyframe): the slate, so that slate_max
+		// ends a stream left with no publisher.
+		s.startSlate(noFeed, s.now(), reason)
 	}
 	return false
 }
@@ -284,6 +303,9 @@ func (s *switcher) packet(idx int, f *Feed, p *av.Packet) {
 		s.preFeed = idx
 		s.emit(p, now)
 	case s.active == noFeed && s.allowed(idx) && fs.switchPoint(p):
+		if s.waitForMain(idx, now) {
+			return // cached in fs.gop: shown from there if main does not come
+		}
 		reason := "feed " + feedName(idx) + " live"
 		if !s.slateSince.IsZero() {
 			reason = "feed " + feedName(idx) + " back"
@@ -354,6 +376,22 @@ func (s *switcher) track(fs *feedState, p *av.Packet, now time.Time) bool {
 		}
 	}
 	return true
+}
+
+// waitForMain reports whether feed idx, ready to be shown first, must wait
+// for main: at the start of a stream (nothing shown yet, no slate), under
+// the auto policy, the backup waits up to StartWindow from its first
+// switch point, so that a main arriving just behind it is what viewers
+// get, with no switch at return_after. evaluate shows the backup from its
+// cached GOP when the window ends without main.
+func (s *switcher) waitForMain(idx int, now time.Time) bool {
+	if idx != backupIdx || s.policy != PolicyAuto || s.started || s.mainLeft || !s.slateSince.IsZero() || s.cfg.StartWindow <= 0 {
+		return false
+	}
+	if s.waitSince.IsZero() {
+		s.waitSince = now
+	}
+	return now.Sub(s.waitSince) < s.cfg.StartWindow
 }
 
 // allowed reports whether the policy lets feed idx be shown.
@@ -631,6 +669,12 @@ func (s *switcher) evaluate(now time.Time) {
 				s.switchTo(i, s.feeds[i].gop, now, "feed "+feedName(i)+" back")
 				return
 			}
+		}
+		// At the start: a backup that waited for main, once the window ends.
+		if !s.waitSince.IsZero() && s.slateSince.IsZero() && !s.waitForMain(backupIdx, now) &&
+			s.allowed(backupIdx) && s.feeds[backupIdx].ready(now, s.cfg.FeedTimeout) {
+			s.switchTo(backupIdx, s.feeds[backupIdx].gop, now,
+				"feed backup live: no main within start_window "+s.cfg.StartWindow.String())
 		}
 		return
 	}

@@ -562,3 +562,124 @@ func TestSwitcherEncoderRestartIsNewTimeline(t *testing.T) {
 		t.Fatal("restarted encoder's first keyframe was not taken at once")
 	}
 }
+
+// TestSwitcherPrefersMainAtStart: when main and backup arrive close
+// together, the stream starts on main whatever came first; a lone backup
+// is shown once start_window has passed, from its keyframe.
+func TestSwitcherPrefersMainAtStart(t *testing.T) {
+	const never = -1
+	for _, tc := range []struct {
+		name        string
+		window      time.Duration // 0: the default (1 s)
+		policy      string
+		mainAt      int // step at which main connects (never: not at all)
+		backupAt    int
+		mainBlip    bool // main's publisher connects at step 1, silent, and leaves at step 3
+		wantFirst   byte // feed whose media is shown first
+		wantStartBy int  // steps after the first arrival within which media is out
+		wantSwitch  int  // switches in the first 100 steps (0: don't check)
+	}{
+		{name: "backup 120 ms ahead", mainAt: 3, backupAt: 0, wantFirst: 'm', wantStartBy: 4, wantSwitch: 1},
+		{name: "backup 200 ms ahead", mainAt: 5, backupAt: 0, wantFirst: 'm', wantStartBy: 6, wantSwitch: 1},
+		{name: "main 120 ms ahead", mainAt: 0, backupAt: 3, wantFirst: 'm', wantStartBy: 1, wantSwitch: 1},
+		{name: "same time", mainAt: 0, backupAt: 0, wantFirst: 'm', wantStartBy: 1, wantSwitch: 1},
+		{name: "lone main", mainAt: 0, backupAt: never, wantFirst: 'm', wantStartBy: 1, wantSwitch: 1},
+		// 1 s = 25 steps, then the next tick shows the cached GOP.
+		{name: "lone backup", mainAt: never, backupAt: 0, wantFirst: 'b', wantStartBy: 27, wantSwitch: 1},
+		{name: "main after the window", mainAt: 40, backupAt: 0, wantFirst: 'b', wantStartBy: 27, wantSwitch: 1},
+		// Main's publisher connects, sends no media and leaves: no wait for it.
+		{name: "main leaves in the window", mainAt: never, mainBlip: true, backupAt: 0, wantFirst: 'b', wantStartBy: 5, wantSwitch: 1},
+		{name: "window off", window: -1, mainAt: 3, backupAt: 0, wantFirst: 'b', wantStartBy: 1},
+		{name: "policy backup", policy: PolicyBackup, mainAt: 3, backupAt: 0, wantFirst: 'b', wantStartBy: 1, wantSwitch: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSwHarness(t, Config{StartWindow: tc.window, ReturnAfter: time.Minute}, nil)
+			if tc.policy != "" {
+				h.sw.setPolicy(tc.policy)
+			}
+			m, b := newSynthFeed('m', 0), newSynthFeed('b', 5*time.Hour)
+			first := min(uint(tc.mainAt), uint(tc.backupAt)) // never (-1) is the largest uint
+			startedAt := -1
+			for i := 0; i < 100; i++ {
+				if i == tc.mainAt {
+					h.connect(mainIdx, m)
+				}
+				if i == tc.backupAt {
+					h.connect(backupIdx, b)
+				}
+				if tc.mainBlip && i == 1 {
+					h.connect(mainIdx, newSynthFeed('x', 0))
+				}
+				if tc.mainBlip && i == 3 {
+					h.sw.detach(mainIdx, h.feeds[mainIdx], false)
+					h.feeds[mainIdx] = nil
+				}
+				var ms, bs *synthFeed
+				if tc.mainAt != never && i >= tc.mainAt {
+					ms = m
+				}
+				if tc.backupAt != never && i >= tc.backupAt {
+					bs = b
+				}
+				h.step(ms, bs)
+				if startedAt < 0 && len(h.media()) > 0 {
+					startedAt = i
+				}
+			}
+			pk := h.media()
+			if len(pk) == 0 {
+				t.Fatal("nothing shown")
+			}
+			if got := source(pk[0]); got != tc.wantFirst {
+				t.Errorf("first shown feed %q, want %q", got, tc.wantFirst)
+			}
+			if pk[0].Kind != av.KindVideo || !pk[0].Key {
+				t.Errorf("first packet shown is not a keyframe: %+v", pk[0])
+			}
+			if by := startedAt - int(first) + 1; by > tc.wantStartBy {
+				t.Errorf("media out %d steps after the first feed arrived, want within %d", by, tc.wantStartBy)
+			}
+			if st := h.sw.status(); tc.wantSwitch > 0 && st.Switches != int64(tc.wantSwitch) {
+				t.Errorf("%d switches (last: %s), want %d", st.Switches, st.LastReason, tc.wantSwitch)
+			}
+			checkMonotonic(t, pk)
+		})
+	}
+}
+
+// TestSwitcherGoneBeforeShown: a backup that waited for main and lost its
+// publisher leaves the stream on the slate (so slate_max can end it), and
+// is shown at once when it comes back.
+func TestSwitcherGoneBeforeShown(t *testing.T) {
+	h := newSwHarness(t, Config{SlateMax: time.Second}, nil)
+	b := newSynthFeed('b', 0)
+	h.connect(backupIdx, b)
+	for i := 0; i < 5; i++ {
+		h.step(nil, b)
+	}
+	if st := h.sw.status(); st.Active != "none" {
+		t.Fatalf("active %q while the backup waits for main", st.Active)
+	}
+	h.sw.detach(backupIdx, h.feeds[backupIdx], false)
+	h.feeds[backupIdx] = nil
+	if st := h.sw.status(); st.Active != "slate" {
+		t.Fatalf("active %q after the waiting backup left, want slate", st.Active)
+	}
+	h.connect(backupIdx, b)
+	for i := 0; i < 3; i++ {
+		h.step(nil, b)
+	}
+	// The feed resumes on its next keyframe (every 50 frames).
+	for i := 0; i < 50 && h.sw.status().Active != FeedBackup; i++ {
+		h.step(nil, b)
+	}
+	if st := h.sw.status(); st.Active != FeedBackup {
+		t.Fatalf("active %q after the backup came back, want backup", st.Active)
+	}
+	h.sw.detach(backupIdx, h.feeds[backupIdx], false)
+	h.feeds[backupIdx] = nil
+	h.clock = h.clock.Add(2 * time.Second)
+	if end, _ := h.sw.tick(); !end {
+		t.Error("stream with no publisher not ended after slate_max")
+	}
+}

@@ -82,6 +82,7 @@ type nullFeed struct{}
 
 func (nullFeed) WritePacket(*av.Packet) {}
 func (nullFeed) Done() <-chan struct{}  { return nil }
+func (nullFeed) Unpublish()             {}
 func (nullFeed) Close()                 {}
 
 func rusage(who int) time.Duration {

@@ -26,7 +26,10 @@ type testHub struct {
 
 func newTestHub() *testHub { return &testHub{streams: map[string]*testStream{}} }
 
-var errNotLive = errors.New("not live")
+var (
+	errNotLive = errors.New("not live")
+	errEnded   = fmt.Errorf("test stream ended: %w", ErrSourceEnded)
+)
 
 type testStream struct {
 	hub     *testHub
@@ -36,6 +39,7 @@ type testStream struct {
 	gop     []*av.Packet
 	readers map[*testReader]bool
 	ended   bool
+	clean   bool // Unpublish was called
 	done    chan struct{}
 }
 
@@ -72,7 +76,7 @@ func (s *testStream) subscribe() *testReader {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
-		r.err = io.EOF
+		r.err = errEnded
 		return r
 	}
 	for _, k := range []av.Kind{av.KindData, av.KindVideo, av.KindAudio} {
@@ -106,7 +110,26 @@ func (s *testStream) WritePacket(p *av.Packet) {
 
 func (s *testStream) Done() <-chan struct{} { return s.done }
 
-// Close ends the stream: readers get what they have, then io.EOF.
+func (s *testStream) Unpublish() {
+	s.mu.Lock()
+	s.clean = true
+	s.mu.Unlock()
+}
+
+func (s *testStream) unpublished() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clean
+}
+
+// stream returns the live stream key, nil when it is not live.
+func (h *testHub) stream(key string) *testStream {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.streams[key]
+}
+
+// Close ends the stream: readers get what they have, then errEnded.
 func (s *testStream) Close() {
 	s.hub.mu.Lock()
 	if s.hub.streams[s.key] == s {
@@ -120,7 +143,7 @@ func (s *testStream) Close() {
 	}
 	s.ended = true
 	for r := range s.readers {
-		r.end(io.EOF)
+		r.end(errEnded)
 	}
 }
 
@@ -279,6 +302,12 @@ func readClip(t testing.TB, path string) []*av.Packet {
 // stream). The packets are handed out by Publish like an encoder would.
 func publishLoop(t testing.TB, h *testHub, app, name string, pkts []*av.Packet) (stop func()) {
 	t.Helper()
+	return publishLoopFrom(t, h, app, name, pkts, 0)
+}
+
+// publishLoopFrom is publishLoop with the encoder's clock starting at base.
+func publishLoopFrom(t testing.TB, h *testHub, app, name string, pkts []*av.Packet, base0 time.Duration) (stop func()) {
+	t.Helper()
 	feed, err := h.Publish(app, name, av.Source{Protocol: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -301,13 +330,13 @@ func publishLoop(t testing.TB, h *testHub, app, name string, pkts []*av.Packet) 
 		defer close(done)
 		start := time.Now()
 		for loop := 0; ; loop++ {
-			base := time.Duration(loop) * clipLen
+			base := base0 + time.Duration(loop)*clipLen
 			for _, p := range pkts {
 				if loop > 0 && (p.Header || p.Kind == av.KindData) {
 					continue
 				}
 				at := base + p.DTS
-				if d := time.Until(start.Add(at)); d > 0 {
+				if d := time.Until(start.Add(at - base0)); d > 0 {
 					select {
 					case <-ctx.Done():
 						return

@@ -11,6 +11,14 @@
 // exits or stalls restarts it with backoff while keeping its rendition
 // feeds open, so players of the renditions stay connected.
 //
+// Renditions follow their source: when the source stream ends (not when
+// its reader is merely dropped) the worker unpublishes every rendition, so
+// their streams end at once too; when the source comes back the worker (or
+// a new one) publishes them again on a new timeline, anchored to the
+// source's (a rendition's timestamps are the source's, within a frame or
+// two). Stopping a ladder (the stream lost its profile) ends them the same
+// way.
+//
 // The pool never runs more than Config.Workers ffmpeg processes. A stream
 // that finds the pool full waits in a bounded queue (it is served without
 // its ladder meanwhile, and its status says so) and gets its ladder when a
@@ -46,10 +54,17 @@ type Source interface {
 // headers and the cached GOP, then live packets.
 type PacketReader interface {
 	// ReadPackets waits for packets and appends them to dst. It fails when
-	// the stream ended or the reader was dropped.
+	// the stream ended (with an error wrapping ErrSourceEnded) or the
+	// reader was dropped (any other error).
 	ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packet, error)
 	Close()
 }
+
+// ErrSourceEnded is what a PacketReader's error wraps when the stream
+// itself ended (its publisher left, it was kicked): the worker then ends
+// the renditions too, and a stream that comes back gets new ones, on its
+// new timeline.
+var ErrSourceEnded = errors.New("source stream ended")
 
 // Publisher publishes rendition streams.
 type Publisher interface {
@@ -63,6 +78,9 @@ type FeedWriter interface {
 	WritePacket(p *av.Packet)
 	// Done is closed when the origin drops the feed (then it is republished).
 	Done() <-chan struct{}
+	// Unpublish says the rendition ends on purpose, so that the Close which
+	// follows ends its stream at once (players get the end, not a slate).
+	Unpublish()
 	Close()
 }
 

@@ -20,7 +20,8 @@ import (
 
 // Why one ffmpeg run ended.
 const (
-	endSource = "source"  // the input stream ended or dropped the reader
+	endEnded  = "ended"   // the source stream ended: the renditions end too
+	endSource = "source"  // the source dropped the reader (it is still live)
 	endExit   = "exit"    // ffmpeg exited on its own
 	endStall  = "stall"   // no progress for stall_timeout: killed
 	endReload = "reload"  // the profile changed
@@ -73,15 +74,13 @@ func (w *worker) fill(st *Status) {
 }
 
 // run supervises ffmpeg until the stream ends, the ladder is stopped or ctx
-// is done. The rendition feeds outlive every restart and close at the end.
+// is done. The rendition feeds outlive every restart of ffmpeg; they end
+// (cleanly: their streams end at once) with the source stream, and at the
+// end of run.
 func (w *worker) run(ctx context.Context) {
 	p, j := w.pool, w.job
 	log := p.log.With("stream", j.key)
-	defer func() {
-		for _, o := range w.feeds {
-			o.close()
-		}
-	}()
+	defer w.endFeeds()
 	backoff := p.cfg.RestartBackoff
 	first := true
 	for runs := 0; ; runs++ {
@@ -102,6 +101,13 @@ func (w *worker) run(ctx context.Context) {
 		case endStop:
 			log.Info("transcode worker stopped")
 			return
+		case endEnded:
+			// The source ended: so do its renditions. If it comes back,
+			// the next run publishes them again on its new timeline.
+			log.Info("source ended: renditions ended")
+			w.endFeeds()
+			first = true
+			continue
 		case endSource, endReload:
 			// Not a failure: follow the stream (it may be back) at once.
 			log.Debug("ffmpeg run ended", "why", end, "err", err)
@@ -161,7 +167,17 @@ func (w *worker) subscribe(ctx context.Context) (PacketReader, error) {
 	return nil, err
 }
 
-// syncFeeds publishes the outputs of prof that have no feed yet and closes
+// endFeeds ends every rendition (their streams end) and starts a new
+// timeline for the next ones.
+func (w *worker) endFeeds() {
+	for name, o := range w.feeds {
+		o.close()
+		delete(w.feeds, name)
+	}
+	w.tl.reset()
+}
+
+// syncFeeds publishes the outputs of prof that have no feed yet and ends
 // the feeds prof no longer has.
 func (w *worker) syncFeeds(prof *Profile) {
 	want := map[string]bool{}
@@ -185,8 +201,17 @@ type runState struct {
 	lastAdvance atomic.Int64 // unix ns: progress or output moved
 	lastInput   atomic.Int64 // unix ns: a packet came from the source
 	writing     atomic.Bool  // a write to ffmpeg's stdin is under way
-	sourceEnded atomic.Bool
+	sourceEnded atomic.Bool  // the reader failed: stdin is closed
+	streamEnded atomic.Bool  // … because the source stream ended
 	firstKey    sync.Once
+}
+
+// sourceEnd is the end of a run whose input ended.
+func (rs *runState) sourceEnd() string {
+	if rs.streamEnded.Load() {
+		return endEnded
+	}
+	return endSource
 }
 
 // healthyRun is how long a run that gave keyframes must last for the next
@@ -293,7 +318,7 @@ loop:
 					endErr = fmt.Errorf("write to ffmpeg: %w", writeErr)
 				}
 				if rs.sourceEnded.Load() {
-					end = endSource
+					end = rs.sourceEnd()
 				}
 			}
 			break loop
@@ -332,7 +357,7 @@ loop:
 				continue
 			}
 			if !sourceEndAt.IsZero() && now.Sub(sourceEndAt) > 5*time.Second {
-				end, endErr = endSource, errors.New("ffmpeg did not finish within 5 s of the end of input")
+				end, endErr = rs.sourceEnd(), errors.New("ffmpeg did not finish within 5 s of the end of input")
 				kill()
 				continue
 			}
@@ -374,6 +399,7 @@ func (w *worker) feedInput(ctx context.Context, rd PacketReader, stdin io.WriteC
 		buf, err = rd.ReadPackets(ctx, buf[:0])
 		if err != nil {
 			if ctx.Err() == nil {
+				rs.streamEnded.Store(errors.Is(err, ErrSourceEnded))
 				rs.sourceEnded.Store(true)
 				stdin.Close()
 			}
@@ -382,9 +408,17 @@ func (w *worker) feedInput(ctx context.Context, rd PacketReader, stdin io.WriteC
 		rs.lastInput.Store(time.Now().UnixNano())
 		if fw == nil {
 			var hasVideo, hasAudio bool
+			start, media := time.Duration(0), false
 			for _, pk := range buf {
 				hasVideo = hasVideo || pk.Kind == av.KindVideo
 				hasAudio = hasAudio || pk.Kind == av.KindAudio
+				if !pk.Header && pk.Kind != av.KindData && (!media || pk.DTS < start) {
+					start, media = pk.DTS, true
+				}
+			}
+			if media {
+				// ffmpeg's output starts near zero at this input time.
+				w.tl.anchor(start)
 			}
 			fw = av.NewFLVWriter(bw, hasVideo || !hasAudio, hasAudio)
 		}
@@ -434,23 +468,45 @@ func (w *worker) readOutput(r io.Reader, o *output, rs *runState, first bool, lo
 	}
 }
 
-// timeline moves the timestamps of every ffmpeg run past those of the
-// previous run. Each run starts again near zero; the first packet of a run
-// (of any output) sets one offset for all outputs: the last timestamp
-// written plus the wall time since, so readers see time go on and the
-// renditions stay aligned with each other.
+// timeline puts the renditions on their source's timeline. Each ffmpeg
+// run starts again near zero. The first run of a source session is
+// anchored to the source: ffmpeg's zero is the first input timestamp, so a
+// rendition's timestamps are the source's (players switching between them
+// in an ABR playlist stay in step). A later run (ffmpeg restarted while the
+// source went on) continues instead: the first packet of the run (of any
+// output) sets one offset for all outputs, the last timestamp written plus
+// the wall time since, so readers see time go on and the renditions stay
+// aligned with each other.
 type timeline struct {
 	mu       sync.Mutex
 	off      time.Duration
 	last     time.Duration // latest DTS written, all outputs
 	lastWall time.Time
-	have     bool // last is valid
-	inRun    bool // the offset of this run is set
+	have     bool          // last is valid
+	inRun    bool          // the offset of this run is set
+	start    time.Duration // the source's first input timestamp (anchor)
 }
 
 func (tl *timeline) newRun() {
 	tl.mu.Lock()
 	tl.inRun = false
+	tl.mu.Unlock()
+}
+
+// reset starts a new timeline (a new source session).
+func (tl *timeline) reset() {
+	tl.mu.Lock()
+	tl.off, tl.last, tl.lastWall, tl.have, tl.inRun, tl.start = 0, 0, time.Time{}, false, false, 0
+	tl.mu.Unlock()
+}
+
+// anchor records the first input timestamp of a run; only the first run
+// of a timeline uses it.
+func (tl *timeline) anchor(start time.Duration) {
+	tl.mu.Lock()
+	if !tl.have && !tl.inRun {
+		tl.start = start
+	}
 	tl.mu.Unlock()
 }
 
@@ -463,6 +519,8 @@ func (tl *timeline) rebase(pk *av.Packet) {
 		if tl.have {
 			gap := max(time.Since(tl.lastWall), 20*time.Millisecond)
 			tl.off = tl.last + gap - pk.DTS
+		} else {
+			tl.off = tl.start
 		}
 	}
 	pk.DTS += tl.off
@@ -520,10 +578,12 @@ func (o *output) write(pk *av.Packet) {
 	}
 }
 
+// close ends the rendition: its stream ends at once.
 func (o *output) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.feed != nil {
+		o.feed.Unpublish()
 		o.feed.Close()
 		o.feed = nil
 	}

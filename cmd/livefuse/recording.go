@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -33,9 +32,8 @@ type recorder struct {
 	log *slog.Logger
 
 	renditions bool
-	off        bool // this unit does not record (recording.units)
-	mu         sync.Mutex
-	seen       map[string]map[string]bool // recorded stream → renditions seen live
+	off        bool       // this unit does not record (recording.units)
+	mu         sync.Mutex // serialises sync
 }
 
 // newRecorder builds the recorder (nothing is contacted yet). Playback URLs
@@ -59,12 +57,17 @@ func newRecorder(cfg Config, hub *origin.Hub, reg *lms.Registry, tc *transcoder,
 			}
 		}
 	}
-	r := &recorder{reg: reg, tc: tc, hub: hub, log: log, off: off, renditions: rc.Renditions, seen: map[string]map[string]bool{}}
+	r := &recorder{reg: reg, tc: tc, hub: hub, log: log, off: off, renditions: rc.Renditions}
 	rec, err := recording.New(rc, recording.Deps{Source: recordSource{hub}, Log: log, Events: r.event})
 	if err != nil {
 		return nil, err
 	}
 	r.rec = rec
+	if r.renditions && tc != nil {
+		// Renditions are recorded from when their stream is published to
+		// when it ends (with its source): the transcoder says when.
+		tc.OnRendition(func(string, string) { r.sync() })
+	}
 	if err := promReg.Register(rec.Collector()); err != nil {
 		log.Warn("recording metrics not registered", "err", err)
 	}
@@ -110,35 +113,16 @@ func (r *recorder) start(ctx context.Context) {
 	}
 	r.rec.Start(ctx)
 	r.sync()
-	if r.renditions {
-		// Ladders start when a publisher joins: look for new renditions.
-		go func() {
-			t := time.NewTicker(renditionPoll)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					r.sync()
-				}
-			}
-		}()
-	}
 }
 
-// renditionPoll is how often the renditions of recorded streams are looked for.
-const renditionPoll = time.Second
-
 // sync records exactly the enabled streams with record on and, with
-// recording.renditions, the renditions they had while they are live (kept
-// while their ladder restarts, so a session continues; dropped when the
-// stream itself is gone, since a rendition may outlive it on the slate).
+// recording.renditions, their renditions that are on air (they stay on air
+// while their ladder restarts, so a session continues, and end with their
+// source).
 func (r *recorder) sync() {
 	var keys []string
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	recorded := map[string]bool{}
 	for _, s := range r.reg.List() {
 		if r.off {
 			break
@@ -146,31 +130,12 @@ func (r *recorder) sync() {
 		if !s.Enabled || !s.Record {
 			continue
 		}
-		key := s.App + "/" + s.Name
-		keys = append(keys, key)
-		recorded[key] = true
+		keys = append(keys, s.App+"/"+s.Name)
 		if !r.renditions || r.tc == nil {
 			continue
 		}
-		if _, live := r.hub.Status(s.App, s.Name); !live {
-			delete(r.seen, key)
-			continue
-		}
-		if st := r.tc.status(s.App, s.Name); st != nil {
-			for _, rk := range st.Renditions {
-				if r.seen[key] == nil {
-					r.seen[key] = map[string]bool{}
-				}
-				r.seen[key][rk] = true
-			}
-		}
-		for rk := range r.seen[key] {
-			keys = append(keys, rk)
-		}
-	}
-	for k := range r.seen {
-		if !recorded[k] {
-			delete(r.seen, k)
+		for _, rs := range r.tc.renditions(s.App, s.Name) {
+			keys = append(keys, rs.Stream)
 		}
 	}
 	r.rec.Sync(keys)

@@ -407,6 +407,7 @@ func (l liveSource) LiveStatus(app, name string) (lms.LiveStatus, bool) {
 	ls.Switch = &sw
 	ls.Transcode = l.tc.status(app, name)
 	ls.Recording = l.rec.status(app, name)
+	ls.Renditions = l.tc.renditions(app, name)
 	return ls, true
 }
 

@@ -47,6 +47,9 @@ type transcoder struct {
 	// profs holds the profiles by name, for the play hooks (ABR variants,
 	// watermarked sources), which must not take t.mu or read etcd.
 	profs atomic.Pointer[map[string]transcode.Profile]
+
+	hookMu      sync.Mutex
+	onRendition []func(app, name string)
 }
 
 func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, reg *lms.Registry, store *lms.Store,
@@ -54,7 +57,7 @@ func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, r
 	t := &transcoder{reg: reg, hub: hub, kv: store.Client(), dir: store.Prefix() + "profiles/", log: log}
 	seed := cfg.Profiles
 	cfg.Profiles = nil
-	pool, err := transcode.NewPool(cfg, hubSource{hub}, hubPublisher{hub}, log, promReg)
+	pool, err := transcode.NewPool(cfg, hubSource{hub}, hubPublisher{hub, t.renditionChanged}, log, promReg)
 	switch {
 	case errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist):
 		// Without ffmpeg the node still serves every stream, without ladders.
@@ -308,6 +311,49 @@ func (t *transcoder) status(app, name string) *api.TranscodeStatus {
 	return ts
 }
 
+// renditions lists the renditions of app/name that are on air: those of
+// its running ladder whose stream is live at this unit.
+func (t *transcoder) renditions(app, name string) []api.RenditionStatus {
+	if t.pool == nil {
+		return nil
+	}
+	st, ok := t.pool.Status(app, name)
+	if !ok || st.State != transcode.StateRunning {
+		return nil
+	}
+	var out []api.RenditionStatus
+	for _, r := range st.Renditions {
+		rname := transcode.RenditionStream(name, r.Name)
+		hs, live := t.hub.Status(app, rname)
+		if !live {
+			continue
+		}
+		out = append(out, api.RenditionStatus{Name: r.Name, Stream: app + "/" + rname, Width: hs.Width, Height: hs.Height,
+			FPS: hs.FPS, BitrateKbps: float64(hs.Bitrate) / 1000, Readers: hs.Readers, StartedAt: hs.Started})
+	}
+	return out
+}
+
+// OnRendition registers fn to be called, in a goroutine of its own, each
+// time a rendition stream app/name is published or ended. Register before
+// publishing starts.
+func (t *transcoder) OnRendition(fn func(app, name string)) {
+	t.hookMu.Lock()
+	t.onRendition = append(t.onRendition, fn)
+	t.hookMu.Unlock()
+}
+
+// renditionChanged runs the OnRendition hooks; it never blocks the
+// worker that published or ended the rendition.
+func (t *transcoder) renditionChanged(app, name string) {
+	t.hookMu.Lock()
+	fns := t.onRendition
+	t.hookMu.Unlock()
+	for _, fn := range fns {
+		go fn(app, name)
+	}
+}
+
 func (t *transcoder) hasProfile(name string) bool {
 	for _, p := range t.profiles() {
 		if p.Name == name {
@@ -510,17 +556,46 @@ func (h hubSource) Subscribe(app, name string) (transcode.PacketReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r, nil
+	return hubReader{r}, nil
+}
+
+// hubReader tells the transcoder when its source stream ended (rather
+// than dropped the reader): the renditions then end too.
+type hubReader struct{ *origin.Reader }
+
+func (r hubReader) ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packet, error) {
+	dst, err := r.Reader.ReadPackets(ctx, dst)
+	if err != nil && errors.Is(err, origin.ErrEnded) {
+		err = fmt.Errorf("%w: %w", transcode.ErrSourceEnded, err)
+	}
+	return dst, err
 }
 
 // hubPublisher adapts the origin Hub to transcode.Publisher: a rendition
-// is the main feed of app/NAME_<rendition>.
-type hubPublisher struct{ hub *origin.Hub }
+// is the main feed of app/NAME_<rendition>. changed is told each time a
+// rendition stream is published or ended.
+type hubPublisher struct {
+	hub     *origin.Hub
+	changed func(app, name string)
+}
 
 func (h hubPublisher) Publish(app, name string, src av.Source) (transcode.FeedWriter, error) {
 	f, err := h.hub.Publish(app, name, origin.FeedMain, src)
 	if err != nil {
 		return nil, err
 	}
-	return f, nil
+	h.changed(app, name)
+	return renditionFeed{Feed: f, app: app, name: name, changed: h.changed}, nil
+}
+
+// renditionFeed is a rendition's feed; its Close reports the end.
+type renditionFeed struct {
+	*origin.Feed
+	app, name string
+	changed   func(app, name string)
+}
+
+func (f renditionFeed) Close() {
+	f.Feed.Close()
+	f.changed(f.app, f.name)
 }

@@ -378,6 +378,26 @@ type LiveStatus struct {
 	Transcode *TranscodeStatus `json:"transcode,omitempty"`
 	// Recording is the stream's recording (nil when recording is off).
 	Recording *RecordingStatus `json:"recording,omitempty"`
+	// Renditions are the stream's renditions on air at this unit (its
+	// ladder and its watermarked source, NAME_source). They follow the
+	// stream: they end when it ends or loses its profile.
+	Renditions []RenditionStatus `json:"renditions,omitempty"`
+}
+
+// RenditionStatus is one rendition of a live stream, on air at the unit.
+type RenditionStatus struct {
+	// Name is the rendition's name in the profile ("source" for the
+	// watermarked source).
+	Name string `json:"name"`
+	// Stream is the rendition's stream, "app/NAME_<rendition>"; it plays
+	// like any stream (and is listed in the stream's ABR playlist).
+	Stream      string    `json:"stream"`
+	Width       int       `json:"width,omitempty"`
+	Height      int       `json:"height,omitempty"`
+	FPS         float64   `json:"fps,omitempty"`
+	BitrateKbps float64   `json:"bitrate_kbps"`
+	Readers     int       `json:"readers"`
+	StartedAt   time.Time `json:"started_at"`
 }
 
 // RecordingStatus is what the node's recorder says about a stream.
