@@ -151,6 +151,8 @@ type server struct {
 	// readyGet, when set, fetches /readyz (an HTTPS API needs its client;
 	// it may rewrite the URL's scheme).
 	readyGet func(url string) (*http.Response, error)
+	// sub is the livefuse command (default serve; witness).
+	sub string
 }
 
 const apiToken = "e2e-api-token"
@@ -195,8 +197,21 @@ func freeUDPPair(t *testing.T) int {
 }
 
 func (s *server) start() {
+	s.launch()
+	if err := s.waitReady(30 * time.Second); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// launch starts the process (the command in s.sub, default serve) and
+// returns at once; waitReady waits for it.
+func (s *server) launch() {
 	t := s.t
-	s.cmd = exec.Command(env.bin, "serve", "--config", s.cfgPath)
+	sub := s.sub
+	if sub == "" {
+		sub = "serve"
+	}
+	s.cmd = exec.Command(env.bin, sub, "--config", s.cfgPath)
 	s.cmd.Stdout = &lockedWriter{mu: &s.logMu, w: &s.log}
 	s.cmd.Stderr = s.cmd.Stdout
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -205,11 +220,16 @@ func (s *server) start() {
 	}
 	s.exited = make(chan struct{})
 	go func() { s.cmd.Wait(); close(s.exited) }()
-	deadline := time.Now().Add(30 * time.Second)
+}
+
+// waitReady polls /readyz until it answers 200, the process exits or
+// within passes. It may run on any goroutine.
+func (s *server) waitReady(within time.Duration) error {
+	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.exited:
-			t.Fatalf("livefuse exited at start:\n%s", s.logs())
+			return fmt.Errorf("livefuse exited at start:\n%s", s.logs())
 		default:
 		}
 		ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", s.apiPort)
@@ -221,12 +241,12 @@ func (s *server) start() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return nil
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("livefuse not ready in 30 s:\n%s", s.logs())
+	return fmt.Errorf("livefuse not ready in %s:\n%s", within, s.logs())
 }
 
 // stop sends SIGTERM and waits (SIGKILL after 10 s).

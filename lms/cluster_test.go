@@ -31,6 +31,8 @@ func TestEtcdConfigValidate(t *testing.T) {
 		{"member URL path", EtcdConfig{Name: "a", PeerListen: "127.0.0.1:2380", InitialCluster: "a=http://127.0.0.1:2380/x"}, "want http://host:port"},
 		{"bad state", EtcdConfig{ClusterState: "joining"}, "cluster_state"},
 		{"bad listen", EtcdConfig{Listen: "2379"}, "lms.etcd.listen"},
+		{"timings", EtcdConfig{HeartbeatInterval: 50 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond}, ""},
+		{"election too short", EtcdConfig{HeartbeatInterval: 100 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond}, "at least 5 times"},
 		{"bad advertise", EtcdConfig{AdvertiseClient: "127.0.0.1:2379"}, "advertise_client"},
 	}
 	for _, tc := range tests {

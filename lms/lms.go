@@ -93,6 +93,13 @@ type EtcdConfig struct {
 	// ClusterState is "new" (default, every member starts together) or
 	// "existing" (a member added to a running cluster with etcdctl member add).
 	ClusterState string `yaml:"cluster_state"`
+	// HeartbeatInterval and ElectionTimeout are etcd's raft timings
+	// (default 100ms and 1s). A new leader is elected about one election
+	// timeout after the leader dies: that is how long writes wait after
+	// losing the leading member. Keep the election timeout above ten
+	// round trips between members, the heartbeat near one.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	ElectionTimeout   time.Duration `yaml:"election_timeout"`
 }
 
 // Clustered reports whether the embedded member is one of a cluster.
@@ -126,6 +133,21 @@ func (c EtcdConfig) Validate() error {
 		}
 		if _, err := parseHTTPURL(u); err != nil {
 			return fmt.Errorf("lms.etcd.%s: %w", key, err)
+		}
+	}
+	if c.HeartbeatInterval < 0 || c.ElectionTimeout < 0 {
+		return errors.New("lms.etcd: heartbeat_interval and election_timeout must not be negative")
+	}
+	if c.HeartbeatInterval > 0 || c.ElectionTimeout > 0 {
+		hb, el := c.HeartbeatInterval, c.ElectionTimeout
+		if hb == 0 {
+			hb = 100 * time.Millisecond
+		}
+		if el == 0 {
+			el = time.Second
+		}
+		if hb < time.Millisecond || el < 5*hb || el > 50*time.Second {
+			return fmt.Errorf("lms.etcd: election_timeout %s must be at least 5 times heartbeat_interval %s (which is at least 1ms) and at most 50s", el, hb)
 		}
 	}
 	if !c.Clustered() {

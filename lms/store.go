@@ -182,6 +182,12 @@ func memberConfig(dir string, ec EtcdConfig) (*embed.Config, error) {
 			cfg.ClusterState = embed.ClusterStateFlagExisting
 		}
 	}
+	if ec.HeartbeatInterval > 0 {
+		cfg.TickMs = uint(ec.HeartbeatInterval.Milliseconds())
+	}
+	if ec.ElectionTimeout > 0 {
+		cfg.ElectionMs = uint(ec.ElectionTimeout.Milliseconds())
+	}
 	// The registry is small and rewritten rarely: keep one hour of history.
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "1h"
