@@ -228,6 +228,8 @@ type Config struct {
 	APIToken string `yaml:"api_token"`
 	// KeyPrefix is prepended to every etcd key, so clusters can share an etcd.
 	KeyPrefix string `yaml:"key_prefix"`
+	// Node is this node in the node registry: its id and how it drains.
+	Node NodeConfig `yaml:"node"`
 }
 
 // DefaultConfig returns the defaults: embedded etcd, API on 127.0.0.1:9090.
@@ -235,6 +237,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Etcd:      EtcdConfig{DialTimeout: 5 * time.Second, StartTimeout: 60 * time.Second},
+		Node:      NodeConfig{DrainTimeout: 60 * time.Second, ReportPeriod: 2 * time.Second},
 		APIAddr:   "127.0.0.1:9090",
 		API:       netguard.APIHTTPDefaults(),
 		KeyPrefix: "/livefuse/",

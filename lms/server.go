@@ -54,6 +54,7 @@ type Server struct {
 	apiMux    *http.ServeMux
 	requests  *prometheus.CounterVec
 	closing   atomic.Bool
+	readiness atomic.Pointer[func() error]
 
 	mu   sync.Mutex
 	ln   net.Listener
@@ -242,6 +243,10 @@ func (s *Server) Close() {
 	<-done
 }
 
+// SetReadiness makes /readyz answer 503 while fn returns an error (a
+// draining node).
+func (s *Server) SetReadiness(fn func() error) { s.readiness.Store(&fn) }
+
 // Handle mounts h on the authenticated API mux under pattern (a
 // net/http ServeMux pattern such as "GET /api/v1/cdn/vendors"), for routes
 // of other parts of the node (CDN mixer, profiles, recordings) that lms
@@ -277,14 +282,24 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	// /readyz says whether this node takes new players and publishers: a
+	// draining node answers 503 so that load balancers send them
+	// elsewhere. The store is reported apart ("store"): a node cut off
+	// from etcd serves on with its last known registry.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
+		store := "ok"
 		if err := s.reg.Ready(ctx); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "store not ready")
-			return
+			store = "unreachable"
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		if fn := s.readiness.Load(); fn != nil {
+			if err := (*fn)(); err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "store": store})
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "store": store})
 	})
 	return s.count(mux)
 }
