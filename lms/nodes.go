@@ -107,6 +107,13 @@ func NewNodeAgent(st *Store, cfg NodeConfig, self api.Node, load func() api.Node
 		self: self, wake: make(chan struct{}, 1), drained: make(chan struct{})}
 }
 
+// SetAddrs records the node's listeners (known once they are bound).
+func (a *NodeAgent) SetAddrs(addrs map[string]string) {
+	a.mu.Lock()
+	a.self.Addrs = copyMap(addrs)
+	a.mu.Unlock()
+}
+
 // ID is this node's id.
 func (a *NodeAgent) ID() string { return a.cfg.ID }
 

@@ -140,6 +140,9 @@ func (c *Config) validate() error {
 	if err := c.LMS.Etcd.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	if err := c.LMS.Node.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	if err := c.Encryption.checkKeyAccess(c.Streams); err != nil {
 		return err
 	}
