@@ -153,6 +153,17 @@ type server struct {
 	readyGet func(url string) (*http.Response, error)
 	// sub is the livefuse command (default serve; witness).
 	sub string
+	// host is the address the server listens on (default 127.0.0.1);
+	// netns the network namespace it runs in (default none).
+	host, netns string
+}
+
+// hostAddr is the address clients reach s on.
+func (s *server) hostAddr() string {
+	if s.host != "" {
+		return s.host
+	}
+	return "127.0.0.1"
 }
 
 const apiToken = "e2e-api-token"
@@ -212,6 +223,9 @@ func (s *server) launch() {
 		sub = "serve"
 	}
 	s.cmd = exec.Command(env.bin, sub, "--config", s.cfgPath)
+	if s.netns != "" {
+		s.cmd = exec.Command("ip", "netns", "exec", s.netns, env.bin, sub, "--config", s.cfgPath)
+	}
 	s.cmd.Stdout = &lockedWriter{mu: &s.logMu, w: &s.log}
 	s.cmd.Stderr = s.cmd.Stdout
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -232,7 +246,7 @@ func (s *server) waitReady(within time.Duration) error {
 			return fmt.Errorf("livefuse exited at start:\n%s", s.logs())
 		default:
 		}
-		ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", s.apiPort)
+		ready := fmt.Sprintf("http://%s:%d/readyz", s.hostAddr(), s.apiPort)
 		get := http.Get
 		if s.readyGet != nil {
 			get = s.readyGet
@@ -298,7 +312,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 func (s *server) rtmpURL(name, query string) string {
-	u := fmt.Sprintf("rtmp://127.0.0.1:%d/live/%s", s.rtmp, name)
+	u := fmt.Sprintf("rtmp://%s:%d/live/%s", s.hostAddr(), s.rtmp, name)
 	if query != "" {
 		u += "?" + query
 	}
@@ -306,7 +320,7 @@ func (s *server) rtmpURL(name, query string) string {
 }
 
 func (s *server) rtspURL(name, query string) string {
-	u := fmt.Sprintf("rtsp://127.0.0.1:%d/live/%s", s.rtsp, name)
+	u := fmt.Sprintf("rtsp://%s:%d/live/%s", s.hostAddr(), s.rtsp, name)
 	if query != "" {
 		u += "?" + query
 	}
@@ -314,11 +328,11 @@ func (s *server) rtspURL(name, query string) string {
 }
 
 func (s *server) flvURL(name string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d/live/%s.flv", s.http, name)
+	return fmt.Sprintf("http://%s:%d/live/%s.flv", s.hostAddr(), s.http, name)
 }
 
 func (s *server) hlsURL(name string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d/live/%s/index.m3u8", s.http, name)
+	return fmt.Sprintf("http://%s:%d/live/%s/index.m3u8", s.hostAddr(), s.http, name)
 }
 
 // api calls the control API and decodes the JSON answer into out (if not nil).
@@ -328,7 +342,7 @@ func (s *server) api(method, path string, body any, out any) (int, error) {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d/api/v1%s", s.apiPort, path), rd)
+	req, _ := http.NewRequest(method, fmt.Sprintf("http://%s:%d/api/v1%s", s.hostAddr(), s.apiPort, path), rd)
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
