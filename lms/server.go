@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/livefuse/livefuse/lms/api"
 	"github.com/livefuse/livefuse/netguard"
@@ -55,6 +56,7 @@ type Server struct {
 	requests  *prometheus.CounterVec
 	closing   atomic.Bool
 	readiness atomic.Pointer[func() error]
+	auto      autonomy
 
 	mu   sync.Mutex
 	ln   net.Listener
@@ -198,6 +200,7 @@ func (s *Server) Start() error {
 			s.log.Error("lms api stopped", "err", err)
 		}
 	}()
+	go s.probeStore(done)
 	s.log.Info("lms: control API listening", "addr", hl.Addr().String(), "tls", hl.TLS())
 	return nil
 }
@@ -273,7 +276,7 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/api/", s.authenticate(apiMux))
+	mux.Handle("/api/", s.authenticate(s.markStale(apiMux)))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if s.closing.Load() {
@@ -483,10 +486,21 @@ func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `feed: want "auto", "main" or "backup"`)
 		return
 	}
-	st, err := s.reg.Update(r.Context(), app, name, func(st *Stream) error {
+	// An emergency switch must not wait on a store without quorum: known
+	// unreachable, or silent for switchStoreWait, it applies to this unit
+	// alone (see autonomy.go).
+	if !s.storeReachable() && s.switchLocally(w, r, app, name, req.Feed) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), switchStoreWait)
+	defer cancel()
+	st, err := s.reg.Update(clientv3.WithRequireLeader(ctx), app, name, func(st *Stream) error {
 		st.FeedPolicy = req.Feed
 		return nil
 	})
+	if storeUnavailable(err) && r.Context().Err() == nil && s.switchLocally(w, r, app, name, req.Feed) {
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -232,3 +232,9 @@ func listenerAddrs(apiURL string, httpAddr, rtmp, rtsp, rtmps net.Addr) map[stri
 	}
 	return m
 }
+
+// SetLocalFeed forces feed on this unit alone (lms.LocalSwitcher): the
+// control API's emergency switch when the store has no quorum.
+func (l liveSource) SetLocalFeed(app, name, feed string) error {
+	return l.hub.SetPolicy(app, name, feed)
+}
