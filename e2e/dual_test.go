@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -109,6 +110,27 @@ func playFLVReconnecting(t *testing.T, url string) *reconnectingFLV {
 }
 
 func (p *reconnectingFLV) once(ctx context.Context, url string) {
+	// Like a real player's stall detector: a connection silent for 1 s
+	// (a unit or host gone without a reset) is dropped and made again.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if time.Since(time.Unix(0, last.Load())) > time.Second {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -128,6 +150,7 @@ func (p *reconnectingFLV) once(ctx context.Context, url string) {
 		if err != nil {
 			return
 		}
+		last.Store(time.Now().UnixNano())
 		if pkt.Kind == av.KindVideo && !pkt.Header {
 			now := time.Now()
 			p.mu.Lock()

@@ -151,6 +151,19 @@ type server struct {
 	// readyGet, when set, fetches /readyz (an HTTPS API needs its client;
 	// it may rewrite the URL's scheme).
 	readyGet func(url string) (*http.Response, error)
+	// sub is the livefuse command (default serve; witness).
+	sub string
+	// host is the address the server listens on (default 127.0.0.1);
+	// netns the network namespace it runs in (default none).
+	host, netns string
+}
+
+// hostAddr is the address clients reach s on.
+func (s *server) hostAddr() string {
+	if s.host != "" {
+		return s.host
+	}
+	return "127.0.0.1"
 }
 
 const apiToken = "e2e-api-token"
@@ -195,8 +208,24 @@ func freeUDPPair(t *testing.T) int {
 }
 
 func (s *server) start() {
+	s.launch()
+	if err := s.waitReady(30 * time.Second); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// launch starts the process (the command in s.sub, default serve) and
+// returns at once; waitReady waits for it.
+func (s *server) launch() {
 	t := s.t
-	s.cmd = exec.Command(env.bin, "serve", "--config", s.cfgPath)
+	sub := s.sub
+	if sub == "" {
+		sub = "serve"
+	}
+	s.cmd = exec.Command(env.bin, sub, "--config", s.cfgPath)
+	if s.netns != "" {
+		s.cmd = exec.Command("ip", "netns", "exec", s.netns, env.bin, sub, "--config", s.cfgPath)
+	}
 	s.cmd.Stdout = &lockedWriter{mu: &s.logMu, w: &s.log}
 	s.cmd.Stderr = s.cmd.Stdout
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -205,14 +234,19 @@ func (s *server) start() {
 	}
 	s.exited = make(chan struct{})
 	go func() { s.cmd.Wait(); close(s.exited) }()
-	deadline := time.Now().Add(30 * time.Second)
+}
+
+// waitReady polls /readyz until it answers 200, the process exits or
+// within passes. It may run on any goroutine.
+func (s *server) waitReady(within time.Duration) error {
+	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.exited:
-			t.Fatalf("livefuse exited at start:\n%s", s.logs())
+			return fmt.Errorf("livefuse exited at start:\n%s", s.logs())
 		default:
 		}
-		ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", s.apiPort)
+		ready := fmt.Sprintf("http://%s:%d/readyz", s.hostAddr(), s.apiPort)
 		get := http.Get
 		if s.readyGet != nil {
 			get = s.readyGet
@@ -221,12 +255,12 @@ func (s *server) start() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return nil
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("livefuse not ready in 30 s:\n%s", s.logs())
+	return fmt.Errorf("livefuse not ready in %s:\n%s", within, s.logs())
 }
 
 // stop sends SIGTERM and waits (SIGKILL after 10 s).
@@ -278,7 +312,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 func (s *server) rtmpURL(name, query string) string {
-	u := fmt.Sprintf("rtmp://127.0.0.1:%d/live/%s", s.rtmp, name)
+	u := fmt.Sprintf("rtmp://%s:%d/live/%s", s.hostAddr(), s.rtmp, name)
 	if query != "" {
 		u += "?" + query
 	}
@@ -286,7 +320,7 @@ func (s *server) rtmpURL(name, query string) string {
 }
 
 func (s *server) rtspURL(name, query string) string {
-	u := fmt.Sprintf("rtsp://127.0.0.1:%d/live/%s", s.rtsp, name)
+	u := fmt.Sprintf("rtsp://%s:%d/live/%s", s.hostAddr(), s.rtsp, name)
 	if query != "" {
 		u += "?" + query
 	}
@@ -294,11 +328,11 @@ func (s *server) rtspURL(name, query string) string {
 }
 
 func (s *server) flvURL(name string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d/live/%s.flv", s.http, name)
+	return fmt.Sprintf("http://%s:%d/live/%s.flv", s.hostAddr(), s.http, name)
 }
 
 func (s *server) hlsURL(name string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d/live/%s/index.m3u8", s.http, name)
+	return fmt.Sprintf("http://%s:%d/live/%s/index.m3u8", s.hostAddr(), s.http, name)
 }
 
 // api calls the control API and decodes the JSON answer into out (if not nil).
@@ -308,7 +342,7 @@ func (s *server) api(method, path string, body any, out any) (int, error) {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d/api/v1%s", s.apiPort, path), rd)
+	req, _ := http.NewRequest(method, fmt.Sprintf("http://%s:%d/api/v1%s", s.hostAddr(), s.apiPort, path), rd)
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)

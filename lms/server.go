@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/livefuse/livefuse/lms/api"
 	"github.com/livefuse/livefuse/netguard"
@@ -54,6 +55,8 @@ type Server struct {
 	apiMux    *http.ServeMux
 	requests  *prometheus.CounterVec
 	closing   atomic.Bool
+	readiness atomic.Pointer[func() error]
+	auto      autonomy
 
 	mu   sync.Mutex
 	ln   net.Listener
@@ -197,6 +200,7 @@ func (s *Server) Start() error {
 			s.log.Error("lms api stopped", "err", err)
 		}
 	}()
+	go s.probeStore(done)
 	s.log.Info("lms: control API listening", "addr", hl.Addr().String(), "tls", hl.TLS())
 	return nil
 }
@@ -242,6 +246,10 @@ func (s *Server) Close() {
 	<-done
 }
 
+// SetReadiness makes /readyz answer 503 while fn returns an error (a
+// draining node).
+func (s *Server) SetReadiness(fn func() error) { s.readiness.Store(&fn) }
+
 // Handle mounts h on the authenticated API mux under pattern (a
 // net/http ServeMux pattern such as "GET /api/v1/cdn/vendors"), for routes
 // of other parts of the node (CDN mixer, profiles, recordings) that lms
@@ -268,7 +276,7 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/api/", s.authenticate(apiMux))
+	mux.Handle("/api/", s.authenticate(s.markStale(apiMux)))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if s.closing.Load() {
@@ -277,14 +285,24 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	// /readyz says whether this node takes new players and publishers: a
+	// draining node answers 503 so that load balancers send them
+	// elsewhere. The store is reported apart ("store"): a node cut off
+	// from etcd serves on with its last known registry.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
+		store := "ok"
 		if err := s.reg.Ready(ctx); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "store not ready")
-			return
+			store = "unreachable"
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		if fn := s.readiness.Load(); fn != nil {
+			if err := (*fn)(); err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "store": store})
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "store": store})
 	})
 	return s.count(mux)
 }
@@ -468,10 +486,21 @@ func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `feed: want "auto", "main" or "backup"`)
 		return
 	}
-	st, err := s.reg.Update(r.Context(), app, name, func(st *Stream) error {
+	// An emergency switch must not wait on a store without quorum: known
+	// unreachable, or silent for switchStoreWait, it applies to this unit
+	// alone (see autonomy.go).
+	if !s.storeReachable() && s.switchLocally(w, r, app, name, req.Feed) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), switchStoreWait)
+	defer cancel()
+	st, err := s.reg.Update(clientv3.WithRequireLeader(ctx), app, name, func(st *Stream) error {
 		st.FeedPolicy = req.Feed
 		return nil
 	})
+	if storeUnavailable(err) && r.Context().Err() == nil && s.switchLocally(w, r, app, name, req.Feed) {
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

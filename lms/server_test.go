@@ -274,11 +274,31 @@ func TestAPIBodyLimit(t *testing.T) {
 	}
 }
 
-func TestReadyzDown(t *testing.T) {
-	ts, reg, _, _ := newTestAPI(t)
+func TestReadyz(t *testing.T) {
+	reg := startRegistry(t, prefixStore(t))
+	cfg := DefaultConfig()
+	cfg.APIToken = testToken
+	srv, err := NewServer(cfg, reg, &fakeLive{}, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	// The store away: the node still serves (its registry is in memory),
+	// and says so apart.
 	reg.ready = func(context.Context) error { return errors.New("down") }
-	if code, body := call(t, ts, "GET", "/readyz", "", ""); code != 503 || !bytes.Contains(body, []byte(`"error"`)) {
-		t.Errorf("got %d %s", code, body)
+	if code, body := call(t, ts, "GET", "/readyz", "", ""); code != 200 || !bytes.Contains(body, []byte(`"store":"unreachable"`)) {
+		t.Errorf("store down: got %d %s", code, body)
+	}
+	// Draining: 503, whatever the store.
+	srv.SetReadiness(func() error { return errors.New("node draining") })
+	if code, body := call(t, ts, "GET", "/readyz", "", ""); code != 503 || !bytes.Contains(body, []byte(`node draining`)) {
+		t.Errorf("draining: got %d %s", code, body)
+	}
+	srv.SetReadiness(func() error { return nil })
+	reg.ready = func(context.Context) error { return nil }
+	if code, body := call(t, ts, "GET", "/readyz", "", ""); code != 200 || !bytes.Contains(body, []byte(`"store":"ok"`)) {
+		t.Errorf("ready: got %d %s", code, body)
 	}
 }
 

@@ -38,13 +38,17 @@ func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error
 		if cfg.DataDir == "" {
 			return nil, errors.New("lms store: data_dir is required for the embedded etcd")
 		}
-		e, err := startEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"), cfg.Etcd.Listen, cfg.Etcd.StartTimeout, log)
+		if err := cfg.Etcd.Validate(); err != nil {
+			return nil, fmt.Errorf("lms store: %w", err)
+		}
+		e, err := startEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"), cfg.Etcd, log)
 		if err != nil {
 			return nil, err
 		}
 		s.etcd = e
 		endpoints = []string{e.Clients[0].Addr().String()}
-		log.Info("lms: embedded etcd started", "endpoint", endpoints[0], "dir", e.Config().Dir)
+		log.Info("lms: embedded etcd started", "endpoint", endpoints[0], "dir", e.Config().Dir,
+			"member", e.Config().Name, "cluster", cfg.Etcd.Clustered())
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
@@ -69,7 +73,8 @@ func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error
 // startEmbedded checks the files in dir, then starts the embedded etcd
 // and waits up to timeout for it to be ready. Every error names dir and
 // says what to do; ctx ends the wait at once (SIGTERM during start-up).
-func startEmbedded(ctx context.Context, dir, listen string, timeout time.Duration, log *slog.Logger) (*embed.Etcd, error) {
+func startEmbedded(ctx context.Context, dir string, ec EtcdConfig, log *slog.Logger) (*embed.Etcd, error) {
+	timeout := ec.StartTimeout
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	// The check may wait for the db's lock (another process): it runs
@@ -82,27 +87,14 @@ func startEmbedded(ctx context.Context, dir, listen string, timeout time.Duratio
 			return nil, fmt.Errorf("lms store: %w; %s", err, repairHint(dir, err))
 		}
 	case <-deadline.C:
-		return nil, startTimeoutError(dir, timeout)
+		return nil, startTimeoutError(dir, timeout, ec.Clustered())
 	case <-ctx.Done():
 		return nil, fmt.Errorf("lms store: embedded etcd in %s: %w", dir, ctx.Err())
 	}
-	if listen == "" {
-		listen = "127.0.0.1:0"
+	cfg, err := memberConfig(dir, ec)
+	if err != nil {
+		return nil, fmt.Errorf("lms store: %w", err)
 	}
-	cfg := embed.NewConfig()
-	cfg.Dir = dir
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	// Port 0 on loopback: the system picks free ports. The single member
-	// never dials its own peer URL, so the advertised :0 is harmless.
-	u := url.URL{Scheme: "http", Host: listen}
-	p := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{u}, []url.URL{u}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{p}, []url.URL{p}
-	cfg.InitialCluster = cfg.Name + "=" + p.String()
-	// The registry is small and rewritten rarely: keep one hour of history.
-	cfg.AutoCompactionMode = "periodic"
-	cfg.AutoCompactionRetention = "1h"
 	// StartEtcd itself opens the files and may block (a held lock): it
 	// runs apart so that the timeout and ctx bound the whole start.
 	res := make(chan started, 1)
@@ -119,7 +111,7 @@ func startEmbedded(ctx context.Context, dir, listen string, timeout time.Duratio
 		e = r.e
 	case <-deadline.C:
 		go closeStarted(res, log)
-		return nil, startTimeoutError(dir, timeout)
+		return nil, startTimeoutError(dir, timeout, ec.Clustered())
 	case <-ctx.Done():
 		go closeStarted(res, log)
 		return nil, fmt.Errorf("lms store: embedded etcd in %s: %w", dir, ctx.Err())
@@ -132,11 +124,74 @@ func startEmbedded(ctx context.Context, dir, listen string, timeout time.Duratio
 		return nil, fmt.Errorf("lms store: embedded etcd in %s: %w; %s", dir, err, repairHint(dir, err))
 	case <-deadline.C:
 		abandon(e, log)
-		return nil, startTimeoutError(dir, timeout)
+		return nil, startTimeoutError(dir, timeout, ec.Clustered())
 	case <-ctx.Done():
 		abandon(e, log)
 		return nil, fmt.Errorf("lms store: embedded etcd in %s: %w", dir, ctx.Err())
 	}
+}
+
+// memberConfig is the embedded etcd's configuration: a single member on
+// loopback with system-picked ports, or one member of a cluster of
+// embedded members (EtcdConfig.InitialCluster).
+func memberConfig(dir string, ec EtcdConfig) (*embed.Config, error) {
+	cfg := embed.NewConfig()
+	cfg.Dir = dir
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	if ec.Name != "" {
+		cfg.Name = ec.Name
+	}
+	listen := ec.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	peer := ec.PeerListen
+	if peer == "" {
+		peer = "127.0.0.1:0"
+	}
+	// Port 0 on loopback: the system picks free ports. A single member
+	// never dials its own peer URL, so an advertised :0 is harmless.
+	lc := url.URL{Scheme: "http", Host: listen}
+	lp := url.URL{Scheme: "http", Host: peer}
+	ac, ap := lc, lp
+	if ec.AdvertiseClient != "" {
+		u, err := parseHTTPURL(ec.AdvertiseClient)
+		if err != nil {
+			return nil, fmt.Errorf("lms.etcd.advertise_client: %w", err)
+		}
+		ac = *u
+	}
+	if ec.AdvertisePeer != "" {
+		u, err := parseHTTPURL(ec.AdvertisePeer)
+		if err != nil {
+			return nil, fmt.Errorf("lms.etcd.advertise_peer: %w", err)
+		}
+		ap = *u
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{lc}, []url.URL{ac}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{lp}, []url.URL{ap}
+	cfg.InitialCluster = cfg.Name + "=" + ap.String()
+	if ec.Clustered() {
+		cfg.InitialCluster = ec.InitialCluster
+		cfg.InitialClusterToken = "livefuse"
+		if ec.ClusterToken != "" {
+			cfg.InitialClusterToken = ec.ClusterToken
+		}
+		if ec.ClusterState == "existing" {
+			cfg.ClusterState = embed.ClusterStateFlagExisting
+		}
+	}
+	if ec.HeartbeatInterval > 0 {
+		cfg.TickMs = uint(ec.HeartbeatInterval.Milliseconds())
+	}
+	if ec.ElectionTimeout > 0 {
+		cfg.ElectionMs = uint(ec.ElectionTimeout.Milliseconds())
+	}
+	// The registry is small and rewritten rarely: keep one hour of history.
+	cfg.AutoCompactionMode = "periodic"
+	cfg.AutoCompactionRetention = "1h"
+	return cfg, nil
 }
 
 // embedStopWait bounds how long a failed start waits for etcd to stop: an
@@ -169,7 +224,12 @@ func closeStarted(res <-chan started, log *slog.Logger) {
 	}
 }
 
-func startTimeoutError(dir string, timeout time.Duration) error {
+func startTimeoutError(dir string, timeout time.Duration, clustered bool) error {
+	if clustered {
+		return fmt.Errorf("lms store: embedded etcd member in %s not ready after %s (lms.etcd.start_timeout): "+
+			"a member is ready once a quorum of lms.etcd.initial_cluster is up and reachable on its peer URLs; "+
+			"start the other members (units and witness) or check the network between them", dir, timeout)
+	}
 	return fmt.Errorf("lms store: embedded etcd in %s not ready after %s (lms.etcd.start_timeout): "+
 		"its files may be damaged or held by another process; check that no other livefuse uses this data_dir, "+
 		"then restore %s from a backup or move it aside (streams declared in the config file are seeded again, "+

@@ -57,6 +57,8 @@ commands (NAME is "name" or "app/name"):
          (applies live, at the next keyframe)
   decrypt [-o FILE] [--auth-key T] [--keys URL] [--key HEX] FILE|URL|-
          (encrypted FLV to clear FLV, byte for byte; decrypt --help)
+  nodes list | nodes drain ID|self | nodes undrain ID|self
+         (the node registry; a drain sends new players to the other unit)
   cdn vendors|vendor NAME|plan|quality VENDOR|blacklist list|add|rm ...
          (the CDN mixer; livectl cdn for its usage)
 
@@ -105,6 +107,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	if len(rest) >= 1 && rest[0] == "cdn" {
 		return cdn(c, rest[1:], stdout, stderr)
+	}
+	if len(rest) >= 1 && rest[0] == "nodes" {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		return exitCode(nodes(ctx, c, rest[1:], stdout), nodesUsage, stderr)
 	}
 	if len(rest) < 2 || rest[0] != "streams" {
 		if len(rest) == 1 && rest[0] == "help" {

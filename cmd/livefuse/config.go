@@ -137,6 +137,12 @@ func (c *Config) validate() error {
 	if err := c.Encryption.validate(); err != nil {
 		return err
 	}
+	if err := c.LMS.Etcd.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := c.LMS.Node.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	if err := c.Encryption.checkKeyAccess(c.Streams); err != nil {
 		return err
 	}

@@ -28,6 +28,8 @@ func usage(w io.Writer) {
 commands:
   serve [--config FILE] [--unit NAME]
                           run the server (every role in one process)
+  witness [--config FILE] run only an embedded etcd member (lms.etcd.initial_cluster):
+                          the third member that lets two units keep quorum
   config                  print the default configuration as YAML
   cdnmix simulate --scenario FILE
                           replay a CDN scenario through the allocator (CSV + SVG)
@@ -43,8 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
-	case "serve":
-		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	case "serve", "witness":
+		fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		cfgPath := fs.String("config", "", "YAML config file (default: built-in defaults)")
 		unit := fs.String("unit", "", "this process's origin unit (default: the config's unit, or a)")
@@ -74,7 +76,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			defer stopProfile()
 		}
-		err = serve(ctx, cfg, log, stdout)
+		if args[0] == "witness" {
+			err = witness(ctx, cfg, log, stdout)
+		} else {
+			err = serve(ctx, cfg, log, stdout)
+		}
 		switch {
 		case errors.Is(err, context.Canceled):
 			log.Info("livefuse stopped during start-up by a signal", "err", err)

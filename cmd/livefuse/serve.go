@@ -59,6 +59,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("origin: %w", err)
 	}
 	defer hub.Close()
+	life, err := newNodeLife(cfg, store, hub, promReg, log)
+	if err != nil {
+		return err
+	}
 	tc, err := newTranscoder(ctx, cfg.Transcode, hub, reg, store, log, promReg)
 	if err != nil {
 		return fmt.Errorf("transcode: %w", err)
@@ -81,7 +85,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// Accepted feeds go to this unit's origin and, relayed, to every other unit.
 	relay := newRelay(cfg, transcodeSink{sink{hub}, tc}, log)
 	defer relay.Close()
-	deps := ingest.Deps{Sink: relay, Auth: auth, Play: crypt.play(playSource{hub, hooks.alias}), Budget: cfg.RTMP.NewBudget(), Guard: guard}
+	deps := ingest.Deps{Sink: relay, Auth: drainAuth{life, auth}, Play: drainPlay{life, crypt.play(playSource{hub, hooks.alias})}, Budget: cfg.RTMP.NewBudget(), Guard: guard}
 	puller := ingest.NewPuller(deps, log)
 	defer puller.Close()
 
@@ -158,7 +162,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// HTTP-FLV players take their connection over and keep per-write
 	// deadlines (origin max_lag).
 	mediaLn, err := netguard.NewHTTPListener(cfg.HTTP.Addr, "http", cfg.HTTP.HTTPConfig,
-		cm.wrap(rec.media(crypt.media(hub.Handler()))), log)
+		life.media(cm.wrap(rec.media(crypt.media(hub.Handler())))), log)
 	if err != nil {
 		return err
 	}
@@ -176,10 +180,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	tc.mount(api)
 	rec.mount(api)
 	cm.mount(api)
+	life.mount(api, store)
 	if err := api.Start(); err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}
 	defer api.Close()
+	life.agent.SetAddrs(listenerAddrs(api.URL(), mediaLn.Addr(), rtmpSrv.Addr(), rtspSrv.Addr(), rtmpsAddr))
+	go life.run(ctx)
 
 	printBanner(stdout, cfg, demo, api, mediaLn, rtmpSrv.Addr(), rtspSrv.Addr(), rtmpsAddr)
 	log.Info("livefuse serving", "rtmp", rtmpSrv.Addr(), "rtmps", rtmpsAddr, "rtsp", rtspSrv.Addr(), "http", mediaLn.Addr(), "https", mediaLn.TLS(), "api", api.URL())
