@@ -73,7 +73,7 @@ test: test-deps minio lint
 # drill: the multi-host drills (e2e/drill_test.go): units a and b, the etcd
 # witness and the nginx edge on four hosts made of network namespaces (root
 # and iproute2 needed; every namespace and link is removed afterwards).
-# Host a lost, host a partitioned from etcd. About 2 minutes with the build.
+# Host a lost, host a partitioned from etcd, unit a drained. About 3 minutes with the build.
 drill: test-deps
 	LIVEFUSE_DRILL=1 $(GO) test -count=1 -v -timeout 10m -run 'TestDrill' ./e2e/
 

@@ -401,3 +401,53 @@ func TestDrillPartition(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func TestDrillDrain(t *testing.T) {
+	f := startFleet(t)
+	const crowd = 100
+	players := startCrowd(t, f.a.flvURL(drillStream), crowd)
+	hls := playHLSProgress(t, f.edge+"/live/"+drillStream+"/index.m3u8")
+	edgeFLV := playFLV(t, f.edge+"/live/"+drillStream+".flv", false)
+	n := waitNodeState(t, f.b, "a", "serving", 10*time.Second)
+	time.Sleep(5 * time.Second)
+	before := hls.longestStill(time.Now().Add(-4*time.Second), time.Now())
+	if n, _ = nodeOf(t, f.b, "a"); n.Load.Players < crowd {
+		t.Errorf("unit a reports %d players, want at least %d", n.Load.Players, crowd)
+	}
+
+	t0 := time.Now()
+	var rec nodeRecord
+	if code, err := f.b.api("POST", "/nodes/"+n.ID+"/drain", nil, &rec); err != nil || code != http.StatusOK {
+		t.Fatalf("drain: %d %v %+v", code, err, rec)
+	}
+	newcomer := playFLV(t, f.edge+"/live/"+drillStream+".flv", false)
+	newcomer.waitFrames(t, 25, 10*time.Second)
+	if rec, _ := nodeOf(t, f.b, "b"); rec.Load.Players == 0 {
+		t.Errorf("the player that joined during the drain is not on unit b")
+	}
+	got0, ef := players.bytes.Load(), edgeFLV.frames()
+	time.Sleep(3 * time.Second)
+	if players.bytes.Load() <= got0 || edgeFLV.frames() <= ef {
+		t.Fatal("players on unit a stopped during the drain")
+	}
+	for i := range players.cancels {
+		players.cancels[i]()
+		if i%10 == 9 {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	edgeFLV.stop()
+	lastLeft := time.Now()
+	waitNodeState(t, f.b, "a", "drained", 15*time.Second)
+	select {
+	case <-hls.exited:
+		t.Fatalf("the HLS player exited during the drain: %s", hls.stderr.String())
+	default:
+	}
+	stall := hls.longestStill(t0, time.Now()) - before
+	t.Logf("FIGURE drain of unit a with %d players: drained %v after the last left (%v after the drain began); HLS through the edge stalled %v beyond steady state",
+		crowd+1, time.Since(lastLeft).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), stall.Round(time.Millisecond))
+	if stall > 2*time.Second {
+		t.Errorf("HLS stalled %v beyond steady state during the drain", stall)
+	}
+}
