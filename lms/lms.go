@@ -230,17 +230,23 @@ type Config struct {
 	KeyPrefix string `yaml:"key_prefix"`
 	// Node is this node in the node registry: its id and how it drains.
 	Node NodeConfig `yaml:"node"`
+	// Tokens are more bearer tokens, each with a name and a role
+	// (viewer, operator, admin); api_token is the admin's.
+	Tokens []APIToken `yaml:"tokens"`
+	// AuditRetention keeps audit entries this long (default 30 days).
+	AuditRetention time.Duration `yaml:"audit_retention"`
 }
 
 // DefaultConfig returns the defaults: embedded etcd, API on 127.0.0.1:9090.
 // DataDir is left empty for the caller to fill (the node's data_dir).
 func DefaultConfig() Config {
 	return Config{
-		Etcd:      EtcdConfig{DialTimeout: 5 * time.Second, StartTimeout: 60 * time.Second},
-		Node:      NodeConfig{DrainTimeout: 60 * time.Second, ReportPeriod: 2 * time.Second},
-		APIAddr:   "127.0.0.1:9090",
-		API:       netguard.APIHTTPDefaults(),
-		KeyPrefix: "/livefuse/",
+		Etcd:           EtcdConfig{DialTimeout: 5 * time.Second, StartTimeout: 60 * time.Second},
+		Node:           NodeConfig{DrainTimeout: 60 * time.Second, ReportPeriod: 2 * time.Second},
+		AuditRetention: 30 * 24 * time.Hour,
+		APIAddr:        "127.0.0.1:9090",
+		API:            netguard.APIHTTPDefaults(),
+		KeyPrefix:      "/livefuse/",
 	}
 }
 
@@ -258,6 +264,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = d.KeyPrefix
+	}
+	if c.AuditRetention <= 0 {
+		c.AuditRetention = d.AuditRetention
 	}
 	c.API = c.API.WithDefaults(d.API)
 	return c

@@ -3,7 +3,6 @@ package lms
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,7 +48,8 @@ type Server struct {
 	reg       *Registry
 	live      LiveSource
 	log       *slog.Logger
-	token     [sha256.Size]byte
+	tokens    []tokenEntry // api_token (admin) and lms.tokens
+	auditLog  *auditLog
 	generated string
 	handler   http.Handler
 	apiMux    *http.ServeMux
@@ -87,7 +87,15 @@ func NewServer(cfg Config, reg *Registry, live LiveSource, log *slog.Logger, pro
 	if promReg == nil {
 		promReg = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: cfg, reg: reg, live: live, log: log, token: sha256.Sum256([]byte(tok))}
+	if err := ValidateTokens(cfg.Tokens); err != nil {
+		return nil, fmt.Errorf("lms: %w", err)
+	}
+	s := &Server{cfg: cfg, reg: reg, live: live, log: log,
+		tokens:   []tokenEntry{{sum: sha256.Sum256([]byte(tok)), who: principal{"admin", RoleAdmin}}},
+		auditLog: newAuditLog(nil, cfg.AuditRetention, log)}
+	for _, t := range cfg.Tokens {
+		s.tokens = append(s.tokens, tokenEntry{sum: sha256.Sum256([]byte(t.Token)), who: principal{t.Name, t.Role}})
+	}
 	if generated {
 		s.generated = tok
 	}
@@ -201,6 +209,7 @@ func (s *Server) Start() error {
 		}
 	}()
 	go s.probeStore(done)
+	go s.auditLog.run(done)
 	s.log.Info("lms: control API listening", "addr", hl.Addr().String(), "tls", hl.TLS())
 	return nil
 }
@@ -266,6 +275,7 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 	apiMux.HandleFunc("DELETE /api/v1/streams/{app}/{name}", s.handleDelete)
 	apiMux.HandleFunc("POST /api/v1/streams/{app}/{name}/kick", s.handleKick)
 	apiMux.HandleFunc("POST /api/v1/streams/{app}/{name}/switch", s.handleSwitch)
+	apiMux.HandleFunc("GET /api/v1/audit", s.handleAudit)
 	// JSON answers for wrong methods and unknown paths.
 	apiMux.Handle("/api/v1/streams", methodNotAllowed("GET, POST"))
 	apiMux.Handle("/api/v1/streams/{app}/{name}", methodNotAllowed("GET, PATCH, DELETE"))
@@ -276,7 +286,7 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/api/", s.authenticate(s.markStale(apiMux)))
+	mux.Handle("/api/", s.audited(s.authenticate(s.markStale(apiMux))))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if s.closing.Load() {
@@ -358,8 +368,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := r.Header.Get("Authorization")
 		scheme, tok, ok := strings.Cut(h, " ")
-		got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], s.token[:]) != 1 {
+		who, found := identify(s.tokens, strings.TrimSpace(tok))
+		if !ok || !strings.EqualFold(scheme, "Bearer") || !found {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="livefuse"`)
 			msg := "missing bearer token"
 			if h != "" {
@@ -368,9 +378,19 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, msg)
 			return
 		}
-		next.ServeHTTP(w, r)
+		noteCaller(r, who)
+		if err := permitted(who.role, r.Method, r.URL.Path); err != nil {
+			s.log.Info("api: refused by role", "actor", who.name, "role", who.role, "method", r.Method,
+				"path", r.URL.Path, "remote", r.RemoteAddr, "reason", "role")
+			writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not %s %s", who.role, r.Method, r.URL.Path))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(withCaller(r.Context(), who)))
 	})
 }
+
+// SetAuditStore keeps the audit log in st (else it is only logged).
+func (s *Server) SetAuditStore(st *Store) { s.auditLog.st = st }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
@@ -451,9 +471,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// audit logs one change: who, what, which stream (never secret values).
+// audit names the change r makes (action, stream, detail as key/value
+// pairs, never secret values) for its audit entry, which the audited
+// middleware logs, stores and publishes once r is answered.
 func (s *Server) audit(r *http.Request, action, stream string, args ...any) {
-	s.log.Info("audit", append([]any{"audit", action, "remote", r.RemoteAddr, "stream", stream}, args...)...)
+	noteAudit(r, action, stream, args...)
 }
 
 func (s *Server) info(st Stream, units map[string][]UnitStatus) api.StreamInfo {

@@ -57,6 +57,8 @@ commands (NAME is "name" or "app/name"):
          (applies live, at the next keyframe)
   decrypt [-o FILE] [--auth-key T] [--keys URL] [--key HEX] FILE|URL|-
          (encrypted FLV to clear FLV, byte for byte; decrypt --help)
+  audit [--actor NAME] [--action A] [--target T] [--since T] [--limit N]
+         (changes made through the API: who, what, when, outcome)
   nodes list | nodes drain ID|self | nodes undrain ID|self
          (the node registry; a drain sends new players to the other unit)
   cdn vendors|vendor NAME|plan|quality VENDOR|blacklist list|add|rm ...
@@ -107,6 +109,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	if len(rest) >= 1 && rest[0] == "cdn" {
 		return cdn(c, rest[1:], stdout, stderr)
+	}
+	if len(rest) >= 1 && rest[0] == "audit" {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		return exitCode(audit(ctx, c, rest[1:], stdout), auditUsage, stderr)
 	}
 	if len(rest) >= 1 && rest[0] == "nodes" {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

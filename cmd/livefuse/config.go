@@ -143,6 +143,9 @@ func (c *Config) validate() error {
 	if err := c.LMS.Node.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	if err := lms.ValidateTokens(c.LMS.Tokens); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	if err := c.Encryption.checkKeyAccess(c.Streams); err != nil {
 		return err
 	}

@@ -181,6 +181,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	rec.mount(api)
 	cm.mount(api)
 	life.mount(api, store)
+	api.SetAuditStore(store)
+	api.SetAuditPublisher(events)
 	if err := api.Start(); err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}

@@ -80,3 +80,43 @@ func (c *Client) DrainNode(ctx context.Context, id string, drain bool) (Node, er
 	err := c.do(ctx, "POST", nodePath(id)+verb, nil, &out)
 	return out, err
 }
+
+// AuditEntry is one change made through the control API.
+type AuditEntry struct {
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+	// Actor is the token holder's name (lms.tokens; "admin" for api_token).
+	Actor  string `json:"actor"`
+	Role   string `json:"role"`
+	Remote string `json:"remote"`
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	// Action names what was done ("switch", "drain", "create"...), Target
+	// what it was done to ("live/demo", "node/x").
+	Action string            `json:"action"`
+	Target string            `json:"target,omitempty"`
+	Detail map[string]string `json:"detail,omitempty"`
+	// Status is the HTTP status answered; Outcome "done", "accepted"
+	// (applied locally, or under way) or "refused".
+	Status  int    `json:"status"`
+	Outcome string `json:"outcome"`
+}
+
+// AuditList is the answer of GET /api/v1/audit (newest first).
+type AuditList struct {
+	Entries []AuditEntry `json:"entries"`
+}
+
+// Audit lists audit entries; query may hold actor, action, target,
+// since, until (RFC 3339) and limit.
+func (c *Client) Audit(ctx context.Context, query url.Values) ([]AuditEntry, error) {
+	var out AuditList
+	p := "/api/v1/audit"
+	if len(query) > 0 {
+		p += "?" + query.Encode()
+	}
+	if err := c.do(ctx, "GET", p, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Entries, nil
+}
