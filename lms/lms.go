@@ -37,10 +37,10 @@ type LiveStatus = api.LiveStatus
 
 // Errors of the registry and of LiveSource.
 var (
-	// ErrNotFound: no such stream in the registry.
-	ErrNotFound = errors.New("stream not found")
-	// ErrExists: Create found the stream already registered.
-	ErrExists = errors.New("stream already exists")
+	// ErrNotFound: no such stream (or item of a collection).
+	ErrNotFound = errors.New("not found")
+	// ErrExists: Create found the stream (or item) already there.
+	ErrExists = errors.New("already exists")
 	// ErrConflict: concurrent writes to one record still collided after
 	// the bounded retries (answered with 409; the client may retry).
 	ErrConflict = errors.New("conflicting concurrent writes to the same record")
