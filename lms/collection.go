@@ -425,6 +425,9 @@ func (c *Collection[T]) UpdateAll(ctx context.Context, fn func(cur map[string]T)
 			}
 			ops = append(ops, clientv3.OpPut(k, val))
 		}
+		if len(ops) == 0 {
+			return nil // nothing stored, nothing wanted
+		}
 		tr, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return fmt.Errorf("update %s: %w", c.kind, err)
@@ -484,7 +487,9 @@ func (c *Collection[T]) SeedOnce(ctx context.Context, seed map[string]T) (bool, 
 	if err != nil {
 		return false, fmt.Errorf("seed %s: %w", c.kind, err)
 	}
-	if resp.Succeeded {
+	if resp.Succeeded && len(seed) > 0 {
+		// (The marker alone is outside the watched prefix: no event
+		// would show it.)
 		c.waitApplied(ctx, resp.Header.Revision)
 	}
 	return resp.Succeeded, nil
@@ -500,10 +505,16 @@ func (c *Collection[T]) Seeded(ctx context.Context) (bool, error) {
 }
 
 // WaitFresh returns once the copy reflects every write the store had
-// committed when WaitFresh was called (bounded; a read of a quorum).
+// committed when WaitFresh was called (bounded: a read of a quorum, then
+// a progress notice asked of the watch, which carries the revision even
+// when nothing under the collection changed).
 func (c *Collection[T]) WaitFresh(ctx context.Context) error {
-	resp, err := c.cli.Get(ctx, c.dir+"\x00fresh", clientv3.WithCountOnly())
+	resp, err := c.cli.Get(ctx, c.dir, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
+		return fmt.Errorf("read %s: %w", c.kind, err)
+	}
+	// The watch runs on the stream of leader-requiring contexts.
+	if err := c.cli.RequestProgress(clientv3.WithRequireLeader(ctx)); err != nil {
 		return fmt.Errorf("read %s: %w", c.kind, err)
 	}
 	c.waitApplied(ctx, resp.Header.Revision)
