@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/livefuse/livefuse/cdnmix"
+	"github.com/livefuse/livefuse/lms"
+)
+
+func openTestStore(t *testing.T) *lms.Store {
+	t.Helper()
+	cfg := lms.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := lms.OpenStore(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func startColl[T any](t *testing.T, st *lms.Store, kind string) *lms.Collection[T] {
+	t.Helper()
+	c, err := lms.NewCollection(st, kind, lms.CollectionOptions[T]{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func vendorNames(c *lms.Collection[cdnmix.StoredVendor]) []string {
+	svs := c.List()
+	slices.SortFunc(svs, func(a, b cdnmix.StoredVendor) int { return int(a.Pos - b.Pos) })
+	var out []string
+	for _, sv := range svs {
+		out = append(out, sv.Vendor.Name)
+	}
+	return out
+}
+
+// The vendor list and blacklist an earlier version stored as blobs seed
+// the collections once, in their order; the config's vendors then only
+// seed a store never seeded, and an emptied list stays empty.
+func TestSeedCDN(t *testing.T) {
+	ctx := t.Context()
+	log := slog.New(slog.DiscardHandler)
+	vb := func(name string) cdnmix.Vendor {
+		return cdnmix.Vendor{Name: name, FLVBase: "http://" + name + ".example.com", CommitMbps: 1, CeilingMbps: 2, Enabled: true}
+	}
+	cfgVendors := []cdnmix.Vendor{vb("cfg")}
+
+	t.Run("carried over from the blobs", func(t *testing.T) {
+		st := openTestStore(t)
+		reg := lms.NewRegistry(st, log)
+		old, _ := json.Marshal([]cdnmix.Vendor{vb("zz"), vb("aa")})
+		if _, err := reg.PutBlob(ctx, cdnBlobKind, vendorsBlob, old); err != nil {
+			t.Fatal(err)
+		}
+		entry := cdnmix.BlacklistEntry{Vendor: "zz", Region: "GD", Reason: "old"}
+		oldBL, _ := json.Marshal([]cdnmix.BlacklistEntry{entry})
+		if _, err := reg.PutBlob(ctx, cdnBlobKind, blacklistBlob, oldBL); err != nil {
+			t.Fatal(err)
+		}
+		vendors := startColl[cdnmix.StoredVendor](t, st, vendorsKind)
+		blacklist := startColl[cdnmix.BlacklistEntry](t, st, blacklistKind)
+		if err := seedCDN(ctx, reg, vendors, blacklist, cfgVendors, log); err != nil {
+			t.Fatal(err)
+		}
+		if got := vendorNames(vendors); !slices.Equal(got, []string{"zz", "aa"}) {
+			t.Errorf("vendors %v, want the blob's [zz aa] in its order", got)
+		}
+		if e, ok := blacklist.Get(cdnmix.BlacklistName("zz", "GD", "")); !ok || e.Reason != "old" {
+			t.Errorf("blacklist %v", blacklist.All())
+		}
+	})
+
+	t.Run("config seeds once", func(t *testing.T) {
+		st := openTestStore(t)
+		reg := lms.NewRegistry(st, log)
+		vendors := startColl[cdnmix.StoredVendor](t, st, vendorsKind)
+		blacklist := startColl[cdnmix.BlacklistEntry](t, st, blacklistKind)
+		if err := seedCDN(ctx, reg, vendors, blacklist, cfgVendors, log); err != nil {
+			t.Fatal(err)
+		}
+		if got := vendorNames(vendors); !slices.Equal(got, []string{"cfg"}) {
+			t.Fatalf("vendors %v, want the config's", got)
+		}
+		if err := vendors.Delete(ctx, "cfg"); err != nil {
+			t.Fatal(err)
+		}
+		if err := seedCDN(ctx, reg, vendors, blacklist, cfgVendors, log); err != nil {
+			t.Fatal(err)
+		}
+		if vendors.Len() != 0 {
+			t.Errorf("an emptied vendor list was seeded again: %v", vendorNames(vendors))
+		}
+	})
+}
+
+// A burst of changes is applied by few calls, and every change is followed
+// by a call that sees it.
+func TestFollowCoalesces(t *testing.T) {
+	st := openTestStore(t)
+	coll := startColl[cdnmix.BlacklistEntry](t, st, blacklistKind)
+	c := &cdnMix{}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer func() { cancel(); c.wg.Wait() }()
+	seen := make(chan int, 1000)
+	follow(ctx, c, coll, func() { seen <- coll.Len() })
+	for i := range 50 {
+		name := cdnmix.BlacklistName("v", string(rune('a'+i%26))+string(rune('a'+i/26)), "")
+		if _, err := coll.Put(ctx, name, cdnmix.BlacklistEntry{Vendor: "v"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	calls := 0
+	for {
+		select {
+		case n := <-seen:
+			calls++
+			if n == 50 {
+				if calls > 50 {
+					t.Errorf("%d calls for 50 changes", calls)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no call saw the 50 entries within 10 s (%d calls)", calls)
+		}
+	}
+}
