@@ -112,7 +112,7 @@ func TestServeRefusesBeforeStart(t *testing.T) {
 
 func TestLocate(t *testing.T) {
 	for _, tc := range []struct {
-		section, msg           string
+		section, msg       string
 		wantPath, wantRest string
 	}{
 		{"origin", "origin: hls_variant \"x\": want y", "origin.hls_variant", " \"x\": want y"},
