@@ -11,7 +11,8 @@ import (
 
 // Blobs are opaque values that other parts of livefuse keep in the lms
 // store, so that they survive a restart and reach every node: the CDN
-// vendors changed through the control API, for instance. A blob lives
+// session token key, for instance. (Collections of items that change at
+// run time are Collections, with a watch and compare-and-swap writes.) A blob lives
 // under KeyPrefix+"blobs/KIND/NAME"; lms never looks inside, and never
 // logs a value (blobs may hold secrets such as signing keys).
 

@@ -93,6 +93,15 @@ const (
 	waitAppliedMax = 5 * time.Second
 )
 
+// MaxAtomicItems bounds UpdateAll and SeedOnce, which read and write a
+// whole collection in one transaction: etcd refuses more than 128
+// operations in one (by default), so they work on collections of at most
+// 127 items.
+const MaxAtomicItems = 127
+
+// ErrTooLarge: an item or an atomic update over the store's bounds.
+var ErrTooLarge = errors.New("too large for one store write")
+
 var updateBackoff = Backoff{Min: time.Millisecond, Max: 100 * time.Millisecond}
 
 // NewCollection returns the collection kind (1 to 64 of a-z, 0-9, '.',
@@ -220,7 +229,7 @@ func (c *Collection[T]) List() []T {
 
 func (c *Collection[T]) key(name string) (string, error) {
 	if name == "" || len(name) > 256 || strings.ContainsRune(name, 0) {
-		return "", fmt.Errorf("%s %q: %w: want a name of 1 to 256 bytes", c.kind, name, ErrInvalid)
+		return "", fmt.Errorf("%s %q: want a name of 1 to 256 bytes", c.kind, name)
 	}
 	return c.dir + name, nil
 }
@@ -231,7 +240,7 @@ func (c *Collection[T]) value(name string, v T) (string, error) {
 		return "", fmt.Errorf("%s %q: encode: %w", c.kind, name, err)
 	}
 	if len(b) > MaxItem {
-		return "", fmt.Errorf("%s %q: %w: %d bytes, at most %d", c.kind, name, ErrInvalid, len(b), MaxItem)
+		return "", fmt.Errorf("%s %q: %w: %d bytes, at most %d", c.kind, name, ErrTooLarge, len(b), MaxItem)
 	}
 	return string(b), nil
 }
@@ -428,6 +437,9 @@ func (c *Collection[T]) UpdateAll(ctx context.Context, fn func(cur map[string]T)
 		if len(ops) == 0 {
 			return nil // nothing stored, nothing wanted
 		}
+		if len(cmps) > MaxAtomicItems+1 || len(ops) > MaxAtomicItems {
+			return fmt.Errorf("update %s: %w (at most %d items)", c.kind, ErrTooLarge, MaxAtomicItems)
+		}
 		tr, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return fmt.Errorf("update %s: %w", c.kind, err)
@@ -467,6 +479,9 @@ func (c *Collection[T]) Seed(ctx context.Context, seed map[string]T) ([]string, 
 // marker key beside it records that it was), so that a collection emptied
 // through the API stays empty. It reports whether it wrote.
 func (c *Collection[T]) SeedOnce(ctx context.Context, seed map[string]T) (bool, error) {
+	if len(seed) > MaxAtomicItems {
+		return false, fmt.Errorf("seed %s: %w (at most %d items)", c.kind, ErrTooLarge, MaxAtomicItems)
+	}
 	marker := strings.TrimSuffix(c.dir, "/") + ".seeded"
 	ops := []clientv3.Op{clientv3.OpPut(marker, time.Now().UTC().Format(time.RFC3339))}
 	for name, v := range seed {

@@ -325,3 +325,30 @@ func TestCollectionClose(t *testing.T) {
 	case <-cctx.Done():
 	}
 }
+
+// An atomic update larger than one etcd transaction is refused with a
+// clear error, and writes nothing.
+func TestCollectionAtomicBound(t *testing.T) {
+	ctx := t.Context()
+	c := startTestCollection(t, prefixStore(t), "things")
+	big := map[string]testItem{}
+	for i := range MaxAtomicItems + 1 {
+		big[fmt.Sprint(i)] = testItem{N: i}
+	}
+	if err := c.UpdateAll(ctx, func(map[string]testItem) (map[string]testItem, error) { return big, nil }); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("UpdateAll of %d items: %v, want ErrTooLarge", len(big), err)
+	}
+	if _, err := c.SeedOnce(ctx, big); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("SeedOnce of %d items: %v, want ErrTooLarge", len(big), err)
+	}
+	if c.Len() != 0 {
+		t.Errorf("%d items stored by refused updates", c.Len())
+	}
+	delete(big, "0")
+	if err := c.UpdateAll(ctx, func(map[string]testItem) (map[string]testItem, error) { return big, nil }); err != nil {
+		t.Errorf("UpdateAll of %d items: %v", len(big), err)
+	}
+	if c.Len() != MaxAtomicItems {
+		t.Errorf("%d items stored, want %d", c.Len(), MaxAtomicItems)
+	}
+}

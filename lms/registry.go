@@ -63,10 +63,6 @@ func NewRegistry(st *Store, log *slog.Logger) *Registry {
 	return r
 }
 
-// Streams returns the collection under the registry (to read it; write
-// through the Registry, which applies the stream rules).
-func (r *Registry) Streams() *Collection[Stream] { return r.c }
-
 // Start loads every stream from etcd and starts following changes. The
 // initial load is not reported to subscribers; read it with List.
 func (r *Registry) Start(ctx context.Context) error { return r.c.Start(ctx) }
