@@ -287,6 +287,7 @@ func (m *Mixer) postBlacklist(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
+	m.pruneBlacklist(r.Context())
 	m.SyncBlacklist()
 	m.log.Info("blacklist add", "vendor", e.Vendor, "bucket", Bucket{e.Region, e.ISP}.String(), "until", e.Until, "reason", e.Reason)
 	writeJSON(w, http.StatusCreated, e)

@@ -3,6 +3,7 @@ package cdnmix
 import (
 	"cmp"
 	"context"
+	"errors"
 	"maps"
 	"net/url"
 	"reflect"
@@ -110,6 +111,30 @@ func (m *Mixer) SyncBlacklist() {
 	}
 	if err := m.alloc.SetBlacklist(es); err != nil {
 		m.log.Error("stored cdn blacklist refused, keeping the current one", "err", err)
+	}
+}
+
+// errKeep makes a store update write nothing.
+var errKeep = errors.New("keep")
+
+// pruneBlacklist removes the stored entries that have ended (with the
+// next change through the API, so the store holds the active entries and
+// those ended since). An entry replaced meanwhile by an active one stays.
+func (m *Mixer) pruneBlacklist(ctx context.Context) {
+	now := m.opts.now()
+	for name, e := range m.blacklist.All() {
+		if e.active(now) {
+			continue
+		}
+		_, err := m.blacklist.Update(ctx, name, func(cur *BlacklistEntry) (*BlacklistEntry, error) {
+			if cur == nil || cur.active(now) {
+				return nil, errKeep
+			}
+			return nil, nil
+		})
+		if err != nil && !errors.Is(err, errKeep) {
+			m.log.Warn("ended blacklist entry not removed from the store", "vendor", e.Vendor, "err", err)
+		}
 	}
 }
 
