@@ -47,6 +47,7 @@ type Collection[T any] struct {
 	applied int64         // etcd revision the copy reflects
 	advance chan struct{} // closed and replaced when applied grows
 	subs    []func(Change[T])
+	batch   []func()    // called once after each batch of changes
 	queue   []Change[T] // changes waiting for delivery to subs
 	wake    chan struct{}
 
@@ -182,6 +183,17 @@ func (c *Collection[T]) Close() {
 func (c *Collection[T]) Subscribe(fn func(Change[T])) {
 	c.mu.Lock()
 	c.subs = append(c.subs, fn)
+	c.mu.Unlock()
+}
+
+// OnChange registers fn to be called after changes, once per batch of
+// changes delivered together (a burst of writes costs a few calls, not one
+// each), from the goroutine that calls the subscribers, after them. It
+// suits a consumer that rebuilds its state from List or All. Register it
+// before Start.
+func (c *Collection[T]) OnChange(fn func()) {
+	c.mu.Lock()
+	c.batch = append(c.batch, fn)
 	c.mu.Unlock()
 }
 
@@ -608,7 +620,7 @@ func (c *Collection[T]) reload(ctx context.Context, notify bool) (int64, error) 
 
 // queueLocked queues a change for subscribers; c.mu must be held.
 func (c *Collection[T]) queueLocked(name string, old, new *T) {
-	if len(c.subs) == 0 {
+	if len(c.subs) == 0 && len(c.batch) == 0 {
 		return
 	}
 	ch := Change[T]{Name: name}
@@ -709,7 +721,7 @@ func (c *Collection[T]) deliver(ctx context.Context) {
 			c.mu.Lock()
 			q := c.queue
 			c.queue = nil
-			subs := c.subs
+			subs, batch := c.subs, c.batch
 			c.mu.Unlock()
 			if len(q) == 0 {
 				break
@@ -721,6 +733,9 @@ func (c *Collection[T]) deliver(ctx context.Context) {
 				for _, fn := range subs {
 					fn(ch)
 				}
+			}
+			for _, fn := range batch {
+				fn()
 			}
 		}
 	}

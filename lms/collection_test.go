@@ -352,3 +352,44 @@ func TestCollectionAtomicBound(t *testing.T) {
 		t.Errorf("%d items stored, want %d", c.Len(), MaxAtomicItems)
 	}
 }
+
+// OnChange is called after each batch of changes, never more often than
+// there are changes, and the last call sees them all.
+func TestCollectionOnChange(t *testing.T) {
+	ctx := t.Context()
+	st := prefixStore(t)
+	c := newTestCollection(t, st, "things")
+	seen := make(chan int, 100)
+	c.OnChange(func() { seen <- c.Len() })
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	w := startTestCollection(t, st, "things")
+	const n = 50
+	if err := w.UpdateAll(ctx, func(map[string]testItem) (map[string]testItem, error) {
+		m := map[string]testItem{}
+		for i := range n {
+			m[fmt.Sprint(i)] = testItem{N: i}
+		}
+		return m, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	for {
+		select {
+		case got := <-seen:
+			calls++
+			if got == n {
+				// One transaction: its changes arrive as one batch.
+				if calls != 1 {
+					t.Errorf("%d calls for one transaction of %d changes", calls, n)
+				}
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no call saw the %d items within 10 s (%d calls)", n, calls)
+		}
+	}
+}

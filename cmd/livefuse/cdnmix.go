@@ -98,10 +98,8 @@ func newCDNMix(ctx context.Context, cfg cdnmix.Config, b bus.Bus, runBus func(co
 		c.Close()
 		return nil, err
 	}
-	// Changes are applied by one goroutine per collection, a burst of
-	// them at once.
-	follow(ctx, c, vendors, m.SyncVendors)
-	follow(ctx, c, blacklist, m.SyncBlacklist)
+	vendors.OnChange(m.SyncVendors)
+	blacklist.OnChange(m.SyncBlacklist)
 	if err := vendors.Start(ctx); err != nil {
 		return fail(fmt.Errorf("cdn vendors: %w", err))
 	}
@@ -132,28 +130,6 @@ const (
 	vendorsBlob   = "vendors"
 	blacklistBlob = "blacklist"
 )
-
-// follow calls sync after changes of a collection, from one goroutine;
-// changes that arrive while it runs are served by one more call.
-func follow[T any](ctx context.Context, c *cdnMix, coll *lms.Collection[T], sync func()) {
-	kick := make(chan struct{}, 1)
-	coll.Subscribe(func(lms.Change[T]) {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	})
-	c.wg.Go(func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-kick:
-				sync()
-			}
-		}
-	})
-}
 
 // seedCDN seeds the vendor and blacklist collections once: from the lists
 // an earlier version stored as blobs, else (vendors) from the config.

@@ -107,37 +107,3 @@ func TestSeedCDN(t *testing.T) {
 		}
 	})
 }
-
-// A burst of changes is applied by few calls, and every change is followed
-// by a call that sees it.
-func TestFollowCoalesces(t *testing.T) {
-	st := openTestStore(t)
-	coll := startColl[cdnmix.BlacklistEntry](t, st, blacklistKind)
-	c := &cdnMix{}
-	ctx, cancel := context.WithCancel(t.Context())
-	defer func() { cancel(); c.wg.Wait() }()
-	seen := make(chan int, 1000)
-	follow(ctx, c, coll, func() { seen <- coll.Len() })
-	for i := range 50 {
-		name := cdnmix.BlacklistName("v", string(rune('a'+i%26))+string(rune('a'+i/26)), "")
-		if _, err := coll.Put(ctx, name, cdnmix.BlacklistEntry{Vendor: "v"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.After(10 * time.Second)
-	calls := 0
-	for {
-		select {
-		case n := <-seen:
-			calls++
-			if n == 50 {
-				if calls > 50 {
-					t.Errorf("%d calls for 50 changes", calls)
-				}
-				return
-			}
-		case <-deadline:
-			t.Fatalf("no call saw the 50 entries within 10 s (%d calls)", calls)
-		}
-	}
-}

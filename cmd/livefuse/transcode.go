@@ -62,7 +62,7 @@ func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, r
 	if err != nil {
 		return nil, err
 	}
-	t.coll.Subscribe(func(lms.Change[transcode.Profile]) { t.apply() })
+	t.coll.OnChange(t.apply)
 	if err := t.coll.Start(ctx); err != nil {
 		return nil, fmt.Errorf("load profiles: %w", err)
 	}
