@@ -64,6 +64,7 @@ func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, r
 	}
 	t.coll.OnChange(t.apply)
 	if err := t.coll.Start(ctx); err != nil {
+		t.Close()
 		return nil, fmt.Errorf("load profiles: %w", err)
 	}
 	// Config file profiles go to the store when they are not there yet
@@ -73,7 +74,7 @@ func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, r
 		m[p.Name] = p
 	}
 	if _, err := t.coll.Seed(ctx, m); err != nil {
-		t.coll.Close()
+		t.Close()
 		return nil, err
 	}
 	t.apply()
