@@ -107,3 +107,26 @@ func TestSeedCDN(t *testing.T) {
 		}
 	})
 }
+
+// The session token key is made once and shared: every node of a store
+// (every call) gets the same one; a damaged stored key is refused.
+func TestLoadTokenKey(t *testing.T) {
+	ctx := t.Context()
+	log := slog.New(slog.DiscardHandler)
+	st := openTestStore(t)
+	reg := lms.NewRegistry(st, log)
+	k1, err := loadTokenKey(ctx, reg, log)
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("first key: %d bytes, %v", len(k1), err)
+	}
+	k2, err := loadTokenKey(ctx, reg, log)
+	if err != nil || !slices.Equal(k1, k2) {
+		t.Fatalf("second call: %v, same key %v", err, slices.Equal(k1, k2))
+	}
+	if _, err := reg.PutBlob(ctx, cdnBlobKind, tokenKeyBlob, []byte("short")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadTokenKey(ctx, reg, log); err == nil {
+		t.Error("a 5-byte stored key was accepted")
+	}
+}
