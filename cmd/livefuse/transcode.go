@@ -58,7 +58,7 @@ func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, r
 	// Stored profiles that do not validate on this node (say a watermark
 	// file missing here) are left out, and logged by the collection.
 	t.coll, err = lms.NewCollection(store, "profiles", lms.CollectionOptions[transcode.Profile]{Log: log,
-		Decode: func(_ string, b []byte) (transcode.Profile, error) { return transcode.ParseProfileJSON(b) }})
+		Decode: decodeProfile})
 	if err != nil {
 		return nil, err
 	}
@@ -79,6 +79,16 @@ func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, r
 	}
 	t.apply()
 	return t, nil
+}
+
+// decodeProfile parses a stored profile, which must be valid on this node
+// and stored under its own name.
+func decodeProfile(name string, b []byte) (transcode.Profile, error) {
+	p, err := transcode.ParseProfileJSON(b)
+	if err == nil && p.Name != name {
+		err = fmt.Errorf("profile %q stored under the name %q", p.Name, name)
+	}
+	return p, err
 }
 
 // apply gives the pool and the play hooks the stored profiles.
