@@ -109,33 +109,33 @@ func (m *Mixer) getVendor(w http.ResponseWriter, r *http.Request) {
 	apiError(w, http.StatusNotFound, fmt.Errorf("vendor %q not found", name))
 }
 
-// setVendors applies a new list built by edit from the current one.
-func (m *Mixer) setVendors(w http.ResponseWriter, edit func(cur []Vendor) ([]Vendor, int, error)) {
-	m.vmu.Lock()
-	defer m.vmu.Unlock()
-	cur := m.alloc.Vendors()
-	next, code, err := edit(slices.Clone(cur))
-	if err != nil {
-		apiError(w, code, err)
+// codeError is a refused change and its HTTP status.
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e codeError) Error() string { return e.err.Error() }
+func (e codeError) Unwrap() error { return e.err }
+
+// storeError answers a failed change: the refusal's own status, or 503
+// when the store could not be written (unreachable, or writers still
+// colliding after the store's retries).
+func storeError(w http.ResponseWriter, err error) {
+	var ce codeError
+	if errors.As(err, &ce) {
+		apiError(w, ce.code, ce.err)
 		return
 	}
-	// Keep keys that were not sent.
-	for i := range next {
-		if next[i].Key != "" {
-			continue
-		}
-		if j := slices.IndexFunc(cur, func(v Vendor) bool { return v.Name == next[i].Name }); j >= 0 && next[i].Signing == cur[j].Signing {
-			next[i].Key = cur[j].Key
-		}
+	apiError(w, http.StatusServiceUnavailable, fmt.Errorf("cdn store: %w", err))
+}
+
+// keepKey gives next the key of cur when next was sent without one and
+// signs the same way (so a GET, edit, PUT round trip needs no secret).
+func keepKey(next *Vendor, cur Vendor) {
+	if next.Key == "" && next.Signing == cur.Signing {
+		next.Key = cur.Key
 	}
-	if err := m.alloc.SetVendors(next); err != nil {
-		apiError(w, http.StatusBadRequest, err)
-		return
-	}
-	if m.opts.onVendorsChange != nil {
-		m.opts.onVendorsChange(m.alloc.Vendors())
-	}
-	m.getVendorsAfter(w, code)
 }
 
 func (m *Mixer) getVendorsAfter(w http.ResponseWriter, code int) {
@@ -155,7 +155,25 @@ func (m *Mixer) putVendors(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, err)
 		return
 	}
-	m.setVendors(w, func([]Vendor) ([]Vendor, int, error) { return body.Vendors, http.StatusOK, nil })
+	err := m.vendors.UpdateAll(r.Context(), func(cur map[string]StoredVendor) (map[string]StoredVendor, error) {
+		vs := make([]Vendor, len(body.Vendors))
+		for i, v := range body.Vendors {
+			vs[i] = v.clone()
+			if c, ok := cur[v.Name]; ok {
+				keepKey(&vs[i], c.Vendor)
+			}
+		}
+		if err := ValidateVendors(vs); err != nil {
+			return nil, codeError{http.StatusBadRequest, err}
+		}
+		return StoreVendors(vs), nil
+	})
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	m.SyncVendors()
+	m.getVendorsAfter(w, http.StatusOK)
 }
 
 func (m *Mixer) putVendor(w http.ResponseWriter, r *http.Request) {
@@ -172,24 +190,49 @@ func (m *Mixer) putVendor(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, fmt.Errorf("name %q in the body differs from %q in the path", v.Name, name))
 		return
 	}
-	m.setVendors(w, func(cur []Vendor) ([]Vendor, int, error) {
-		if i := slices.IndexFunc(cur, func(x Vendor) bool { return x.Name == name }); i >= 0 {
-			cur[i] = v
-			return cur, http.StatusOK, nil
+	code := http.StatusOK
+	_, err := m.vendors.Update(r.Context(), name, func(cur *StoredVendor) (*StoredVendor, error) {
+		next := StoredVendor{Vendor: v.clone()}
+		if cur != nil {
+			code, next.Pos = http.StatusOK, cur.Pos
+			keepKey(&next.Vendor, cur.Vendor)
 		}
-		return append(cur, v), http.StatusCreated, nil
+		if err := next.Vendor.Validate(); err != nil {
+			return nil, codeError{http.StatusBadRequest, err}
+		}
+		if cur != nil {
+			return &next, nil
+		}
+		// A new vendor goes last. Two created at once on two nodes may
+		// get the same place: they are then ordered by name.
+		code, next.Pos = http.StatusCreated, 0
+		for _, sv := range m.vendors.All() {
+			next.Pos = max(next.Pos, sv.Pos+1)
+		}
+		return &next, nil
 	})
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	m.SyncVendors()
+	m.getVendorsAfter(w, code)
 }
 
 func (m *Mixer) deleteVendor(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	m.setVendors(w, func(cur []Vendor) ([]Vendor, int, error) {
-		i := slices.IndexFunc(cur, func(x Vendor) bool { return x.Name == name })
-		if i < 0 {
-			return nil, http.StatusNotFound, fmt.Errorf("vendor %q not found", name)
+	_, err := m.vendors.Update(r.Context(), name, func(cur *StoredVendor) (*StoredVendor, error) {
+		if cur == nil {
+			return nil, codeError{http.StatusNotFound, fmt.Errorf("vendor %q not found", name)}
 		}
-		return slices.Delete(cur, i, i+1), http.StatusOK, nil
+		return nil, nil
 	})
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	m.SyncVendors()
+	m.getVendorsAfter(w, http.StatusOK)
 }
 
 // blacklistRequest is the body of POST and DELETE /api/v1/cdn/blacklist.
@@ -239,16 +282,14 @@ func (m *Mixer) postBlacklist(w http.ResponseWriter, r *http.Request) {
 	if e.Reason == "" {
 		e.Reason = "control API"
 	}
-	m.bmu.Lock()
-	err := m.alloc.AddBlacklist(e)
-	if err == nil {
-		m.blacklistChanged()
-	}
-	m.bmu.Unlock()
-	if err != nil {
-		apiError(w, http.StatusBadRequest, err)
+	if _, err := m.blacklist.Update(r.Context(), BlacklistName(e.Vendor, e.Region, e.ISP),
+		func(*BlacklistEntry) (*BlacklistEntry, error) { return &e, nil }); err != nil {
+		storeError(w, err)
 		return
 	}
+	m.pruneBlacklist(r.Context())
+	m.SyncBlacklist()
+	m.log.Info("blacklist add", "vendor", e.Vendor, "bucket", Bucket{e.Region, e.ISP}.String(), "until", e.Until, "reason", e.Reason)
 	writeJSON(w, http.StatusCreated, e)
 }
 
@@ -265,12 +306,15 @@ func (m *Mixer) deleteBlacklist(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, errors.New("vendor is required"))
 		return
 	}
-	m.bmu.Lock()
-	manual, auto := m.alloc.removeBlacklist(req.Vendor, req.Region, req.ISP)
-	if manual {
-		m.blacklistChanged()
+	manual := false
+	if _, err := m.blacklist.Update(r.Context(), BlacklistName(req.Vendor, req.Region, req.ISP),
+		func(cur *BlacklistEntry) (*BlacklistEntry, error) { manual = cur != nil; return nil, nil }); err != nil {
+		storeError(w, err)
+		return
 	}
-	m.bmu.Unlock()
+	m.SyncBlacklist()
+	// The stall rule's entry of this node, if any, goes too.
+	_, auto := m.alloc.removeBlacklist(req.Vendor, req.Region, req.ISP)
 	if !manual && !auto {
 		apiError(w, http.StatusNotFound, errors.New("no such blacklist entry"))
 		return

@@ -71,13 +71,12 @@ func newClockMixer(t *testing.T, now *time.Time, opts ...Option) *Mixer {
 	return m
 }
 
-// The control API reports the manual entries after each change, with
-// absolute Until times; refused requests and automatic entries are not
-// reported.
-func TestMixerBlacklistChanged(t *testing.T) {
+// The control API writes the manual entries to the store, with absolute
+// Until times; refused requests and automatic entries change nothing there.
+func TestMixerBlacklistStored(t *testing.T) {
 	now := testNow
-	var reports [][]BlacklistEntry
-	m := newClockMixer(t, &now, WithBlacklistChanged(func(es []BlacklistEntry) { reports = append(reports, es) }))
+	store := newMemStore[BlacklistEntry](nil)
+	m := newClockMixer(t, &now, WithBlacklistStore(store))
 	api := (&mixerEnv{}).do
 	h := m.APIHandler()
 	if err := m.alloc.auto.Add(BlacklistEntry{Vendor: "b", Region: "SH", Until: now.Add(time.Hour), Reason: "stall rule: test"}); err != nil {
@@ -88,34 +87,38 @@ func TestMixerBlacklistChanged(t *testing.T) {
 	tests := []struct {
 		name, method, target, body string
 		code                       int
-		report                     []BlacklistEntry // nil: no report
+		stored                     []BlacklistEntry
 	}{
 		{"add with a ttl", "POST", "/api/v1/cdn/blacklist", `{"vendor":"a","region":"GD","ttl":"10m"}`, 201, []BlacklistEntry{aGD}},
 		{"add until removed", "POST", "/api/v1/cdn/blacklist", `{"vendor":"b","reason":"maintenance"}`, 201, []BlacklistEntry{aGD, bAll}},
-		{"unknown vendor", "POST", "/api/v1/cdn/blacklist", `{"vendor":"zz"}`, 400, nil},
-		{"bad ttl", "POST", "/api/v1/cdn/blacklist", `{"vendor":"a","ttl":"-1m"}`, 400, nil},
+		{"unknown vendor", "POST", "/api/v1/cdn/blacklist", `{"vendor":"zz"}`, 400, []BlacklistEntry{aGD, bAll}},
+		{"bad ttl", "POST", "/api/v1/cdn/blacklist", `{"vendor":"a","ttl":"-1m"}`, 400, []BlacklistEntry{aGD, bAll}},
 		{"remove", "DELETE", "/api/v1/cdn/blacklist?vendor=a&region=GD", "", 204, []BlacklistEntry{bAll}},
-		{"remove again", "DELETE", "/api/v1/cdn/blacklist?vendor=a&region=GD", "", 404, nil},
-		{"remove an automatic entry", "DELETE", "/api/v1/cdn/blacklist?vendor=b&region=SH", "", 204, nil},
-		{"remove the last", "DELETE", "/api/v1/cdn/blacklist", `{"vendor":"b"}`, 204, []BlacklistEntry{}},
+		{"remove again", "DELETE", "/api/v1/cdn/blacklist?vendor=a&region=GD", "", 404, []BlacklistEntry{bAll}},
+		{"remove an automatic entry", "DELETE", "/api/v1/cdn/blacklist?vendor=b&region=SH", "", 204, []BlacklistEntry{bAll}},
+		{"remove the last", "DELETE", "/api/v1/cdn/blacklist", `{"vendor":"b"}`, 204, nil},
 	}
 	for _, tc := range tests {
-		reports = nil
 		w := api(h, tc.method, tc.target, tc.body, "")
 		if w.Code != tc.code {
 			t.Fatalf("%s: %d %s, want %d", tc.name, w.Code, w.Body, tc.code)
 		}
-		switch {
-		case tc.report == nil && len(reports) != 0:
-			t.Errorf("%s: reported %+v", tc.name, reports)
-		case tc.report != nil && (len(reports) != 1 || !slices.Equal(reports[0], tc.report)):
-			t.Errorf("%s: reported %+v, want [%+v]", tc.name, reports, tc.report)
+		var stored []BlacklistEntry
+		for _, e := range store.All() {
+			stored = append(stored, e)
+		}
+		sortEntries(stored)
+		if !slices.Equal(stored, tc.stored) {
+			t.Errorf("%s: stored %+v, want %+v", tc.name, stored, tc.stored)
+		}
+		if manual := m.ManualBlacklist(); len(manual) != len(tc.stored) {
+			t.Errorf("%s: applied %+v, want %+v", tc.name, manual, tc.stored)
 		}
 	}
 }
 
-// SetBlacklist replaces the manual entries, keeps the stall rule's, ends
-// each entry at its Until and does not report back.
+// SetBlacklist replaces the manual entries, keeps the stall rule's and
+// ends each entry at its Until.
 func TestMixerSetBlacklist(t *testing.T) {
 	gd, sh := Bucket{"GD", "telecom"}, Bucket{"SH", "telecom"}
 	type probe struct {
@@ -145,8 +148,7 @@ func TestMixerSetBlacklist(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			now := testNow
-			reported := 0
-			m := newClockMixer(t, &now, WithBlacklistChanged(func([]BlacklistEntry) { reported++ }))
+			m := newClockMixer(t, &now)
 			// A manual entry from before, replaced by the set.
 			if err := m.SetBlacklist([]BlacklistEntry{{Vendor: "a", Region: "GD"}}); err != nil {
 				t.Fatal(err)
@@ -158,9 +160,6 @@ func TestMixerSetBlacklist(t *testing.T) {
 			}
 			if err := m.SetBlacklist(tc.set); (err != nil) != tc.wantErr {
 				t.Fatalf("err %v, want error %v", err, tc.wantErr)
-			}
-			if reported != 0 {
-				t.Fatalf("SetBlacklist reported %d times", reported)
 			}
 			for i, p := range tc.probes {
 				now = now.Add(p.after)
@@ -178,20 +177,18 @@ func TestMixerSetBlacklist(t *testing.T) {
 	}
 }
 
-// Entries set on one mixer from another's report end at the same moment on
-// both (Until is absolute, however late the report arrives).
+// Entries one mixer stores end at the same moment on another that shares
+// the store (Until is absolute, however late the change reaches it).
 func TestBlacklistSharedExpiry(t *testing.T) {
 	now1, now2 := testNow, testNow
-	m2 := newClockMixer(t, &now2)
-	m1 := newClockMixer(t, &now1, WithBlacklistChanged(func(es []BlacklistEntry) {
-		now2 = now2.Add(30 * time.Second) // the report reaches node 2 late
-		if err := m2.SetBlacklist(es); err != nil {
-			t.Error(err)
-		}
-	}))
+	store := newMemStore[BlacklistEntry](nil)
+	m2 := newClockMixer(t, &now2, WithBlacklistStore(store))
+	m1 := newClockMixer(t, &now1, WithBlacklistStore(store))
 	if w := (&mixerEnv{}).do(m1.APIHandler(), "POST", "/api/v1/cdn/blacklist", `{"vendor":"a","region":"GD","ttl":"1m"}`, ""); w.Code != 201 {
 		t.Fatalf("POST: %d %s", w.Code, w.Body)
 	}
+	now2 = now2.Add(30 * time.Second) // the change reaches node 2 late
+	m2.SyncBlacklist()
 	if got := m2.ManualBlacklist(); len(got) != 1 || !got[0].Until.Equal(testNow.Add(time.Minute)) {
 		t.Errorf("node 2 entries %+v", got)
 	}

@@ -33,9 +33,16 @@
 //     whose token (qos_token) the player sends with its beacons.
 //   - [Blacklist] and [StallRule]: manual and automatic exclusions.
 //   - [Simulate]: replays a [Scenario] through the real allocator.
+//   - [VendorStore] and [BlacklistStore]: where the vendors and the manual
+//     blacklist live, shared by every node (the lms collections, one record
+//     per vendor and per entry). The control API writes there by
+//     compare-and-swap and applies what the store holds; each node applies
+//     the others' changes from its watch ([Mixer.SyncVendors],
+//     [Mixer.SyncBlacklist]).
 //   - [Mixer]: all of the above assembled from one [Config] for a node, with
 //     its control API routes ([Mixer.Mount]) and metrics.
 //
 // cdnmix never imports media packages; what it needs from a node (does a
-// stream exist?) comes in through plain functions ([WithStreamExists]).
+// stream exist?) comes in through plain functions ([WithStreamExists]), and
+// what it keeps in the lms store through the interfaces it declares.
 package cdnmix

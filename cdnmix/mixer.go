@@ -123,11 +123,11 @@ func DefaultConfig() Config {
 type Option func(*options)
 
 type options struct {
-	streamExists    func(app, name string) bool
-	onVendorsChange func([]Vendor)
-	onBlacklist     func([]BlacklistEntry)
-	now             func() time.Time
-	tokenKey        []byte
+	streamExists func(app, name string) bool
+	vendors      VendorStore
+	blacklist    BlacklistStore
+	now          func() time.Time
+	tokenKey     []byte
 }
 
 // WithTokenKey gives the session token key when the config has none (the
@@ -140,21 +140,18 @@ func WithStreamExists(f func(app, name string) bool) Option {
 	return func(o *options) { o.streamExists = f }
 }
 
-// WithVendorsChanged calls f with the new list after the control API
-// changes the vendors (to persist them).
-func WithVendorsChanged(f func([]Vendor)) Option {
-	return func(o *options) { o.onVendorsChange = f }
-}
+// WithVendorStore keeps the vendors in vs, shared by every node (an lms
+// collection): the control API writes there, and the node's watch calls
+// [Mixer.SyncVendors]. The config's vendors do not go there by
+// themselves: seed the store (see [StoreVendors]) and call SyncVendors.
+func WithVendorStore(vs VendorStore) Option { return func(o *options) { o.vendors = vs } }
 
-// WithBlacklistChanged calls f with the manual entries after the control
-// API adds or removes one (to persist them and share them with other
-// nodes, which apply them with [Mixer.SetBlacklist]). Entries hold absolute
-// Until times, so every node ends them at the same moment. The stall
-// rule's entries are not included: each node's rule judges its own
-// observations and keeps its entries to itself.
-func WithBlacklistChanged(f func([]BlacklistEntry)) Option {
-	return func(o *options) { o.onBlacklist = f }
-}
+// WithBlacklistStore keeps the manual blacklist in bs, shared by every
+// node: the control API writes there, and the node's watch calls
+// [Mixer.SyncBlacklist]. Entries hold absolute Until times, so every node
+// ends them at the same moment. The stall rule's entries are not stored:
+// each node's rule judges its own observations and keeps its entries.
+func WithBlacklistStore(bs BlacklistStore) Option { return func(o *options) { o.blacklist = bs } }
 
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
@@ -177,8 +174,10 @@ type Mixer struct {
 	// database: with the vendors', the values aggregated (see bound).
 	regions, isps map[string]struct{}
 
-	vmu sync.Mutex // serializes vendor changes through the API
-	bmu sync.Mutex // serializes manual blacklist changes and their reports
+	vendors   VendorStore
+	blacklist BlacklistStore
+	vmu       sync.Mutex // serializes applying the stored vendors
+	bmu       sync.Mutex // serializes applying the stored blacklist
 }
 
 // New builds a Mixer from cfg. b carries beacons and log lines (the
@@ -274,6 +273,13 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 	m.alloc, err = NewAllocator(acfg)
 	if err != nil {
 		return fail(err)
+	}
+	m.vendors, m.blacklist = m.opts.vendors, m.opts.blacklist
+	if m.vendors == nil {
+		m.vendors = newMemStore(StoreVendors(cfg.Vendors))
+	}
+	if m.blacklist == nil {
+		m.blacklist = newMemStore[BlacklistEntry](nil)
 	}
 	m.disp, err = NewDispatcher(DispatcherConfig{Allocator: m.alloc, Locator: m.geo, TrustedProxies: proxies,
 		StreamExists: m.opts.streamExists, TTL: cfg.DispatchTTL, SignTTL: cfg.SignTTL, Tokens: tokens,
@@ -395,10 +401,10 @@ func (m *Mixer) Run(ctx context.Context) error {
 	return nil
 }
 
-// SetBlacklist replaces the manual blacklist entries with es (from the
-// store, or another node) and recomputes the plan; the stall rule's entries
-// stay. Each entry ends at its Until (zero: until removed); entries that
-// have ended already are dropped. WithBlacklistChanged is not called.
+// SetBlacklist replaces the manual blacklist entries with es and
+// recomputes the plan; the stall rule's entries stay. Each entry ends at
+// its Until (zero: until removed); entries that have ended already are
+// dropped. With a store, the next SyncBlacklist puts the stored ones back.
 func (m *Mixer) SetBlacklist(es []BlacklistEntry) error {
 	m.bmu.Lock()
 	defer m.bmu.Unlock()
@@ -409,16 +415,8 @@ func (m *Mixer) SetBlacklist(es []BlacklistEntry) error {
 }
 
 // ManualBlacklist returns the active manual entries, sorted by vendor,
-// region and ISP: what WithBlacklistChanged reports and SetBlacklist sets.
+// region and ISP.
 func (m *Mixer) ManualBlacklist() []BlacklistEntry { return m.alloc.ManualBlacklist() }
-
-// blacklistChanged reports the manual entries to WithBlacklistChanged;
-// the caller holds bmu, so reports leave in the order of the changes.
-func (m *Mixer) blacklistChanged() {
-	if m.opts.onBlacklist != nil {
-		m.opts.onBlacklist(m.alloc.ManualBlacklist())
-	}
-}
 
 // Close releases the IP database.
 func (m *Mixer) Close() error { return m.close() }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,20 +11,13 @@ import (
 
 // Blobs are opaque values that other parts of livefuse keep in the lms
 // store, so that they survive a restart and reach every node: the CDN
-// vendors changed through the control API, for instance. A blob lives
+// session token key, for instance. (Collections of items that change at
+// run time are Collections, with a watch and compare-and-swap writes.) A blob lives
 // under KeyPrefix+"blobs/KIND/NAME"; lms never looks inside, and never
 // logs a value (blobs may hold secrets such as signing keys).
 
 // MaxBlob bounds a blob's size (etcd refuses requests over 1.5 MiB).
 const MaxBlob = 1 << 20
-
-// BlobEvent is one change of a blob seen by WatchBlobs.
-type BlobEvent struct {
-	Name     string
-	Value    []byte // nil when Deleted
-	Deleted  bool
-	Revision int64 // the store revision of the change
-}
 
 func (r *Registry) blobDir(kind string) string {
 	return strings.TrimSuffix(r.dir, "streams/") + "blobs/" + kind + "/"
@@ -155,82 +147,4 @@ func (r *Registry) DeleteBlob(ctx context.Context, kind, name string) (bool, err
 		return false, fmt.Errorf("delete blob %s/%s: %w", kind, name, err)
 	}
 	return resp.Deleted > 0, nil
-}
-
-// WatchBlobs calls fn for every blob of kind there is, then for every
-// change, until ctx is done. Calls come from the calling goroutine, one at
-// a time, in store order. When the watch breaks (the store restarted, or
-// compacted the history it needed), WatchBlobs reads every blob again and
-// calls fn for the differences, so fn always ends up seeing the store's
-// state. It returns ctx's error, or at once an error for a bad kind.
-func (r *Registry) WatchBlobs(ctx context.Context, kind string, fn func(BlobEvent)) error {
-	if err := validKind(kind); err != nil {
-		return err
-	}
-	dir := r.blobDir(kind)
-	known := map[string]int64{} // what fn has been told: name → mod revision
-	pause := watchRetryMin
-	for {
-		rev, err := r.resyncBlobs(ctx, kind, known, fn)
-		if err == nil {
-			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			for resp := range r.cli.Watch(wctx, dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-				if resp.CompactRevision != 0 {
-					r.log.Warn("lms: blob watch compacted, reloading", "kind", kind, "revision", resp.CompactRevision)
-					break
-				}
-				if err := resp.Err(); err != nil {
-					r.log.Warn("lms: blob watch failed, reloading", "kind", kind, "err", err)
-					break
-				}
-				for _, ev := range resp.Events {
-					name := strings.TrimPrefix(string(ev.Kv.Key), dir)
-					e := BlobEvent{Name: name, Revision: ev.Kv.ModRevision}
-					if ev.Type == mvccpb.DELETE {
-						e.Deleted = true
-						delete(known, name)
-					} else {
-						e.Value = ev.Kv.Value
-						known[name] = ev.Kv.ModRevision
-					}
-					fn(e)
-				}
-				pause = watchRetryMin
-			}
-			cancel()
-		} else if ctx.Err() == nil {
-			r.log.Warn("lms: blob reload failed", "kind", kind, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, watchRetryMax)
-	}
-}
-
-// resyncBlobs reads every blob of kind, calls fn for what differs from
-// known and updates known. It returns the store revision of the read.
-func (r *Registry) resyncBlobs(ctx context.Context, kind string, known map[string]int64, fn func(BlobEvent)) (int64, error) {
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	fresh, rev, err := r.getBlobs(lctx, kind)
-	cancel()
-	if err != nil {
-		return 0, err
-	}
-	for name := range known {
-		if _, ok := fresh[name]; !ok {
-			delete(known, name)
-			fn(BlobEvent{Name: name, Deleted: true, Revision: rev})
-		}
-	}
-	for name, kv := range fresh {
-		if m, ok := known[name]; ok && m == kv.ModRevision {
-			continue
-		}
-		known[name] = kv.ModRevision
-		fn(BlobEvent{Name: name, Value: kv.Value, Revision: kv.ModRevision})
-	}
-	return rev, nil
 }

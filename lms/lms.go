@@ -1,6 +1,19 @@
 // Package lms is the Live Manage Service, the control plane of livefuse: the
-// stream registry (kept in etcd and mirrored in memory, so every node sees
-// changes without a restart) and the control API operators and livectl use.
+// run-time collections, kept in etcd and mirrored in memory on every node so
+// that a change applies everywhere without a restart, and the control API
+// operators and livectl use.
+//
+// A [Collection] is one typed collection, one etcd key per item, followed
+// by the one watch implementation of lms (an etcd leader required, a
+// reload when the history it needs was compacted, bounded exponential
+// backoff with jitter) and written with compare-and-swap on the item's
+// revision (Update and UpdateAll retry a bounded number of times). The
+// collections are the streams (the [Registry], which adds the stream rules
+// to the writes), the transcode profiles ("profiles"), the CDN vendors
+// ("cdn-vendors") and the manual CDN blacklist ("cdn-blacklist"); the
+// packages that use them declare the small interface they consume
+// (transcode.ProfileStore, cdnmix.VendorStore, cdnmix.BlacklistStore),
+// which Collection satisfies.
 //
 // lms never imports the media packages. What it needs from a node (live
 // status, kicking a publisher) comes through the LiveSource interface, and
@@ -41,10 +54,10 @@ type LiveStatus = api.LiveStatus
 
 // Errors of the registry and of LiveSource.
 var (
-	// ErrNotFound: no such stream in the registry.
-	ErrNotFound = errors.New("stream not found")
-	// ErrExists: Create found the stream already registered.
-	ErrExists = errors.New("stream already exists")
+	// ErrNotFound: no such stream (or item of a collection).
+	ErrNotFound = errors.New("not found")
+	// ErrExists: Create found the stream (or item) already there.
+	ErrExists = errors.New("already exists")
 	// ErrConflict: concurrent writes to one record still collided after
 	// the bounded retries (answered with 409; the client may retry).
 	ErrConflict = errors.New("conflicting concurrent writes to the same record")

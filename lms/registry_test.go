@@ -11,6 +11,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// change is one change of a stream seen by a subscriber.
+type change struct{ old, new *Stream }
+
 // waitChange returns the next change delivered on ch, failing after 10 s.
 func waitChange(t *testing.T, ch <-chan change) change {
 	t.Helper()
@@ -162,7 +165,7 @@ func TestRegistryWatch(t *testing.T) {
 
 	// A value that is not a valid stream, written straight into etcd,
 	// removes the stream from the copy instead of breaking the registry.
-	if _, err := st.cli.Put(ctx, r1.key("live", "w"), "{not json"); err != nil {
+	if _, err := st.cli.Put(ctx, r1.dir+"live/w", "{not json"); err != nil {
 		t.Fatal(err)
 	}
 	if c := waitChange(t, ch); c.old == nil || c.new != nil {
@@ -192,7 +195,7 @@ func TestRegistryReloadAfterCompaction(t *testing.T) {
 
 	r := NewRegistry(st, testLogger(t))
 	ch := subscribe(r)
-	rev, err := r.reload(ctx, false)
+	rev, err := r.c.reload(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,8 +214,8 @@ func TestRegistryReloadAfterCompaction(t *testing.T) {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); r.watch(wctx, rev) }()
-	go func() { defer cancel(); r.deliver(wctx) }()
+	go func() { defer close(done); r.c.watch(wctx, rev) }()
+	go func() { defer cancel(); r.c.deliver(wctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
 	got := map[string]bool{}

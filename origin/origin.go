@@ -208,3 +208,10 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+// Validate checks c as NewHub does, so that a bad config is refused before
+// anything starts.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}

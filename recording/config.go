@@ -192,3 +192,10 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+// Validate checks c as New does, so that a bad config is refused before
+// anything starts.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}

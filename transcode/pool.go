@@ -579,3 +579,15 @@ func profileEqual(a, b Profile) bool {
 	}
 	return *a.Watermark == *b.Watermark
 }
+
+// Validate checks c and its profiles as NewPool and the profile store do,
+// so that a bad config is refused before anything starts.
+func (c Config) Validate() error {
+	if _, err := c.withDefaults(); err != nil {
+		return err
+	}
+	if _, err := ValidateProfiles(c.Profiles); err != nil {
+		return fmt.Errorf("transcode: %w", err)
+	}
+	return nil
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -53,95 +52,140 @@ func openBus(cfg BusConfig, dataDir string, log *slog.Logger) (bus.Bus, func(ctx
 // its routes on the control API.
 type cdnMix struct {
 	m      *cdnmix.Mixer
+	colls  []interface{ Close() }
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
 // newCDNMix builds the mixer and starts it and the bus; streams are known
 // when the registry has them enabled. The vendors and the manual blacklist
-// live in the lms store (see cdnBlob), so that they survive a restart and a
-// change through any node's control API reaches every node. The config's
-// vendors seed an empty store, the store's win afterwards; the stall
-// rule's blacklist entries stay with the node that made them.
-func newCDNMix(ctx context.Context, cfg cdnmix.Config, b bus.Bus, runBus func(context.Context), reg *lms.Registry, log *slog.Logger, promReg prometheus.Registerer) (*cdnMix, error) {
+// are lms collections (one record per vendor and per entry): the control
+// API of any node writes there with compare-and-swap, and every node
+// applies them from its watch, so they survive a restart and two nodes
+// changing them at once lose nothing. The config's vendors seed a store
+// that was never seeded; the store's win afterwards. The stall rule's
+// blacklist entries stay with the node that made them.
+func newCDNMix(ctx context.Context, cfg cdnmix.Config, b bus.Bus, runBus func(context.Context), reg *lms.Registry,
+	store *lms.Store, log *slog.Logger, promReg prometheus.Registerer) (*cdnMix, error) {
 	exists := func(app, name string) bool {
 		s, ok := reg.Get(app, name)
 		return ok && s.Enabled
 	}
-	ctx, cancel := context.WithCancel(ctx)
 	ulog := log.With("unit", "cdnmix")
-	vendors := &cdnBlob[cdnmix.Vendor]{reg: reg, log: ulog, ctx: ctx, name: vendorsBlob, what: "cdn vendors", count: "vendors"}
-	blacklist := &cdnBlob[cdnmix.BlacklistEntry]{reg: reg, log: ulog, ctx: ctx, name: blacklistBlob, what: "cdn blacklist", count: "entries"}
-	storedVendors, vendorsFound, err := vendors.load(ctx)
+	vendors, err := lms.NewCollection(store, vendorsKind, lms.CollectionOptions[cdnmix.StoredVendor]{Log: ulog})
 	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("cdn vendors: %w", err)
+		return nil, err
 	}
-	storedBlacklist, blacklistFound, err := blacklist.load(ctx)
+	blacklist, err := lms.NewCollection(store, blacklistKind, lms.CollectionOptions[cdnmix.BlacklistEntry]{Log: ulog})
 	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("cdn blacklist: %w", err)
+		return nil, err
 	}
-	opts := []cdnmix.Option{cdnmix.WithStreamExists(exists),
-		cdnmix.WithVendorsChanged(vendors.save), cdnmix.WithBlacklistChanged(blacklist.save)}
+	opts := []cdnmix.Option{cdnmix.WithStreamExists(exists), cdnmix.WithVendorStore(vendors), cdnmix.WithBlacklistStore(blacklist)}
 	if cfg.QoS.TokenKey == "" {
 		key, err := loadTokenKey(ctx, reg, ulog)
 		if err != nil {
-			cancel()
 			return nil, fmt.Errorf("cdn qos token key: %w", err)
 		}
 		opts = append(opts, cdnmix.WithTokenKey(key))
 	}
 	m, err := cdnmix.New(cfg, b, log, promReg, opts...)
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	vendors.apply = func(vs []cdnmix.Vendor) { applyVendors(m, ulog, vs) }
-	blacklist.apply = func(es []cdnmix.BlacklistEntry) { applyBlacklist(m, ulog, es) }
-	switch {
-	case vendorsFound:
-		if !sameList(storedVendors, cfg.Vendors) {
-			ulog.Info("cdn vendors from the store; the config's only seed an empty store",
-				"vendors", len(storedVendors), "config_vendors", len(cfg.Vendors))
-		}
-		vendors.apply(storedVendors)
-	case len(cfg.Vendors) > 0:
-		seeded, err := vendors.seed(ctx, m.Allocator().Vendors())
-		if err != nil {
-			cancel()
-			m.Close()
-			return nil, fmt.Errorf("cdn vendors: seed the store: %w", err)
-		}
-		if seeded {
-			ulog.Info("cdn vendors seeded from the config", "vendors", len(cfg.Vendors))
-		}
+	ctx, cancel := context.WithCancel(ctx)
+	c := &cdnMix{m: m, cancel: cancel, colls: []interface{ Close() }{vendors, blacklist}}
+	fail := func(err error) (*cdnMix, error) {
+		c.Close()
+		return nil, err
 	}
-	if blacklistFound {
-		blacklist.apply(storedBlacklist)
+	vendors.OnChange(m.SyncVendors)
+	blacklist.OnChange(m.SyncBlacklist)
+	if err := vendors.Start(ctx); err != nil {
+		return fail(fmt.Errorf("cdn vendors: %w", err))
 	}
+	if err := blacklist.Start(ctx); err != nil {
+		return fail(fmt.Errorf("cdn blacklist: %w", err))
+	}
+	if err := seedCDN(ctx, reg, vendors, blacklist, cfg.Vendors, ulog); err != nil {
+		return fail(err)
+	}
+	m.SyncVendors()
+	m.SyncBlacklist()
 	if promReg != nil {
 		if err := registerBusMetrics(promReg, b); err != nil {
-			cancel()
-			m.Close()
-			return nil, err
+			return fail(err)
 		}
 	}
-	c := &cdnMix{m: m, cancel: cancel}
 	c.wg.Go(func() { runBus(ctx) })
 	c.wg.Go(func() { m.Run(ctx) })
-	c.wg.Go(func() { reg.WatchBlobs(ctx, cdnBlobKind, routeBlobs(vendors, blacklist)) })
 	return c, nil
 }
 
-// The vendor list and the manual blacklist are one blob each, so that each
-// is read and written whole, in its order, and an emptied list stays
-// empty.
+// The collections of the mixer, and the blobs earlier versions kept the
+// whole lists in (read once, to carry them over).
 const (
+	vendorsKind   = "cdn-vendors"
+	blacklistKind = "cdn-blacklist"
 	cdnBlobKind   = "cdnmix"
 	vendorsBlob   = "vendors"
 	blacklistBlob = "blacklist"
 )
+
+// seedCDN seeds the vendor and blacklist collections once: from the lists
+// an earlier version stored as blobs, else (vendors) from the config.
+func seedCDN(ctx context.Context, reg *lms.Registry, vendors *lms.Collection[cdnmix.StoredVendor],
+	blacklist *lms.Collection[cdnmix.BlacklistEntry], cfgVendors []cdnmix.Vendor, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	vs, fromBlob, err := oldBlob[cdnmix.Vendor](ctx, reg, vendorsBlob, log)
+	if err != nil {
+		return fmt.Errorf("cdn vendors: %w", err)
+	}
+	if !fromBlob {
+		vs = cfgVendors
+	}
+	seeded, err := vendors.SeedOnce(ctx, cdnmix.StoreVendors(vs))
+	switch {
+	case err != nil:
+		return fmt.Errorf("cdn vendors: seed the store: %w", err)
+	case seeded && fromBlob:
+		log.Info("cdn vendors carried over from the previous store format", "vendors", len(vs))
+	case seeded && len(vs) > 0:
+		log.Info("cdn vendors seeded from the config", "vendors", len(vs))
+	case !seeded && len(cfgVendors) > 0:
+		log.Info("cdn vendors from the store; the config's only seed an empty store",
+			"vendors", vendors.Len(), "config_vendors", len(cfgVendors))
+	}
+	es, fromBlob, err := oldBlob[cdnmix.BlacklistEntry](ctx, reg, blacklistBlob, log)
+	if err != nil {
+		return fmt.Errorf("cdn blacklist: %w", err)
+	}
+	seed := make(map[string]cdnmix.BlacklistEntry, len(es))
+	for _, e := range es {
+		seed[cdnmix.BlacklistName(e.Vendor, e.Region, e.ISP)] = e
+	}
+	if seeded, err = blacklist.SeedOnce(ctx, seed); err != nil {
+		return fmt.Errorf("cdn blacklist: seed the store: %w", err)
+	}
+	if seeded && fromBlob {
+		log.Info("cdn blacklist carried over from the previous store format", "entries", len(es))
+	}
+	return nil
+}
+
+// oldBlob reads a list an earlier version kept as one blob; found is false
+// when there is none, or one that does not decode.
+func oldBlob[E any](ctx context.Context, reg *lms.Registry, name string, log *slog.Logger) (list []E, found bool, err error) {
+	b, ok, err := reg.GetBlob(ctx, cdnBlobKind, name)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		log.Error("cdn "+name+" of the previous store format unreadable, not carried over", "err", err)
+		return nil, false, nil
+	}
+	return list, true, nil
+}
 
 // tokenKeyBlob holds the session token key (cdnmix.qos.token_key) when
 // the config sets none: made by the first node, read by every other, so
@@ -175,179 +219,8 @@ func loadTokenKey(ctx context.Context, reg *lms.Registry, log *slog.Logger) ([]b
 	return b, nil
 }
 
-// storeTimeout bounds one read or write of a blob.
+// storeTimeout bounds the reads and writes of the start-up.
 const storeTimeout = 5 * time.Second
-
-// cdnBlob keeps one list of the mixer in the lms store as a JSON blob
-// cdnmix/NAME: read at start, written when this node's control API
-// changes it (save), applied when any node changes it (changed, from the
-// watch). Values are never logged: the vendor list holds signing keys.
-type cdnBlob[E any] struct {
-	reg   *lms.Registry
-	log   *slog.Logger
-	ctx   context.Context // the mixer's life
-	name  string          // blob name
-	what  string          // for log messages: "cdn vendors"
-	count string          // log key of the list's length: "vendors"
-	apply func([]E)       // gives the mixer a list from the store
-
-	mu     sync.Mutex
-	ownRev int64 // store revision of this node's last write
-}
-
-// load reads the stored list; found is false when the store has none, or
-// one that does not decode (then this node starts from its own).
-func (s *cdnBlob[E]) load(ctx context.Context) (list []E, found bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
-	b, ok, err := s.reg.GetBlob(ctx, cdnBlobKind, s.name)
-	if err != nil || !ok {
-		return nil, false, err
-	}
-	if err := json.Unmarshal(b, &list); err != nil {
-		s.log.Error(s.what+" in the store unreadable, starting from this node's", "err", err)
-		return nil, false, nil
-	}
-	return list, true, nil
-}
-
-// seed stores list when the store has none yet and reports whether it
-// did; when another node seeded first, its list applies.
-func (s *cdnBlob[E]) seed(ctx context.Context, list []E) (bool, error) {
-	b, err := json.Marshal(list)
-	if err != nil {
-		return false, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	created, rev, err := s.reg.CreateBlob(cctx, cdnBlobKind, s.name, b)
-	cancel()
-	if err != nil {
-		return false, err
-	}
-	if created {
-		s.wrote(rev)
-		return true, nil
-	}
-	stored, found, err := s.load(ctx)
-	if err == nil && found {
-		s.apply(stored)
-	}
-	return false, err
-}
-
-// save writes the list the control API made (cdnmix.WithVendorsChanged,
-// WithBlacklistChanged). The API has answered by then, so a failure can
-// only be logged: this node serves the new list, the others keep the
-// stored one.
-func (s *cdnBlob[E]) save(list []E) {
-	b, err := json.Marshal(list)
-	if err != nil {
-		s.log.Error(s.what+" not stored", "err", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), storeTimeout)
-	defer cancel()
-	rev, err := s.reg.PutBlob(ctx, cdnBlobKind, s.name, b)
-	if err != nil {
-		s.log.Error(s.what+" not stored: the other nodes keep the old list", "err", err)
-		return
-	}
-	s.wrote(rev)
-	s.log.Info(s.what+" stored", s.count, len(list), "revision", rev)
-}
-
-func (s *cdnBlob[E]) wrote(rev int64) {
-	s.mu.Lock()
-	s.ownRev = max(s.ownRev, rev)
-	s.mu.Unlock()
-}
-
-// changed applies a change of the stored list (WatchBlobs), unless this
-// node has written a newer one since.
-func (s *cdnBlob[E]) changed(e lms.BlobEvent) {
-	if e.Deleted {
-		s.log.Warn(s.what + " removed from the store; keeping the current list")
-		return
-	}
-	s.mu.Lock()
-	stale := e.Revision < s.ownRev
-	s.mu.Unlock()
-	if stale {
-		return
-	}
-	var list []E
-	if err := json.Unmarshal(e.Value, &list); err != nil {
-		s.log.Error(s.what+" in the store unreadable, keeping the current list", "err", err, "revision", e.Revision)
-		return
-	}
-	s.apply(list)
-}
-
-func (s *cdnBlob[E]) blobName() string { return s.name }
-
-// routeBlobs hands each change of a cdnmix blob to the cdnBlob of its name
-// (one watch serves them all).
-func routeBlobs(blobs ...interface {
-	blobName() string
-	changed(lms.BlobEvent)
-}) func(lms.BlobEvent) {
-	return func(e lms.BlobEvent) {
-		for _, b := range blobs {
-			if b.blobName() == e.Name {
-				b.changed(e)
-			}
-		}
-	}
-}
-
-// applyVendors gives the mixer vs unless it has that list already.
-func applyVendors(m *cdnmix.Mixer, log *slog.Logger, vs []cdnmix.Vendor) {
-	if vs == nil {
-		vs = []cdnmix.Vendor{}
-	}
-	a := m.Allocator()
-	if sameList(vs, a.Vendors()) {
-		return
-	}
-	if err := a.SetVendors(vs); err != nil {
-		// The message names a vendor and a field, never a key's value.
-		log.Error("cdn vendors in the store refused, keeping the current list", "err", err)
-		return
-	}
-	log.Info("cdn vendors applied from the store", "vendors", len(vs))
-}
-
-// applyBlacklist gives the mixer the manual blacklist es unless it has
-// those entries already. Entries that have ended are left out (the store
-// keeps them until the next change); the rest end at their Until, the same
-// moment on every node.
-func applyBlacklist(m *cdnmix.Mixer, log *slog.Logger, es []cdnmix.BlacklistEntry) {
-	now := time.Now()
-	active := make([]cdnmix.BlacklistEntry, 0, len(es))
-	for _, e := range es {
-		if e.Until.IsZero() || now.Before(e.Until) {
-			active = append(active, e)
-		}
-	}
-	if sameList(active, m.ManualBlacklist()) {
-		return
-	}
-	if err := m.SetBlacklist(active); err != nil {
-		log.Error("cdn blacklist in the store refused, keeping the current one", "err", err)
-		return
-	}
-	log.Info("cdn blacklist applied from the store", "entries", len(active))
-}
-
-// sameList reports whether a and b encode alike (nil and empty do).
-func sameList[E any](a, b []E) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return len(a) == len(b)
-	}
-	ja, err1 := json.Marshal(a)
-	jb, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
-}
 
 // wrap serves /dispatch/ and /qos in front of the media handler.
 func (c *cdnMix) wrap(media http.Handler) http.Handler { return c.m.Wrap(media) }
@@ -359,6 +232,9 @@ func (c *cdnMix) mount(api *lms.Server) { c.m.Mount(api) }
 // it has not sent).
 func (c *cdnMix) Close() {
 	c.cancel()
+	for _, coll := range c.colls {
+		coll.Close()
+	}
 	c.wg.Wait()
 	c.m.Close()
 }

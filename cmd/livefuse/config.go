@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -100,13 +102,15 @@ func defaultConfig() Config {
 	}
 }
 
-// loadConfig reads path over the defaults ("" = defaults only). Unknown keys
-// and type errors are refused with the line number, so a typo never silently
-// falls back to a default.
+// loadConfig reads path over the defaults ("" = defaults only) and
+// validates every section, before anything starts. Unknown keys and type
+// errors are refused with the line number, so a typo never silently falls
+// back to a default; a bad value is refused naming its key path and, when
+// the file sets it, its line.
 func loadConfig(path string) (Config, error) {
 	cfg := defaultConfig()
 	if path == "" {
-		return cfg, cfg.validate()
+		return cfg, configErrors("", nil, cfg.validate())
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -115,7 +119,11 @@ func loadConfig(path string) (Config, error) {
 	if err := decodeConfig(b, &cfg); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
-	return cfg, cfg.validate()
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, configErrors(path, &root, cfg.validate())
 }
 
 func decodeConfig(b []byte, cfg *Config) error {
@@ -127,44 +135,208 @@ func decodeConfig(b []byte, cfg *Config) error {
 	return nil
 }
 
-func (c *Config) validate() error {
+// fieldError is a refused config value: section is the key path of the
+// section that refused it ("" for the top level, "streams[2]").
+type fieldError struct {
+	section string
+	err     error
+}
+
+// validate fills derived defaults and checks every section as the
+// packages will when they start; it returns every refusal.
+func (c *Config) validate() []fieldError {
+	var errs []fieldError
+	add := func(section string, err error) {
+		if err != nil {
+			errs = append(errs, fieldError{section, err})
+		}
+	}
 	if c.DataDir == "" {
-		return errors.New("config: data_dir must not be empty")
+		add("", errors.New("config: data_dir must not be empty"))
 	}
 	if c.LMS.DataDir == "" {
 		c.LMS.DataDir = c.DataDir
 	}
-	if err := c.Encryption.validate(); err != nil {
-		return err
-	}
-	if err := c.LMS.Etcd.Validate(); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := c.LMS.Node.Validate(); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := lms.ValidateTokens(c.LMS.Tokens); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := c.Encryption.checkKeyAccess(c.Streams); err != nil {
-		return err
-	}
+	add("", c.Encryption.validate())
+	add("", c.Encryption.checkKeyAccess(c.Streams))
+	add("", c.LMS.Etcd.Validate())
+	add("", c.LMS.Node.Validate())
+	add("", lms.ValidateTokens(c.LMS.Tokens))
 	if c.AuthKey.MaxTTL < time.Minute {
-		return fmt.Errorf("config: auth_key.max_ttl %s: want at least 1m", c.AuthKey.MaxTTL)
+		add("", fmt.Errorf("config: auth_key.max_ttl %s: want at least 1m", c.AuthKey.MaxTTL))
 	}
 	c.HTTP.HTTPConfig = c.HTTP.HTTPConfig.WithDefaults(netguard.MediaHTTPDefaults())
-	if err := c.validateAccess(); err != nil {
-		return err
+	add("http", c.HTTP.HTTPConfig.Validate())
+	if c.RTMPS.TLS.Enabled() {
+		add("rtmps", c.RTMPS.TLS.Validate())
 	}
+	add("", c.validateAccess())
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("config: log_level %q: want debug, info, warn or error", c.LogLevel)
+		add("", fmt.Errorf("config: log_level %q: want debug, info, warn or error", c.LogLevel))
 	}
-	for i, s := range c.Streams {
+	add("origin", c.Origin.Validate())
+	add("transcode", c.Transcode.Validate())
+	rc := c.Recording
+	rc.DataDir = c.DataDir
+	add("recording", rc.Validate())
+	add("cdnmix", c.CDNMix.Validate())
+	for i, s := range seedStreams(c.Streams) {
+		section := fmt.Sprintf("streams[%d]", i)
 		if s.Name == "" {
-			return fmt.Errorf("config: streams[%d]: name is required", i)
+			add(section, errors.New("name is required"))
+			continue
+		}
+		if s.PublishToken == "" {
+			s.PublishToken = "generated-at-seed" // an empty token is generated
+		}
+		add(section, s.Validate())
+	}
+	add("", c.validateUnits())
+	return errs
+}
+
+// configErrors joins errs into one error, each naming its key path once
+// and, when root (the parsed file) has the key, its line in file.
+func configErrors(file string, root *yaml.Node, errs []fieldError) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	where := "config"
+	if file != "" {
+		where += " " + file
+	}
+	var out []error
+	for _, fe := range errs {
+		path, line, msg := locate(root, fe.section, fe.err.Error())
+		at := where
+		if line > 0 {
+			at = fmt.Sprintf("%s:%d", where, line)
+		}
+		out = append(out, fmt.Errorf("%s: %s%s", at, path, msg))
+	}
+	return errors.Join(out...)
+}
+
+// locate works out the key path of a refusal from its section and its
+// message (which may repeat the section, and usually starts with the key
+// at fault), and the line of the deepest key of that path in root. It
+// returns the path, the line (0: not in the file) and the rest of the
+// message.
+func locate(root *yaml.Node, section, msg string) (path string, line int, rest string) {
+	for trimmed := true; trimmed; {
+		trimmed = false
+		for _, p := range []string{"config: ", section + ": ", lms.ErrInvalid.Error() + ": "} {
+			if p != ": " && strings.HasPrefix(msg, p) {
+				msg, trimmed = msg[len(p):], true
+			}
 		}
 	}
-	return c.validateUnits()
+	path, rest = section, ": "+msg
+	if key := leadingKey(msg); key != "" {
+		path, rest = joinKey(section, key), msg[len(key):]
+	}
+	if path == "" {
+		return "", 0, msg
+	}
+	// The line of the longest prefix of path the file has.
+	for p := path; p != "" && root != nil; p = parentKey(p) {
+		if n := lookupKey(root, p); n != nil {
+			return path, n.Line, rest
+		}
+	}
+	return path, 0, rest
+}
+
+// leadingKey returns the key path a message starts with ("hls_variant",
+// "auth_key.max_ttl", "profiles[1]"), if any: lower-case words with '_',
+// '.' and indexes, followed by a space or a colon.
+func leadingKey(msg string) string {
+	i := 0
+	for i < len(msg) {
+		c := msg[i]
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '[' || c == ']' {
+			i++
+			continue
+		}
+		break
+	}
+	if i == 0 || i == len(msg) || (msg[i] != ' ' && msg[i] != ':') || !strings.ContainsAny(msg[:i], "_.[") &&
+		!knownWord(msg[:i]) {
+		return ""
+	}
+	return msg[:i]
+}
+
+// knownWord reports whether w is a key without '_' that messages start with.
+func knownWord(w string) bool {
+	switch w {
+	case "name", "source", "profile", "vendors", "geo", "unit", "units", "workers", "profiles", "app":
+		return true
+	}
+	return false
+}
+
+func joinKey(section, key string) string {
+	if section == "" {
+		return key
+	}
+	return section + "." + key
+}
+
+// parentKey drops the last element of a key path ("a.b[2]" → "a.b").
+func parentKey(p string) string {
+	if strings.HasSuffix(p, "]") {
+		return p[:strings.LastIndexByte(p, '[')]
+	}
+	if i := strings.LastIndexByte(p, '.'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// lookupKey returns the key node of path in a parsed YAML document, or nil.
+func lookupKey(root *yaml.Node, path string) *yaml.Node {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	var key *yaml.Node
+	for _, part := range strings.Split(path, ".") {
+		name, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 && strings.HasSuffix(part, "]") {
+			v, err := strconv.Atoi(part[i+1 : len(part)-1])
+			if err != nil {
+				return nil
+			}
+			name, idx = part[:i], v
+		}
+		if name != "" {
+			if key, n = mappingValue(n, name); n == nil {
+				return nil
+			}
+		}
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return nil
+			}
+			n = n.Content[idx]
+			key = n
+		}
+	}
+	return key
+}
+
+// mappingValue returns the key and value nodes of name in mapping n.
+func mappingValue(n *yaml.Node, name string) (key, value *yaml.Node) {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil, nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == name {
+			return n.Content[i], n.Content[i+1]
+		}
+	}
+	return nil, nil
 }

@@ -153,7 +153,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("bus: %w", err)
 	}
 	rec.publishTo(events)
-	cm, err := newCDNMix(ctx, cfg.CDNMix, events, runBus, reg, log, promReg)
+	cm, err := newCDNMix(ctx, cfg.CDNMix, events, runBus, reg, store, log, promReg)
 	if err != nil {
 		return fmt.Errorf("cdnmix: %w", err)
 	}

@@ -2,22 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"os/exec"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/livefuse/livefuse/av"
 	"github.com/livefuse/livefuse/ingest"
@@ -29,21 +23,18 @@ import (
 
 // transcoder wires the transcode pool into the node: it starts a stream's
 // ladder when a publisher joins (and the stream names a profile), follows
-// profile changes of the registry, keeps the profiles in lms's etcd
-// (profiles/<name>, seeded from the config file) and serves them on the
-// control API.
+// profile changes of the registry, and applies the profiles of the lms
+// collection "profiles" (seeded from the config file; the control API
+// routes are transcode.API's).
 type transcoder struct {
 	pool   *transcode.Pool // nil when ffmpeg is missing: streams run without ladders
 	reason string          // why pool is nil
 	reg    *lms.Registry
 	hub    *origin.Hub
-	kv     *clientv3.Client
-	dir    string // etcd key prefix of the profiles
+	coll   *lms.Collection[transcode.Profile]
 	log    *slog.Logger
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
 	once   sync.Once
-	mu     sync.Mutex // serialises profile changes
+	mu     sync.Mutex // serialises applying the profiles
 	// profs holds the profiles by name, for the play hooks (ABR variants,
 	// watermarked sources), which must not take t.mu or read etcd.
 	profs atomic.Pointer[map[string]transcode.Profile]
@@ -54,7 +45,7 @@ type transcoder struct {
 
 func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, reg *lms.Registry, store *lms.Store,
 	log *slog.Logger, promReg prometheus.Registerer) (*transcoder, error) {
-	t := &transcoder{reg: reg, hub: hub, kv: store.Client(), dir: store.Prefix() + "profiles/", log: log}
+	t := &transcoder{reg: reg, hub: hub, log: log}
 	seed := cfg.Profiles
 	cfg.Profiles = nil
 	pool, err := transcode.NewPool(cfg, hubSource{hub}, hubPublisher{hub, t.renditionChanged}, log, promReg)
@@ -67,75 +58,64 @@ func newTranscoder(ctx context.Context, cfg transcode.Config, hub *origin.Hub, r
 		return nil, err
 	}
 	t.pool = pool
-	// Config file profiles go to etcd when they are not there yet (like
-	// streams: the control API wins afterwards).
-	if _, err := transcode.ValidateProfiles(seed); err != nil {
-		return nil, fmt.Errorf("transcode.profiles: %w", err)
-	}
-	for _, p := range seed {
-		b, _ := json.Marshal(p)
-		key := t.dir + p.Name
-		if _, err := t.kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, string(b))).Commit(); err != nil {
-			return nil, fmt.Errorf("seed profile %s: %w", p.Name, err)
-		}
-	}
-	rev, err := t.reload(ctx)
+	// Stored profiles that do not validate on this node (say a watermark
+	// file missing here) are left out, and logged by the collection.
+	t.coll, err = lms.NewCollection(store, "profiles", lms.CollectionOptions[transcode.Profile]{Log: log,
+		Decode: decodeProfile})
 	if err != nil {
 		return nil, err
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	t.cancel = cancel
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		t.watch(wctx, rev)
-	}()
+	t.coll.OnChange(t.apply)
+	if err := t.coll.Start(ctx); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("load profiles: %w", err)
+	}
+	// Config file profiles go to the store when they are not there yet
+	// (like streams: the control API wins afterwards).
+	m := make(map[string]transcode.Profile, len(seed))
+	for _, p := range seed {
+		m[p.Name] = p
+	}
+	if _, err := t.coll.Seed(ctx, m); err != nil {
+		t.Close()
+		return nil, err
+	}
+	t.apply()
 	return t, nil
+}
+
+// decodeProfile parses a stored profile, which must be valid on this node
+// and stored under its own name.
+func decodeProfile(name string, b []byte) (transcode.Profile, error) {
+	p, err := transcode.ParseProfileJSON(b)
+	if err == nil && p.Name != name {
+		err = fmt.Errorf("profile %q stored under the name %q", p.Name, name)
+	}
+	return p, err
+}
+
+// apply gives the pool and the play hooks the stored profiles.
+func (t *transcoder) apply() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := transcode.SortedProfiles(t.coll)
+	if t.pool != nil {
+		if err := t.pool.SetProfiles(ps); err != nil {
+			t.log.Error("stored transcode profiles refused, keeping the current ones", "err", err)
+			return
+		}
+	}
+	t.noteProfiles(ps)
 }
 
 // Close stops the watch and every worker (rendition streams end).
 func (t *transcoder) Close() {
 	t.once.Do(func() {
-		t.cancel()
-		t.wg.Wait()
+		t.coll.Close()
 		if t.pool != nil {
 			t.pool.Close()
 		}
 	})
-}
-
-// load reads every stored profile; profiles that do not validate on this
-// node (say a watermark file missing here) are left out and logged.
-func (t *transcoder) load(ctx context.Context) ([]transcode.Profile, int64, error) {
-	resp, err := t.kv.Get(ctx, t.dir, clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, fmt.Errorf("load profiles: %w", err)
-	}
-	var out []transcode.Profile
-	for _, kv := range resp.Kvs {
-		p, err := transcode.ParseProfileJSON(kv.Value)
-		if err != nil {
-			t.log.Error("stored transcode profile ignored", "key", string(kv.Key), "err", err)
-			continue
-		}
-		out = append(out, p)
-	}
-	return out, resp.Header.Revision, nil
-}
-
-func (t *transcoder) reload(ctx context.Context) (int64, error) {
-	ps, rev, err := t.load(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if t.pool != nil {
-		if err := t.pool.SetProfiles(ps); err != nil {
-			return 0, err
-		}
-	}
-	t.noteProfiles(ps)
-	return rev, nil
 }
 
 // noteProfiles records the profiles for the play hooks.
@@ -228,33 +208,6 @@ func (p *playHooks) alias(app, name string) (string, bool) {
 		return t.playAlias(app, name)
 	}
 	return "", false
-}
-
-// watch applies profile changes made through any node.
-func (t *transcoder) watch(ctx context.Context, rev int64) {
-	for ctx.Err() == nil {
-		wctx, cancel := context.WithCancel(ctx)
-		wch := t.kv.Watch(wctx, t.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-		for resp := range wch {
-			if resp.Err() != nil {
-				break // compacted or closed: load everything again below
-			}
-			rev = resp.Header.Revision
-			t.mu.Lock()
-			if _, err := t.reload(ctx); err != nil && ctx.Err() == nil {
-				t.log.Error("transcode profiles reload", "err", err)
-			}
-			t.mu.Unlock()
-		}
-		cancel()
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-			if r, err := t.reload(ctx); err == nil {
-				rev = r
-			}
-		}
-	}
 }
 
 // live is called when a publisher joined app/name.
@@ -355,168 +308,23 @@ func (t *transcoder) renditionChanged(app, name string) {
 }
 
 func (t *transcoder) hasProfile(name string) bool {
-	for _, p := range t.profiles() {
-		if p.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
-func (t *transcoder) profiles() []transcode.Profile {
-	if t.pool != nil {
-		return t.pool.Profiles()
-	}
-	ps, _, _ := t.load(context.Background())
-	return ps
+	_, ok := t.coll.Get(name)
+	return ok
 }
 
 // mount adds the profile and pool routes to the control API.
 func (t *transcoder) mount(s *lms.Server) {
-	s.Handle("GET /api/v1/profiles", http.HandlerFunc(t.handleList))
-	s.Handle("POST /api/v1/profiles", http.HandlerFunc(t.handleCreate))
-	s.Handle("GET /api/v1/profiles/{name}", http.HandlerFunc(t.handleGet))
-	s.Handle("PUT /api/v1/profiles/{name}", http.HandlerFunc(t.handlePut))
-	s.Handle("DELETE /api/v1/profiles/{name}", http.HandlerFunc(t.handleDelete))
-	s.Handle("GET /api/v1/transcode", http.HandlerFunc(t.handleWorkers))
-}
-
-func (t *transcoder) handleList(w http.ResponseWriter, r *http.Request) {
-	ps := t.profiles()
-	sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
-	if ps == nil {
-		ps = []transcode.Profile{}
-	}
-	apiJSON(w, http.StatusOK, map[string]any{"profiles": ps})
-}
-
-func (t *transcoder) handleGet(w http.ResponseWriter, r *http.Request) {
-	for _, p := range t.profiles() {
-		if p.Name == r.PathValue("name") {
-			apiJSON(w, http.StatusOK, p)
-			return
-		}
-	}
-	apiError(w, http.StatusNotFound, fmt.Sprintf("profile %q not found", r.PathValue("name")))
-}
-
-func (t *transcoder) handleCreate(w http.ResponseWriter, r *http.Request) {
-	t.change(w, r, "", true)
-}
-
-func (t *transcoder) handlePut(w http.ResponseWriter, r *http.Request) {
-	t.change(w, r, r.PathValue("name"), false)
-}
-
-// change validates a new or replaced profile together with the others (so
-// the set that would result is valid), then stores it, then applies it:
-// a refused change leaves everything as it was.
-func (t *transcoder) change(w http.ResponseWriter, r *http.Request, name string, create bool) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		apiError(w, http.StatusBadRequest, "read body: "+err.Error())
-		return
-	}
-	p, err := transcode.ParseProfileJSON(body)
-	if err != nil {
-		apiError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if name != "" && p.Name != name {
-		apiError(w, http.StatusBadRequest, fmt.Sprintf("profile name %q does not match the URL (%q)", p.Name, name))
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	set := t.profiles()
-	replaced := false
-	for i := range set {
-		if set[i].Name == p.Name {
-			if create {
-				apiError(w, http.StatusConflict, fmt.Sprintf("profile %q exists: PUT /api/v1/profiles/%s replaces it", p.Name, p.Name))
-				return
+	a := &transcode.API{Profiles: t.coll, Pool: t.pool, Reason: t.reason, Applied: t.apply,
+		InUse: func(profile string) []string {
+			var users []string
+			for _, s := range t.reg.List() {
+				if s.Profile == profile {
+					users = append(users, s.Path())
+				}
 			}
-			set[i], replaced = p, true
-		}
-	}
-	if !replaced {
-		set = append(set, p)
-	}
-	if _, err := transcode.ValidateProfiles(set); err != nil {
-		apiError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	b, _ := json.Marshal(p)
-	if _, err := t.kv.Put(r.Context(), t.dir+p.Name, string(b)); err != nil {
-		apiError(w, http.StatusServiceUnavailable, "store profile: "+err.Error())
-		return
-	}
-	if t.pool != nil {
-		if err := t.pool.SetProfiles(set); err != nil { // validated above: cannot fail
-			t.log.Error("apply profiles", "err", err)
-		}
-	}
-	t.noteProfiles(set)
-	t.log.Info("transcode profile stored", "profile", p.Name, "replaced", replaced)
-	status := http.StatusCreated
-	if replaced {
-		status = http.StatusOK
-	}
-	apiJSON(w, status, p)
-}
-
-func (t *transcoder) handleDelete(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var users []string
-	for _, s := range t.reg.List() {
-		if s.Profile == name {
-			users = append(users, s.Path())
-		}
-	}
-	if len(users) > 0 {
-		apiError(w, http.StatusConflict, fmt.Sprintf("profile %q is used by %s", name, strings.Join(users, ", ")))
-		return
-	}
-	resp, err := t.kv.Delete(r.Context(), t.dir+name)
-	if err != nil {
-		apiError(w, http.StatusServiceUnavailable, "delete profile: "+err.Error())
-		return
-	}
-	if resp.Deleted == 0 {
-		apiError(w, http.StatusNotFound, fmt.Sprintf("profile %q not found", name))
-		return
-	}
-	if _, err := t.reload(r.Context()); err != nil {
-		t.log.Error("apply profiles", "err", err)
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (t *transcoder) handleWorkers(w http.ResponseWriter, r *http.Request) {
-	if t.pool == nil {
-		apiJSON(w, http.StatusOK, map[string]any{"enabled": false, "reason": t.reason, "streams": []any{}})
-		return
-	}
-	cfg := t.pool.Config()
-	apiJSON(w, http.StatusOK, map[string]any{"enabled": true, "workers": cfg.Workers, "queue": cfg.Queue,
-		"streams": t.pool.List()})
-}
-
-func apiJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
-
-func apiError(w http.ResponseWriter, status int, msg string) {
-	apiJSON(w, status, api.ErrorBody{Error: msg})
+			return users
+		}}
+	a.Mount(s)
 }
 
 // renditionParent returns the registered stream NAME of a rendition stream
