@@ -43,8 +43,8 @@ type Stream struct {
 	gopBytes int
 	gopOn    bool
 
-	internal int          // attached readers that are not players (packagers, recorder, transcoder, relays)
-	players  [nRoles]int  // attached players by protocol (index: role)
+	internal int         // attached readers that are not players (packagers, recorder, transcoder, relays)
+	players  [nRoles]int // attached players by protocol (index: role)
 	dropped  int64
 
 	// sig is the onEncryption signal in effect (nil: none), sigPend the
@@ -55,8 +55,8 @@ type Stream struct {
 	// whenever the reader joined and whatever it held or skipped.
 	sig, sigPend *av.Packet
 	signals      bool // the stream carries signals (an encrypted output)
-	info     mediaInfo
-	rate     rateWindow
+	info         mediaInfo
+	rate         rateWindow
 }
 
 // NewStream returns an empty stream. Zero fields of cfg take their
@@ -397,14 +397,14 @@ func (s *Stream) Status() Status {
 	defer s.mu.Unlock()
 	fps, bps := s.rate.rates(now)
 	st := Status{
-		VideoCodec:     s.info.videoCodec,
-		Width:          s.info.width,
-		Height:         s.info.height,
-		AudioCodec:     s.info.audioCodec,
-		SampleRate:     s.info.sampleRate,
-		Channels:       s.info.channels,
-		FPS:            fps,
-		Bitrate:        bps,
+		VideoCodec:      s.info.videoCodec,
+		Width:           s.info.width,
+		Height:          s.info.height,
+		AudioCodec:      s.info.audioCodec,
+		SampleRate:      s.info.sampleRate,
+		Channels:        s.info.channels,
+		FPS:             fps,
+		Bitrate:         bps,
 		InternalReaders: s.internal,
 		DroppedReaders:  s.dropped,
 	}
@@ -454,10 +454,10 @@ type Reader struct {
 	_    [56]byte
 
 	// Writer side, guarded by s.mu.
-	internal     bool // a packager: skips instead of being dropped
-	role         int  // what the reader counts as (roleInternal, roleFLV, ...)
+	internal     bool       // a packager: skips instead of being dropped
+	role         int        // what the reader counts as (roleInternal, roleFLV, ...)
 	sig          *av.Packet // the last onEncryption signal queued
-	idx          int // position in s.readers, -1 when detached
+	idx          int        // position in s.readers, -1 when detached
 	needKey      bool
 	skipping     bool
 	behindSince  time.Duration

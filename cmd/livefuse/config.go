@@ -137,6 +137,9 @@ func (c *Config) validate() error {
 	if err := c.Encryption.validate(); err != nil {
 		return err
 	}
+	if err := c.Encryption.checkHLSVariant(c.Origin.HLSVariant, c.Streams); err != nil {
+		return err
+	}
 	if err := c.Encryption.checkKeyAccess(c.Streams); err != nil {
 		return err
 	}
