@@ -280,3 +280,83 @@ func countReaders(t *testing.T, s *server) {
 		t.Errorf("livefuse_origin_internal_readers: %v", metricValue(m, "livefuse_origin_internal_readers"))
 	}
 }
+
+// TestOutputsToggleDecrypt toggles encryption on, off and on again with
+// HTTP-FLV players (livectl decrypt) that joined before the first toggle,
+// while encrypted, and after it was turned off: each gives back the clear
+// stream bit for bit, audio included (every AAC and video packet is a
+// packet of the clip).
+func TestOutputsToggleDecrypt(t *testing.T) {
+	s := startServer(t, `streams:
+  - {name: tog, publish_token: pub, play_key: `+encPlayKey+`}
+`)
+	push(t, s.rtmpURL("tog", "token=pub"), true)
+	flv := signed(s.flvURL("tog"), "/live/tog.flv")
+	waitLive(t, flv, 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	type player struct {
+		name string
+		cmd  *exec.Cmd
+		file string
+		errb bytes.Buffer
+	}
+	var players []*player
+	join := func(name string) {
+		p := &player{name: name, file: filepath.Join(t.TempDir(), name+".flv")}
+		f, err := os.Create(p.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		p.cmd = exec.CommandContext(ctx, livectlBin(t), "decrypt", flv)
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		p.cmd.Stdout, p.cmd.Stderr = f, &p.errb
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		players = append(players, p)
+	}
+	toggle := func(on bool) {
+		if code, err := s.api("PATCH", "/streams/live/tog", map[string]any{"encryption": on}, nil); code != 200 || err != nil {
+			t.Fatalf("PATCH encryption %v: %d %v", on, code, err)
+		}
+	}
+	join("before")
+	time.Sleep(2 * time.Second)
+	toggle(true)
+	time.Sleep(3 * time.Second)
+	join("during")
+	time.Sleep(3 * time.Second)
+	toggle(false)
+	time.Sleep(3 * time.Second)
+	join("after")
+	time.Sleep(2 * time.Second)
+	toggle(true)
+	time.Sleep(3 * time.Second)
+	for _, p := range players {
+		if p.cmd.ProcessState != nil {
+			t.Fatalf("%s: livectl decrypt ended early: %v: %s", p.name, p.cmd.ProcessState, p.errb.String())
+		}
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+		p.cmd.Wait()
+	}
+	for _, sel := range []string{"a", "v"} {
+		clip := map[string]bool{}
+		for _, h := range packetHashes(t, sel, "-i", env.clip) {
+			clip[h] = true
+		}
+		for _, p := range players {
+			got := packetHashes(t, sel, "-i", p.file)
+			// The last packet may be cut short by the player's end.
+			if len(got) > 0 {
+				got = got[:len(got)-1]
+			}
+			n := share(got, clip)
+			t.Logf("%s %s: %d packets, %d of them the clip's", p.name, sel, len(got), n)
+			if len(got) < 50 || n != len(got) {
+				t.Errorf("%s: %d of %d %s packets are the clip's, bit for bit", p.name, n, len(got), sel)
+			}
+		}
+	}
+}
