@@ -112,14 +112,14 @@ type cryptFLV struct {
 
 // newCryptFLV starts the encrypted FLV output of s; with on, nothing goes
 // out before the session key is there (the stream is encrypted from its
-// first packet).
-func newCryptFLV(cfg Config, log *slog.Logger, m *metrics, s *Stream, keys *sessionKeys, on bool) (*cryptFLV, error) {
-	enc, err := encryption.NewEncryptor(encryption.EncryptorConfig{Stream: keys.stream, Logger: log})
+// first packet). log names the stream, hubLog does not.
+func newCryptFLV(cfg Config, hubLog, log *slog.Logger, s *Stream, keys *sessionKeys, on bool) (*cryptFLV, error) {
+	// The encryptor adds the stream to its log lines itself.
+	enc, err := encryption.NewEncryptor(encryption.EncryptorConfig{Stream: keys.stream, Logger: hubLog})
 	if err != nil {
 		return nil, err
 	}
-	out := NewStream(cfg, log)
-	out.m = m
+	out := NewStream(cfg, log) // no metrics: its packets are the stream's
 	out.signals = true
 	c := &cryptFLV{log: log, keys: keys, enc: enc, out: out, done: make(chan struct{})}
 	c.want.Store(on)

@@ -100,8 +100,8 @@ func (h *Hub) Play(app, name string) (*Reader, error) {
 	return s.subscribe(false, roleRTMP), nil
 }
 
-// flvSource is what writeFLV reads: a Stream's Reader, or the encrypted
-// output's reader (which adds the onEncryption signals).
+// flvSource is what writeFLV reads: a Reader of the stream or of its
+// encrypted output.
 type flvSource interface {
 	ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packet, error)
 	Close()

@@ -50,7 +50,8 @@ type Status struct {
 	// Readers counts the players of every protocol and variant:
 	// HTTP-FLV and RTMP connections (clear or encrypted), and HLS clients
 	// (distinct address and User-Agent that fetched a playlist or segment
-	// within the last HLSViewerWindow). ReadersByProtocol splits it by
+	// within the last three target durations, at least 6 s).
+	// ReadersByProtocol splits it by
 	// "flv", "rtmp" and "hls" (absent: 0).
 	Readers           int            `json:"readers"`
 	ReadersByProtocol map[string]int `json:"readers_by_protocol,omitempty"`

@@ -182,7 +182,7 @@ func (h *Hub) startCryptLocked(e *entry, on bool) *cryptFLV {
 	if e.keys == nil {
 		return nil
 	}
-	c, err := newCryptFLV(h.cfg, e.log, h.m, e.stream, e.keys, on)
+	c, err := newCryptFLV(h.cfg, h.log, e.log, e.stream, e.keys, on)
 	if err != nil {
 		e.log.Error("encrypted output not started", "err", err)
 		return nil

@@ -54,8 +54,8 @@ func cpuTime() time.Duration {
 // HLS packager (tshls, clear) and the readers, which encode every packet as
 // an FLV tag, as serveFLV does. Encrypted: the same stream feeding the
 // encrypted outputs (one encryption per packet for FLV, SAMPLE-AES HLS)
-// and the readers of the encrypted stream doing the same, with the
-// onEncryption packets put back (EncryptedReader). One op is one second of media; the
+// and the readers of the encrypted FLV output doing the same, the
+// onEncryption packets queued by the output's Stream. One op is one second of media; the
 // writer waits until every reader has taken it, so no reader skips.
 // cpu-ms/s-media is process CPU (all goroutines) per second of media.
 func BenchmarkEncryptedFanout(b *testing.B) {
