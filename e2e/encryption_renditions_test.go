@@ -77,7 +77,6 @@ streams:
 	tcPush(t, clip, s.rtmpURL("encw", "token=pub"))
 	waitLive(t, signed(s.flvURL("encr_180p"), "/live/encr_180p.flv"), 30*time.Second)
 	waitLive(t, signed(s.flvURL("encw_source"), "/live/encw_source.flv"), 30*time.Second)
-	time.Sleep(time.Second) // the encrypted outputs attach within 200 ms of a stream going live
 
 	for _, tc := range []struct{ name, path string }{
 		{"rendition", "/live/encr_180p.flv"},
@@ -89,8 +88,8 @@ streams:
 			t.Errorf("%s (%s): onEncryption tag %v, encrypted %v; want an encrypted output", tc.name, tc.path, ok, enc)
 		}
 	}
-	if logs := s.logs(); !strings.Contains(logs, `msg="encrypted outputs started" stream=live/encw_source`) {
-		t.Errorf("the watermarked source's encrypted outputs were not started:\n%s", s.tail(30))
+	if logs := s.logs(); !strings.Contains(logs, `msg="stream live" stream=live/encw_source encrypted=true`) {
+		t.Errorf("the watermarked source did not go live encrypted:\n%s", s.tail(30))
 	}
 
 	// The ABR variant's playlist is SAMPLE-AES, and its key opens with the

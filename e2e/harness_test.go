@@ -45,7 +45,13 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		env.dir = dir
 		env.bin = filepath.Join(dir, "livefuse")
-		build := exec.Command("go", "build", "-o", env.bin, "../cmd/livefuse")
+		args := []string{"build", "-o", env.bin}
+		if os.Getenv("LIVEFUSE_E2E_RACE") != "" {
+			// The server under the race detector: a race it reports
+			// fails the test (server.stop).
+			args = append(args, "-race")
+		}
+		build := exec.Command("go", append(args, "../cmd/livefuse")...)
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Println("e2e: build livefuse:", err)
@@ -280,6 +286,9 @@ func (s *server) stop() {
 		s.t.Errorf("livefuse did not stop within 10 s of SIGTERM")
 		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 		<-s.exited
+	}
+	if strings.Contains(s.logs(), "WARNING: DATA RACE") {
+		s.t.Errorf("the race detector found a data race in livefuse")
 	}
 	if s.t.Failed() {
 		s.t.Logf("livefuse log:\n%s", s.tail(200))

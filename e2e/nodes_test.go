@@ -110,7 +110,6 @@ func TestDrainUnitBehindEdge(t *testing.T) {
   - {name: a, relay: "127.0.0.1:%d"}
   - {name: b, relay: "127.0.0.1:%d"}
 relay_secret: "e2e-relay-secret"
-encryption: {outputs: flagged} # TEMP
 streams:
   - {app: live, name: dr, publish_token: "drtok"}
 `, a.rtmp, b.rtmp)

@@ -40,6 +40,9 @@ type Registry struct {
 	// openKeys lets a stream have encryption on without a play key (see
 	// SetOpenKeyAccess).
 	openKeys bool
+	// encRefusal, when set, is why encryption cannot be turned on (see
+	// SetEncryptionRefusal).
+	encRefusal string
 }
 
 // NewRegistry returns a Registry over st. Call Start to load it.
@@ -109,6 +112,32 @@ func (r *Registry) SetOpenKeyAccess(open bool) {
 	r.mu.Unlock()
 }
 
+// SetEncryptionRefusal makes the registry refuse to turn encryption on
+// (a write with encryption on over a stream without it, or a new
+// encrypted stream) with reason, for a node whose outputs cannot be
+// encrypted (its HLS variant has no encrypted form); "" accepts it. Call
+// it before the first write.
+func (r *Registry) SetEncryptionRefusal(reason string) {
+	r.mu.Lock()
+	r.encRefusal = reason
+	r.mu.Unlock()
+}
+
+// checkEncryption refuses a write that turns encryption on when the node
+// cannot encrypt its outputs.
+func (r *Registry) checkEncryption(old *Stream, s *Stream) error {
+	if !s.Encryption || (old != nil && old.Encryption) {
+		return nil
+	}
+	r.mu.Lock()
+	reason := r.encRefusal
+	r.mu.Unlock()
+	if reason == "" {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrInvalid, reason)
+}
+
 // errKeyAccess explains why encryption without a play key is refused.
 const errKeyAccess = "encryption needs a play_key: without one, players fetch content keys unsigned and so can anyone; " +
 	"set play_key (or leave encryption off), or allow open key access with encryption.open_key_access: true"
@@ -134,6 +163,9 @@ func (r *Registry) checkKeyAccess(old *Stream, s *Stream) error {
 // there is none).
 func (r *Registry) prepare(old, s *Stream, created time.Time) error {
 	if err := r.checkKeyAccess(old, s); err != nil {
+		return err
+	}
+	if err := r.checkEncryption(old, s); err != nil {
 		return err
 	}
 	if s.PublishToken == "" {

@@ -382,3 +382,41 @@ func TestKeyAccess(t *testing.T) {
 		t.Errorf("update another field of a stored keyless encrypted stream: %v", err)
 	}
 }
+
+// TestEncryptionRefusal: on a node that cannot encrypt its outputs,
+// turning encryption on is refused with the node's reason, through
+// Create, Put and Update; a stream stored encrypted before stays writable.
+func TestEncryptionRefusal(t *testing.T) {
+	st := prefixStore(t)
+	before := startRegistry(t, st)
+	ctx := t.Context()
+	if _, err := before.Create(ctx, Stream{App: "live", Name: "old", Enabled: true, PlayKey: "pk", Encryption: true}); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRegistry(st, testLogger(t))
+	r.SetEncryptionRefusal("no encrypted form for hls_variant fmp4")
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	want := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "hls_variant fmp4") {
+			t.Errorf("%s: %v, want ErrInvalid with the reason", what, err)
+		}
+	}
+	_, err := r.Create(ctx, Stream{App: "live", Name: "a", Enabled: true, PlayKey: "pk", Encryption: true})
+	want("create", err)
+	want("put", r.Put(ctx, Stream{App: "live", Name: "b", Enabled: true, PlayKey: "pk", Encryption: true}))
+	if _, err := r.Create(ctx, Stream{App: "live", Name: "c", Enabled: true, PlayKey: "pk"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Update(ctx, "live", "c", func(s *Stream) error { s.Encryption = true; return nil })
+	want("update", err)
+	if _, err := r.Update(ctx, "live", "old", func(s *Stream) error { s.Record = true; return nil }); err != nil {
+		t.Errorf("update another field of a stream stored encrypted: %v", err)
+	}
+	if _, err := r.Update(ctx, "live", "old", func(s *Stream) error { s.Encryption = false; return nil }); err != nil {
+		t.Errorf("turn encryption off: %v", err)
+	}
+}

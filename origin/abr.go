@@ -14,8 +14,8 @@ import (
 	"github.com/livefuse/livefuse/av"
 )
 
-// ABR HLS. When Config.Variants lists renditions of a stream (and the HLS
-// variant is mpegts), /{app}/{name}/index.m3u8 is a multivariant playlist:
+// ABR HLS. When the stream's policy lists renditions (StreamPolicy.Variants)
+// and the HLS variant is mpegts, /{app}/{name}/index.m3u8 is a multivariant playlist:
 //
 //	/{app}/{name}/index.m3u8                  multivariant: source first, then every rendition
 //	/{app}/{name}/v/source/index.m3u8         media playlist of the source (its seg<N>.ts beside it)
@@ -66,34 +66,6 @@ func variantFile(file string) (variant, f string, ok bool) {
 		return "", "", false
 	}
 	return variant, f, true
-}
-
-// playName is the stream players of app/name get: the play alias when
-// Config.PlayAlias names one, else name.
-func (h *Hub) playName(app, name string) string {
-	if h.cfg.PlayAlias == nil {
-		return name
-	}
-	if a, ok := h.cfg.PlayAlias(app, name); ok && validName(a) {
-		return a
-	}
-	return name
-}
-
-// variants returns the renditions of app/name offered in ABR HLS (none
-// when the HLS output is not mpegts).
-func (h *Hub) variants(app, name string) []Variant {
-	if h.cfg.Variants == nil || h.cfg.HLSVariant != HLSMPEGTS {
-		return nil
-	}
-	vs := h.cfg.Variants(app, name)
-	out := vs[:0:0]
-	for _, v := range vs {
-		if v.Name != SourceVariant && validName(v.Name) && validName(v.Stream) {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // waitLive waits up to d for app/name to go live, for a player whose
@@ -163,6 +135,9 @@ func (h *Hub) serveABR(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 	if stream == "" {
 		http.Error(w, "no such variant", http.StatusNotFound)
+		return
+	}
+	if h.refuseHLS(w, rt.app, stream) {
 		return
 	}
 	o := h.tsOut(rt.app, stream)

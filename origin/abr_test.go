@@ -85,23 +85,12 @@ func abrSign(uri string) string { return "sig:" + uri }
 func abrHub(t *testing.T, alias, auth bool) (*Hub, string) {
 	t.Helper()
 	cfg := DefaultConfig()
-	cfg.Variants = func(app, name string) []Variant {
-		if app != "live" || name != "cam" {
-			return nil
-		}
-		return []Variant{
-			{Name: "180p", Stream: "cam_180p", Width: 320, Height: 180},
-			{Name: "gone", Stream: "cam_gone", Width: 160, Height: 90},
-			{Name: SourceVariant, Stream: "cam_x"}, // ignored: the source is the stream (or its alias)
-		}
-	}
+	pol := StreamPolicy{Variants: []Variant{
+		{Name: "180p", Stream: "cam_180p", Width: 320, Height: 180},
+		{Name: "gone", Stream: "cam_gone", Width: 160, Height: 90},
+	}}
 	if alias {
-		cfg.PlayAlias = func(app, name string) (string, bool) {
-			if name == "cam" {
-				return "cam_source", true
-			}
-			return "", false
-		}
+		pol.PlayAlias = "cam_source"
 	}
 	if auth {
 		cfg.Authorize = func(app, name, uri string, q url.Values) error {
@@ -112,6 +101,12 @@ func abrHub(t *testing.T, alias, auth bool) (*Hub, string) {
 		}
 	}
 	h, srv, _ := newTestHub(t, cfg)
+	if err := h.SetStreamPolicy("live", "cam", pol); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SetStreamPolicy("live", "bad", StreamPolicy{Variants: []Variant{{Name: SourceVariant, Stream: "cam_x"}}}); err == nil {
+		t.Fatal("a variant named source was accepted")
+	}
 	publishSynth(t, h, "cam", "640x360", 800)
 	publishSynth(t, h, "cam_180p", "320x180", 200)
 	publishSynth(t, h, "other", "320x180", 200)
@@ -359,8 +354,10 @@ func TestABRAuthorize(t *testing.T) {
 func TestABROtherVariants(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.HLSVariant = HLSFMP4
-	cfg.Variants = func(app, name string) []Variant { return []Variant{{Name: "180p", Stream: "cam_180p"}} }
 	h, _, _ := newTestHub(t, cfg)
+	if err := h.SetStreamPolicy("live", "cam", StreamPolicy{Variants: []Variant{{Name: "180p", Stream: "cam_180p"}}}); err != nil {
+		t.Fatal(err)
+	}
 	if vs := h.variants("live", "cam"); vs != nil {
 		t.Fatalf("variants with fmp4: %v", vs)
 	}

@@ -3,6 +3,7 @@ package origin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -31,9 +32,16 @@ const flvMetricBytes = 1 << 20
 // be hijacked) the batch is encoded into one buffer and written through
 // the ResponseWriter with chunked encoding.
 func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
-	s, err := h.stream(rt.app, rt.name)
+	s, c, err := h.playStream(rt.app, rt.name)
 	if err != nil {
-		notLive(w, err)
+		if !notLive(w, err) {
+			http.Error(w, err.Error(), http.StatusNotImplemented)
+		}
+		return
+	}
+	log := h.log.With("stream", streamKey(rt.app, rt.name), "remote", r.RemoteAddr)
+	if c != nil {
+		c.serveFLV(w, r, h.cfg, h.m, log)
 		return
 	}
 	hdr := w.Header()
@@ -43,18 +51,57 @@ func (h *Hub) serveFLV(w http.ResponseWriter, r *http.Request, rt route) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	rd := s.Subscribe()
+	rd := s.subscribe(false, roleFLV)
 	if h.cfg.FLVCoalesce > 0 {
 		// Audio waits for the next video frame (at most flv_coalesce):
 		// one wake-up and one write per frame, video never delayed.
 		rd.holdAudio(h.cfg.FLVCoalesce)
 	}
-	log := h.log.With("stream", streamKey(rt.app, rt.name), "remote", r.RemoteAddr)
 	writeFLV(w, r, s, rd, h.cfg.MaxLag, h.m, log)
 }
 
-// flvSource is what writeFLV reads: a Stream's Reader, or the encrypted
-// output's reader (which adds the onEncryption signals).
+// errNoCrypt is the refusal of a player of an encrypted stream whose
+// encrypted output cannot run (no key source).
+var errNoCrypt = errors.New("stream is encrypted and its encrypted output is not running on this node")
+
+// playStream returns what FLV and RTMP players of app/name read: the
+// stream, and its encrypted output when it runs (nil: play the stream
+// clear). A stream to be encrypted whose encrypted output does not run is
+// refused (errNoCrypt), never played clear.
+func (h *Hub) playStream(app, name string) (*Stream, *cryptFLV, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.streams[streamKey(app, name)]
+	if e == nil {
+		return nil, nil, fmt.Errorf("stream %s: %w", streamKey(app, name), ErrNotFound)
+	}
+	if e.crypt != nil && !e.crypt.ended() {
+		return e.stream, e.crypt, nil
+	}
+	if h.encryptedLocked(app, name) {
+		return nil, nil, fmt.Errorf("play %s: %w", streamKey(app, name), errNoCrypt)
+	}
+	return e.stream, nil, nil
+}
+
+// Play returns the reader of an RTMP player of app/name: the stream its
+// policy's play alias names (a watermarked source), in its encrypted form
+// when it has one, counted as an RTMP player. The error wraps ErrNotFound
+// when the stream is not live.
+func (h *Hub) Play(app, name string) (*Reader, error) {
+	name = h.playName(app, name)
+	s, c, err := h.playStream(app, name)
+	if err != nil {
+		return nil, err
+	}
+	if c != nil {
+		return c.subscribe(roleRTMP), nil
+	}
+	return s.subscribe(false, roleRTMP), nil
+}
+
+// flvSource is what writeFLV reads: a Reader of the stream or of its
+// encrypted output.
 type flvSource interface {
 	ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packet, error)
 	Close()

@@ -62,7 +62,7 @@ func newHLSOutput(cfg Config, log *slog.Logger, m *metrics, s *Stream) *hlsOutpu
 		log:     log,
 		m:       m,
 		stream:  s,
-		reader:  s.subscribe(true),
+		reader:  s.subscribe(true, roleInternal),
 		done:    make(chan struct{}),
 		readyCh: make(chan struct{}),
 	}
@@ -351,8 +351,32 @@ func (o *hlsOutput) waitReady(ctx context.Context, timeout time.Duration) (*gohl
 
 var errNoSegments = errors.New("no HLS segments yet")
 
+// refuseHLS answers 501 (and reports true) when app/name is to be
+// encrypted and this hub cannot encrypt its HLS: only the mpegts variant
+// does (SAMPLE-AES), and only with a key source. Such a stream is never
+// served clear.
+func (h *Hub) refuseHLS(w http.ResponseWriter, app, name string) bool {
+	if !h.encrypted(app, name) {
+		return false
+	}
+	var reason string
+	switch {
+	case h.cfg.HLSVariant != HLSMPEGTS:
+		reason = "stream is encrypted and hls_variant " + h.cfg.HLSVariant + " cannot be: HLS encryption needs hls_variant mpegts (play HTTP-FLV)"
+	case h.cfg.Encryption.NewKey == nil:
+		reason = "stream is encrypted and this node has no key source"
+	default:
+		return false
+	}
+	http.Error(w, reason, http.StatusNotImplemented)
+	return true
+}
+
 // serveHLS answers a playlist, segment, part or init file of app/name.
 func (h *Hub) serveHLS(w http.ResponseWriter, r *http.Request, rt route) {
+	if h.refuseHLS(w, rt.app, rt.name) {
+		return
+	}
 	if t := h.tsOut(rt.app, rt.name); t != nil {
 		if !tsFileRe.MatchString(rt.file) {
 			http.Error(w, "not found", http.StatusNotFound)

@@ -179,8 +179,11 @@ func TestHLS(t *testing.T) {
 			if n := metricValue(t, reg, "livefuse_origin_bytes_out_total"); n == 0 {
 				t.Errorf("bytes out counter is 0")
 			}
-			if st, _ := h.Status("live", "cam"); st.Readers != 0 || st.AudioCodec != "aac" || st.SampleRate == 0 {
-				t.Errorf("status %+v: want no player readers and the AAC config", st)
+			// The test's HLS clients (Go and ffprobe: two User-Agents)
+			// are players; the packager is an internal reader.
+			if st, _ := h.Status("live", "cam"); st.Readers != 2 || st.ReadersByProtocol[ProtoHLS] != 2 || st.InternalReaders != 1 ||
+				st.AudioCodec != "aac" || st.SampleRate == 0 {
+				t.Errorf("status %+v: want two HLS players, the packager and the AAC config", st)
 			}
 			// The publisher leaves: the muxer closes and the stream is gone.
 			f.Unpublish()

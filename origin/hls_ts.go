@@ -26,11 +26,20 @@ type tsOutput struct {
 	done   chan struct{}
 }
 
-func newTSOutput(cfg Config, log *slog.Logger, key string, s *Stream) *tsOutput {
+// newTSOutput starts packaging s; with keys (nil: no encryption) the
+// packager does SAMPLE-AES itself when encrypted (from the start, or when
+// the stream's policy turns it on): it is the only owner of its state.
+func newTSOutput(cfg Config, log *slog.Logger, key string, s *Stream, keys *sessionKeys, encrypted bool) *tsOutput {
+	tc := tshlsConfig{Stream: key, SegmentDuration: cfg.HLSSegmentDuration,
+		SegmentCount: cfg.HLSSegmentCount, Logger: log}
+	if keys != nil {
+		tc.NewKey = keys.forPackager()
+		tc.RotateSegments = cfg.Encryption.RotateSegments
+		tc.Encrypted = encrypted
+	}
 	return &tsOutput{
-		pk: newTSHLS(tshlsConfig{Stream: key, SegmentDuration: cfg.HLSSegmentDuration,
-			SegmentCount: cfg.HLSSegmentCount, Logger: log}),
-		reader: s.subscribe(true),
+		pk:     newTSHLS(tc),
+		reader: s.subscribe(true, roleInternal),
 		log:    log,
 		done:   make(chan struct{}),
 	}

@@ -111,6 +111,7 @@ func (h *Hub) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case routeFLV:
 		h.serveFLVAlias(w, r, rt)
 	case routeHLS:
+		h.sawHLS(rt.app, rt.name, r)
 		h.serveABR(w, r, rt)
 	}
 }

@@ -3,6 +3,7 @@ package origin
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livefuse/livefuse/av"
+)
+
+// Player protocols, the keys of Status.ReadersByProtocol.
+const (
+	ProtoFLV  = "flv"
+	ProtoRTMP = "rtmp"
+	ProtoHLS  = "hls"
 )
 
 // Feed names.
@@ -39,10 +47,19 @@ type Status struct {
 	FPS     float64 `json:"fps"`
 	Bitrate int64   `json:"bitrate"`
 
-	// Readers counts players and other consumers (not the HLS packager).
-	Readers        int       `json:"readers"`
-	DroppedReaders int64     `json:"dropped_readers"`
-	Started        time.Time `json:"started"`
+	// Readers counts the players of every protocol and variant:
+	// HTTP-FLV and RTMP connections (clear or encrypted), and HLS clients
+	// (distinct address and User-Agent that fetched a playlist or segment
+	// within the last three target durations, at least 6 s).
+	// ReadersByProtocol splits it by
+	// "flv", "rtmp" and "hls" (absent: 0).
+	Readers           int            `json:"readers"`
+	ReadersByProtocol map[string]int `json:"readers_by_protocol,omitempty"`
+	// InternalReaders counts the readers that are not players: HLS
+	// packagers, the encrypting reader, recorder, transcode workers, relays.
+	InternalReaders int       `json:"internal_readers"`
+	DroppedReaders  int64     `json:"dropped_readers"`
+	Started         time.Time `json:"started"`
 
 	// Switch is the state of the stream's main/backup switcher.
 	Switch SwitchStatus `json:"switch"`
@@ -60,15 +77,19 @@ type Hub struct {
 	mu       sync.Mutex
 	closed   bool
 	streams  map[string]*entry
-	policies map[string]string // feed policy by stream, live or not
-	onLive   []func(app, name string)
-	wg       sync.WaitGroup // HLS packagers and switch tickers
+	policies map[string]StreamPolicy // by stream, live or not (policy.go)
+	parents  map[string]string       // stream key of an alias or rendition → its parent's name
+	wg       sync.WaitGroup          // HLS packagers and switch tickers
 }
 
 // entry is one live stream of the hub.
 type entry struct {
 	app, name string
+	log       *slog.Logger
 	stream    *Stream
+	keys      *sessionKeys // nil without encryption (Config.Encryption.NewKey)
+	crypt     *cryptFLV    // the encrypted FLV output, once started (h.mu)
+	viewers   *hlsViewers
 	feeds     map[string]*Feed
 	started   time.Time
 	hls       *hlsOutput // gohlslib (fmp4, low-latency); nil otherwise
@@ -91,8 +112,15 @@ func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Hub{cfg: cfg, log: log, m: m, streams: make(map[string]*entry),
-		policies: make(map[string]string), slates: newSlateCache(cfg.Slate, log)}, nil
+	h := &Hub{cfg: cfg, log: log, m: m, streams: make(map[string]*entry),
+		policies: make(map[string]StreamPolicy), parents: make(map[string]string),
+		slates: newSlateCache(cfg.Slate, log)}
+	if reg != nil {
+		if err := reg.Register(newReadersCollector(h)); err != nil {
+			return nil, fmt.Errorf("origin metrics: %w", err)
+		}
+	}
+	return h, nil
 }
 
 func streamKey(app, name string) string { return app + "/" + name }
@@ -137,13 +165,20 @@ func (h *Hub) startLocked(app, name string) *entry {
 	log := h.log.With("stream", key)
 	s := NewStream(h.cfg, log)
 	s.m = h.m
-	e := &entry{app: app, name: name, stream: s, feeds: make(map[string]*Feed, 2), started: time.Now(),
-		stop: make(chan struct{})}
-	e.sw = newSwitcher(h.cfg, log, s, h.slates, h.m, h.policies[key])
+	e := &entry{app: app, name: name, log: log, stream: s, feeds: make(map[string]*Feed, 2), started: time.Now(),
+		stop: make(chan struct{}), viewers: newHLSViewers(h.cfg)}
+	e.sw = newSwitcher(h.cfg, log, s, h.slates, h.m, h.policies[key].Feed)
+	encrypted := h.encryptedLocked(app, name)
+	if h.cfg.Encryption.NewKey != nil {
+		e.keys = &sessionKeys{stream: key, newKey: h.cfg.Encryption.NewKey}
+		if encrypted || h.cfg.Encryption.AllStreams {
+			h.startCryptLocked(e, encrypted)
+		}
+	}
 	switch h.cfg.HLSVariant {
 	case HLSOff:
 	case HLSMPEGTS:
-		e.ts = newTSOutput(h.cfg, log, key, s)
+		e.ts = newTSOutput(h.cfg, log, key, s, e.keys, encrypted)
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
@@ -164,10 +199,7 @@ func (h *Hub) startLocked(app, name string) *entry {
 	}()
 	h.streams[key] = e
 	h.m.streams.Inc()
-	log.Info("stream live")
-	for _, fn := range h.onLive {
-		go fn(app, name) // never under h.mu, never in the publisher's path
-	}
+	log.Info("stream live", "encrypted", encrypted)
 	return e
 }
 
@@ -197,37 +229,6 @@ func (h *Hub) tick(e *entry) {
 			return
 		}
 	}
-}
-
-// OnLive registers fn to be called, in a goroutine of its own, each time
-// a stream goes live (its first feed joined). Register before publishing
-// starts.
-func (h *Hub) OnLive(fn func(app, name string)) {
-	h.mu.Lock()
-	h.onLive = append(h.onLive, fn)
-	h.mu.Unlock()
-}
-
-// SetPolicy sets the feed policy of app/name (PolicyAuto, PolicyMain or
-// PolicyBackup; "" is auto). It applies at once when the stream is live
-// and is kept for when it goes live.
-func (h *Hub) SetPolicy(app, name, policy string) error {
-	if !ValidPolicy(policy) {
-		return fmt.Errorf("feed policy %q: want auto, main or backup", policy)
-	}
-	key := streamKey(app, name)
-	h.mu.Lock()
-	if policy == "" || policy == PolicyAuto {
-		delete(h.policies, key)
-	} else {
-		h.policies[key] = policy
-	}
-	e := h.streams[key]
-	h.mu.Unlock()
-	if e != nil {
-		e.sw.setPolicy(policy)
-	}
-	return nil
 }
 
 // leave removes f. The stream ends when f was its last feed and left
@@ -372,9 +373,36 @@ func (e *entry) statusLocked() Status {
 	return st
 }
 
-// fillStream adds the stream's media and reader figures to st.
+// sawHLS counts r's client as an HLS player of app/name, when live.
+func (h *Hub) sawHLS(app, name string, r *http.Request) {
+	h.mu.Lock()
+	e := h.streams[streamKey(app, name)]
+	h.mu.Unlock()
+	if e != nil {
+		e.viewers.saw(r, time.Now())
+	}
+}
+
+// fillStream adds the stream's media and reader figures to st: the
+// players of the stream, of its encrypted output and of its HLS.
 func (h *Hub) fillStream(e *entry, st *Status) {
 	ss := e.stream.Status()
+	h.mu.Lock()
+	c := e.crypt
+	h.mu.Unlock()
+	if c != nil {
+		c.out.mu.Lock()
+		c.out.addPlayers(&ss)
+		ss.DroppedReaders += c.out.dropped
+		c.out.mu.Unlock()
+	}
+	if n := e.viewers.count(time.Now()); n > 0 {
+		if ss.ReadersByProtocol == nil {
+			ss.ReadersByProtocol = make(map[string]int, 1)
+		}
+		ss.ReadersByProtocol[ProtoHLS] += n
+		ss.Readers += n
+	}
 	ss.App, ss.Name, ss.Feed, ss.Protocol, ss.Remote, ss.Started = st.App, st.Name, st.Feed, st.Protocol, st.Remote, st.Started
 	ss.Switch = e.sw.status()
 	if a := ss.Switch.Active; a == FeedMain || a == FeedBackup {

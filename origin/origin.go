@@ -8,7 +8,19 @@
 // HTTP outputs: HTTP-FLV (/{app}/{name}.flv) and HLS
 // (/{app}/{name}/index.m3u8 and its segments, packaged by tshls, or by
 // gohlslib for fmp4 and low-latency); for a stream with renditions
-// (Config.Variants) index.m3u8 is a multivariant playlist (abr.go).
+// index.m3u8 is a multivariant playlist (abr.go). The HTTP handler is the
+// only play router of the media listener, and Hub.Play gives RTMP players
+// their reader: origin alone decides which stream and which output serve
+// a player.
+//
+// What a stream's outputs should be (feed policy, encryption, play alias,
+// renditions) is its StreamPolicy, pushed by the wiring from the registry
+// (policy.go). Encryption is a property of the outputs (crypt.go): the
+// MPEG-TS packager does SAMPLE-AES itself, and HTTP-FLV and RTMP players
+// of an encrypted stream read its encrypted FLV output, fed by one
+// internal reader that encrypts each packet once. Every reader is
+// counted: players by protocol (HLS players by distinct client,
+// viewers.go), and internal readers apart.
 package origin
 
 import (
@@ -112,15 +124,8 @@ type Config struct {
 	// media listener's and the stream's) before Authorize; an error is
 	// answered 403 with its reason logged. nil: no lists. Set by the wiring.
 	CheckAddress func(app, name string, remote netip.Addr) error `yaml:"-"`
-	// Variants lists the renditions of app/name for ABR HLS (abr.go): when
-	// it returns any and HLSVariant is mpegts, /{app}/{name}/index.m3u8 is
-	// a multivariant playlist of the source and these. nil: no ABR. Set by
-	// the wiring, called per playlist and variant request.
-	Variants func(app, name string) []Variant `yaml:"-"`
-	// PlayAlias names the stream that players of app/name get instead of
-	// it (HTTP-FLV and HLS; a watermarked source). nil: none. Set by the
-	// wiring, called per play request.
-	PlayAlias func(app, name string) (string, bool) `yaml:"-"`
+	// Encryption configures the encrypted outputs. Set by the wiring.
+	Encryption EncryptionConfig `yaml:"-"`
 }
 
 // DefaultConfig returns the defaults.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/livefuse/livefuse/av"
+	"github.com/livefuse/livefuse/encryption"
 )
 
 // overflowWindow is the period over which Config.MaxOverflows is counted.
@@ -42,10 +43,20 @@ type Stream struct {
 	gopBytes int
 	gopOn    bool
 
-	internal int // attached internal readers (HLS packager): not counted as players
+	internal int         // attached readers that are not players (packagers, recorder, transcoder, relays)
+	players  [nRoles]int // attached players by protocol (index: role)
 	dropped  int64
-	info     mediaInfo
-	rate     rateWindow
+
+	// sig is the onEncryption signal in effect (nil: none), sigPend the
+	// one that takes effect at the next media packet (encrypted outputs,
+	// crypt.go). A reader gets the signal in effect before its first media
+	// packet and again whenever it changed, in stream order: nothing
+	// encrypted goes out before "encrypted" and nothing clear after it,
+	// whenever the reader joined and whatever it held or skipped.
+	sig, sigPend *av.Packet
+	signals      bool // the stream carries signals (an encrypted output)
+	info         mediaInfo
+	rate         rateWindow
 }
 
 // NewStream returns an empty stream. Zero fields of cfg take their
@@ -69,6 +80,18 @@ func (s *Stream) Write(p *av.Packet) {
 	if s.closed {
 		s.mu.Unlock()
 		return
+	}
+	if p.Kind == av.KindData && encryption.IsSignal(p.Data) {
+		if s.signals {
+			s.sigPend = p // in effect from the next media packet, which it precedes
+		}
+		// Elsewhere a publisher's onEncryption tag would mislead
+		// players: it is dropped.
+		s.mu.Unlock()
+		return
+	}
+	if s.sigPend != nil && p.Kind != av.KindData && !p.Header {
+		s.sig, s.sigPend = s.sigPend, nil
 	}
 	s.track(p, now)
 	for i := 0; i < len(s.readers); {
@@ -182,6 +205,19 @@ func (s *Stream) deliver(r *Reader, p *av.Packet, now time.Duration) bool {
 		}
 		r.needKey = false
 	}
+	if r.sig != s.sig && p.Kind != av.KindData && !p.Header {
+		// The state changes here (or the reader resumes or starts here):
+		// the signal goes first, and wakes the reader with what it held.
+		if !r.push(s.sig, false) {
+			if !r.overflow(now, s.cfg.MaxOverflows) && s.giveUp(r, "too many queue overflows") {
+				return false
+			}
+			r.skipping = true
+			r.behindSince = now
+			return true
+		}
+		r.sig = s.sig
+	}
 	hold := r.holdMax > 0 && p.Kind == av.KindAudio && !p.Header && s.hasVideo &&
 		(!r.holding || now-r.holdSince < r.holdMax)
 	if !r.push(p, hold) {
@@ -248,21 +284,35 @@ func (s *Stream) detach(r *Reader) {
 	s.readers[last] = nil
 	s.readers = s.readers[:last]
 	r.idx = -1
-	if r.internal {
+	if r.role == roleInternal {
 		s.internal--
-	} else if s.m != nil {
-		s.m.readers.Dec()
+	} else {
+		s.players[r.role]--
 	}
 }
 
-// Subscribe returns a new reader. Its queue starts with the metadata, the
-// sequence headers and the cached GOP, so its first video frame is a
-// keyframe. After Close, the reader's ReadPackets returns ErrEnded.
-func (s *Stream) Subscribe() *Reader { return s.subscribe(false) }
+// Reader roles: what a reader is counted as.
+const (
+	roleInternal = iota // not a player: packager, recorder, transcoder, relay
+	roleFLV             // HTTP-FLV player
+	roleRTMP            // RTMP player
+	nRoles
+)
 
-// subscribe adds a reader; internal readers (the HLS packager) are not
-// counted as players.
-func (s *Stream) subscribe(internal bool) *Reader {
+// roleNames are the protocol names of the player roles (Status.ReadersByProtocol).
+var roleNames = [nRoles]string{roleFLV: ProtoFLV, roleRTMP: ProtoRTMP}
+
+// Subscribe returns a new reader that is not a player (a recorder, a
+// transcode worker, a relay): it is counted in Status.InternalReaders. Its
+// queue starts with the metadata, the sequence headers and the cached GOP,
+// so its first video frame is a keyframe. After Close, the reader's
+// ReadPackets returns ErrEnded.
+func (s *Stream) Subscribe() *Reader { return s.subscribe(false, roleInternal) }
+
+// subscribe adds a reader counted as role. A packager (the HLS outputs,
+// the encrypting reader) is never dropped: it skips to the next keyframe
+// instead.
+func (s *Stream) subscribe(packager bool, role int) *Reader {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	burst := len(s.gop)
@@ -272,6 +322,9 @@ func (s *Stream) subscribe(internal bool) *Reader {
 		}
 	}
 	limit := s.cfg.ReaderQueue + burst
+	if s.signals {
+		limit++ // the signal in effect
+	}
 	size := 1
 	for size < limit {
 		size <<= 1
@@ -283,13 +336,18 @@ func (s *Stream) subscribe(internal bool) *Reader {
 		limit:    uint64(limit),
 		wake:     make(chan struct{}, 1),
 		idx:      -1,
-		internal: internal,
+		internal: packager,
+		role:     role,
 	}
 	if s.closed {
 		r.state.Store(stateEnded)
 		return r
 	}
 	s.pushHeaders(r)
+	if len(s.gop) > 0 && s.sig != nil {
+		r.push(s.sig, false) // the cached GOP is in the state it announces
+		r.sig = s.sig
+	}
 	for _, p := range s.gop {
 		r.push(p, false)
 	}
@@ -297,10 +355,10 @@ func (s *Stream) subscribe(internal bool) *Reader {
 	r.needKey = !s.gopOn
 	r.idx = len(s.readers)
 	s.readers = append(s.readers, r)
-	if internal {
+	if role == roleInternal {
 		s.internal++
-	} else if s.m != nil {
-		s.m.readers.Inc()
+	} else {
+		s.players[role]++
 	}
 	return r
 }
@@ -338,17 +396,33 @@ func (s *Stream) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fps, bps := s.rate.rates(now)
-	return Status{
-		VideoCodec:     s.info.videoCodec,
-		Width:          s.info.width,
-		Height:         s.info.height,
-		AudioCodec:     s.info.audioCodec,
-		SampleRate:     s.info.sampleRate,
-		Channels:       s.info.channels,
-		FPS:            fps,
-		Bitrate:        bps,
-		Readers:        len(s.readers) - s.internal,
-		DroppedReaders: s.dropped,
+	st := Status{
+		VideoCodec:      s.info.videoCodec,
+		Width:           s.info.width,
+		Height:          s.info.height,
+		AudioCodec:      s.info.audioCodec,
+		SampleRate:      s.info.sampleRate,
+		Channels:        s.info.channels,
+		FPS:             fps,
+		Bitrate:         bps,
+		InternalReaders: s.internal,
+		DroppedReaders:  s.dropped,
+	}
+	s.addPlayers(&st)
+	return st
+}
+
+// addPlayers adds the stream's attached players to st (s.mu held).
+func (s *Stream) addPlayers(st *Status) {
+	for role, n := range s.players {
+		if role == roleInternal || n == 0 {
+			continue
+		}
+		if st.ReadersByProtocol == nil {
+			st.ReadersByProtocol = make(map[string]int, 3)
+		}
+		st.ReadersByProtocol[roleNames[role]] += n
+		st.Readers += n
 	}
 }
 
@@ -380,8 +454,10 @@ type Reader struct {
 	_    [56]byte
 
 	// Writer side, guarded by s.mu.
-	internal     bool
-	idx          int // position in s.readers, -1 when detached
+	internal     bool       // a packager: skips instead of being dropped
+	role         int        // what the reader counts as (roleInternal, roleFLV, ...)
+	sig          *av.Packet // the last onEncryption signal queued
+	idx          int        // position in s.readers, -1 when detached
 	needKey      bool
 	skipping     bool
 	behindSince  time.Duration

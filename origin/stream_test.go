@@ -207,8 +207,8 @@ func TestStreamNeverReads(t *testing.T) {
 	if _, err := stuck.ReadPackets(context.Background(), nil); !errors.Is(err, ErrDropped) {
 		t.Fatalf("stuck reader: %v, want ErrDropped", err)
 	}
-	if st := s.Status(); st.DroppedReaders != 1 || st.Readers != 1 {
-		t.Fatalf("status: %d dropped, %d readers; want 1 and 1", st.DroppedReaders, st.Readers)
+	if st := s.Status(); st.DroppedReaders != 1 || st.InternalReaders != 1 || st.Readers != 0 {
+		t.Fatalf("status: %d dropped, %d internal readers, %d players; want 1, 1, 0", st.DroppedReaders, st.InternalReaders, st.Readers)
 	}
 }
 
@@ -460,7 +460,7 @@ func TestStreamInternalReaderSkips(t *testing.T) {
 	cfg.MaxOverflows = 1
 	cfg.MaxLag = time.Nanosecond
 	s := NewStream(cfg, nil)
-	r := s.subscribe(true)
+	r := s.subscribe(true, roleInternal)
 	defer r.Close()
 	for i := 0; i < 100; i++ {
 		s.Write(vid(i*40, i%10 == 0))

@@ -40,9 +40,6 @@ type tshls struct {
 	changed  chan struct{} // closed and renewed when a segment is finished or the packager ends
 	pendDisc bool
 	pendOn   bool
-	// hideClear keeps clear segments out of the playlist until the first
-	// encrypted one (a stream whose encryption was attached late).
-	hideClear bool
 
 	// Writer state, owned by the writePacket goroutine.
 	ts       tsWriter
@@ -162,33 +159,6 @@ func (h *tshls) markDiscontinuity() {
 func (h *tshls) setEncrypted(on bool) {
 	h.mu.Lock()
 	h.pendOn = on
-	h.mu.Unlock()
-}
-
-// setKeySource gives a running packager its key source (see
-// tshlsConfig.NewKey and RotateSegments), for encryption turned on later.
-func (h *tshls) setKeySource(newKey func(ctx context.Context) (*encryption.Key, error), rotate int) {
-	h.mu.Lock()
-	h.cfg.NewKey, h.cfg.RotateSegments = newKey, rotate
-	h.mu.Unlock()
-}
-
-// hideClearSegments turns encryption on at the next keyframe and keeps
-// every clear segment (those made so far and the one being built) out of
-// the playlist, so that a stream that must be encrypted never shows a
-// clear segment, even when the key source arrives after its first
-// segments.
-func (h *tshls) hideClearSegments() {
-	h.mu.Lock()
-	h.pendOn, h.hideClear = true, true
-	kept := h.segs[:0]
-	for _, s := range h.segs {
-		if s.key != nil {
-			kept = append(kept, s)
-		}
-	}
-	clear(h.segs[len(kept):])
-	h.segs = kept
 	h.mu.Unlock()
 }
 
@@ -466,11 +436,6 @@ func (h *tshls) finish(end time.Duration) {
 	h.mu.Lock()
 	h.cur = nil
 	h.nextSeq = seg.seq + 1
-	if h.hideClear && seg.key == nil {
-		h.mu.Unlock()
-		return
-	}
-	h.hideClear = false
 	h.segs = append(h.segs, seg)
 	for len(h.segs) > h.cfg.Keep {
 		if h.segs[1].disc {

@@ -54,8 +54,8 @@ func cpuTime() time.Duration {
 // HLS packager (tshls, clear) and the readers, which encode every packet as
 // an FLV tag, as serveFLV does. Encrypted: the same stream feeding the
 // encrypted outputs (one encryption per packet for FLV, SAMPLE-AES HLS)
-// and the readers of the encrypted stream doing the same, with the
-// onEncryption packets put back (EncryptedReader). One op is one second of media; the
+// and the readers of the encrypted FLV output doing the same, the
+// onEncryption packets queued by the output's Stream. One op is one second of media; the
 // writer waits until every reader has taken it, so no reader skips.
 // cpu-ms/s-media is process CPU (all goroutines) per second of media.
 func BenchmarkEncryptedFanout(b *testing.B) {
@@ -74,11 +74,18 @@ func benchEncryptedFanout(b *testing.B, players int) {
 		b.Run(fmt.Sprintf("%s/players=%d", mode, players), func(b *testing.B) {
 			cfg := DefaultConfig()
 			cfg.HLSVariant = HLSOff
+			if mode == "encrypted" {
+				cfg.Encryption.NewKey = hubKeys(&encryption.MemKeyStore{})
+				cfg.HLSVariant = HLSMPEGTS // the packager encrypts too
+			}
 			hub, err := NewHub(cfg, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer hub.Close()
+			if err := hub.SetStreamPolicy("live", "x", StreamPolicy{Encrypted: mode == "encrypted"}); err != nil {
+				b.Fatal(err)
+			}
 			feed, err := hub.Publish("live", "x", FeedMain, av.Source{})
 			if err != nil {
 				b.Fatal(err)
@@ -88,11 +95,10 @@ func benchEncryptedFanout(b *testing.B, players int) {
 			}
 			src, _ := hub.stream("live", "x")
 			var out *Stream
-			var enc *Encrypted
 			if mode == "clear" {
 				out = src
 				// The clear path's HLS packager.
-				r := src.subscribe(true)
+				r := src.subscribe(true, roleInternal)
 				p := newTSHLS(tshlsConfig{Stream: "live/x"})
 				go func() {
 					defer r.Close()
@@ -109,26 +115,14 @@ func benchEncryptedFanout(b *testing.B, players int) {
 					}
 				}()
 			} else {
-				ks := &encryption.MemKeyStore{}
-				enc, err = hub.StartEncrypted("live", "x", EncryptedConfig{Enabled: true, NewKey: keySource(ks, "live/x")})
-				if err != nil {
-					b.Fatal(err)
-				}
-				out = enc.flv
+				out = cryptOf(hub, "live", "x").out
 			}
 			var taken atomic.Int64
 			var wg sync.WaitGroup
 			for range players {
-				// A player: a Reader of the clear stream, or an
-				// EncryptedReader (signals put back) of the encrypted one.
-				var r interface {
-					ReadPackets(context.Context, []*av.Packet) ([]*av.Packet, error)
-					Close()
-				} = out.Subscribe()
-				if enc != nil {
-					r.Close()
-					r = enc.Subscribe()
-				}
+				// A player: a Reader of the clear stream or of the
+				// encrypted output.
+				r := out.subscribe(false, roleFLV)
 				wg.Add(1)
 				go func() {
 					defer wg.Done()

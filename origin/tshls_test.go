@@ -607,30 +607,3 @@ func dumpTSHLS(t *testing.T, h *tshls, dir string, ks *encryption.MemKeyStore) {
 		os.WriteFile(filepath.Join(dir, fmt.Sprintf("seg%d.ts", s.seq)), s.data, 0o644)
 	}
 }
-
-// TestTSHLSHideClear: encryption attached to a running packager hides
-// the clear segments made before, so an encrypted stream never lists one.
-func TestTSHLSHideClear(t *testing.T) {
-	ks := &encryption.MemKeyStore{}
-	h := newTSHLS(tshlsConfig{Stream: "live/x", SegmentDuration: time.Second, SegmentCount: 5})
-	for _, p := range synthGOPs(t, 0, 3, 0) {
-		h.writePacket(p)
-	}
-	if n := strings.Count(string(h.playlist("")), "#EXTINF"); n != 2 {
-		t.Fatalf("%d clear segments before, want 2", n)
-	}
-	h.setKeySource(keySource(ks, "live/x"), 0)
-	h.hideClearSegments()
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	if code, _ := tshlsGet(t, srv.URL+"/live/x/seg0.ts"); code != http.StatusNotFound {
-		t.Fatalf("hidden clear segment: %d", code)
-	}
-	for _, p := range synthGOPs(t, 3, 3, 0)[2:] {
-		h.writePacket(p)
-	}
-	pl := string(h.playlist(""))
-	if !strings.HasPrefix(pl[strings.Index(pl, "#EXT-X-MEDIA-SEQUENCE"):], "#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-KEY:METHOD=SAMPLE-AES") || strings.Count(pl, "#EXTINF") != 2 || strings.Contains(pl, "METHOD=NONE") {
-		t.Fatalf("playlist after hiding:\n%s", pl)
-	}
-}

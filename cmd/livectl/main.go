@@ -407,6 +407,31 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// formatReaders gives the players and their split by protocol, then
+// the internal readers: "4 (flv 2, rtmp 1, hls 1; +3 internal)".
+func formatReaders(lv *api.LiveStatus) string {
+	var parts []string
+	for _, p := range []string{"flv", "rtmp", "hls"} {
+		if n := lv.ReadersByProtocol[p]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", p, n))
+		}
+	}
+	s := strconv.Itoa(lv.Readers)
+	in := ""
+	if lv.InternalReaders > 0 {
+		in = fmt.Sprintf("+%d internal", lv.InternalReaders)
+	}
+	switch {
+	case len(parts) > 0 && in != "":
+		s += " (" + strings.Join(parts, ", ") + "; " + in + ")"
+	case len(parts) > 0:
+		s += " (" + strings.Join(parts, ", ") + ")"
+	case in != "":
+		s += " (" + in + ")"
+	}
+	return s
+}
+
 // writeTable prints the stream list; secrets stay out of it (use get).
 func writeTable(w io.Writer, l []api.StreamInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -423,7 +448,7 @@ func writeTable(w io.Writer, l []api.StreamInfo) error {
 				audio = fmt.Sprintf("%s %d/%d", lv.AudioCodec, lv.SampleRate, lv.Channels)
 			}
 			kbps = strconv.FormatFloat(lv.BitrateKbps, 'f', 0, 64)
-			readers = strconv.Itoa(lv.Readers)
+			readers = formatReaders(lv)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%t\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			s.App, s.Name, s.Enabled, live, pub, video, audio, kbps, readers, redact(s.Source))

@@ -215,3 +215,19 @@ func TestRun(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatReaders(t *testing.T) {
+	for _, tc := range []struct {
+		lv   api.LiveStatus
+		want string
+	}{
+		{api.LiveStatus{}, "0"},
+		{api.LiveStatus{Readers: 4, ReadersByProtocol: map[string]int{"flv": 2, "rtmp": 1, "hls": 1}, InternalReaders: 3}, "4 (flv 2, rtmp 1, hls 1; +3 internal)"},
+		{api.LiveStatus{Readers: 1, ReadersByProtocol: map[string]int{"hls": 1}}, "1 (hls 1)"},
+		{api.LiveStatus{InternalReaders: 2}, "0 (+2 internal)"},
+	} {
+		if got := formatReaders(&tc.lv); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.lv, got, tc.want)
+		}
+	}
+}

@@ -158,6 +158,7 @@ func (c *Config) validate() []fieldError {
 		c.LMS.DataDir = c.DataDir
 	}
 	add("", c.Encryption.validate())
+	add("", c.Encryption.checkHLSVariant(c.Origin.HLSVariant, c.Streams))
 	add("", c.Encryption.checkKeyAccess(c.Streams))
 	add("", c.LMS.Etcd.Validate())
 	add("", c.LMS.Node.Validate())

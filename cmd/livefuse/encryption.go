@@ -11,15 +11,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/livefuse/livefuse/encryption"
-	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
 	"github.com/livefuse/livefuse/origin"
-	"github.com/livefuse/livefuse/web"
 )
 
 // EncryptionConfig is the `encryption` section of livefuse.yaml.
@@ -53,6 +50,34 @@ type EncryptionConfig struct {
 
 func defaultEncryptionConfig() EncryptionConfig {
 	return EncryptionConfig{Outputs: "all", KeyRate: 5, KeyBurst: 20}
+}
+
+// checkHLSVariant refuses streams of the config file with encryption on
+// when the origin's HLS variant has no encrypted form (only mpegts does,
+// with SAMPLE-AES): their HLS would otherwise have to be refused or
+// served clear. The same reason is given to the registry for API writes.
+func (c EncryptionConfig) checkHLSVariant(variant string, streams []StreamConfig) error {
+	reason := encryptionRefusal(variant)
+	if reason == "" {
+		return nil
+	}
+	for i, s := range streams {
+		if s.Encryption {
+			return fmt.Errorf("config: streams[%d] (%s): %s", i, s.Name, reason)
+		}
+	}
+	return nil
+}
+
+// encryptionRefusal is why a stream cannot be encrypted on a node whose
+// HLS variant is variant ("" when it can).
+func encryptionRefusal(variant string) string {
+	switch variant {
+	case "", origin.HLSMPEGTS, origin.HLSOff:
+		return ""
+	}
+	return "encryption needs origin.hls_variant mpegts (SAMPLE-AES): this node's HLS variant " + variant +
+		" has no encrypted form; leave encryption off, or use hls_variant mpegts (or off, HTTP-FLV only)"
 }
 
 func (c EncryptionConfig) validate() error {
@@ -207,30 +232,18 @@ func (s *sealedKeys) remember(ck string, k *encryption.Key) {
 	s.cache[ck] = k
 }
 
-// cryptLayer runs the encrypted outputs of the origin's streams, follows
-// the registry's encryption flag, and serves the encrypted outputs, the
-// key delivery handler (/keys/) and the reference player (/player/) on the
-// media listener.
-type cryptLayer struct {
-	cfg  EncryptionConfig
-	hub  *origin.Hub
-	reg  *lms.Registry
-	auth *authorizer
-	keys *sealedKeys
-	kh   *encryption.Handler
-	web  http.Handler
-	log  *slog.Logger
-
-	// alias names the stream players of app/name really get (the
-	// watermarked NAME_source); set by the wiring, nil for none.
-	alias func(app, name string) (string, bool)
-
-	mu       sync.Mutex
-	live     map[string]*origin.Encrypted
-	starting map[string]chan struct{} // closed when the start of a stream's outputs is over
+// keyService is the node's part of encryption: content keys made and
+// stored sealed for origin's encrypted outputs, and their delivery
+// (/keys/) to authorized players.
+type keyService struct {
+	cfg     EncryptionConfig
+	reg     *lms.Registry
+	auth    *authorizer
+	keys    *sealedKeys
+	handler *encryption.Handler
 }
 
-func newCryptLayer(cfg EncryptionConfig, dataDir string, hub *origin.Hub, reg *lms.Registry, store *lms.Store, auth *authorizer, log *slog.Logger) (*cryptLayer, error) {
+func newKeyService(cfg EncryptionConfig, dataDir string, reg *lms.Registry, store *lms.Store, auth *authorizer, log *slog.Logger) (*keyService, error) {
 	master, err := loadMasterKey(cfg, dataDir, log)
 	if err != nil {
 		return nil, err
@@ -240,21 +253,10 @@ func newCryptLayer(cfg EncryptionConfig, dataDir string, hub *origin.Hub, reg *l
 	if err != nil {
 		return nil, err
 	}
-	l := &cryptLayer{
-		cfg:      cfg,
-		hub:      hub,
-		reg:      reg,
-		auth:     auth,
-		keys:     &sealedKeys{blobs: lms.NewKeyBlobs(store), sealer: sealer},
-		web:      web.Handler(os.Getenv(webModulesEnv)),
-		log:      log,
-		live:     map[string]*origin.Encrypted{},
-		starting: map[string]chan struct{}{},
-	}
-	hub.OnLive(func(app, name string) { l.attach(app, name, false) })
-	l.kh, err = encryption.NewHandler(encryption.HandlerConfig{
-		Store:     l.keys,
-		Authorize: l.authorizeKey,
+	k := &keyService{cfg: cfg, reg: reg, auth: auth, keys: &sealedKeys{blobs: lms.NewKeyBlobs(store), sealer: sealer}}
+	k.handler, err = encryption.NewHandler(encryption.HandlerConfig{
+		Store:     k.keys,
+		Authorize: k.authorize,
 		Rate:      cfg.KeyRate,
 		Burst:     cfg.KeyBurst,
 		Logger:    log,
@@ -262,19 +264,49 @@ func newCryptLayer(cfg EncryptionConfig, dataDir string, hub *origin.Hub, reg *l
 	if err != nil {
 		return nil, err
 	}
-	return l, nil
+	return k, nil
 }
 
-// authorizeKey lets a player fetch a key of app/name with a play token
+// originConfig is what origin needs to run encrypted outputs.
+func (k *keyService) originConfig() origin.EncryptionConfig {
+	return origin.EncryptionConfig{NewKey: k.newKey, RotateSegments: k.cfg.RotateSegments, AllStreams: k.cfg.Outputs != "flagged"}
+}
+
+// newKey makes a content key for stream and stores it sealed.
+func (k *keyService) newKey(ctx context.Context, stream string) (*encryption.Key, error) {
+	key, err := encryption.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := k.keys.Put(ctx, stream, key); err != nil {
+		return nil, fmt.Errorf("store content key of %s: %w", stream, err)
+	}
+	return key, nil
+}
+
+// ServeHTTP serves /keys/{app}/{name}/{id}, after the IP lists.
+func (k *keyService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if app, name, ok := keyStream(r.URL.Path); ok && k.auth.refuseAddress(w, r, app, name) {
+		return
+	}
+	k.handler.ServeHTTP(w, r)
+}
+
+// authorize lets a player fetch a key of app/name with a play token
 // valid for the key path itself or for one of the stream's play URLs, so
 // the token of the playlist or of the .flv URL also opens its keys.
-func (l *cryptLayer) authorizeKey(app, name, uri string, q url.Values) error {
-	s, ok := l.flagOf(app, name)
+func (k *keyService) authorize(app, name, uri string, q url.Values) error {
+	s, ok := k.reg.Get(app, name)
+	if !ok {
+		// A rendition (NAME_<rendition>, the watermarked NAME_source
+		// included) is encrypted under its stream's flag and play key.
+		s, ok = renditionParent(k.reg, app, name)
+	}
 	if !ok {
 		return fmt.Errorf("%s/%s is not registered", app, name)
 	}
 	if s.PlayKey == "" {
-		if l.cfg.OpenKeyAccess {
+		if k.cfg.OpenKeyAccess {
 			return nil
 		}
 		return fmt.Errorf("%s/%s has no play_key and encryption.open_key_access is off", app, s.Name)
@@ -288,224 +320,9 @@ func (l *cryptLayer) authorizeKey(app, name, uri string, q url.Values) error {
 		urls = append(urls, "/"+app+"/"+s.Name+"/index.m3u8", "/"+app+"/"+s.Name+".flv")
 	}
 	for _, u := range urls {
-		if err = l.auth.typeA.Verify(u, tok, s.PlayKey, time.Now()); err == nil {
+		if err = k.auth.typeA.Verify(u, tok, s.PlayKey, time.Now()); err == nil {
 			return nil
 		}
 	}
 	return err
-}
-
-// newKey makes a content key for stream and stores it sealed.
-func (l *cryptLayer) newKey(stream string) func(ctx context.Context) (*encryption.Key, error) {
-	return func(ctx context.Context) (*encryption.Key, error) {
-		k, err := encryption.NewKey()
-		if err != nil {
-			return nil, err
-		}
-		if err := l.keys.Put(ctx, stream, k); err != nil {
-			return nil, fmt.Errorf("store content key of %s: %w", stream, err)
-		}
-		return k, nil
-	}
-}
-
-// run attaches the encrypted outputs to streams already live, then to
-// each stream as it goes live (the hub's OnLive hook, registered by
-// newCryptLayer); the outputs start from the cached GOP, so nothing is
-// missed.
-func (l *cryptLayer) run(ctx context.Context) {
-	for _, st := range l.hub.List() {
-		l.attach(st.App, st.Name, false)
-	}
-	<-ctx.Done()
-}
-
-// attach starts the encrypted outputs of a live stream that should have
-// them (or when force). It is a no-op for attached or non-live streams.
-func (l *cryptLayer) attach(app, name string, force bool) *origin.Encrypted {
-	key := app + "/" + name
-	s, registered := l.flagOf(app, name)
-	l.mu.Lock()
-	if e := l.live[key]; e != nil {
-		select {
-		case <-e.Done():
-			delete(l.live, key) // the session ended; a new one may be live
-		default:
-			l.mu.Unlock()
-			return e
-		}
-	}
-	if ch := l.starting[key]; ch != nil {
-		// Another request is starting them (it may wait on etcd for the
-		// key): wait for it rather than hold the lock for every stream.
-		l.mu.Unlock()
-		<-ch
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.live[key]
-	}
-	if !force && l.cfg.Outputs != "all" && !(registered && s.Encryption) {
-		l.mu.Unlock()
-		return nil
-	}
-	ch := make(chan struct{})
-	l.starting[key] = ch
-	l.mu.Unlock()
-	e, err := l.hub.StartEncrypted(app, name, origin.EncryptedConfig{
-		Enabled:        registered && s.Encryption,
-		NewKey:         l.newKey(key),
-		RotateSegments: l.cfg.RotateSegments,
-		// Found flagged when it went live (not turned on just now).
-		FromStart: !force,
-	})
-	l.mu.Lock()
-	delete(l.starting, key)
-	close(ch)
-	if err == nil {
-		l.live[key] = e
-	}
-	l.mu.Unlock()
-	if err != nil {
-		if !errors.Is(err, origin.ErrNotFound) {
-			l.log.Error("encrypted outputs not started", "stream", key, "err", err)
-		}
-		return nil
-	}
-	l.log.Info("encrypted outputs started", "stream", key, "encrypted", registered && s.Encryption)
-	return e
-}
-
-// flagOf returns the registry entry whose encryption flag and play key
-// apply to app/name: its own, or for a rendition (NAME_<rendition>,
-// the watermarked NAME_source included) its stream's, so that turning
-// encryption on for a stream covers every picture of it.
-func (l *cryptLayer) flagOf(app, name string) (lms.Stream, bool) {
-	if s, ok := l.reg.Get(app, name); ok {
-		return s, true
-	}
-	return renditionParent(l.reg, app, name)
-}
-
-// target is the stream whose encrypted outputs players of app/name get.
-func (l *cryptLayer) target(app, name string) string {
-	if l.alias != nil {
-		if a, ok := l.alias(app, name); ok {
-			return a
-		}
-	}
-	return name
-}
-
-// streamChanged applies a change of the registry's encryption flag, to
-// the stream and to its live renditions.
-func (l *cryptLayer) streamChanged(old, cur *lms.Stream) {
-	if cur == nil || (old != nil && old.Encryption == cur.Encryption) {
-		return
-	}
-	names := []string{cur.Name}
-	for _, st := range l.hub.List() {
-		if st.App == cur.App && strings.HasPrefix(st.Name, cur.Name+"_") {
-			if p, ok := renditionParent(l.reg, st.App, st.Name); ok && p.Name == cur.Name {
-				names = append(names, st.Name)
-			}
-		}
-	}
-	for _, name := range names {
-		e := l.attach(cur.App, name, cur.Encryption)
-		if e == nil || e.Enabled() == cur.Encryption {
-			continue
-		}
-		if err := e.SetEnabled(cur.Encryption); err != nil {
-			l.log.Error("encryption change failed", "stream", cur.App+"/"+name, "err", err)
-		}
-	}
-}
-
-// play gives RTMP players of a stream with encrypted outputs the
-// encrypted stream (onEncryption tags included, as over HTTP-FLV); other
-// streams come from next.
-func (l *cryptLayer) play(next ingest.PlaySource) ingest.PlaySource {
-	return playFunc(func(app, name string) (ingest.PacketReader, error) {
-		if e := l.attach(app, l.target(app, name), false); e != nil {
-			select {
-			case <-e.Done():
-			default:
-				return e.Subscribe(), nil
-			}
-		}
-		return next.Subscribe(app, name)
-	})
-}
-
-// playFunc is an ingest.PlaySource made of a func.
-type playFunc func(app, name string) (ingest.PacketReader, error)
-
-func (f playFunc) Subscribe(app, name string) (ingest.PacketReader, error) { return f(app, name) }
-
-// media serves /keys/ and /player/, and the HTTP-FLV of streams with
-// encrypted outputs (and their HLS when the origin's HLS variant is not
-// MPEG-TS; otherwise the origin's own HLS output is the encrypted one);
-// everything else goes to next.
-func (l *cryptLayer) media(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
-		switch {
-		case strings.HasPrefix(p, "/keys/"):
-			if app, name, ok := keyStream(p); ok && l.auth.refuseAddress(w, r, app, name) {
-				return
-			}
-			l.kh.ServeHTTP(w, r)
-			return
-		case p == "/player" || strings.HasPrefix(p, "/player/"):
-			http.StripPrefix("/player", l.web).ServeHTTP(w, r)
-			return
-		}
-		if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			if app, name, uri, ok := playRoute(p); ok {
-				// attach also closes the race with run's polling for a
-				// stream that just went live.
-				if e := l.attach(app, l.target(app, name), false); e != nil && (strings.HasSuffix(p, ".flv") || e.ServesHLS()) {
-					select {
-					case <-e.Done():
-					default:
-						if l.auth.refuseAddress(w, r, app, name) {
-							return
-						}
-						if err := l.auth.AuthorizePlay(app, name, uri, r.URL.Query()); err != nil {
-							http.Error(w, "forbidden", http.StatusForbidden)
-							return
-						}
-						e.ServeHTTP(w, r)
-						return
-					}
-				}
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// playRoute parses /{app}/{name}.flv and /{app}/{name}/{index.m3u8 |
-// seg<N>.ts}; uri is the path a play token signs (the playlist's for
-// every HLS file).
-func playRoute(p string) (app, name, uri string, ok bool) {
-	rest, ok := strings.CutPrefix(p, "/")
-	if !ok {
-		return "", "", "", false
-	}
-	app, rest, ok = strings.Cut(rest, "/")
-	if !ok || app == "" {
-		return "", "", "", false
-	}
-	if n, ok := strings.CutSuffix(rest, ".flv"); ok && n != "" && !strings.Contains(n, "/") {
-		return app, n, p, true
-	}
-	name, file, ok := strings.Cut(rest, "/")
-	if !ok || name == "" || strings.Contains(file, "/") {
-		return "", "", "", false
-	}
-	if file != "index.m3u8" && !(strings.HasPrefix(file, "seg") && strings.HasSuffix(file, ".ts")) {
-		return "", "", "", false
-	}
-	return app, name, "/" + app + "/" + name + "/index.m3u8", true
 }

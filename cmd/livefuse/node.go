@@ -236,5 +236,10 @@ func listenerAddrs(apiURL string, httpAddr, rtmp, rtsp, rtmps net.Addr) map[stri
 // SetLocalFeed forces feed on this unit alone (lms.LocalSwitcher): the
 // control API's emergency switch when the store has no quorum.
 func (l liveSource) SetLocalFeed(app, name, feed string) error {
-	return l.hub.SetPolicy(app, name, feed)
+	s, ok := l.policies.reg.Get(app, name)
+	if !ok {
+		return fmt.Errorf("%s/%s: %w", app, name, lms.ErrNotFound)
+	}
+	s.FeedPolicy = feed
+	return l.hub.SetStreamPolicy(app, name, l.policies.policy(s))
 }

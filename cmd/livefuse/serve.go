@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/livefuse/livefuse/lms"
 	"github.com/livefuse/livefuse/netguard"
 	"github.com/livefuse/livefuse/origin"
+	"github.com/livefuse/livefuse/web"
 )
 
 // serve runs every role until ctx is done, then shuts down gracefully: no
@@ -53,8 +55,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("config: %w", err)
 	}
 	auth := &authorizer{reg: reg, typeA: cfg.AuthKey, checkPlay: playCheck(httpAccess, guard), log: log}
-	hooks := &playHooks{} // ABR variants and watermarked sources, from the transcoder
-	hub, err := origin.NewHub(hooks.config(withAuth(cfg.Origin, auth)), log, promReg)
+	keys, err := newKeyService(cfg.Encryption, cfg.DataDir, reg, store, auth, log)
+	if err != nil {
+		return fmt.Errorf("encryption: %w", err)
+	}
+	reg.SetEncryptionRefusal(encryptionRefusal(cfg.Origin.HLSVariant))
+	ocfg := withAuth(cfg.Origin, auth)
+	ocfg.Encryption = keys.originConfig()
+	hub, err := origin.NewHub(ocfg, log, promReg)
 	if err != nil {
 		return fmt.Errorf("origin: %w", err)
 	}
@@ -68,14 +76,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("transcode: %w", err)
 	}
 	defer tc.Close()
-	hooks.set(tc)
-	crypt, err := newCryptLayer(cfg.Encryption, cfg.DataDir, hub, reg, store, auth, log)
-	if crypt != nil {
-		crypt.alias = hooks.alias // the watermarked source is what gets encrypted
+	// Stream policies go to origin from the registry and the profiles, at
+	// start and on every change of either.
+	policies := &policyPusher{hub: hub, reg: reg, tc: tc}
+	policies.pushAll = func() {
+		for _, s := range reg.List() {
+			policies.set(s)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("encryption: %w", err)
-	}
+	tc.onProfiles.Store(&policies.pushAll)
 	rec, err := newRecorder(cfg, hub, reg, tc, log, promReg)
 	if err != nil {
 		return fmt.Errorf("recording: %w", err)
@@ -85,7 +94,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// Accepted feeds go to this unit's origin and, relayed, to every other unit.
 	relay := newRelay(cfg, transcodeSink{sink{hub}, tc}, log)
 	defer relay.Close()
-	deps := ingest.Deps{Sink: relay, Auth: drainAuth{life, auth}, Play: drainPlay{life, crypt.play(playSource{hub, hooks.alias})}, Budget: cfg.RTMP.NewBudget(), Guard: guard}
+	deps := ingest.Deps{Sink: relay, Auth: drainAuth{life, auth}, Play: drainPlay{life, playSource{hub}}, Budget: cfg.RTMP.NewBudget(), Guard: guard}
 	puller := ingest.NewPuller(deps, log)
 	defer puller.Close()
 
@@ -96,10 +105,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		puller.Set(pullSources(reg.List()))
 		tc.streamChanged(old, cur)
 		rec.sync()
-		crypt.streamChanged(old, cur)
-		if cur != nil {
-			_ = hub.SetPolicy(cur.App, cur.Name, cur.FeedPolicy)
-		}
+		policies.changed(old, cur)
 		if old != nil && cur != nil && cur.Enabled && !sameLists(old.IPLists, cur.IPLists) {
 			dropDeniedPublishers(hub, guard, cur.App, cur.Name, log)
 		}
@@ -121,10 +127,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
-	applyPolicies(hub, reg.List())
+	policies.pushAll()
 	go reportUnit(ctx, reg, cfg.Unit, hub)
 	rec.start(ctx)
-	go crypt.run(ctx)
 
 	rtmpSrv := ingest.NewRTMPServer(cfg.RTMP, deps, log)
 	if err := rtmpSrv.Start(); err != nil {
@@ -162,7 +167,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// HTTP-FLV players take their connection over and keep per-write
 	// deadlines (origin max_lag).
 	mediaLn, err := netguard.NewHTTPListener(cfg.HTTP.Addr, "http", cfg.HTTP.HTTPConfig,
-		life.media(cm.wrap(rec.media(crypt.media(hub.Handler())))), log)
+		life.media(cm.wrap(rec.media(mediaRoutes(hub, keys)))), log)
 	if err != nil {
 		return err
 	}
@@ -173,7 +178,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}
 	}()
 
-	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc, rec, cfg.Unit}, log, promReg)
+	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc, rec, cfg.Unit, policies}, log, promReg)
 	if err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}
@@ -304,7 +309,7 @@ type authorizer struct {
 
 // refuseAddress answers 403 (and reports true) when the IP lists refuse
 // r's peer address for app/name; for the paths the origin's play router
-// does not see (encrypted outputs, keys).
+// does not see (keys).
 func (a *authorizer) refuseAddress(w http.ResponseWriter, r *http.Request, app, name string) bool {
 	if a == nil || a.checkPlay == nil {
 		return false
@@ -379,30 +384,76 @@ func (s sink) Publish(app, name, feed string, src av.Source) (ingest.FeedWriter,
 	return f, nil
 }
 
-// playSource adapts the origin Hub to ingest.PlaySource; alias names the
-// stream RTMP players of app/name get (a watermarked source).
-type playSource struct {
-	hub   *origin.Hub
-	alias func(app, name string) (string, bool)
-}
+// playSource adapts the origin Hub to ingest.PlaySource: origin decides
+// what an RTMP player reads (alias, encrypted output).
+type playSource struct{ hub *origin.Hub }
 
 func (p playSource) Subscribe(app, name string) (ingest.PacketReader, error) {
-	if a, ok := p.alias(app, name); ok {
-		name = a
-	}
-	r, err := p.hub.Subscribe(app, name)
+	r, err := p.hub.Play(app, name)
 	if err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
+// mediaRoutes is the route table of the media listener: content keys,
+// the reference player, and everything else to origin, the play router.
+// (A switch on the prefix rather than a ServeMux, which would redirect
+// unclean paths instead of letting origin refuse them.)
+func mediaRoutes(hub *origin.Hub, keys *keyService) http.Handler {
+	player := http.StripPrefix("/player", web.Handler(os.Getenv(webModulesEnv)))
+	play := hub.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case strings.HasPrefix(p, "/keys/"):
+			keys.ServeHTTP(w, r)
+		case p == "/player" || strings.HasPrefix(p, "/player/"):
+			player.ServeHTTP(w, r)
+		default:
+			play.ServeHTTP(w, r)
+		}
+	})
+}
+
+// policyPusher gives origin the policy of every registered stream: feed
+// policy and encryption from the registry, play alias and renditions from
+// the stream's transcode profile.
+type policyPusher struct {
+	hub *origin.Hub
+	reg *lms.Registry
+	tc  *transcoder
+
+	pushAll func() // every stream's policy; a func value for tc.onProfiles
+}
+
+func (p *policyPusher) policy(s lms.Stream) origin.StreamPolicy {
+	alias, variants := p.tc.playPolicy(s)
+	return origin.StreamPolicy{Feed: s.FeedPolicy, Encrypted: s.Encryption, PlayAlias: alias, Variants: variants}
+}
+
+func (p *policyPusher) set(s lms.Stream) {
+	if err := p.hub.SetStreamPolicy(s.App, s.Name, p.policy(s)); err != nil {
+		p.hub.DeleteStreamPolicy(s.App, s.Name)
+	}
+}
+
+// changed follows one registry change.
+func (p *policyPusher) changed(old, cur *lms.Stream) {
+	switch {
+	case cur != nil:
+		p.set(*cur)
+	case old != nil:
+		p.hub.DeleteStreamPolicy(old.App, old.Name)
+	}
+}
+
 // liveSource adapts the origin Hub to lms.LiveSource.
 type liveSource struct {
-	hub  *origin.Hub
-	tc   *transcoder
-	rec  *recorder
-	unit string
+	hub      *origin.Hub
+	tc       *transcoder
+	rec      *recorder
+	unit     string
+	policies *policyPusher
 }
 
 func (l liveSource) LiveStatus(app, name string) (lms.LiveStatus, bool) {
@@ -433,6 +484,8 @@ func toLiveStatus(st origin.Status) lms.LiveStatus {
 		Channels:          st.Channels,
 		BitrateKbps:       float64(st.Bitrate) / 1000,
 		Readers:           st.Readers,
+		ReadersByProtocol: st.ReadersByProtocol,
+		InternalReaders:   st.InternalReaders,
 		DroppedReaders:    st.DroppedReaders,
 		StartedAt:         st.Started,
 	}

@@ -35,9 +35,11 @@ type transcoder struct {
 	log    *slog.Logger
 	once   sync.Once
 	mu     sync.Mutex // serialises applying the profiles
-	// profs holds the profiles by name, for the play hooks (ABR variants,
-	// watermarked sources), which must not take t.mu or read etcd.
+	// profs holds the profiles by name, for the stream policies (ABR
+	// variants, watermarked sources), which must not take t.mu or read etcd.
 	profs atomic.Pointer[map[string]transcode.Profile]
+	// onProfiles is called after each profile change (nil: none).
+	onProfiles atomic.Pointer[func()]
 
 	hookMu      sync.Mutex
 	onRendition []func(app, name string)
@@ -118,96 +120,47 @@ func (t *transcoder) Close() {
 	})
 }
 
-// noteProfiles records the profiles for the play hooks.
+// noteProfiles records the profiles for the stream policies, and has the
+// policies pushed again (a profile's renditions or watermark changed).
 func (t *transcoder) noteProfiles(ps []transcode.Profile) {
 	m := make(map[string]transcode.Profile, len(ps))
 	for _, p := range ps {
 		m[p.Name] = p
 	}
 	t.profs.Store(&m)
+	if fn := t.onProfiles.Load(); fn != nil {
+		(*fn)()
+	}
 }
 
-// profileOf returns the profile of registered stream app/name.
-func (t *transcoder) profileOf(app, name string) (transcode.Profile, bool) {
-	s, ok := t.reg.Get(app, name)
-	if !ok || s.Profile == "" {
-		return transcode.Profile{}, false
+// playPolicy is the part of s's origin policy its profile decides: the
+// play alias (NAME_source when the profile watermarks the source: the
+// original is then never played, players get 404 rather than the
+// unmarked picture while the watermarked rendition is not live) and the
+// renditions offered in ABR HLS (the watermarked source plays as the
+// source, through the alias).
+func (t *transcoder) playPolicy(s lms.Stream) (alias string, variants []origin.Variant) {
+	if s.Profile == "" {
+		return "", nil
 	}
 	m := t.profs.Load()
 	if m == nil {
-		return transcode.Profile{}, false
+		return "", nil
 	}
 	p, ok := (*m)[s.Profile]
-	return p, ok
-}
-
-// variants lists the renditions of app/name for ABR HLS, less the
-// watermarked source (which plays as the source through playAlias): those
-// of its running ladder, else those of its profile. So a stream with a
-// ladder profile keeps a multivariant index.m3u8 while its ladder waits
-// for a worker (the origin lists only the renditions that are live), and
-// a player's index.m3u8 does not change kind when the ladder starts.
-func (t *transcoder) variants(app, name string) []origin.Variant {
-	var out []origin.Variant
-	add := func(w, h int, rname string, fps float64) {
-		if rname != transcode.RenditionSource {
-			out = append(out, origin.Variant{Name: rname, Stream: transcode.RenditionStream(name, rname),
-				Width: w, Height: h, FrameRate: fps})
+	if !ok {
+		return "", nil
+	}
+	if p.WatermarkSource {
+		alias = transcode.RenditionStream(s.Name, transcode.RenditionSource)
+	}
+	for _, r := range p.Renditions {
+		if r.Name != transcode.RenditionSource {
+			variants = append(variants, origin.Variant{Name: r.Name, Stream: transcode.RenditionStream(s.Name, r.Name),
+				Width: r.Width, Height: r.Height, FrameRate: r.MaxFPS})
 		}
 	}
-	if t.pool != nil {
-		if st, ok := t.pool.Status(app, name); ok && st.State == transcode.StateRunning {
-			for _, r := range st.Renditions {
-				add(r.Width, r.Height, r.Name, r.MaxFPS)
-			}
-			return out
-		}
-	}
-	if p, ok := t.profileOf(app, name); ok {
-		for _, r := range p.Renditions {
-			add(r.Width, r.Height, r.Name, r.MaxFPS)
-		}
-	}
-	return out
-}
-
-// playAlias names the stream players of app/name get: NAME_source when
-// its profile watermarks the source. The original is then never played,
-// also while the watermarked rendition is not live (the pool full, ffmpeg
-// missing): players get 404 rather than the unmarked picture.
-func (t *transcoder) playAlias(app, name string) (string, bool) {
-	if p, ok := t.profileOf(app, name); ok && p.WatermarkSource {
-		return transcode.RenditionStream(name, transcode.RenditionSource), true
-	}
-	return "", false
-}
-
-// playHooks give the origin (origin.Config.Variants and PlayAlias) and
-// RTMP play the transcoder's view of a stream. The hub is made before the
-// transcoder, so the hooks find it through a pointer set once it exists;
-// until then no stream has renditions or an alias.
-type playHooks struct{ tc atomic.Pointer[transcoder] }
-
-func (p *playHooks) config(c origin.Config) origin.Config {
-	c.Variants = p.variants
-	c.PlayAlias = p.alias
-	return c
-}
-
-func (p *playHooks) set(t *transcoder) { p.tc.Store(t) }
-
-func (p *playHooks) variants(app, name string) []origin.Variant {
-	if t := p.tc.Load(); t != nil {
-		return t.variants(app, name)
-	}
-	return nil
-}
-
-func (p *playHooks) alias(app, name string) (string, bool) {
-	if t := p.tc.Load(); t != nil {
-		return t.playAlias(app, name)
-	}
-	return "", false
+	return alias, variants
 }
 
 // live is called when a publisher joined app/name.

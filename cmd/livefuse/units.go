@@ -58,13 +58,6 @@ func newRelay(cfg Config, inner ingest.Sink, log *slog.Logger) *ingest.Relay {
 		log.With("unit", cfg.Unit))
 }
 
-// applyPolicies gives the hub every stream's feed policy.
-func applyPolicies(hub *origin.Hub, streams []lms.Stream) {
-	for _, s := range streams {
-		_ = hub.SetPolicy(s.App, s.Name, s.FeedPolicy)
-	}
-}
-
 // reportUnit writes this unit's switcher states to the store until ctx ends.
 func reportUnit(ctx context.Context, reg *lms.Registry, unit string, hub *origin.Hub) {
 	reg.ReportUnit(ctx, unit, unitReportPeriod, func() map[string]lms.UnitStatus {

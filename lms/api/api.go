@@ -366,11 +366,19 @@ type LiveStatus struct {
 	SampleRate      int     `json:"sample_rate,omitempty"`
 	Channels        int     `json:"channels,omitempty"`
 	// BitrateKbps is the incoming bitrate over the last 5 s.
-	BitrateKbps    float64   `json:"bitrate_kbps"`
-	Readers        int       `json:"readers"`
-	DroppedReaders int64     `json:"dropped_readers"`
-	StartedAt      time.Time `json:"started_at"`
-	UptimeSeconds  float64   `json:"uptime_seconds"`
+	BitrateKbps float64 `json:"bitrate_kbps"`
+	// Readers counts the players of every protocol and variant on this
+	// unit: HTTP-FLV and RTMP connections, and HLS clients (distinct
+	// address and User-Agent active within a few target durations).
+	Readers int `json:"readers"`
+	// ReadersByProtocol splits Readers by "flv", "rtmp" and "hls".
+	ReadersByProtocol map[string]int `json:"readers_by_protocol,omitempty"`
+	// InternalReaders counts the readers that are not players: HLS
+	// packagers, encrypting readers, recorder, transcode workers, relays.
+	InternalReaders int       `json:"internal_readers"`
+	DroppedReaders  int64     `json:"dropped_readers"`
+	StartedAt       time.Time `json:"started_at"`
+	UptimeSeconds   float64   `json:"uptime_seconds"`
 	// Switch is this unit's main/backup switcher for the stream (the
 	// other units' are in StreamInfo.Units, when the store has them).
 	Switch *UnitStatus `json:"switch,omitempty"`

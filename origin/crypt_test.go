@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,43 +15,66 @@ import (
 	"github.com/livefuse/livefuse/encryption"
 )
 
-// TestEncryptedToggle publishes synthetic media, toggles encryption while
-// two HTTP-FLV players (one from the start, one joining late) read the
-// encrypted output: every player decrypts (encryption.Decryptor, keys
-// from the store) to exactly the clear packets, each keyframe is preceded
-// by an onEncryption tag, and the state follows the toggles. HLS gets
-// METHOD=NONE and the key back at segment boundaries.
-func TestEncryptedToggle(t *testing.T) {
-	// With the hub's MPEG-TS HLS output, Encrypted drives its packager;
-	// with HLS off in the hub, it runs its own.
-	for _, v := range []string{HLSMPEGTS, HLSOff} {
-		t.Run(v, func(t *testing.T) { testEncryptedToggle(t, v) })
+// hubKeys is a Config.Encryption.NewKey over ks.
+func hubKeys(ks *encryption.MemKeyStore) func(ctx context.Context, stream string) (*encryption.Key, error) {
+	return func(ctx context.Context, stream string) (*encryption.Key, error) {
+		return keySource(ks, stream)(ctx)
 	}
 }
 
-func testEncryptedToggle(t *testing.T, variant string) {
+// cryptOf returns the encrypted FLV output of live app/name (nil: none).
+func cryptOf(h *Hub, app, name string) *cryptFLV {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e := h.streams[streamKey(app, name)]; e != nil {
+		return e.crypt
+	}
+	return nil
+}
+
+// TestEncryptedToggle publishes synthetic media with an encrypted policy,
+// toggles encryption through the policy while two HTTP-FLV players (one
+// from the start, one joining late; both holding audio, flv_coalesce)
+// read the stream: every player decrypts (encryption.Decryptor, keys
+// from the store) to exactly the clear packets, so nothing clear follows
+// an "encrypted" signal and nothing encrypted a "clear" one; each keyframe
+// is preceded by an onEncryption tag, and the state follows the toggles.
+// HLS gets METHOD=NONE and the key back at segment boundaries. Both
+// players are counted as the stream's.
+func TestEncryptedToggle(t *testing.T) {
+	for _, all := range []bool{false, true} {
+		t.Run(fmt.Sprintf("all=%v", all), func(t *testing.T) { testEncryptedToggle(t, all) })
+	}
+}
+
+func testEncryptedToggle(t *testing.T, all bool) {
 	cfg := DefaultConfig()
-	cfg.HLSVariant = variant
 	cfg.HLSSegmentCount = 20
+	ks := &encryption.MemKeyStore{}
+	cfg.Encryption = EncryptionConfig{NewKey: hubKeys(ks), AllStreams: all}
 	hub, err := NewHub(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hub.Close()
+	if err := hub.SetStreamPolicy("live", "x", StreamPolicy{Encrypted: true}); err != nil {
+		t.Fatal(err)
+	}
+	setEnc := func(on bool) {
+		if err := hub.SetStreamPolicy("live", "x", StreamPolicy{Encrypted: on}); err != nil {
+			t.Error(err)
+		}
+	}
 	feed, err := hub.Publish("live", "x", FeedMain, av.Source{Protocol: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks := &encryption.MemKeyStore{}
-	e, err := hub.StartEncrypted("live", "x", EncryptedConfig{Enabled: true, FromStart: true, NewKey: keySource(ks, "live/x")})
-	if err != nil {
-		t.Fatal(err)
+	e := cryptOf(hub, "live", "x")
+	if e == nil {
+		t.Fatal("no encrypted output")
 	}
-	srv := httptest.NewServer(e)
+	srv := httptest.NewServer(hub.Handler())
 	defer srv.Close()
-	if e.ServesHLS() != (variant == HLSOff) {
-		t.Fatalf("ServesHLS %v with hub HLS %s", e.ServesHLS(), variant)
-	}
 
 	ps := synthGOPs(t, 0, 12, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -108,20 +132,28 @@ func testEncryptedToggle(t *testing.T, variant string) {
 	}
 	early, late := make(chan result, 1), make(chan result, 1)
 	go play(early)
-	time.Sleep(100 * time.Millisecond)
+	for i := 0; i < 100; i++ {
+		if st, _ := hub.Status("live", "x"); st.ReadersByProtocol[ProtoFLV] == 1 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st, _ := hub.Status("live", "x"); st.Readers != 1 || st.ReadersByProtocol[ProtoFLV] != 1 || st.InternalReaders != 2 {
+		t.Errorf("status with one player: %d readers %v, %d internal; want 1 flv, 2 internal", st.Readers, st.ReadersByProtocol, st.InternalReaders)
+	}
 	var states []bool
 	for _, p := range ps {
 		// Changes asked for just after a keyframe apply at the next one.
 		if p.Kind == av.KindVideo && !p.Header {
 			switch p.DTS {
 			case 3040 * time.Millisecond:
-				e.SetEnabled(false)
+				setEnc(false)
 			case 5040 * time.Millisecond:
 				go play(late)
 			case 6040 * time.Millisecond:
-				e.SetEnabled(true)
+				setEnc(true)
 			case 9040 * time.Millisecond:
-				e.SetEnabled(false)
+				setEnc(false)
 			}
 		}
 		feed.WritePacket(p)
@@ -133,9 +165,9 @@ func testEncryptedToggle(t *testing.T, variant string) {
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
-	pl := string(e.hls.playlist(""))
+	pl := string(hub.tsOut("live", "x").pk.playlist(""))
 	_ = hub.Kick("live", "x") // ends the stream; a closed feed may leave a slate playing
-	<-e.Done()
+	<-e.done
 	want := func(from int) []*av.Packet {
 		var out []*av.Packet
 		for _, p := range ps[from:] {
