@@ -458,20 +458,9 @@ func (t *transcoder) handleWorkers(w http.ResponseWriter, r *http.Request) {
 		"streams": t.pool.List()})
 }
 
-func apiJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
+func apiJSON(w http.ResponseWriter, status int, v any) { lms.WriteJSON(w, status, v) }
 
-func apiError(w http.ResponseWriter, status int, msg string) {
-	apiJSON(w, status, api.ErrorBody{Error: msg})
-}
+func apiError(w http.ResponseWriter, status int, msg string) { lms.WriteError(w, status, msg) }
 
 // renditionParent returns the registered stream NAME of a rendition stream
 // NAME_<rendition> (which is not registered itself), when NAME has a
