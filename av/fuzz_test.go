@@ -3,6 +3,7 @@ package av
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"math"
 	"strings"
@@ -94,7 +95,7 @@ func FuzzFLVReader(f *testing.F) {
 				t.Fatalf("packet %d: %+v, %v; want %+v", i, got, err, want)
 			}
 		}
-		if _, err := r2.ReadPacket(); err != io.EOF {
+		if _, err := r2.ReadPacket(); !errors.Is(err, io.EOF) {
 			t.Fatalf("after the packets: %v", err)
 		}
 	})

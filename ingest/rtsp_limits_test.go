@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -80,7 +81,7 @@ func TestRTSPLimits(t *testing.T) {
 			c := tt.client(t, s.Addr().String())
 			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			_, err := io.Copy(io.Discard, c)
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 				t.Fatal("connection left open")
 			}
 			if tt.limit == "" {

@@ -217,8 +217,13 @@ func TestRecordS3(t *testing.T) {
 
 	// Signed node URLs refuse tampering.
 	bad := strings.Replace(url, "sig=", "sig=x", 1)
-	if resp, err := http.Get(bad); err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Errorf("tampered URL: %v %v", resp.Status, err)
+	resp, err := http.Get(bad)
+	if err != nil {
+		t.Fatalf("tampered URL: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("tampered URL: %s, want 403", resp.Status)
 	}
 	// The spool is empty again.
 	waitFor(t, 5*time.Second, "spool emptied", func() bool { return r.SinkStatus().SpoolBytes == 0 && dirEmpty(r.cfg.SpoolDir) })
