@@ -24,7 +24,7 @@ var kfakeBin = sync.OnceValues(func() (string, error) {
 	bin := filepath.Join(env.dir, "kfakebroker")
 	out, err := exec.Command("go", "build", "-o", bin, "../bus/internal/kfakebroker").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("build kfakebroker: %v: %s", err, out)
+		return "", fmt.Errorf("build kfakebroker: %w: %s", err, out)
 	}
 	return bin, nil
 })

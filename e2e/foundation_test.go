@@ -234,7 +234,7 @@ func pushOnce(t *testing.T, url string) error {
 	}
 	out, err := exec.CommandContext(ctx, "ffmpeg", args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%v: %s", err, out)
+		return fmt.Errorf("%w: %s", err, out)
 	}
 	return nil
 }

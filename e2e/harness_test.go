@@ -72,7 +72,7 @@ func makeClip(out, size string, seconds int) error {
 		"-c:a", "aac", "-b:a", "96k", "-ac", "2",
 		"-f", "flv", out)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%v: %s", err, b)
+		return fmt.Errorf("%w: %s", err, b)
 	}
 	return nil
 }
@@ -508,7 +508,7 @@ func playFLV(t *testing.T, url string, keepData bool) *flvPlayer {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &flvPlayer{done: make(chan struct{}), cancel: cancel, keepData: keepData}
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed on failure, else by the reading goroutine
 	if err != nil {
 		cancel()
 		t.Fatalf("play %s: %v", url, err)
