@@ -491,6 +491,47 @@ func assertBitExact(t *testing.T, want, got []frame, minShare float64) {
 	}
 }
 
+// assertBitExactLossy is assertBitExact for a transport that may lose
+// packets (RTP over UDP: no retransmission, and a busy host drops
+// datagrams its socket buffer cannot hold). What a user relies on there is
+// that every packet that arrives goes out bit for bit, in order, nothing
+// invented or altered, and that losses stay rare: per stream, got must be
+// a subsequence of want with identical bytes covering at least minShare of
+// it. It logs how many packets were lost.
+func assertBitExactLossy(t *testing.T, want, got []frame, minShare float64) {
+	t.Helper()
+	w, g := byStream(want), byStream(got)
+	if len(g) != len(w) {
+		t.Fatalf("streams: got %d, want %d", len(g), len(w))
+	}
+	for idx, wf := range w {
+		gf := g[idx]
+		if len(gf) == 0 {
+			t.Fatalf("stream %d: no packets", idx)
+		}
+		j, first, lost := 0, -1, 0
+		for i, f := range gf {
+			k := j
+			for k < len(wf) && (wf[k].hash != f.hash || wf[k].size != f.size) {
+				k++
+			}
+			if k == len(wf) {
+				t.Fatalf("stream %d: received packet %d (%d bytes, %s) is not in the source after source packet %d", idx, i, f.size, f.hash, j)
+			}
+			if first < 0 {
+				first = k
+			} else {
+				lost += k - j
+			}
+			j = k + 1
+		}
+		if share := float64(len(gf)) / float64(len(wf)); share < minShare {
+			t.Fatalf("stream %d: got %d of %d packets (%.0f%%), want at least %.0f%%", idx, len(gf), len(wf), share*100, minShare*100)
+		}
+		t.Logf("stream %d: %d of %d source packets received bit-exact (from packet %d), %d lost on the way", idx, len(gf), len(wf), first, lost)
+	}
+}
+
 // flvPlayer reads an HTTP-FLV URL with av.FLVReader and records when each
 // video frame arrives.
 type flvPlayer struct {
