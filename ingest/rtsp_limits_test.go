@@ -245,3 +245,14 @@ func rtspWaitLine(t *testing.T, logs *rtmpLogs, parts ...string) string {
 	})
 	return found
 }
+
+// TestRTSPUDPReadBuffer: the UDP sockets get a 4 MiB receive buffer unless
+// the config says otherwise; a negative value leaves the system's default.
+func TestRTSPUDPReadBuffer(t *testing.T) {
+	for _, tt := range []struct{ set, want int }{{0, 4 << 20}, {1 << 20, 1 << 20}, {-1, 0}} {
+		s := NewRTSPServer(RTSPConfig{Addr: "127.0.0.1:0", UDPReadBuffer: tt.set}, Deps{}, nil)
+		if s.cfg.UDPReadBuffer != tt.want {
+			t.Errorf("udp_read_buffer %d: %d, want %d", tt.set, s.cfg.UDPReadBuffer, tt.want)
+		}
+	}
+}
