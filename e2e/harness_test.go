@@ -325,6 +325,19 @@ func (s *server) api(method, path string, body any, out any) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// apiOK is api for a call that must answer 200: the error says which
+// call failed and how.
+func (s *server) apiOK(method, path string, body any, out any) error {
+	code, err := s.api(method, path, body, out)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("%s %s: status %d", method, path, code)
+	}
+	return nil
+}
+
 // ffmpegCmd starts ffmpeg with args, bound to the test's lifetime.
 func ffmpegCmd(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
