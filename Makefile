@@ -67,9 +67,10 @@ lint: $(GOLANGCI_LINT)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GOLANGCI_LINT) run ./...
 
-# test runs everything: lint, every package's unit tests (and fuzz seeds)
-# under the race detector, the end-to-end tests with real ffmpeg, then a
-# brief fuzzing of every target.
+# test runs everything: lint, every package's unit tests (and fuzz seeds,
+# and the test tools' own tests) under the race detector (about 4 minutes
+# on 2 cores), the end-to-end tests with real ffmpeg, then a brief fuzzing
+# of every target.
 # minio is the real S3 store the recording tests start (built once, about
 # 2 minutes, into the Go bin directory).
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
@@ -78,8 +79,8 @@ minio:
 	  GOFLAGS= $(GO) install github.com/minio/minio@$(MINIO_VERSION); }
 
 test: test-deps minio lint
-	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v /e2e)
-	$(GO) test -count=1 -timeout $(GOTEST_TIMEOUT) ./e2e/...
+	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v '/e2e$$')
+	$(GO) test -count=1 -timeout $(GOTEST_TIMEOUT) ./e2e
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_BRIEF)
 
 # bench: Stream fan-out micro-benchmarks, then the player load test
