@@ -38,7 +38,7 @@ func TestFFmpegFLV(t *testing.T) {
 		tags, skipped := 0, 0
 		for {
 			tagType, ts, body, err := r.ReadTag()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
@@ -254,7 +254,7 @@ func readAllPackets(t *testing.T, flv []byte) []*Packet {
 	var packets []*Packet
 	for range 10000 {
 		p, err := r.ReadPacket()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return packets
 		}
 		if err != nil {

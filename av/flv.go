@@ -2,7 +2,6 @@ package av
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -181,14 +180,6 @@ func AppendTagBody(dst []byte, p *Packet) ([]byte, uint8, uint32) {
 		return append(dst, p.Data...), TagScript, ts
 	}
 	return dst, 0, 0
-}
-
-// IsMetaDataBody reports whether a script-data body is onMetaData (also in
-// the "@setDataFrame" form encoders send over RTMP).
-func IsMetaDataBody(b []byte) bool {
-	const set, meta = "\x02\x00\x0d@setDataFrame", "\x02\x00\x0aonMetaData"
-	b = bytes.TrimPrefix(b, []byte(set))
-	return bytes.HasPrefix(b, []byte(meta))
 }
 
 // AppendTag appends a whole FLV tag (11-byte tag header, body and the 4-byte
@@ -420,7 +411,7 @@ func clone(b []byte) []byte {
 }
 
 func unexpectedEOF(err error) error {
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return io.ErrUnexpectedEOF
 	}
 	return err

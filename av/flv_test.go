@@ -208,7 +208,7 @@ func TestFLVHeader(t *testing.T) {
 		if r.HasVideo != tt.video || r.HasAudio != tt.audio {
 			t.Errorf("reader flags %v %v, want %v %v", r.HasVideo, r.HasAudio, tt.video, tt.audio)
 		}
-		if _, err := r.ReadPacket(); err != io.EOF {
+		if _, err := r.ReadPacket(); !errors.Is(err, io.EOF) {
 			t.Errorf("empty stream: %v, want io.EOF", err)
 		}
 	}
@@ -252,11 +252,11 @@ func TestFLVReader(t *testing.T) {
 		}
 	}
 	for range 2 {
-		if _, err := r.ReadPacket(); err != io.EOF {
+		if _, err := r.ReadPacket(); !errors.Is(err, io.EOF) {
 			t.Fatalf("after the last tag: %v, want io.EOF", err)
 		}
 	}
-	if r.Err() != io.EOF {
+	if !errors.Is(r.Err(), io.EOF) {
 		t.Fatalf("Err() = %v", r.Err())
 	}
 }
@@ -313,13 +313,13 @@ func TestFLVReaderErrors(t *testing.T) {
 				r.MaxTagSize = tt.maxTagSize
 			}
 			_, err = r.ReadPacket()
-			if err == nil || err == io.EOF {
+			if err == nil || errors.Is(err, io.EOF) {
 				t.Fatalf("ReadPacket: %v, want an error", err)
 			}
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Fatalf("ReadPacket: %v, want %v", err, tt.wantErr)
 			}
-			if _, again := r.ReadPacket(); again != err || r.Err() != err {
+			if _, again := r.ReadPacket(); !errors.Is(again, err) || !errors.Is(r.Err(), err) {
 				t.Fatalf("error not final: then %v", again)
 			}
 		})
@@ -365,7 +365,7 @@ func TestFLVWriter(t *testing.T) {
 			t.Fatalf("packet %d: %+v, %v", i, p, err)
 		}
 	}
-	if _, err := r.ReadPacket(); err != io.EOF {
+	if _, err := r.ReadPacket(); !errors.Is(err, io.EOF) {
 		t.Fatalf("got %v, want io.EOF", err)
 	}
 }

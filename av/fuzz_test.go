@@ -3,8 +3,10 @@ package av
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -93,7 +95,7 @@ func FuzzFLVReader(f *testing.F) {
 				t.Fatalf("packet %d: %+v, %v; want %+v", i, got, err, want)
 			}
 		}
-		if _, err := r2.ReadPacket(); err != io.EOF {
+		if _, err := r2.ReadPacket(); !errors.Is(err, io.EOF) {
 			t.Fatalf("after the packets: %v", err)
 		}
 	})
@@ -297,6 +299,51 @@ func FuzzCheckAMF0(f *testing.F) {
 			if _, err := d.value(0); err != nil {
 				t.Fatalf("accepted by CheckAMF0, refused by the decoder at %d: %v", d.pos, err)
 			}
+		}
+	})
+}
+
+// FuzzNames: the name rules take what a publish or play URL says. CheckName
+// and ValidName agree, an accepted name is a single safe path segment, and
+// a split rendition name joins back to the name it came from.
+func FuzzNames(f *testing.F) {
+	for _, s := range []string{"cam", "cam_720p", "my_cam_hd_720", ".x", "a/b", "", "_", "a__b", "x_a.b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		err := CheckName(s)
+		if (err == nil) != ValidName(s) {
+			t.Fatalf("CheckName(%q) = %v but ValidName = %v", s, err, ValidName(s))
+		}
+		if err == nil && (strings.ContainsAny(s, "/\\?#%") || s == "." || s == "..") {
+			t.Fatalf("accepted %q", s)
+		}
+		parents := 0
+		name, r, ok := SplitRendition(s, func(n string) bool { parents++; return ValidName(n) })
+		if ok && (RenditionStream(name, r) != s || CheckRendition(r) != nil || !ValidName(name)) {
+			t.Fatalf("SplitRendition(%q) = %q, %q", s, name, r)
+		}
+		if parents > len(s) {
+			t.Fatalf("SplitRendition(%q) asked %d times", s, parents)
+		}
+	})
+}
+
+// FuzzMetaDataBody: recognising onMetaData never panics, and the body it
+// returns is a suffix of the input that is onMetaData itself.
+func FuzzMetaDataBody(f *testing.F) {
+	meta := EncodeScript("onMetaData", MetaData(640, 360, 30, 0, 44100, 2))
+	f.Add(meta)
+	f.Add(append([]byte(amfSetDataFrame), meta...))
+	f.Add(EncodeScript("onCuePoint", nil))
+	f.Add([]byte(amfSetDataFrame))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		body, ok := MetaDataBody(b)
+		if !bytes.HasSuffix(b, body) {
+			t.Fatalf("body %q is not a suffix of %q", body, b)
+		}
+		if ok != IsMetaDataBody(b) || ok && !IsMetaDataBody(body) {
+			t.Fatalf("MetaDataBody(%q) = %q, %v disagrees with IsMetaDataBody", b, body, ok)
 		}
 	})
 }

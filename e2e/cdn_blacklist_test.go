@@ -34,8 +34,11 @@ func blDispatch(t *testing.T, s *server, xff string, n int) (first, listed map[s
 		}
 		err = json.NewDecoder(resp.Body).Decode(&out)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || err != nil || len(out.Candidates) == 0 {
-			return nil, nil, fmt.Errorf("dispatch as %s: %d %v %+v", xff, resp.StatusCode, err, out)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dispatch as %s: %d: %w", xff, resp.StatusCode, err)
+		}
+		if resp.StatusCode != http.StatusOK || len(out.Candidates) == 0 {
+			return nil, nil, fmt.Errorf("dispatch as %s: %d %+v", xff, resp.StatusCode, out)
 		}
 		first[out.Candidates[0].Vendor]++
 		for _, c := range out.Candidates {

@@ -24,7 +24,7 @@ var kfakeBin = sync.OnceValues(func() (string, error) {
 	bin := filepath.Join(env.dir, "kfakebroker")
 	out, err := exec.Command("go", "build", "-o", bin, "../bus/internal/kfakebroker").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("build kfakebroker: %v: %s", err, out)
+		return "", fmt.Errorf("build kfakebroker: %w: %s", err, out)
 	}
 	return bin, nil
 })
@@ -294,8 +294,8 @@ func TestCDNKafkaFeedback(t *testing.T) {
 	var q cdnQuality
 	cdnPoll(t, 30*time.Second, "beacons and log lines in the aggregates", func() error {
 		q = cdnQuality{}
-		if code, err := s.api("GET", "/cdn/quality?vendor=a&region=GD&isp=telecom", nil, &q); err != nil || code != 200 {
-			return fmt.Errorf("%d %v", code, err)
+		if err := s.apiOK("GET", "/cdn/quality?vendor=a&region=GD&isp=telecom", nil, &q); err != nil {
+			return err
 		}
 		if q.Now.Users != 30 || q.Now.StallRate != 1 || q.Now.Mbps < 1 {
 			return fmt.Errorf("a in GD: %+v", q.Now)
@@ -304,8 +304,8 @@ func TestCDNKafkaFeedback(t *testing.T) {
 	})
 	cdnPoll(t, 10*time.Second, "GD moves off a, SH keeps it", func() error {
 		var p cdnPlan
-		if code, err := s.api("GET", "/cdn/plan", nil, &p); err != nil || code != 200 {
-			return fmt.Errorf("%d %v", code, err)
+		if err := s.apiOK("GET", "/cdn/plan", nil, &p); err != nil {
+			return err
 		}
 		gd, sh := p.ratio("GD", "telecom", "a"), p.ratio("SH", "telecom", "a")
 		if !(gd >= 0 && gd < 0.05 && sh > 0.4) {
@@ -322,8 +322,8 @@ func TestCDNKafkaFeedback(t *testing.T) {
 	kb.start()
 	cdnPoll(t, 45*time.Second, "beacons posted during the outage", func() error {
 		var q cdnQuality
-		if code, err := s.api("GET", "/cdn/quality?vendor=b&region=SH&isp=telecom", nil, &q); err != nil || code != 200 {
-			return fmt.Errorf("%d %v", code, err)
+		if err := s.apiOK("GET", "/cdn/quality?vendor=b&region=SH&isp=telecom", nil, &q); err != nil {
+			return err
 		}
 		if q.Now.Users != 20 {
 			return fmt.Errorf("b in SH: %+v", q.Now)

@@ -279,8 +279,8 @@ cdnmix:
 	var got map[string]float64
 	cdnPoll(t, 20*time.Second, "measured bandwidth follows the ratios", func() error {
 		var p cdnPlan
-		if code, err := s.api("GET", "/cdn/plan", nil, &p); err != nil || code != 200 {
-			return fmt.Errorf("%d %v", code, err)
+		if err := s.apiOK("GET", "/cdn/plan", nil, &p); err != nil {
+			return err
 		}
 		got = map[string]float64{}
 		total := 0.0
@@ -326,8 +326,8 @@ cdnmix:
 	posted := time.Now()
 	cdnPoll(t, 20*time.Second, "stall beacons in the aggregates", func() error {
 		var q cdnQuality
-		if code, err := s.api("GET", "/cdn/quality?vendor=v2&region=GD&isp=telecom", nil, &q); err != nil || code != 200 {
-			return fmt.Errorf("%d %v", code, err)
+		if err := s.apiOK("GET", "/cdn/quality?vendor=v2&region=GD&isp=telecom", nil, &q); err != nil {
+			return err
 		}
 		if q.Now.Users != 30 || q.Now.StallRate != 1 {
 			return fmt.Errorf("%+v", q.Now)

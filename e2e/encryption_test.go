@@ -212,7 +212,7 @@ func livectlBin(t *testing.T) string {
 	livectlOnce.Do(func() {
 		cmd := exec.Command("go", "build", "-o", bin, "../cmd/livectl")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			livectlErr = fmt.Errorf("build livectl: %v: %s", err, out)
+			livectlErr = fmt.Errorf("build livectl: %w: %s", err, out)
 		}
 	})
 	if livectlErr != nil {
@@ -363,9 +363,15 @@ func signals(t *testing.T, ctx context.Context, u string) func() map[string]int 
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed by the reading goroutine, or below on failure
+	if err != nil {
+		cancel()
 		t.Fatalf("GET %s: %v", u, err)
+	}
+	if resp.StatusCode != 200 {
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("GET %s: status %d", u, resp.StatusCode)
 	}
 	counts := map[string]int{}
 	var mu sync.Mutex

@@ -111,10 +111,15 @@ func playDrill(t *testing.T, url string, labels map[string]string) *drillPlayer 
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &drillPlayer{labels: labels, done: make(chan struct{}), cancel: cancel}
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed by the reading goroutine, or below on failure
+	if err != nil {
 		cancel()
-		t.Fatalf("play %s: %v %v", url, err, resp)
+		t.Fatalf("play %s: %v", url, err)
+	}
+	if resp.StatusCode != 200 {
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("play %s: status %d", url, resp.StatusCode)
 	}
 	go func() {
 		defer close(p.done)

@@ -31,7 +31,11 @@ func sourceFrames(t *testing.T) []frame {
 }
 
 // TestPassthroughBitExact pushes the clip (-c copy) with each ingest protocol
-// and checks that players get the very same packets, byte for byte.
+// and checks that players get the very same packets, byte for byte. RTP
+// over UDP may lose datagrams on a busy host (there is no retransmission;
+// the server's socket buffer, rtsp.udp_read_buffer, only makes it rarer):
+// there, every packet that arrives must be bit-exact and in order, and a
+// lost one is not a failure (assertBitExactLossy).
 func TestPassthroughBitExact(t *testing.T) {
 	want := sourceFrames(t)
 	cases := []struct {
@@ -40,6 +44,7 @@ func TestPassthroughBitExact(t *testing.T) {
 		extra  []string
 		play   func(s *server) string
 		before []string
+		lossy  bool // the transport may lose packets
 	}{
 		{name: "rtmp-to-flv", push: func(s *server) string { return s.rtmpURL("demo", "token=pubtok") },
 			play: func(s *server) string { return s.flvURL("demo") }},
@@ -48,7 +53,7 @@ func TestPassthroughBitExact(t *testing.T) {
 		{name: "rtsp-tcp-to-flv", push: func(s *server) string { return s.rtspURL("demo", "token=pubtok") },
 			extra: []string{"-rtsp_transport", "tcp"}, play: func(s *server) string { return s.flvURL("demo") }},
 		{name: "rtsp-udp-to-flv", push: func(s *server) string { return s.rtspURL("demo", "token=pubtok") },
-			extra: []string{"-rtsp_transport", "udp"}, play: func(s *server) string { return s.flvURL("demo") }},
+			extra: []string{"-rtsp_transport", "udp"}, play: func(s *server) string { return s.flvURL("demo") }, lossy: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,6 +61,10 @@ func TestPassthroughBitExact(t *testing.T) {
 			push(t, tc.push(s), false, tc.extra...)
 			waitLive(t, s.flvURL("demo"), 10*time.Second)
 			got := framemd5(t, 40*time.Second, "-i", tc.play(s))
+			if tc.lossy {
+				assertBitExactLossy(t, want, got, 0.9)
+				return
+			}
 			assertBitExact(t, want, got, 0.9)
 		})
 	}
@@ -234,7 +243,7 @@ func pushOnce(t *testing.T, url string) error {
 	}
 	out, err := exec.CommandContext(ctx, "ffmpeg", args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%v: %s", err, out)
+		return fmt.Errorf("%w: %s", err, out)
 	}
 	return nil
 }

@@ -362,15 +362,20 @@ func (c *rawRTMP) connectAndCreate(tcURL string) (uint32, error) {
 	if err := c.send(3, rtmpTypeCommandAMF0, 0, connectBody(tcURL)); err != nil {
 		return 0, err
 	}
-	if name, _, err := c.await(10*time.Second, 1, "_result", "_error"); err != nil || name != "_result" {
-		return 0, fmt.Errorf("connect: %s %v", name, err)
+	if name, _, err := c.await(10*time.Second, 1, "_result", "_error"); err != nil {
+		return 0, fmt.Errorf("connect: %w", err)
+	} else if name != "_result" {
+		return 0, fmt.Errorf("connect: %s", name)
 	}
 	if err := c.send(3, rtmpTypeCommandAMF0, 0, concat(amfString("createStream"), amfNumber(2), amfNull)); err != nil {
 		return 0, err
 	}
 	name, p, err := c.await(10*time.Second, 2, "_result", "_error")
-	if err != nil || name != "_result" {
-		return 0, fmt.Errorf("createStream: %s %v", name, err)
+	if err != nil {
+		return 0, fmt.Errorf("createStream: %w", err)
+	}
+	if name != "_result" {
+		return 0, fmt.Errorf("createStream: %s", name)
 	}
 	// "_result", 2, null, <number>
 	if len(p) < 9 || p[len(p)-9] != 0x00 {

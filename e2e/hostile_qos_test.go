@@ -195,8 +195,8 @@ func TestHostileQoS(t *testing.T) {
 		}
 		cdnPoll(t, 15*time.Second, "the session in the aggregates", func() error {
 			var q cdnQuality
-			if code, err := s.api("GET", "/cdn/quality?vendor=a&region=GD&isp=telecom", nil, &q); err != nil || code != 200 {
-				return fmt.Errorf("%d %v", code, err)
+			if err := s.apiOK("GET", "/cdn/quality?vendor=a&region=GD&isp=telecom", nil, &q); err != nil {
+				return err
 			}
 			if q.Now.Users != 1 || q.Now.StallRate != 1 {
 				return fmt.Errorf("a in GD: %+v", q.Now)

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/livefuse/livefuse/av"
 )
 
 // MPEG-TS signalling of SAMPLE-AES (Apple, "Transport Stream Signaling"):
@@ -140,22 +142,5 @@ func AppendPMT(dst []byte, programNumber uint16, version byte, pcrPID uint16, st
 		dst = binary.BigEndian.AppendUint16(dst, 0xf000|uint16(len(s.Descriptors)))
 		dst = append(dst, s.Descriptors...)
 	}
-	return binary.BigEndian.AppendUint32(dst, crc32MPEG2(dst[start:])), nil
-}
-
-// crc32MPEG2 is the CRC of PSI sections: polynomial 0x04C11DB7, initial
-// value all ones, no reflection, no final XOR.
-func crc32MPEG2(b []byte) uint32 {
-	crc := uint32(0xffffffff)
-	for _, c := range b {
-		crc ^= uint32(c) << 24
-		for range 8 {
-			if crc&0x80000000 != 0 {
-				crc = crc<<1 ^ 0x04c11db7
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
+	return binary.BigEndian.AppendUint32(dst, av.CRC32MPEG2(dst[start:])), nil
 }

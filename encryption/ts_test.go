@@ -19,7 +19,7 @@ import (
 )
 
 func TestCRC32MPEG2(t *testing.T) {
-	if got := crc32MPEG2([]byte("123456789")); got != 0x0376e6e7 {
+	if got := av.CRC32MPEG2([]byte("123456789")); got != 0x0376e6e7 {
 		t.Fatalf("check value %08x, want 0376e6e7", got)
 	}
 }
@@ -80,7 +80,7 @@ func TestAppendPMT(t *testing.T) {
 	if got := hex.EncodeToString(sec[:len(sec)-4]); got != want {
 		t.Fatalf("pmt\n got %s\nwant %s", got, want)
 	}
-	if crc32MPEG2(sec) != 0 {
+	if av.CRC32MPEG2(sec) != 0 {
 		t.Fatal("CRC over the section does not check")
 	}
 	var many []PMTStream

@@ -44,7 +44,7 @@ func checkAddress(l *listenerAccess, name string, c netguard.AccessConfig, g Add
 	ip := netguard.RemoteAddr(remote)
 	a, err := l.get(name, c)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrForbidden, err)
+		return fmt.Errorf("%w: %w", ErrForbidden, err)
 	}
 	if publish {
 		err = a.CheckPublish(ip)

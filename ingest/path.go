@@ -4,27 +4,12 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/livefuse/livefuse/av"
 )
 
 // DefaultApp is the app used when a URL names only the stream.
 const DefaultApp = "live"
-
-// validName reports whether s can be an app or stream name: 1–128 bytes of
-// letters, digits, '-', '_' and '.', not starting with '.'.
-func validName(s string) bool {
-	if s == "" || len(s) > 128 || s[0] == '.' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
-		default:
-			return false
-		}
-	}
-	return true
-}
 
 // ParseStreamPath splits "app/name?query" (a leading '/' allowed) into its
 // parts. A path with only a name uses DefaultApp.
@@ -47,7 +32,7 @@ func ParseStreamPath(p string) (app, name string, q url.Values, err error) {
 	default:
 		return "", "", nil, fmt.Errorf("stream path %q: want app/name", p)
 	}
-	if !validName(app) || !validName(name) {
+	if !av.ValidName(app) || !av.ValidName(name) {
 		return "", "", nil, fmt.Errorf("stream path %q: invalid app or name", p)
 	}
 	return app, name, q, nil

@@ -1,6 +1,10 @@
 package ingest
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/livefuse/livefuse/av"
+)
 
 func TestParseStreamPath(t *testing.T) {
 	tests := []struct {
@@ -45,7 +49,7 @@ func FuzzParseStreamPath(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !validName(app) || !validName(name) || q == nil {
+		if !av.ValidName(app) || !av.ValidName(name) || q == nil {
 			t.Fatalf("accepted bad path %q -> %q %q", s, app, name)
 		}
 		_, _ = FeedFromQuery(q)

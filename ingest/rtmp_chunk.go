@@ -297,7 +297,7 @@ func (p *rtmpChunkParser) readMessage(r io.Reader) (*rtmpChunkStream, error) {
 
 // noEOF turns io.EOF in the middle of a structure into io.ErrUnexpectedEOF.
 func noEOF(err error) error {
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return io.ErrUnexpectedEOF
 	}
 	return err

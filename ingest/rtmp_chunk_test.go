@@ -99,7 +99,7 @@ func TestRTMPChunkHeaderCompression(t *testing.T) {
 			t.Fatalf("message %d: ts %d type %d stream %d %q", i, cs.timestamp, cs.typeID, cs.streamID, cs.buf)
 		}
 	}
-	if _, err := p.readMessage(r); err != io.EOF {
+	if _, err := p.readMessage(r); !errors.Is(err, io.EOF) {
 		t.Fatalf("after the last message: %v, want EOF", err)
 	}
 }
@@ -355,7 +355,7 @@ func TestRTMPSplitAggregate(t *testing.T) {
 		t.Error("cut aggregate accepted")
 	}
 	stop := errors.New("stop")
-	if err := rtmpSplitAggregate(0, agg, func(uint8, uint32, []byte) error { return stop }); err != stop {
+	if err := rtmpSplitAggregate(0, agg, func(uint8, uint32, []byte) error { return stop }); !errors.Is(err, stop) {
 		t.Errorf("callback error: %v", err)
 	}
 }

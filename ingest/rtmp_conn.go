@@ -717,23 +717,62 @@ func rtmpDecodeCloseStream(_ io.Reader, d message.AMFDecoder, v *message.AMFConv
 }
 
 // rtmpLinger is how long a player whose stream ended may take to close its
-// side after the server has closed its own.
+// side once it has received everything the server sent.
 const rtmpLinger = 2 * time.Second
 
-// endGently ends a player's connection after the last status message:
-// it closes the server's sending side and leaves reading to go-rtmp until
-// the player closes, or rtmpLinger passes. Closing the socket at once
-// while the player's last messages (SetBufferLength, say) were unread
-// made the kernel answer with a reset, which could discard Play.Stop
-// before the player read it.
+// rtmpDrainPoll is how often endGently looks whether the player has
+// received everything.
+const rtmpDrainPoll = 20 * time.Millisecond
+
+// endGently ends a player's connection after the last status message. It
+// closes the server's sending side at once (the player reads Play.Stop,
+// then end of stream) and leaves reading to go-rtmp until the player
+// closes its side. The socket is closed only once the player has
+// acknowledged every byte queued for it (at most rtmpWriteTimeout, as one
+// blocked write), and then after rtmpLinger at most.
+//
+// Both waits are needed against a reset, which makes the kernel discard
+// what is still queued, Play.Stop last: closing at once while the
+// player's last messages were unread answered them with a reset, and
+// closing after a fixed linger while a slow player was still reading the
+// socket buffers (seconds of media on a busy machine) answered its next
+// message, an acknowledgement say, with one.
 func (c *rtmpConn) endGently() {
 	nc := c.rc.nc
 	for {
 		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
-			if cw.CloseWrite() == nil && c.rc.nc.SetReadDeadline(time.Now().Add(rtmpLinger)) == nil {
+			if cw.CloseWrite() != nil {
+				break
+			}
+			queued := sendQueue(nc)
+			if queued == nil {
+				if c.rc.nc.SetReadDeadline(time.Now().Add(rtmpLinger)) != nil {
+					break
+				}
 				return
 			}
-			break
+			// Bound the whole wait now; shorten it once the player has all.
+			if c.rc.nc.SetReadDeadline(time.Now().Add(rtmpWriteTimeout+rtmpLinger)) != nil {
+				break
+			}
+			c.s.wg.Add(1)
+			go func() {
+				defer c.s.wg.Done()
+				t := time.NewTicker(rtmpDrainPoll)
+				defer t.Stop()
+				for end := time.Now().Add(rtmpWriteTimeout); time.Now().Before(end); {
+					if n, ok := queued(); !ok || n == 0 {
+						break
+					}
+					select {
+					case <-t.C:
+					case <-c.s.ctx.Done():
+						return
+					}
+				}
+				_ = c.rc.nc.SetReadDeadline(time.Now().Add(rtmpLinger))
+			}()
+			return
 		}
 		u, ok := nc.(interface{ Unwrap() net.Conn })
 		if !ok {

@@ -431,7 +431,7 @@ func rtmpReadClip(t *testing.T, path string) []*av.Packet {
 	var pkts []*av.Packet
 	for {
 		p, err := r.ReadPacket()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return pkts
 		}
 		if err != nil {

@@ -397,13 +397,10 @@ func (cl *rtmpPullClient) handle(cs *rtmpChunkStream) error {
 	case message.TypeIDVideoMessage, message.TypeIDAudioMessage:
 		return cl.media(cs.typeID, cs.timestamp, payload)
 	case message.TypeIDDataMessageAMF0:
-		name, rest, ok := rtmpDataName(payload)
-		switch {
-		case !ok:
-		case name == "onMetaData":
-			return cl.media(av.TagScript, cs.timestamp, payload)
-		case name == "@setDataFrame":
-			return cl.media(av.TagScript, cs.timestamp, rest)
+		// Only onMetaData goes on (as an FLV script tag holds it, without
+		// @setDataFrame); other data messages are not media.
+		if body, ok := av.MetaDataBody(payload); ok {
+			return cl.media(av.TagScript, cs.timestamp, body)
 		}
 	case message.TypeIDAggregateMessage:
 		return rtmpSplitAggregate(cs.timestamp, payload, cl.media)
@@ -532,19 +529,6 @@ func rtmpDescribeBody(body io.Reader) string {
 		return "no reason given"
 	}
 	return code + " " + desc
-}
-
-// rtmpDataName returns the AMF0 string a data message starts with, and the
-// bytes after it.
-func rtmpDataName(b []byte) (name string, rest []byte, ok bool) {
-	if len(b) < 3 || b[0] != 0x02 {
-		return "", nil, false
-	}
-	n := int(binary.BigEndian.Uint16(b[1:3]))
-	if len(b) < 3+n {
-		return "", nil, false
-	}
-	return string(b[3 : 3+n]), b[3+n:], true
 }
 
 // rtmpSplitAggregate calls f for each FLV tag of an aggregate message

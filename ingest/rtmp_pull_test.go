@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -106,5 +107,47 @@ func TestRTMPPull(t *testing.T) {
 				rtmpWaitFor(t, 5*time.Second, "server-side reader closed", rs[0].isClosed)
 			}
 		})
+	}
+}
+
+// slowWriter is a pull's feed that takes its time over each packet, as a
+// player on a busy machine does.
+type slowWriter struct {
+	*rtmpFakeWriter
+	delay time.Duration
+}
+
+func (w slowWriter) WritePacket(p *av.Packet) {
+	time.Sleep(w.delay)
+	w.rtmpFakeWriter.WritePacket(p)
+}
+
+// TestRTMPPlayEndsToSlowPlayer: a stream that ends while its player is
+// still seconds behind (the socket buffers full of media) still ends with
+// Play.Stop, not a reset, even when the player sends an acknowledgement
+// after the server's linger would have run out. The server closes the
+// socket only once the player has taken everything.
+func TestRTMPPlayEndsToSlowPlayer(t *testing.T) {
+	const n, size = 60, 64 << 10 // ~3.9 MB: past the 2.5 MB acknowledgement window
+	pkts := make([]*av.Packet, 0, n)
+	for i := range n {
+		data := make([]byte, size)
+		binary.BigEndian.PutUint32(data, size-4)
+		data[4] = 0x65 // an IDR slice
+		pkts = append(pkts, &av.Packet{Kind: av.KindVideo, Codec: av.CodecH264, Key: true, DTS: time.Duration(i) * 40 * time.Millisecond, Data: data})
+	}
+	play := &rtmpFakePlay{streams: map[string][]*av.Packet{"live/demo": pkts}, endErr: errors.New("gone")}
+	s, _ := rtmpTestServer(t, RTMPConfig{}, Deps{Sink: newRTMPFakeSink(), Auth: &rtmpFakeAuth{}, Play: play}, nil)
+	_, log := newRTMPLogs(t)
+	// 60 ms a packet: 3.6 s to read what the server wrote at once, more
+	// than rtmpLinger after its half-close.
+	w := slowWriter{rtmpFakeWriter: &rtmpFakeWriter{done: make(chan struct{})}, delay: 60 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := runRTMPPull(ctx, rtmpURL(s, "/live/demo"), w, log, nil); err != nil {
+		t.Fatalf("runRTMPPull: %v, want the remote stream to end cleanly", err)
+	}
+	if got := len(w.packets()); got != n {
+		t.Fatalf("pulled %d packets, the stream has %d", got, n)
 	}
 }

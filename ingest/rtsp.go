@@ -28,6 +28,12 @@ type RTSPConfig struct {
 	// RTCP (even port, and the one after it). Both empty: TCP only.
 	UDPRTPAddr  string `yaml:"udp_rtp_addr"`
 	UDPRTCPAddr string `yaml:"udp_rtcp_addr"`
+	// UDPReadBuffer is the receive buffer of each UDP socket, in bytes
+	// (default 4 MiB; negative: the system's default, about 200 KiB on
+	// Linux). RTP over UDP has no retransmission: what overflows the
+	// buffer while the server is busy is lost. The system caps it at
+	// net.core.rmem_max; raise that to get all of it.
+	UDPReadBuffer int `yaml:"udp_read_buffer"`
 	// ReadTimeout bounds how long a publisher may send nothing, and how
 	// long a connection may take to send a complete request.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
@@ -52,12 +58,13 @@ type RTSPConfig struct {
 // DefaultRTSPConfig returns the configuration used when the file sets none.
 func DefaultRTSPConfig() RTSPConfig {
 	return RTSPConfig{
-		Addr:         ":8554",
-		UDPRTPAddr:   ":8000",
-		UDPRTCPAddr:  ":8001",
-		ReadTimeout:  10 * time.Second,
-		Limits:       netguard.Limits{MaxConns: 2000, MaxConnsPerIP: 256},
-		SetupTimeout: 10 * time.Second,
+		Addr:          ":8554",
+		UDPRTPAddr:    ":8000",
+		UDPRTCPAddr:   ":8001",
+		ReadTimeout:   10 * time.Second,
+		UDPReadBuffer: 4 << 20,
+		Limits:        netguard.Limits{MaxConns: 2000, MaxConnsPerIP: 256},
+		SetupTimeout:  10 * time.Second,
 
 		MinPublishRate:       rtmpDefaultMinRate,
 		MinPublishRateWindow: rtmpDefaultMinRateWindow,
@@ -92,6 +99,7 @@ func NewRTSPServer(cfg RTSPConfig, deps Deps, log *slog.Logger) *RTSPServer {
 	cfg.MaxConns = limitDefault(cfg.MaxConns, d.MaxConns)
 	cfg.MaxConnsPerIP = limitDefault(cfg.MaxConnsPerIP, d.MaxConnsPerIP)
 	cfg.SetupTimeout = limitDefault(cfg.SetupTimeout, d.SetupTimeout)
+	cfg.UDPReadBuffer = limitDefault(cfg.UDPReadBuffer, d.UDPReadBuffer)
 	cfg.MinPublishRate = limitDefault(cfg.MinPublishRate, d.MinPublishRate)
 	cfg.MinPublishRateWindow = limitDefault(cfg.MinPublishRateWindow, d.MinPublishRateWindow)
 	if cfg.MinPublishRateWindow == 0 {
@@ -119,7 +127,9 @@ func (s *RTSPServer) Start() error {
 		RTSPAddress:    s.cfg.Addr,
 		UDPRTPAddress:  s.cfg.UDPRTPAddr,
 		UDPRTCPAddress: s.cfg.UDPRTCPAddr,
-		ReadTimeout:    s.cfg.ReadTimeout,
+		// 0: the system's default (gortsplib's meaning too).
+		UDPReadBufferSize: s.cfg.UDPReadBuffer,
+		ReadTimeout:       s.cfg.ReadTimeout,
 		Listen: func(network, address string) (net.Listener, error) {
 			ln, err := net.Listen(network, address)
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -80,7 +81,7 @@ func TestRTSPLimits(t *testing.T) {
 			c := tt.client(t, s.Addr().String())
 			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			_, err := io.Copy(io.Discard, c)
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 				t.Fatal("connection left open")
 			}
 			if tt.limit == "" {
@@ -243,4 +244,15 @@ func rtspWaitLine(t *testing.T, logs *rtmpLogs, parts ...string) string {
 		return false
 	})
 	return found
+}
+
+// TestRTSPUDPReadBuffer: the UDP sockets get a 4 MiB receive buffer unless
+// the config says otherwise; a negative value leaves the system's default.
+func TestRTSPUDPReadBuffer(t *testing.T) {
+	for _, tt := range []struct{ set, want int }{{0, 4 << 20}, {1 << 20, 1 << 20}, {-1, 0}} {
+		s := NewRTSPServer(RTSPConfig{Addr: "127.0.0.1:0", UDPReadBuffer: tt.set}, Deps{}, nil)
+		if s.cfg.UDPReadBuffer != tt.want {
+			t.Errorf("udp_read_buffer %d: %d, want %d", tt.set, s.cfg.UDPReadBuffer, tt.want)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -309,7 +310,7 @@ func rtspSendGarbage(addr string, data []byte, timeout time.Duration) (closed bo
 	c.SetDeadline(time.Now().Add(timeout))
 	go c.Write(data) // may fail once the server closes; the read tells
 	_, err = io.Copy(io.Discard, c)
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		return false, nil
 	}
 	return true, nil

@@ -42,3 +42,27 @@ func tcpRTT(c net.Conn) func() (time.Duration, bool) {
 		return time.Duration(info.Rtt) * time.Microsecond, true
 	}
 }
+
+// sendQueue returns a function reporting how many bytes written to nc the
+// peer has not acknowledged yet (SIOCOUTQ), or nil when nc is not a socket
+// it can ask. ok is false once the socket is closed.
+func sendQueue(nc net.Conn) func() (n int, ok bool) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func() (int, bool) {
+		var n int
+		var qerr error
+		if err := raw.Control(func(fd uintptr) {
+			n, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+		}); err != nil || qerr != nil {
+			return 0, false
+		}
+		return n, true
+	}
+}

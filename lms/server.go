@@ -392,22 +392,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 // SetAuditStore keeps the audit log in st (else it is only logged).
 func (s *Server) SetAuditStore(st *Store) { s.auditLog.st = st }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { WriteJSON(w, status, v) }
 
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, api.ErrorBody{Error: msg})
-}
+func writeError(w http.ResponseWriter, status int, msg string) { WriteError(w, status, msg) }
 
 // decodeJSON reads one JSON object of at most maxBody bytes into v, refusing
 // unknown fields and trailing data. On failure it answers and returns false.

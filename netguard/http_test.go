@@ -110,6 +110,7 @@ func TestHTTPListenerBounds(t *testing.T) {
 			t.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := br.ReadByte(); err == nil || os.IsTimeout(err) {
 			t.Fatalf("idle connection not closed by the server: %v", err)

@@ -62,7 +62,7 @@ func variantFile(file string) (variant, f string, ok bool) {
 		return "", "", false
 	}
 	variant, f, ok = strings.Cut(rest, "/")
-	if !ok || !validName(variant) || !tsFileRe.MatchString(f) {
+	if !ok || av.CheckRendition(variant) != nil || !tsFileRe.MatchString(f) {
 		return "", "", false
 	}
 	return variant, f, true

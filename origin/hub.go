@@ -479,20 +479,5 @@ func (f *Feed) kick() {
 	f.once.Do(func() { close(f.done) })
 }
 
-// validName reports whether s can be an app or stream name: 1–128 bytes of
-// letters, digits, '-', '_' and '.', not starting with '.' (the rule of
-// ingest.ParseStreamPath).
-func validName(s string) bool {
-	if s == "" || len(s) > 128 || s[0] == '.' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// validName reports whether s can be an app or stream name (av.ValidName).
+func validName(s string) bool { return av.ValidName(s) }

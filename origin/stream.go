@@ -1,7 +1,6 @@
 package origin
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"sync"
@@ -603,34 +602,8 @@ func (r *Reader) Close() {
 }
 
 // isOnMetaData reports whether an AMF0 script body is onMetaData (possibly
-// behind @setDataFrame).
-func isOnMetaData(b []byte) bool {
-	name, rest, ok := amfString(b)
-	if ok && name == "@setDataFrame" {
-		name, _, ok = amfString(rest)
-	}
-	return ok && name == "onMetaData"
-}
-
-// amfString reads one AMF0 string (marker 2, 16-bit length) without
-// allocating.
-func amfString(b []byte) (string, []byte, bool) {
-	if len(b) < 3 || b[0] != 2 {
-		return "", nil, false
-	}
-	n := int(b[1])<<8 | int(b[2])
-	if len(b) < 3+n {
-		return "", nil, false
-	}
-	s := b[3 : 3+n]
-	switch {
-	case bytes.Equal(s, []byte("onMetaData")):
-		return "onMetaData", b[3+n:], true
-	case bytes.Equal(s, []byte("@setDataFrame")):
-		return "@setDataFrame", b[3+n:], true
-	}
-	return "", b[3+n:], true
-}
+// behind @setDataFrame): av.IsMetaDataBody.
+func isOnMetaData(b []byte) bool { return av.IsMetaDataBody(b) }
 
 // mediaInfo is what the sequence headers tell about the stream.
 type mediaInfo struct {

@@ -3,6 +3,7 @@ package origin
 import (
 	"encoding/binary"
 
+	"github.com/livefuse/livefuse/av"
 	"github.com/livefuse/livefuse/encryption"
 )
 
@@ -48,7 +49,7 @@ func (w *tsWriter) counter(pid uint16) *uint8 {
 // writeTables writes a PAT and a PMT for streams, with the PCR on pcrPID.
 func (w *tsWriter) writeTables(version byte, pcrPID uint16, streams []encryption.PMTStream) error {
 	pat := []byte{0x00, 0xb0, 13, 0x00, 0x01, 0xc1, 0, 0, 0, tsProgram, 0xe0 | tsPIDPMT>>8, tsPIDPMT & 0xff}
-	pat = binary.BigEndian.AppendUint32(pat, tsCRC32(pat))
+	pat = binary.BigEndian.AppendUint32(pat, av.CRC32MPEG2(pat))
 	w.writeSection(tsPIDPAT, pat)
 	pmt, err := encryption.AppendPMT(w.scratch[:0], tsProgram, version, pcrPID, streams)
 	if err != nil {
@@ -177,21 +178,4 @@ func appendTimestamp(b []byte, prefix byte, ts int64) []byte {
 		byte(t>>14)|1,
 		byte(t>>7),
 		byte(t<<1)|1)
-}
-
-// tsCRC32 is the CRC of PSI sections (MPEG-2: polynomial 0x04C11DB7, no
-// reflection, initial value all ones).
-func tsCRC32(b []byte) uint32 {
-	crc := uint32(0xffffffff)
-	for _, c := range b {
-		crc ^= uint32(c) << 24
-		for range 8 {
-			if crc&0x80000000 != 0 {
-				crc = crc<<1 ^ 0x04c11db7
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
 }

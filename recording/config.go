@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/livefuse/livefuse/av"
 )
 
 // Sink kinds accepted in Config.Sink.
@@ -158,7 +160,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Local.Dir == "" {
 		c.Local.Dir = filepath.Join(c.DataDir, "recordings")
 	}
-	if c.Unit != "" && !validName(c.Unit) {
+	if c.Unit != "" && !av.ValidName(c.Unit) {
 		return c, fmt.Errorf("recording: unit %q: want letters, digits, '.', '_' and '-'", c.Unit)
 	}
 	switch {

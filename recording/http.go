@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/livefuse/livefuse/av"
 )
 
 // MediaPrefix is the path under which the node serves recordings (signed
@@ -185,7 +187,7 @@ func (r *Recorder) APIHandler() http.Handler {
 		var app, name string
 		if s := req.URL.Query().Get("stream"); s != "" {
 			app, name = splitKey(s)
-			if !validName(app) || !validName(name) {
+			if !av.ValidName(app) || !av.ValidName(name) {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "stream: want app/name"})
 				return
 			}
@@ -247,7 +249,7 @@ func (r *Recorder) MediaHandler() http.Handler {
 		p := req.URL.Path
 		rest, ok := strings.CutPrefix(p, MediaPrefix)
 		parts := strings.Split(rest, "/")
-		if !ok || len(parts) != 4 || !validName(parts[0]) || !validName(parts[1]) {
+		if !ok || len(parts) != 4 || !av.ValidName(parts[0]) || !av.ValidName(parts[1]) {
 			http.NotFound(w, req)
 			return
 		}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/livefuse/livefuse/av"
 )
 
 // File names inside a session, in the spool and in the sink.
@@ -67,7 +69,7 @@ func parseManifest(b []byte) (*Manifest, error) {
 }
 
 func (m *Manifest) validate() error {
-	if !validName(m.App) || !validName(m.Name) {
+	if !av.ValidName(m.App) || !av.ValidName(m.Name) {
 		return errors.New("invalid app or name")
 	}
 	if _, err := parseSessionID(m.Session); err != nil {
@@ -110,7 +112,7 @@ func sessionID(t time.Time, unit string) string {
 // parseSessionID returns the start time of a session id.
 func parseSessionID(id string) (time.Time, error) {
 	ts, unit, found := strings.Cut(id, "-")
-	if found && !validName(unit) {
+	if found && !av.ValidName(unit) {
 		return time.Time{}, fmt.Errorf("session id %q: bad unit", id)
 	}
 	return time.Parse(sessionFmt, ts)
@@ -183,21 +185,4 @@ func (m *Manifest) Playlist(n int, uri func(file string) string) []byte {
 		b.WriteString("#EXT-X-ENDLIST\n")
 	}
 	return []byte(b.String())
-}
-
-// validName is the app/stream name rule of the rest of livefuse: 1–128
-// bytes of [A-Za-z0-9._-], not starting with '.'.
-func validName(s string) bool {
-	if s == "" || len(s) > 128 || s[0] == '.' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
-		default:
-			return false
-		}
-	}
-	return true
 }

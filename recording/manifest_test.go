@@ -216,3 +216,31 @@ func TestCollector(t *testing.T) {
 		t.Fatalf("metrics %v", got)
 	}
 }
+
+// TestWentOut: program date-times of the packets a reader starts with. A
+// stream that arrived faster than real time (an encoder catching up, a
+// relay's backlog, the tests' 6x push) has more media age than wall age:
+// its first frames are dated no earlier than when the recorder last saw
+// the stream not live.
+func TestWentOut(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	s := time.Second
+	tests := []struct {
+		name        string
+		dts, newest time.Duration
+		notLive     time.Time
+		want        time.Time
+	}{
+		{"newest packet", 10 * s, 10 * s, time.Time{}, now},
+		{"cached GOP, live from the start", 8 * s, 10 * s, time.Time{}, now.Add(-2 * s)},
+		{"cached GOP of a real-time run", 8 * s, 10 * s, now.Add(-5 * s), now.Add(-2 * s)},
+		{"cached GOP of a fast run", 8 * s, 10 * s, now.Add(-300 * time.Millisecond), now.Add(-300 * time.Millisecond)},
+		{"a newer packet after an older one", 11 * s, 10 * s, time.Time{}, now},
+		{"timestamps a minute apart", 0, 2 * time.Minute, time.Time{}, now},
+	}
+	for _, tt := range tests {
+		if got := wentOut(tt.dts, tt.newest, now, tt.notLive); !got.Equal(tt.want) {
+			t.Errorf("%s: %v, want %v", tt.name, got.Sub(now), tt.want.Sub(now))
+		}
+	}
+}

@@ -50,6 +50,11 @@ func (st *streamRec) run(ctx context.Context) {
 	r := st.r
 	log := r.log.With("stream", st.key())
 	var lastSeen time.Time
+	// notLive is when the recorder last saw the stream not live (a
+	// subscription refused, or the end of the previous run): a run's
+	// packets cannot have gone out before it. Zero when the stream was
+	// live from the recorder's start.
+	var notLive time.Time
 	st.setState("waiting")
 	defer func() {
 		if s := st.current(); s != nil {
@@ -59,6 +64,7 @@ func (st *streamRec) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		rd, err := r.src.Subscribe(st.app, st.name)
 		if err != nil {
+			notLive = time.Now()
 			if s := st.current(); s != nil && time.Since(lastSeen) > r.cfg.SessionGap {
 				st.endSession(s, "")
 			}
@@ -69,9 +75,10 @@ func (st *streamRec) run(ctx context.Context) {
 			}
 			continue
 		}
-		st.record(ctx, rd, log)
+		st.record(ctx, rd, notLive, log)
 		rd.Close()
 		lastSeen = time.Now()
+		notLive = lastSeen
 		st.setState("waiting")
 	}
 }
@@ -83,8 +90,19 @@ func (st *streamRec) current() *session {
 }
 
 // record reads one publisher run into the current session (a new one when
-// there is none).
-func (st *streamRec) record(ctx context.Context, rd PacketReader, log interface {
+// there is none). notLive is when the stream was last seen not live (zero:
+// unknown).
+//
+// A segment's program date-time is the wall-clock time its first frame went
+// out live at this unit. The recorder sees frames arrive from its
+// subscription on; the cached GOP it starts with went out earlier, at a
+// time it cannot observe. They are dated back from the newest frame of the
+// batch by their media age, which is their wall age for a stream played in
+// real time, but never before notLive: a frame of this run cannot have gone
+// out before the run began. (A stream that arrives faster than real time,
+// an encoder catching up or a relay's backlog, would otherwise be dated
+// back by more than the wall time it took, up to a GOP's worth.)
+func (st *streamRec) record(ctx context.Context, rd PacketReader, notLive time.Time, log interface {
 	Error(string, ...any)
 	Info(string, ...any)
 }) {
@@ -123,8 +141,8 @@ func (st *streamRec) record(ctx context.Context, rd PacketReader, log interface 
 		pkts, err = rd.ReadPackets(ctx, pkts[:0])
 		now := time.Now()
 		// The newest packet of a batch is taken as "now"; older ones (the
-		// cached GOP a reader starts with) get their age, so that program
-		// date-times match when the frames went out.
+		// cached GOP a reader starts with) get their age, but not past
+		// notLive (see above).
 		var newest time.Duration
 		for _, p := range pkts {
 			if !p.Header && p.Kind != av.KindData {
@@ -133,11 +151,7 @@ func (st *streamRec) record(ctx context.Context, rd PacketReader, log interface 
 		}
 		var werr error
 		for _, p := range pkts {
-			at := now
-			if age := newest - p.DTS; age > 0 && age < time.Minute {
-				at = now.Add(-age)
-			}
-			if werr = seg.write(p, at); werr != nil {
+			if werr = seg.write(p, wentOut(p.DTS, newest, now, notLive)); werr != nil {
 				break
 			}
 		}
@@ -168,6 +182,20 @@ func (st *streamRec) record(ctx context.Context, rd PacketReader, log interface 
 	if ctx.Err() == nil {
 		log.Info("recording: publisher run ended", "session", s.m.Session, "err", err)
 	}
+}
+
+// wentOut dates a packet of DTS dts read at now in a batch whose newest
+// packet has DTS newest: back by its media age (up to a minute; beyond, the
+// timestamps are not a real-time clock), but not before notLive.
+func wentOut(dts, newest time.Duration, now, notLive time.Time) time.Time {
+	at := now
+	if age := newest - dts; age > 0 && age < time.Minute {
+		at = now.Add(-age)
+	}
+	if at.Before(notLive) {
+		at = notLive
+	}
+	return at
 }
 
 // stop ends the session early with reason, keeping what was recorded.

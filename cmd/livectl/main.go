@@ -166,7 +166,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
+			return nil, fmt.Errorf("%w: %s: %w", errUsage, fs.Name(), err)
 		}
 		if fs.NArg() == 0 {
 			return pos, nil
@@ -307,7 +307,7 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 			}
 		})
 		if perr != nil {
-			return fmt.Errorf("%w: %v", errUsage, perr)
+			return fmt.Errorf("%w: %w", errUsage, perr)
 		}
 		if _, fields := p.Apply(api.Stream{}); len(fields) == 0 {
 			return fmt.Errorf("%w: streams patch needs at least one field flag", errUsage)

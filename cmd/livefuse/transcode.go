@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -284,15 +283,18 @@ func (t *transcoder) mount(s *lms.Server) {
 // NAME_<rendition> (which is not registered itself), when NAME has a
 // profile.
 func renditionParent(reg *lms.Registry, app, name string) (lms.Stream, bool) {
-	i := strings.LastIndexByte(name, '_')
-	if i <= 0 {
-		return lms.Stream{}, false
-	}
-	s, ok := reg.Get(app, name[:i])
-	if !ok || s.Profile == "" {
-		return lms.Stream{}, false
-	}
-	return s, true
+	// Stream and rendition names may both hold '_': the parent is the
+	// registered stream with a profile that name starts with.
+	var s lms.Stream
+	_, _, ok := av.SplitRendition(name, func(n string) bool {
+		st, found := reg.Get(app, n)
+		if found && st.Profile != "" {
+			s = st
+			return true
+		}
+		return false
+	})
+	return s, ok
 }
 
 // transcodeSink starts a stream's ladder when its publisher joins.

@@ -570,7 +570,7 @@ type player struct {
 func play(url string) (*player, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed on failure, else by the reading goroutine
 	if err != nil {
 		cancel()
 		return nil, err
@@ -634,7 +634,7 @@ func makeClip(out string) error {
 		"-g", "50", "-keyint_min", "50", "-sc_threshold", "0",
 		"-c:a", "aac", "-b:a", "96k", "-ac", "2", "-f", "flv", out)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("ffmpeg clip: %v: %s", err, b)
+		return fmt.Errorf("ffmpeg clip: %w: %s", err, b)
 	}
 	return nil
 }

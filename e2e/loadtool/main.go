@@ -228,7 +228,7 @@ func bench(ctx context.Context, o options, log *slog.Logger) (*report, error) {
 	go func() {
 		select {
 		case <-srv.exited:
-			cancelRun(fmt.Errorf("server exited (%v); log:\n%s", srv.waitErr, srv.logTail(20)))
+			cancelRun(fmt.Errorf("server exited (%w); log:\n%s", srv.waitErr, srv.logTail(20)))
 		case <-runCtx.Done():
 		}
 	}()

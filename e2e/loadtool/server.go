@@ -116,7 +116,7 @@ func (s *server) waitReady(ctx context.Context, timeout time.Duration, addrs ...
 			}
 			select {
 			case <-s.exited:
-				return fmt.Errorf("server exited during start-up (%v); log %s:\n%s", s.waitErr, s.logPath, s.logTail(20))
+				return fmt.Errorf("server exited during start-up (%w); log %s:\n%s", s.waitErr, s.logPath, s.logTail(20))
 			case <-ctx.Done():
 				return fmt.Errorf("server not listening on %s: %w; log %s:\n%s", a, ctx.Err(), s.logPath, s.logTail(20))
 			case <-time.After(100 * time.Millisecond):

@@ -1,7 +1,8 @@
 // Package api holds the request and response types of the livefuse control
-// API (/api/v1/...) and a small HTTP client for it. It imports only the
-// standard library (and netguard, stdlib only too, for the IP lists), so tools such as livectl can talk to the control plane
-// without linking the etcd-backed server in package lms.
+// API (/api/v1/...) and a small HTTP client for it. Besides the standard
+// library it imports only netguard (the IP lists) and av (the name rule),
+// so tools such as livectl can talk to the control plane without linking
+// the etcd-backed server in package lms.
 package api
 
 import (
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/livefuse/livefuse/av"
 	"github.com/livefuse/livefuse/netguard"
 )
 
@@ -19,7 +21,7 @@ const DefaultApp = "live"
 
 // Limits on stream fields.
 const (
-	MaxNameLen   = 128
+	MaxNameLen   = av.MaxNameLen
 	MaxTokenLen  = 256
 	MaxSourceLen = 2048
 )
@@ -187,26 +189,8 @@ type UnitStatus struct {
 }
 
 // ValidateName checks an app, stream or profile name: 1–128 bytes of
-// [A-Za-z0-9._-], not starting with '.'.
-func ValidateName(s string) error {
-	switch {
-	case s == "":
-		return errors.New("must not be empty")
-	case len(s) > MaxNameLen:
-		return fmt.Errorf("longer than %d bytes", MaxNameLen)
-	case s[0] == '.':
-		return errors.New("must not start with '.'")
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
-		default:
-			return fmt.Errorf("byte %d: only letters, digits, '.', '_' and '-' are allowed", i)
-		}
-	}
-	return nil
-}
+// [A-Za-z0-9._-], not starting with '.' (av.CheckName, the one name rule).
+func ValidateName(s string) error { return av.CheckName(s) }
 
 // ValidateToken checks a token or key: 1–256 bytes of printable ASCII
 // without spaces. The message never contains the token.
