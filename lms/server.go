@@ -54,6 +54,7 @@ type Server struct {
 	apiMux    *http.ServeMux
 	requests  *prometheus.CounterVec
 	closing   atomic.Bool
+	draining  atomic.Bool
 
 	mu   sync.Mutex
 	ln   net.Listener
@@ -278,6 +279,10 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() {
+			writeError(w, http.StatusServiceUnavailable, "draining")
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := s.reg.Ready(ctx); err != nil {
@@ -288,6 +293,10 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 	})
 	return s.count(mux)
 }
+
+// Drain makes /readyz answer 503 "draining" from now on: the node is
+// being taken out of service (its media keeps serving).
+func (s *Server) Drain() { s.draining.Store(true) }
 
 func methodNotAllowed(allow string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

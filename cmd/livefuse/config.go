@@ -69,6 +69,10 @@ type Config struct {
 	Streams    []StreamConfig    `yaml:"streams"`
 	Shutdown   time.Duration     `yaml:"shutdown_timeout"`
 
+	// DrainTimeout bounds a drain (the first SIGTERM or Ctrl-C): how long
+	// players may stay before the node stops anyway (0: stop at once).
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+
 	// Unit is this process's origin unit (default "a"; --unit overrides).
 	Unit string `yaml:"unit"`
 	// Units lists every unit of the deployment with its relay address;
@@ -97,6 +101,8 @@ func defaultConfig() Config {
 		Encryption: defaultEncryptionConfig(),
 		AuthKey:    authkey.DefaultTypeAConfig(),
 		Shutdown:   5 * time.Second,
+
+		DrainTimeout: 30 * time.Second,
 	}
 }
 
@@ -139,6 +145,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Encryption.checkKeyAccess(c.Streams); err != nil {
 		return err
+	}
+	if c.DrainTimeout < 0 {
+		return fmt.Errorf("config: drain_timeout %s: want 0 (no drain) or more", c.DrainTimeout)
 	}
 	if c.AuthKey.MaxTTL < time.Minute {
 		return fmt.Errorf("config: auth_key.max_ttl %s: want at least 1m", c.AuthKey.MaxTTL)

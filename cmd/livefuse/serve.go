@@ -27,9 +27,11 @@ import (
 	"github.com/livefuse/livefuse/origin"
 )
 
-// serve runs every role until ctx is done, then shuts down gracefully: no
-// new connections, publishers and players closed, HLS flushed.
-func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) error {
+// serve runs every role until ctx is done or a drain that life starts has
+// ended (drain.go), then shuts down gracefully: no new connections,
+// publishers and players closed, HLS flushed.
+func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, stdout io.Writer) error {
+	drainer := &drainer{}
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -81,7 +83,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// Accepted feeds go to this unit's origin and, relayed, to every other unit.
 	relay := newRelay(cfg, transcodeSink{sink{hub}, tc}, log)
 	defer relay.Close()
-	deps := ingest.Deps{Sink: relay, Auth: auth, Play: crypt.play(playSource{hub, hooks.alias}), Budget: cfg.RTMP.NewBudget(), Guard: guard}
+	deps := ingest.Deps{Sink: relay, Auth: auth, Play: drainer.play(crypt.play(playSource{hub, hooks.alias})), Budget: cfg.RTMP.NewBudget(), Guard: guard}
 	puller := ingest.NewPuller(deps, log)
 	defer puller.Close()
 
@@ -158,7 +160,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// HTTP-FLV players take their connection over and keep per-write
 	// deadlines (origin max_lag).
 	mediaLn, err := netguard.NewHTTPListener(cfg.HTTP.Addr, "http", cfg.HTTP.HTTPConfig,
-		cm.wrap(rec.media(crypt.media(hub.Handler()))), log)
+		drainer.media(cm.wrap(rec.media(crypt.media(hub.Handler())))), log)
 	if err != nil {
 		return err
 	}
@@ -184,7 +186,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	printBanner(stdout, cfg, demo, api, mediaLn, rtmpSrv.Addr(), rtspSrv.Addr(), rtmpsAddr)
 	log.Info("livefuse serving", "rtmp", rtmpSrv.Addr(), "rtmps", rtmpsAddr, "rtsp", rtspSrv.Addr(), "http", mediaLn.Addr(), "https", mediaLn.TLS(), "api", api.URL())
 
-	<-ctx.Done()
+	drainer.wait(ctx, life, cfg.DrainTimeout, api.Drain, log)
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown)
 	defer cancel()
