@@ -102,7 +102,7 @@ Call with (dict "root" $ "unit" $unit).
 {{- $_ := set $cfg "bus" (dict "kafka" (dict "brokers" $v.kafka.brokers)) -}}
 {{- end -}}
 {{- if $v.recording.enabled -}}
-{{- $rec := dict "sink" $v.recording.sink "public_url" $v.recording.publicURL -}}
+{{- $rec := dict "sink" $v.recording.sink "public_url" $v.recording.publicURL "url_secret" "${LIVEFUSE_URL_SECRET}" -}}
 {{- if eq $v.recording.sink "s3" -}}
 {{- $s3 := $v.recording.s3 -}}
 {{- $_ := set $rec "s3" (dict "endpoint" (required "recording.s3.endpoint" $s3.endpoint) "bucket" (required "recording.s3.bucket" $s3.bucket) "region" $s3.region "tls" $s3.tls "prefix" $s3.prefix "access_key" "${LIVEFUSE_S3_ACCESS_KEY}" "secret_key" "${LIVEFUSE_S3_SECRET_KEY}") -}}
@@ -120,6 +120,10 @@ Call with (dict "root" $ "unit" $unit).
   valueFrom: {secretKeyRef: {name: {{ $sec }}, key: {{ $v.secrets.keys.apiToken }}}}
 - name: LIVEFUSE_RELAY_SECRET
   valueFrom: {secretKeyRef: {name: {{ $sec }}, key: {{ $v.secrets.keys.relaySecret }}}}
+{{- if $v.recording.enabled }}
+- name: LIVEFUSE_URL_SECRET
+  valueFrom: {secretKeyRef: {name: {{ $sec }}, key: {{ $v.secrets.keys.urlSecret }}}}
+{{- end }}
 {{- if and $v.recording.enabled (eq $v.recording.sink "s3") }}
 - name: LIVEFUSE_S3_ACCESS_KEY
   valueFrom: {secretKeyRef: {name: {{ $sec }}, key: {{ $v.secrets.keys.s3AccessKey }}}}
