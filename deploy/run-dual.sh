@@ -4,7 +4,8 @@
 #   unit b: RTMP :1936, RTSP :8555, HTTP :8081, API :9091 (uses unit a's etcd)
 #   an nginx edge on :8088 in front of both (unit a primary, unit b backup), when nginx is installed
 # Each unit relays the feeds it accepts to the other one, so both hold main and backup hot.
-# Ctrl-C stops everything. Data and logs go to ./livefuse-dual (override with DUAL_DIR).
+# Ctrl-C stops everything (each unit drains its players for up to DRAIN_TIMEOUT,
+# default 5s). Data and logs go to ./livefuse-dual (override with DUAL_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/livefuse}
@@ -33,6 +34,8 @@ relay_secret: "$RELAY_SECRET"
 rtmp: {addr: ":$2"}
 rtsp: {addr: ":$3", udp_rtp_addr: ":$4", udp_rtcp_addr: ":$(( $4 + 1 ))"}
 http: {addr: ":$5"}
+# Ctrl-C drains each unit: it stops once its players have left, or after this.
+drain_timeout: ${DRAIN_TIMEOUT:-5s}
 lms:
   api_addr: "127.0.0.1:$6"
   api_token: "$API_TOKEN"
