@@ -141,6 +141,8 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{"drain.timeout=30", "duration"},
 		{"etcd.endpoints=null", "etcd.endpoints"},
 		{"secrets.existingSecret=", "secrets.existingSecret"},
+		{"config.lms.api_token=plain", "config.lms.api_token: a secret"},
+		{"config.recording.s3.secret_key=plain", "config.recording.s3.secret_key: a secret"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			out, err := helmCmd(t, "template", "lf", ".", "--set", tc.set)

@@ -109,6 +109,13 @@ Call with (dict "root" $ "unit" $unit).
 {{- end -}}
 {{- $_ := set $cfg "recording" $rec -}}
 {{- end -}}
+{{- $c := $v.config -}}
+{{- range $path := list "relay_secret" "lms.api_token" "encryption.master_key" "recording.url_secret" "recording.s3.access_key" "recording.s3.secret_key" "recording.s3.session_token" -}}
+{{- $parts := splitList "." $path -}}
+{{- $found := $c -}}
+{{- range $parts -}}{{- if kindIs "map" $found -}}{{- $found = get $found . -}}{{- else -}}{{- $found = "" -}}{{- end -}}{{- end -}}
+{{- if $found -}}{{- fail (printf "config.%s: a secret, never in the ConfigMap; it comes from the Secret (secrets.keys)" $path) -}}{{- end -}}
+{{- end -}}
 {{- toYaml (mergeOverwrite $cfg (deepCopy $v.config)) -}}
 {{- end -}}
 
