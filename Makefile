@@ -81,6 +81,7 @@ minio:
 test: test-deps minio lint
 	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v '/e2e$$')
 	$(GO) test -count=1 -timeout $(GOTEST_TIMEOUT) ./e2e
+	$(MAKE) --no-print-directory chart-check
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_BRIEF)
 
 # drill: the multi-host drills (e2e/drill_test.go): units a and b, the etcd
@@ -89,6 +90,19 @@ test: test-deps minio lint
 # Host a lost, host a partitioned from etcd, unit a drained. About 3 minutes with the build.
 drill: test-deps
 	LIVEFUSE_DRILL=1 $(GO) test -count=1 -v -timeout 10m -run 'TestDrill' ./e2e/
+
+# chart-check checks deploy/ offline (no container engine, no cluster):
+# helm lint and helm template of deploy/helm/livefuse with the pinned helm
+# (installed once into the Go bin directory, about 3 minutes), every
+# rendered manifest decoded strictly into the Kubernetes API types, the
+# compose file and the Dockerfile parsed by their own tools. deploy/chartcheck
+# is a module of its own, so the server's module does not pull Kubernetes.
+HELM_VERSION := v4.3.2
+.PHONY: chart-check
+chart-check:
+	@bin="$$($(GO) env GOPATH)/bin/helm"; $(GO) version -m "$$bin" 2>/dev/null | grep -qE '^\s+mod\s+helm.sh/helm/v4\s+$(HELM_VERSION)\s' || { \
+	  echo "installing helm $(HELM_VERSION)"; GOFLAGS= $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); }
+	cd deploy/chartcheck && $(GO) test -count=1 -timeout 10m ./...
 
 # bench: Stream fan-out micro-benchmarks, then the player load test
 # (N HTTP-FLV and N RTMP players of one 2.5 Mbit/s stream).

@@ -9,7 +9,8 @@
 #   an nginx edge on $EDGE (8088) in front of both (unit a primary, unit b backup), when nginx is installed
 # The three etcd members form one cluster, so the control plane survives the loss of any one
 # process. Each unit relays the feeds it accepts to the other one, so both hold main and backup
-# hot. Ctrl-C stops everything. Data and logs go to ./livefuse-dual (override with DUAL_DIR).
+# hot. Ctrl-C stops everything (each unit drains its players for up to DRAIN_TIMEOUT, default
+# 5s). Data and logs go to ./livefuse-dual (override with DUAL_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/livefuse}
@@ -53,6 +54,8 @@ relay_secret: "$RELAY_SECRET"
 rtmp: {addr: "$HOST:$2"}
 rtsp: {addr: "$HOST:$3", udp_rtp_addr: "$HOST:$4", udp_rtcp_addr: "$HOST:$(( $4 + 1 ))"}
 http: {addr: "$HOST:$5"}
+# Ctrl-C drains each unit: it stops once its players have left, or after this.
+drain_timeout: ${DRAIN_TIMEOUT:-5s}
 lms:
   api_addr: "$HOST:$6"
   api_token: "$API_TOKEN"

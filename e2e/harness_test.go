@@ -269,7 +269,9 @@ func (s *server) waitReady(within time.Duration) error {
 	return fmt.Errorf("livefuse not ready in %s:\n%s", within, s.logs())
 }
 
-// stop sends SIGTERM and waits (SIGKILL after 10 s).
+// stop sends SIGTERM twice, as an operator who wants the node down now
+// (the first starts a drain, the second stops it at once: the drain has
+// its own tests), and waits (SIGKILL after 10 s).
 func (s *server) stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
@@ -280,6 +282,11 @@ func (s *server) stop() {
 	default:
 	}
 	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(100 * time.Millisecond):
+		s.cmd.Process.Signal(syscall.SIGTERM)
+	}
 	select {
 	case <-s.exited:
 	case <-time.After(10 * time.Second):

@@ -110,10 +110,11 @@ func TestDrainUnitBehindEdge(t *testing.T) {
   - {name: a, relay: "127.0.0.1:%d"}
   - {name: b, relay: "127.0.0.1:%d"}
 relay_secret: "e2e-relay-secret"
+drain_timeout: 60s
 streams:
   - {app: live, name: dr, publish_token: "drtok"}
 `, a.rtmp, b.rtmp)
-	node := "node: {drain_timeout: 60s, report_period: 500ms}"
+	node := "node: {report_period: 500ms}"
 	a.configure(fmt.Sprintf("unit: a\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {listen: \"127.0.0.1:%d\"}, %s}\n", a.apiPort, apiToken, etcdPort, node) + units)
 	b.configure(fmt.Sprintf("unit: b\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {endpoints: [\"127.0.0.1:%d\"]}, %s}\n", b.apiPort, apiToken, etcdPort, node) + units)
 	a.start()

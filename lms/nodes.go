@@ -28,9 +28,9 @@ type NodeConfig struct {
 	// Kubernetes the host name is the pod's).
 	ID string `yaml:"id"`
 	// DrainTimeout bounds a drain: past it the node counts as drained
-	// even with players left (SIGTERM then shuts down; keep the pod's
-	// termination grace period longer). Default 60 s.
-	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// even with players left (SIGTERM then shuts down). The wiring fills
+	// it from the top-level drain_timeout; default 60 s.
+	DrainTimeout time.Duration `yaml:"-"`
 	// ReportPeriod is how often the node writes its record and load
 	// (default 2 s; the record expires after three periods).
 	ReportPeriod time.Duration `yaml:"report_period"`
@@ -238,6 +238,12 @@ func (a *NodeAgent) Run(ctx context.Context) {
 		if err := a.put(ctx, key, ttl, &lease, n); err != nil && ctx.Err() == nil {
 			a.log.Debug("lms: node record not written", "err", err)
 		}
+		// While draining, look at the players often: the drain ends as
+		// soon as the last one leaves.
+		var fast <-chan time.Time
+		if n.State == api.NodeDraining {
+			fast = time.After(drainPoll)
+		}
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -245,6 +251,7 @@ func (a *NodeAgent) Run(ctx context.Context) {
 			cancel()
 			return
 		case <-t.C:
+		case <-fast:
 		case <-a.wake:
 		}
 	}
@@ -409,6 +416,8 @@ func MountNodes(s *Server, st *Store, self *NodeAgent) {
 }
 
 const (
+	// drainPoll is how often a draining node looks at its players.
+	drainPoll        = 250 * time.Millisecond
 	storeCallTimeout = 3 * time.Second
 	nodeAnswerWait   = 5 * time.Second
 )

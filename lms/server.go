@@ -57,6 +57,7 @@ type Server struct {
 	closing   atomic.Bool
 	readiness atomic.Pointer[func() error]
 	auto      autonomy
+	draining  atomic.Bool
 
 	mu   sync.Mutex
 	ln   net.Listener
@@ -300,6 +301,10 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 	// elsewhere. The store is reported apart ("store"): a node cut off
 	// from etcd serves on with its last known registry.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() {
+			writeError(w, http.StatusServiceUnavailable, "draining")
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		store := "ok"
@@ -316,6 +321,10 @@ func (s *Server) routes(promReg *prometheus.Registry) http.Handler {
 	})
 	return s.count(mux)
 }
+
+// Drain makes /readyz answer 503 "draining" from now on: the node is
+// being taken out of service (its media keeps serving).
+func (s *Server) Drain() { s.draining.Store(true) }
 
 func methodNotAllowed(allow string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -71,6 +71,10 @@ type Config struct {
 	Streams    []StreamConfig    `yaml:"streams"`
 	Shutdown   time.Duration     `yaml:"shutdown_timeout"`
 
+	// DrainTimeout bounds a drain (the first SIGTERM or Ctrl-C): how long
+	// players may stay before the node stops anyway (0: stop at once).
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+
 	// Unit is this process's origin unit (default "a"; --unit overrides).
 	Unit string `yaml:"unit"`
 	// Units lists every unit of the deployment with its relay address;
@@ -99,6 +103,8 @@ func defaultConfig() Config {
 		Encryption: defaultEncryptionConfig(),
 		AuthKey:    authkey.DefaultTypeAConfig(),
 		Shutdown:   5 * time.Second,
+
+		DrainTimeout: 30 * time.Second,
 	}
 }
 
@@ -163,6 +169,9 @@ func (c *Config) validate() []fieldError {
 	add("", c.LMS.Etcd.Validate())
 	add("", c.LMS.Node.Validate())
 	add("", lms.ValidateTokens(c.LMS.Tokens))
+	if c.DrainTimeout < 0 {
+		add("", fmt.Errorf("config: drain_timeout %s: want 0 (no drain) or more", c.DrainTimeout))
+	}
 	if c.AuthKey.MaxTTL < time.Minute {
 		add("", fmt.Errorf("config: auth_key.max_ttl %s: want at least 1m", c.AuthKey.MaxTTL))
 	}

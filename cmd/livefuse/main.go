@@ -11,9 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"runtime/pprof"
-	"syscall"
 
 	"gopkg.in/yaml.v3"
 )
@@ -63,11 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		log := newLogger(stderr, cfg.LogLevel)
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		ctx, life, stop := drainSignals()
 		defer stop()
-		// After the first signal the default action returns: a second
-		// SIGTERM or Ctrl-C ends a shutdown that hangs.
-		context.AfterFunc(ctx, stop)
 		if path := os.Getenv("LIVEFUSE_CPUPROFILE"); path != "" {
 			stopProfile, err := startCPUProfile(path)
 			if err != nil {
@@ -79,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if args[0] == "witness" {
 			err = witness(ctx, cfg, log, stdout)
 		} else {
-			err = serve(ctx, cfg, log, stdout)
+			err = serve(ctx, life, cfg, log, stdout)
 		}
 		switch {
 		case errors.Is(err, context.Canceled):

@@ -36,7 +36,9 @@ type nodeLife struct {
 
 func newNodeLife(cfg Config, store *lms.Store, hub *origin.Hub, promReg *prometheus.Registry, log *slog.Logger) (*nodeLife, error) {
 	n := &nodeLife{hub: hub, gather: promReg, log: log}
-	n.agent = lms.NewNodeAgent(store, cfg.LMS.Node, api.Node{Role: "unit", Unit: cfg.Unit}, n.load, log)
+	nc := cfg.LMS.Node
+	nc.DrainTimeout = cfg.DrainTimeout // one key for SIGTERM and API drains
+	n.agent = lms.NewNodeAgent(store, nc, api.Node{Role: "unit", Unit: cfg.Unit}, n.load, log)
 	gauges := []struct {
 		name, help string
 		fn         func(api.NodeLoad) float64

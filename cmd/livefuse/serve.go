@@ -29,9 +29,10 @@ import (
 	"github.com/livefuse/livefuse/web"
 )
 
-// serve runs every role until ctx is done, then shuts down gracefully: no
-// new connections, publishers and players closed, HLS flushed.
-func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) error {
+// serve runs every role until ctx is done or a drain that life starts has
+// ended (drain.go), then shuts down gracefully: no new connections,
+// publishers and players closed, HLS flushed.
+func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, stdout io.Writer) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -67,7 +68,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("origin: %w", err)
 	}
 	defer hub.Close()
-	life, err := newNodeLife(cfg, store, hub, promReg, log)
+	node, err := newNodeLife(cfg, store, hub, promReg, log)
 	if err != nil {
 		return err
 	}
@@ -94,7 +95,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// Accepted feeds go to this unit's origin and, relayed, to every other unit.
 	relay := newRelay(cfg, transcodeSink{sink{hub}, tc}, log)
 	defer relay.Close()
-	deps := ingest.Deps{Sink: relay, Auth: drainAuth{life, auth}, Play: drainPlay{life, playSource{hub}}, Budget: cfg.RTMP.NewBudget(), Guard: guard}
+	deps := ingest.Deps{Sink: relay, Auth: drainAuth{node, auth}, Play: drainPlay{node, playSource{hub}}, Budget: cfg.RTMP.NewBudget(), Guard: guard}
 	puller := ingest.NewPuller(deps, log)
 	defer puller.Close()
 
@@ -167,7 +168,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// HTTP-FLV players take their connection over and keep per-write
 	// deadlines (origin max_lag).
 	mediaLn, err := netguard.NewHTTPListener(cfg.HTTP.Addr, "http", cfg.HTTP.HTTPConfig,
-		life.media(cm.wrap(rec.media(mediaRoutes(hub, keys)))), log)
+		node.media(cm.wrap(rec.media(mediaRoutes(hub, keys)))), log)
 	if err != nil {
 		return err
 	}
@@ -185,20 +186,20 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	tc.mount(api)
 	rec.mount(api)
 	cm.mount(api)
-	life.mount(api, store)
+	node.mount(api, store)
 	api.SetAuditStore(store)
 	api.SetAuditPublisher(events)
 	if err := api.Start(); err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}
 	defer api.Close()
-	life.agent.SetAddrs(listenerAddrs(api.URL(), mediaLn.Addr(), rtmpSrv.Addr(), rtspSrv.Addr(), rtmpsAddr))
-	go life.run(ctx)
+	node.agent.SetAddrs(listenerAddrs(api.URL(), mediaLn.Addr(), rtmpSrv.Addr(), rtspSrv.Addr(), rtmpsAddr))
+	go node.run(ctx)
 
 	printBanner(stdout, cfg, demo, api, mediaLn, rtmpSrv.Addr(), rtspSrv.Addr(), rtmpsAddr)
 	log.Info("livefuse serving", "rtmp", rtmpSrv.Addr(), "rtmps", rtmpsAddr, "rtsp", rtspSrv.Addr(), "http", mediaLn.Addr(), "https", mediaLn.TLS(), "api", api.URL())
 
-	<-ctx.Done()
+	node.waitSignal(ctx, life, cfg.DrainTimeout, log)
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown)
 	defer cancel()
