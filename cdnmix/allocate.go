@@ -157,6 +157,9 @@ type AllocatorConfig struct {
 	// FleetSize is the number of dispatcher nodes sharing the vendors; with
 	// Admission each node admits 1/FleetSize of a pool's room per plan [1].
 	FleetSize int
+	// Share, when set, replaces 1/FleetSize: this node's measured share of
+	// the fleet's dispatch requests, in (0, 1] (see [FleetView.Share]).
+	Share func() float64
 	// StallRule, if set, enables the automatic stall rule.
 	StallRule *StallRuleConfig
 	// Now is the clock [time.Now].
@@ -560,6 +563,12 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map[poolKey]float64, prev *Plan, obs map[Key]Observation) map[poolKey]*budget {
 	same := prev != nil && prev.budgets != nil && maps.Equal(prev.obs, obs)
 	out := make(map[poolKey]*budget, len(vs.list))
+	share := 1 / float64(a.cfg.FleetSize)
+	if a.cfg.Share != nil {
+		if s := a.cfg.Share(); s > 0 && s <= 1 {
+			share = s
+		}
+	}
 	for vi, v := range vs.list {
 		for _, r := range append([]string{""}, slices.Collect(maps.Keys(v.Regions))...) {
 			pk := poolKey{vi, r}
@@ -567,7 +576,7 @@ func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map
 			room := lim.CeilingMbps*(1-a.cfg.CeilingHeadroom) - loads[pk]
 			n := int64(0)
 			if room > 0 {
-				n = int64(room / pools[pk].viewerMbps(a.cfg.DefaultViewerMbps) / float64(a.cfg.FleetSize))
+				n = int64(room / pools[pk].viewerMbps(a.cfg.DefaultViewerMbps) * share)
 			}
 			b := &budget{}
 			if old := prev.budgetOf(pk); same && old != nil {

@@ -64,6 +64,9 @@ type Config struct {
 	// Every dispatcher node needs every event: in a fleet on Kafka give
 	// each node its own group (nodes in one group would split the events).
 	Group string `yaml:"group"`
+	// Aggregation splits the aggregation over a fleet (roles stage_one
+	// and dispatch on Kafka); by default a node aggregates in process.
+	Aggregation AggregationConfig `yaml:"aggregation"`
 }
 
 // QoSSettings is the qos part of the cdnmix config. Each dispatch answer
@@ -173,6 +176,11 @@ type Mixer struct {
 	geo   Locator
 	close func() error
 
+	aggn   aggregation
+	obs    Observer   // the allocator's: agg, or fleet on a dispatch node
+	stage1 *StageOne  // on a stage_one node
+	fleet  *FleetView // on a dispatch node
+
 	// regions and isps are the configured ones and those of the IP
 	// database: with the vendors', the values aggregated (see bound).
 	regions, isps map[string]struct{}
@@ -247,10 +255,15 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 	if err != nil {
 		return fail(err)
 	}
-	m.agg, err = NewAggregator(AggregatorConfig{Locator: m.geo, BandwidthWindow: cfg.BandwidthWindow,
+	aggCfg := AggregatorConfig{Locator: m.geo, BandwidthWindow: cfg.BandwidthWindow,
 		QualityWindow: cfg.QualityWindow, ForecastAhead: cfg.ForecastAhead, PolledTTL: 3 * m.cfg.StatsInterval,
-		MaxSessions: cfg.QoS.QualitySessions, Bound: m.bound, Now: m.opts.now, Logger: log})
+		MaxSessions: cfg.QoS.QualitySessions, Bound: m.bound, Now: m.opts.now, Logger: log}
+	m.agg, err = NewAggregator(aggCfg)
 	if err != nil {
+		return fail(err)
+	}
+	m.obs = m.agg
+	if err := m.setupAggregation(aggCfg); err != nil {
 		return fail(err)
 	}
 	var buckets []Bucket
@@ -263,9 +276,12 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 	for _, i := range cfg.ISPs {
 		buckets = append(buckets, Bucket{ISP: i})
 	}
-	acfg := AllocatorConfig{Vendors: cfg.Vendors, Buckets: buckets, Observer: m.agg, Interval: cfg.Recompute,
+	acfg := AllocatorConfig{Vendors: cfg.Vendors, Buckets: buckets, Observer: m.obs, Interval: cfg.Recompute,
 		MinChange: cfg.MinChange, CeilingHeadroom: cfg.CeilingHeadroom, Admission: cfg.Admission,
 		DefaultViewerMbps: cfg.ViewerMbps, FleetSize: cfg.FleetSize, Now: m.opts.now, Logger: log}
+	if m.fleet != nil {
+		acfg.Share = m.fleet.Share
+	}
 	if cfg.StallRule.Threshold > 0 {
 		rule := cfg.StallRule
 		rule.OnAlert = m.alert
@@ -388,7 +404,15 @@ func (m *Mixer) alert(a Alert) {
 // Run aggregates from the bus and recomputes the plan until ctx ends.
 func (m *Mixer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Go(func() { m.agg.Run(ctx, m.bus, m.cfg.Group) })
+	if !m.aggn.fleet() {
+		wg.Go(func() { m.agg.Run(ctx, m.bus, m.cfg.Group) })
+	}
+	if m.stage1 != nil {
+		wg.Go(func() { m.stage1.Run(ctx, m.bus.(bus.PartitionConsumer), m.aggn.StageOneGroup) })
+	}
+	if m.fleet != nil {
+		wg.Go(func() { m.fleet.Run(ctx, m.bus.(bus.Tailer)) })
+	}
 	wg.Go(func() { m.alloc.Run(ctx) })
 	wg.Go(func() { m.pollStats(ctx, m.cfg.StatsInterval) })
 	wg.Wait()
@@ -432,6 +456,11 @@ func (m *Mixer) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch p := r.URL.Path; {
 		case strings.HasPrefix(p, "/dispatch/"):
+			if m.aggn.fleet() && !m.aggn.dispatch {
+				// A stage-one worker sees no fleet-wide figures.
+				http.Error(w, "not a dispatcher node", http.StatusServiceUnavailable)
+				return
+			}
 			m.disp.ServeHTTP(w, r)
 		case p == "/qos":
 			m.qos.ServeHTTP(w, r)
@@ -507,7 +536,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descAggInput, as.Late, "late")
 	counter(descAggInput, as.Unknown, "unknown_vendor")
 	counter(descAggInput, as.Overflow, "overflow")
-	for k, ob := range c.m.agg.Snapshot() {
+	for k, ob := range c.m.obs.Snapshot() {
 		if ob.Users > 0 {
 			ch <- prometheus.MustNewConstMetric(descStallRate, prometheus.GaugeValue, ob.StallRate, k.Vendor, k.Bucket.Region, k.Bucket.ISP)
 		}
