@@ -160,6 +160,14 @@ type AllocatorConfig struct {
 	// Share, when set, replaces 1/FleetSize: this node's measured share of
 	// the fleet's dispatch requests, in (0, 1] (see [FleetView.Share]).
 	Share func() float64
+	// PendingWindow, when set, makes admission count the viewers this
+	// node admitted that the observations do not show yet: a viewer
+	// admitted at t counts in full until t+PendingDelay, then fades out
+	// over PendingWindow (the bandwidth window, whose mean takes it in
+	// as slowly). Without it, the next plan after a wave, built on
+	// observations that lag, grants the same room again. A fleet's
+	// observations pass through two stages, so its dispatch nodes set it.
+	PendingWindow, PendingDelay time.Duration
 	// StallRule, if set, enables the automatic stall rule.
 	StallRule *StallRuleConfig
 	// Now is the clock [time.Now].
@@ -198,6 +206,16 @@ type Allocator struct {
 	mu        sync.Mutex // serializes recomputes and guards what follows
 	rule      *stallRule
 	poolState map[poolKey]Tier
+	admits    map[pendingKey][]admitted // with PendingWindow
+}
+
+// pendingKey names a pool across vendor list changes.
+type pendingKey struct{ vendor, region string }
+
+// admitted is what one plan admitted into a pool.
+type admitted struct {
+	at time.Time
+	n  int64
 }
 
 // NewAllocator validates cfg and computes a first plan.
@@ -516,7 +534,7 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 
 	plan := &Plan{At: now, vendors: vs, obs: obs, buckets: make(map[Bucket]*BucketPlan, len(works))}
 	if a.cfg.Admission {
-		plan.budgets = a.budgets(vs, pools, loads, prev, obs)
+		plan.budgets = a.budgets(vs, pools, loads, prev, obs, a.pending(now, vs, prev, pools))
 	}
 	for _, w := range works {
 		bp := &BucketPlan{Bucket: w.b, Candidates: make([]Candidate, nv), ratios: w.ratios}
@@ -560,7 +578,7 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 // the fleet. When the observations are the same as the previous plan's
 // (a recompute after a blacklist or vendor change), the viewers admitted
 // since are not in the load yet, so they are carried and subtracted.
-func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map[poolKey]float64, prev *Plan, obs map[Key]Observation) map[poolKey]*budget {
+func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map[poolKey]float64, prev *Plan, obs map[Key]Observation, pending map[poolKey]float64) map[poolKey]*budget {
 	same := prev != nil && prev.budgets != nil && maps.Equal(prev.obs, obs)
 	out := make(map[poolKey]*budget, len(vs.list))
 	share := 1 / float64(a.cfg.FleetSize)
@@ -575,8 +593,8 @@ func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map
 			lim := v.limits(r)
 			room := lim.CeilingMbps*(1-a.cfg.CeilingHeadroom) - loads[pk]
 			n := int64(0)
-			if room > 0 {
-				n = int64(room / pools[pk].viewerMbps(a.cfg.DefaultViewerMbps) * share)
+			if mine := room*share - pending[pk]; room > 0 && mine > 0 {
+				n = int64(mine / pools[pk].viewerMbps(a.cfg.DefaultViewerMbps))
 			}
 			b := &budget{}
 			if old := prev.budgetOf(pk); same && old != nil {
@@ -585,6 +603,51 @@ func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map
 			b.granted = max(0, n-b.carried)
 			b.left.Store(b.granted)
 			out[pk] = b
+		}
+	}
+	return out
+}
+
+// pending records what the previous plan admitted and returns, per pool,
+// the Mbps of this node's admitted viewers the observations do not show
+// yet (see PendingWindow); nil without PendingWindow.
+func (a *Allocator) pending(now time.Time, vs *vendorSet, prev *Plan, pools map[poolKey]poolLoad) map[poolKey]float64 {
+	if a.cfg.PendingWindow <= 0 {
+		return nil
+	}
+	if a.admits == nil {
+		a.admits = make(map[pendingKey][]admitted)
+	}
+	if prev != nil && prev.budgets != nil {
+		for pk, b := range prev.budgets {
+			if n := b.taken(); n > 0 && pk.vendor < len(prev.vendors.list) {
+				k := pendingKey{prev.vendors.list[pk.vendor].Name, pk.region}
+				a.admits[k] = append(a.admits[k], admitted{now, n}) // taken by now: counted late, never early
+			}
+		}
+	}
+	horizon := a.cfg.PendingDelay + a.cfg.PendingWindow
+	out := make(map[poolKey]float64)
+	for k, list := range a.admits {
+		i := 0
+		for i < len(list) && now.Sub(list[i].at) > horizon {
+			i++
+		}
+		list = list[i:]
+		if len(list) == 0 {
+			delete(a.admits, k)
+			continue
+		}
+		a.admits[k] = list
+		vi, ok := vs.byName[k.vendor]
+		if !ok {
+			continue
+		}
+		pk := poolKey{vi, k.region}
+		vm := pools[pk].viewerMbps(a.cfg.DefaultViewerMbps)
+		for _, ad := range list {
+			seen := clamp01(float64(now.Sub(ad.at)-a.cfg.PendingDelay) / float64(a.cfg.PendingWindow))
+			out[pk] += float64(ad.n) * vm * (1 - seen)
 		}
 	}
 	return out

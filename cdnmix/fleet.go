@@ -69,6 +69,11 @@ type AggregationConfig struct {
 	// PartialTTL is how long a partition's partial counts after its last
 	// update [30s]: longer than a takeover after a worker dies.
 	PartialTTL time.Duration `yaml:"partial_ttl"`
+	// AdmissionDelay is how long a viewer a dispatch node admitted takes
+	// to show in the fleet-wide figures (log shipping, both stages'
+	// ticks) [3s]: until then, and while the bandwidth window takes it in,
+	// the node counts it against its admission room itself.
+	AdmissionDelay time.Duration `yaml:"admission_delay"`
 	// NodeID names this node in the partials and dispatch counts [host
 	// name, process id and a random suffix].
 	NodeID string `yaml:"node_id"`
@@ -96,8 +101,11 @@ func (c AggregationConfig) check() (aggregation, error) {
 			return a, fmt.Errorf("aggregation: role %q: want local, stage_one or dispatch", r)
 		}
 	}
-	if c.Tick < 0 || c.PartialTTL < 0 {
-		return a, errors.New("aggregation: tick and partial_ttl must not be negative")
+	if c.Tick < 0 || c.PartialTTL < 0 || c.AdmissionDelay < 0 {
+		return a, errors.New("aggregation: tick, partial_ttl and admission_delay must not be negative")
+	}
+	if a.AdmissionDelay == 0 {
+		a.AdmissionDelay = 3 * time.Second
 	}
 	if a.StageOneGroup == "" {
 		a.StageOneGroup = "cdnmix-stage-one"

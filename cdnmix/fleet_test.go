@@ -222,3 +222,56 @@ func TestAggregationRoles(t *testing.T) {
 		t.Fatal("role dispatch on the memory bus accepted")
 	}
 }
+
+// Admission with PendingWindow and a share: the next plan, on
+// observations that do not show the viewers just admitted yet, does not
+// grant their room again; the admitted viewers fade out of the pending
+// load as the window takes them in; a share of 0.25 gets a quarter.
+func TestAdmissionPending(t *testing.T) {
+	o := &StaticObserver{}
+	now := testNow
+	o.Replace(map[Key]Observation{{"a", testBucket}: {Mbps: 400, Users: 200, PullSuccess: 1}})
+	share := 1.0
+	al, err := NewAllocator(AllocatorConfig{
+		Vendors: []Vendor{vendor("a", 900, 1000), vendor("b", 100, 100000)},
+		Buckets: []Bucket{testBucket}, Observer: o, Logger: quietLog, Admission: true,
+		PendingWindow: 10 * time.Second, PendingDelay: 3 * time.Second, Share: func() float64 { return share },
+		Now: func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	budgetA := func(p *Plan) int64 {
+		for _, ps := range p.Pools {
+			if ps.Vendor == "a" {
+				return ps.Budget
+			}
+		}
+		return -2
+	}
+	bp := al.Plan().Lookup(testBucket)
+	for range 1000 {
+		bp.Pick()
+	}
+	// The observations move a little (not the viewers admitted): without
+	// the pending count a would get 290 - 2 again.
+	now = now.Add(time.Second)
+	o.Replace(map[Key]Observation{{"a", testBucket}: {Mbps: 404, Users: 202, PullSuccess: 1}})
+	if b := budgetA(al.Recompute(now)); b != 0 {
+		t.Fatalf("budget %d right after the wave, want 0", b)
+	}
+	// 7 s after they were counted (delay 3 s, then 4 s of the 10 s window
+	// seen), load unchanged: 60 % of the 290 viewers are pending, so
+	// (580 - 0.6 × 290 × 2) / 2 = 116 fit.
+	now = now.Add(7 * time.Second)
+	o.Replace(map[Key]Observation{{"a", testBucket}: {Mbps: 400, Users: 200, PullSuccess: 1}})
+	if b := budgetA(al.Recompute(now)); b != 116 {
+		t.Fatalf("budget %d 4 s into the window, want 116", b)
+	}
+	now = now.Add(time.Minute)
+	share = 0.25
+	o.Replace(map[Key]Observation{{"a", testBucket}: {Mbps: 402, Users: 201, PullSuccess: 1}})
+	if b := budgetA(al.Recompute(now)); b != 72 {
+		t.Fatalf("budget %d at share 0.25, want 72 (a quarter of 289)", b)
+	}
+}

@@ -119,6 +119,8 @@ func DefaultConfig() Config {
 		QoS: QoSSettings{TokenTTL: 6 * time.Hour, SessionRate: 0.5, SessionBurst: 30, RateSessions: 100_000, SessionsPerNetwork: 100,
 			QualitySessions: 1_000_000, MaxBody: 64 << 10, BodyTimeout: 10 * time.Second},
 		Group: "cdnmix",
+		Aggregation: AggregationConfig{StageOneGroup: "cdnmix-stage-one", PartialsTopic: "cdnmix.partials",
+			Tick: time.Second, PartialTTL: 30 * time.Second, AdmissionDelay: 3 * time.Second},
 	}
 }
 
@@ -281,6 +283,7 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 		DefaultViewerMbps: cfg.ViewerMbps, FleetSize: cfg.FleetSize, Now: m.opts.now, Logger: log}
 	if m.fleet != nil {
 		acfg.Share = m.fleet.Share
+		acfg.PendingWindow, acfg.PendingDelay = m.agg.cfg.BandwidthWindow, m.aggn.AdmissionDelay
 	}
 	if cfg.StallRule.Threshold > 0 {
 		rule := cfg.StallRule
