@@ -168,6 +168,10 @@ type AllocatorConfig struct {
 	// observations that lag, grants the same room again. A fleet's
 	// observations pass through two stages, so its dispatch nodes set it.
 	PendingWindow, PendingDelay time.Duration
+	// Stale, if set, adds to PendingDelay how far behind the oldest part
+	// of the observations is (a stage-one partition whose owner died
+	// keeps its last figures until a new owner has caught up).
+	Stale func() time.Duration
 	// StallRule, if set, enables the automatic stall rule.
 	StallRule *StallRuleConfig
 	// Now is the clock [time.Now].
@@ -626,7 +630,11 @@ func (a *Allocator) pending(now time.Time, vs *vendorSet, prev *Plan, pools map[
 			}
 		}
 	}
-	horizon := a.cfg.PendingDelay + a.cfg.PendingWindow
+	delay := a.cfg.PendingDelay
+	if a.cfg.Stale != nil {
+		delay += max(0, a.cfg.Stale())
+	}
+	horizon := delay + a.cfg.PendingWindow
 	out := make(map[poolKey]float64)
 	for k, list := range a.admits {
 		i := 0
@@ -646,7 +654,7 @@ func (a *Allocator) pending(now time.Time, vs *vendorSet, prev *Plan, pools map[
 		pk := poolKey{vi, k.region}
 		vm := pools[pk].viewerMbps(a.cfg.DefaultViewerMbps)
 		for _, ad := range list {
-			seen := clamp01(float64(now.Sub(ad.at)-a.cfg.PendingDelay) / float64(a.cfg.PendingWindow))
+			seen := clamp01(float64(now.Sub(ad.at)-delay) / float64(a.cfg.PendingWindow))
 			out[pk] += float64(ad.n) * vm * (1 - seen)
 		}
 	}

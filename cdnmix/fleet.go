@@ -466,6 +466,7 @@ type FleetViewConfig struct {
 	// Node is this node's id; Requests, if set, counts its dispatch
 	// requests, published on Topic through Publisher every tick.
 	Node      string
+	MinNodes  int // the fleet's size until the counts show more nodes [1]
 	Requests  func() uint64
 	Publisher bus.Publisher
 	Topic     string
@@ -480,8 +481,9 @@ type FleetView struct {
 	cfg  FleetViewConfig
 	snap atomic.Pointer[map[Key]Observation]
 	// share is this node's share of the fleet's dispatch requests, as
-	// float64 bits.
-	share atomic.Uint64
+	// float64 bits; behind how far the oldest partial is behind.
+	share  atomic.Uint64
+	behind atomic.Int64
 
 	mu      sync.Mutex
 	sources map[string]*fleetMsg
@@ -533,6 +535,11 @@ func NewFleetView(cfg FleetViewConfig) *FleetView {
 
 // Snapshot implements Observer.
 func (f *FleetView) Snapshot() map[Key]Observation { return *f.snap.Load() }
+
+// Stale returns how far the oldest partial counted is behind the others
+// (more than two ticks old): a partition whose owner died, until a new
+// owner has caught up.
+func (f *FleetView) Stale() time.Duration { return time.Duration(f.behind.Load()) }
 
 // Share returns this node's share of the fleet's dispatch requests, in
 // (0, 1]: its admission share.
@@ -651,11 +658,13 @@ func (f *FleetView) Tick() map[Key]Observation {
 	ahead := float64(f.cfg.ForecastAhead) / float64(f.cfg.Tick)
 	f.mu.Lock()
 	sums := make(map[Key]*fleetSum)
+	var behind time.Duration
 	for src, m := range f.sources {
 		if now.Sub(m.At) > f.cfg.TTL {
 			delete(f.sources, src)
 			continue
 		}
+		behind = max(behind, now.Sub(m.At)-2*f.cfg.Tick)
 		for _, p := range m.Keys {
 			k := Key{p.Vendor, Bucket{p.Region, p.ISP}}
 			if f.cfg.Bound != nil {
@@ -733,6 +742,7 @@ func (f *FleetView) Tick() map[Key]Observation {
 		}
 	}
 	f.share.Store(math.Float64bits(f.shareLocked(now)))
+	f.behind.Store(int64(max(0, behind)))
 	f.mu.Unlock()
 	f.snap.Store(&snap)
 	if f.cfg.Requests != nil && f.cfg.Publisher != nil {
@@ -746,7 +756,9 @@ func (f *FleetView) Tick() map[Key]Observation {
 
 // shareLocked is this node's share of the live nodes' request rates,
 // with a floor of a twentieth of an even share so that a node without
-// traffic yet can still admit some.
+// traffic yet can still admit some. Until the counts show MinNodes nodes,
+// the missing ones count with no traffic (so a node that starts first
+// does not take the whole room).
 func (f *FleetView) shareLocked(now time.Time) float64 {
 	total, mine, n := 0.0, 0.0, 0
 	self := false
@@ -766,6 +778,7 @@ func (f *FleetView) shareLocked(now time.Time) float64 {
 	if !self {
 		n++
 	}
+	n = max(n, f.cfg.MinNodes)
 	if total <= 0 {
 		return 1 / float64(n)
 	}
@@ -816,7 +829,7 @@ func (m *Mixer) setupAggregation(aggCfg AggregatorConfig) error {
 			return errors.New("aggregation: role dispatch needs the Kafka bus (bus.kafka.brokers)")
 		}
 		m.fleet = NewFleetView(FleetViewConfig{Tick: a.Tick, TTL: a.PartialTTL, ForecastAhead: m.agg.cfg.ForecastAhead,
-			PolledTTL: m.agg.cfg.PolledTTL, Bound: m.bound, Node: a.NodeID, Publisher: m.bus, Topic: a.PartialsTopic,
+			PolledTTL: m.agg.cfg.PolledTTL, Bound: m.bound, Node: a.NodeID, MinNodes: m.cfg.FleetSize, Publisher: m.bus, Topic: a.PartialsTopic,
 			Requests: func() uint64 {
 				st := m.disp.Stats()
 				return st.Dispatched + st.Unavailable

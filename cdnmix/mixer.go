@@ -283,7 +283,7 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 		DefaultViewerMbps: cfg.ViewerMbps, FleetSize: cfg.FleetSize, Now: m.opts.now, Logger: log}
 	if m.fleet != nil {
 		acfg.Share = m.fleet.Share
-		acfg.PendingWindow, acfg.PendingDelay = m.agg.cfg.BandwidthWindow, m.aggn.AdmissionDelay
+		acfg.PendingWindow, acfg.PendingDelay, acfg.Stale = m.agg.cfg.BandwidthWindow, m.aggn.AdmissionDelay, m.fleet.Stale
 	}
 	if cfg.StallRule.Threshold > 0 {
 		rule := cfg.StallRule
@@ -496,12 +496,13 @@ var (
 	descQoSRate   = prometheus.NewDesc("cdnmix_qos_rate_sessions", "Sessions whose beacon rate /qos tracks.", nil, nil)
 	descQualSess  = prometheus.NewDesc("cdnmix_quality_sessions", "Sessions in the aggregator's quality window.", nil, nil)
 	descAggInput  = prometheus.NewDesc("cdnmix_aggregator_input_total", "Aggregator input by kind (bad and late ones are dropped).", []string{"kind"}, nil)
+	descShare     = prometheus.NewDesc("cdnmix_admission_share", "This dispatch node's share of the fleet's dispatch requests: the share of each pool's room it admits per plan (1/fleet_size without the two-stage aggregation).", nil, nil)
 	descStallRate = prometheus.NewDesc("cdnmix_stall_rate", "1-minute user stall rate per vendor, region, ISP.", []string{"vendor", "region", "isp"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDispatch, descPoolMbps, descPoolFc, descPoolCom, descPoolCeil, descBeacons,
-		descQoSResult, descQoSRate, descQualSess, descAggInput, descStallRate} {
+		descQoSResult, descQoSRate, descQualSess, descAggInput, descStallRate, descShare} {
 		ch <- d
 	}
 }
@@ -530,6 +531,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descQoSResult, n, r.String())
 	}
 	ch <- prometheus.MustNewConstMetric(descQoSRate, prometheus.GaugeValue, float64(c.m.qos.TrackedSessions()))
+	share := 1 / float64(max(1, c.m.cfg.FleetSize))
+	if c.m.fleet != nil {
+		share = c.m.fleet.Share()
+	}
+	ch <- prometheus.MustNewConstMetric(descShare, prometheus.GaugeValue, share)
 	as := c.m.agg.Stats()
 	ch <- prometheus.MustNewConstMetric(descQualSess, prometheus.GaugeValue, float64(as.Sessions))
 	counter(descAggInput, as.Logs, "logs")
