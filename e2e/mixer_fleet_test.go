@@ -10,10 +10,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -370,4 +373,208 @@ cdnmix:
 		t.Fatal(err)
 	}
 	t.Logf("wrote %s and %s", csvF.Name(), svgF.Name())
+}
+
+// mixertoolBin builds e2e/mixertool once per run.
+var mixertoolBin = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(env.dir, "mixertool")
+	out, err := exec.Command("go", "build", "-o", bin, "./mixertool").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build mixertool: %v: %s", err, out)
+	}
+	return bin, nil
+})
+
+// startBare runs `mixertool bare`, a plain net/http handler answering a
+// fixed 302, in its own process, and returns its base URL.
+func startBare(t *testing.T) string {
+	t.Helper()
+	bin, err := mixertoolBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "bare", "-addr", "127.0.0.1:0")
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		t.Fatal("mixertool bare did not start")
+	}
+	addr, ok := strings.CutPrefix(sc.Text(), "ready ")
+	if !ok {
+		t.Fatalf("mixertool bare: %s", sc.Text())
+	}
+	go io.Copy(io.Discard, out)
+	return "http://" + addr
+}
+
+// hammer asks GET base/dispatch/live/demo.flv round-robin over bases
+// from workers keep-alive connections for d and returns the 302s a second.
+func hammer(bases []string, workers int, d time.Duration) float64 {
+	var n atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Go(func() {
+			c := mixerwave.NewClient()
+			url := bases[i%len(bases)] + "/dispatch/live/demo.flv"
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusFound {
+					n.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n.Load()) / d.Seconds()
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// TestMixerFleetMeasure (make drill-mixer; skipped unless
+// MIXER_FLEET_MEASURE is set) measures, with 1, 2 and 3 dispatch nodes
+// and one stage-one worker on kfake: dispatches a second over all nodes
+// against the bare net/http handler in the same run (3 s each, medians
+// of 3), and the time from a vendor's stall beacons being accepted at one
+// node to every node's plan moving off that vendor in the bucket (its
+// ratio under a fifth of what it was; 3 buckets, median).
+func TestMixerFleetMeasure(t *testing.T) {
+	if os.Getenv("MIXER_FLEET_MEASURE") == "" {
+		t.Skip("set MIXER_FLEET_MEASURE=1 (make drill-mixer)")
+	}
+	geo, err := filepath.Abs("../cdnmix/testdata/geo.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := startBare(t)
+	const workers = 32
+	counts := []int{1, 2, 3}
+	if n := fleetEnvInt("MIXER_FLEET_NODES", 0); n > 0 {
+		counts = []int{n}
+	}
+	for _, n := range counts {
+		t.Run(fmt.Sprintf("nodes-%d", n), func(t *testing.T) {
+			kb := startKafka(t)
+			cfg := func(role string) string {
+				return fmt.Sprintf(`streams:
+  - {app: live, name: demo, publish_token: "pubtok"}
+bus: {kafka: {brokers: [%q], partitions: 3}}
+cdnmix:
+  vendors:
+    - {name: v1, flv_base: "http://a.example.com", commit_mbps: 60000, ceiling_mbps: 100000}
+    - {name: v2, flv_base: "http://b.example.com", commit_mbps: 30000, ceiling_mbps: 100000}
+    - {name: v3, flv_base: "http://c.example.com", commit_mbps: 30000, ceiling_mbps: 100000}
+  geo: {cidr_file: %q}
+  trusted_proxies: [127.0.0.1]
+  regions: [GD, SH, BJ]
+  isps: [telecom, unicom]
+  recompute: 1s
+  quality_window: 30s
+  viewer_mbps: 0.001
+  fleet_size: %d
+  qos: {token_key: "fleet-test-token-key-0123456789", session_rate: 2, sessions_per_network: -1}
+  aggregation: {roles: [%s]}
+`, kb.addr, geo, n, role)
+			}
+			startServer(t, cfg("stage_one"))
+			var nodes []*server
+			var bases []string
+			for range n {
+				s := startServer(t, cfg("dispatch"))
+				nodes = append(nodes, s)
+				bases = append(bases, fmt.Sprintf("http://127.0.0.1:%d", s.http))
+			}
+			var disp, base []float64
+			for range 3 {
+				disp = append(disp, hammer(bases, workers, 3*time.Second))
+				base = append(base, hammer([]string{bare}, workers, 3*time.Second))
+			}
+			d, b := median(disp), median(base)
+			t.Logf("MEASURE nodes=%d dispatches/s all nodes %.0f (per node %.0f), bare net/http %.0f/s, ratio %.2f; runs %v bare %v",
+				n, d, d/float64(n), b, d/b, disp, base)
+
+			var reactions []float64
+			for _, c := range []struct{ xff, region, isp string }{
+				{"198.51.100.7", "GD", "telecom"}, {"203.0.113.9", "SH", "telecom"}, {"192.0.2.7", "BJ", "unicom"},
+			} {
+				ratio := func(s *server) float64 {
+					var p cdnPlan
+					if code, err := s.api("GET", "/cdn/plan", nil, &p); err != nil || code != 200 {
+						return -1
+					}
+					return p.ratio(c.region, c.isp, "v2")
+				}
+				// Moved: v2's ratio under a fifth of what it was (its
+				// quality factor falls to the floor, not to 0).
+				var before []float64
+				for _, s := range nodes {
+					r := ratio(s)
+					before = append(before, r)
+					if r <= 0 {
+						t.Fatalf("v2 not planned in %s/%s before the stalls: %v", c.region, c.isp, r)
+					}
+				}
+				mk := func(vendor string, empty int) []byte {
+					var bs []map[string]any
+					for range 30 {
+						bs = append(bs, map[string]any{"token": qosToken(t, nodes[0], c.xff, vendor), "event": "heartbeat", "buffer_empty_ms": empty})
+					}
+					b, _ := json.Marshal(bs)
+					return b
+				}
+				stalls, clean := mk("v2", 4000), mk("v3", 0)
+				post := func(body []byte) {
+					req, _ := http.NewRequest("POST", bases[0]+"/qos", strings.NewReader(string(body)))
+					req.Header.Set("X-Forwarded-For", c.xff)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil || resp.StatusCode != http.StatusNoContent {
+						t.Fatalf("POST /qos: %v %v", resp, err)
+					}
+					resp.Body.Close()
+				}
+				post(clean)
+				post(stalls)
+				posted := time.Now()
+				moved := make([]time.Duration, n)
+				for deadline := posted.Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+					left := 0
+					for i, s := range nodes {
+						if moved[i] == 0 {
+							if r := ratio(s); r >= 0 && r < before[i]/5 {
+								moved[i] = time.Since(posted)
+							} else {
+								left++
+							}
+						}
+					}
+					if left == 0 {
+						break
+					}
+				}
+				last := slices.Max(moved)
+				if slices.Contains(moved, 0) {
+					t.Fatalf("%s/%s: plans moved %v: not every node within 30 s", c.region, c.isp, moved)
+				}
+				reactions = append(reactions, last.Seconds())
+				t.Logf("%s/%s: every node's plan off v2 %v after the stall beacons (per node %v)", c.region, c.isp,
+					last.Round(10*time.Millisecond), moved)
+			}
+			t.Logf("MEASURE nodes=%d stall beacons to every plan moved: median %.2f s of %v", n, median(reactions), reactions)
+		})
+	}
 }
