@@ -497,12 +497,15 @@ var (
 	descQualSess  = prometheus.NewDesc("cdnmix_quality_sessions", "Sessions in the aggregator's quality window.", nil, nil)
 	descAggInput  = prometheus.NewDesc("cdnmix_aggregator_input_total", "Aggregator input by kind (bad and late ones are dropped).", []string{"kind"}, nil)
 	descShare     = prometheus.NewDesc("cdnmix_admission_share", "This dispatch node's share of the fleet's dispatch requests: the share of each pool's room it admits per plan (1/fleet_size without the two-stage aggregation).", nil, nil)
+	descStage1    = prometheus.NewDesc("cdnmix_stage_one_records_total", "Records a stage-one worker took from its partitions, by result: applied, or duplicate (a redelivery within one ownership, skipped).", []string{"result"}, nil)
+	descStage1P   = prometheus.NewDesc("cdnmix_stage_one_partitions", "Partitions of cdn.logs and qos.beacons this stage-one worker owns.", nil, nil)
+	descFleetSrc  = prometheus.NewDesc("cdnmix_fleet_partials", "Partitions whose partials this dispatch node sums.", nil, nil)
 	descStallRate = prometheus.NewDesc("cdnmix_stall_rate", "1-minute user stall rate per vendor, region, ISP.", []string{"vendor", "region", "isp"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDispatch, descPoolMbps, descPoolFc, descPoolCom, descPoolCeil, descBeacons,
-		descQoSResult, descQoSRate, descQualSess, descAggInput, descStallRate, descShare} {
+		descQoSResult, descQoSRate, descQualSess, descAggInput, descStallRate, descShare, descStage1, descStage1P, descFleetSrc} {
 		ch <- d
 	}
 }
@@ -536,6 +539,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		share = c.m.fleet.Share()
 	}
 	ch <- prometheus.MustNewConstMetric(descShare, prometheus.GaugeValue, share)
+	if c.m.stage1 != nil {
+		s1 := c.m.stage1.Stats()
+		counter(descStage1, s1.Records, "applied")
+		counter(descStage1, s1.Duplicates, "duplicate")
+		ch <- prometheus.MustNewConstMetric(descStage1P, prometheus.GaugeValue, float64(s1.Partitions))
+	}
+	if c.m.fleet != nil {
+		ch <- prometheus.MustNewConstMetric(descFleetSrc, prometheus.GaugeValue, float64(c.m.fleet.Stats().Sources))
+	}
 	as := c.m.agg.Stats()
 	ch <- prometheus.MustNewConstMetric(descQualSess, prometheus.GaugeValue, float64(as.Sessions))
 	counter(descAggInput, as.Logs, "logs")
