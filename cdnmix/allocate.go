@@ -172,6 +172,13 @@ type AllocatorConfig struct {
 	// of the observations is (a stage-one partition whose owner died
 	// keeps its last figures until a new owner has caught up).
 	Stale func() time.Duration
+	// ViewerMbpsHold, when set, makes admission size viewers by the
+	// highest estimate of a pool's viewer bandwidth over this long (the
+	// quality window), the default counting while there were no users:
+	// users are counted over the quality window and bandwidth over the
+	// shorter bandwidth window, so right after viewers arrive or leave,
+	// bandwidth / users reads low and would admit too many.
+	ViewerMbpsHold time.Duration
 	// StallRule, if set, enables the automatic stall rule.
 	StallRule *StallRuleConfig
 	// Now is the clock [time.Now].
@@ -211,6 +218,12 @@ type Allocator struct {
 	rule      *stallRule
 	poolState map[poolKey]Tier
 	admits    map[pendingKey][]admitted // with PendingWindow
+	vmHold    map[pendingKey][]vmSample // with ViewerMbpsHold
+}
+
+type vmSample struct {
+	at   time.Time
+	mbps float64
 }
 
 // pendingKey names a pool across vendor list changes.
@@ -538,7 +551,8 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 
 	plan := &Plan{At: now, vendors: vs, obs: obs, buckets: make(map[Bucket]*BucketPlan, len(works))}
 	if a.cfg.Admission {
-		plan.budgets = a.budgets(vs, pools, loads, prev, obs, a.pending(now, vs, prev, pools))
+		vm := a.viewerMbps(now, vs, pools)
+		plan.budgets = a.budgets(vs, loads, prev, obs, a.pending(now, vs, prev, vm), vm)
 	}
 	for _, w := range works {
 		bp := &BucketPlan{Bucket: w.b, Candidates: make([]Candidate, nv), ratios: w.ratios}
@@ -582,7 +596,7 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 // the fleet. When the observations are the same as the previous plan's
 // (a recompute after a blacklist or vendor change), the viewers admitted
 // since are not in the load yet, so they are carried and subtracted.
-func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map[poolKey]float64, prev *Plan, obs map[Key]Observation, pending map[poolKey]float64) map[poolKey]*budget {
+func (a *Allocator) budgets(vs *vendorSet, loads map[poolKey]float64, prev *Plan, obs map[Key]Observation, pending, vm map[poolKey]float64) map[poolKey]*budget {
 	same := prev != nil && prev.budgets != nil && maps.Equal(prev.obs, obs)
 	out := make(map[poolKey]*budget, len(vs.list))
 	share := 1 / float64(a.cfg.FleetSize)
@@ -598,7 +612,7 @@ func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map
 			room := lim.CeilingMbps*(1-a.cfg.CeilingHeadroom) - loads[pk]
 			n := int64(0)
 			if mine := room*share - pending[pk]; room > 0 && mine > 0 {
-				n = int64(mine / pools[pk].viewerMbps(a.cfg.DefaultViewerMbps))
+				n = int64(mine / vm[pk])
 			}
 			b := &budget{}
 			if old := prev.budgetOf(pk); same && old != nil {
@@ -612,10 +626,49 @@ func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map
 	return out
 }
 
+// viewerMbps returns the bandwidth admission counts per viewer of each
+// pool: the current estimate, or with ViewerMbpsHold the highest over
+// that long.
+func (a *Allocator) viewerMbps(now time.Time, vs *vendorSet, pools map[poolKey]poolLoad) map[poolKey]float64 {
+	out := make(map[poolKey]float64, len(pools)+len(vs.list))
+	if a.cfg.ViewerMbpsHold > 0 && a.vmHold == nil {
+		a.vmHold = make(map[pendingKey][]vmSample)
+	}
+	seen := make(map[pendingKey]bool)
+	for vi, v := range vs.list {
+		for _, r := range append([]string{""}, slices.Collect(maps.Keys(v.Regions))...) {
+			pk := poolKey{vi, r}
+			cur := pools[pk].viewerMbps(a.cfg.DefaultViewerMbps)
+			out[pk] = cur
+			if a.cfg.ViewerMbpsHold <= 0 {
+				continue
+			}
+			k := pendingKey{v.Name, r}
+			seen[k] = true
+			list := append(a.vmHold[k], vmSample{now, cur})
+			i := 0
+			for i < len(list)-1 && now.Sub(list[i].at) > a.cfg.ViewerMbpsHold {
+				i++
+			}
+			list = list[i:]
+			a.vmHold[k] = list
+			for _, s := range list {
+				out[pk] = max(out[pk], s.mbps)
+			}
+		}
+	}
+	for k := range a.vmHold {
+		if !seen[k] {
+			delete(a.vmHold, k)
+		}
+	}
+	return out
+}
+
 // pending records what the previous plan admitted and returns, per pool,
 // the Mbps of this node's admitted viewers the observations do not show
 // yet (see PendingWindow); nil without PendingWindow.
-func (a *Allocator) pending(now time.Time, vs *vendorSet, prev *Plan, pools map[poolKey]poolLoad) map[poolKey]float64 {
+func (a *Allocator) pending(now time.Time, vs *vendorSet, prev *Plan, vm map[poolKey]float64) map[poolKey]float64 {
 	if a.cfg.PendingWindow <= 0 {
 		return nil
 	}
@@ -652,10 +705,9 @@ func (a *Allocator) pending(now time.Time, vs *vendorSet, prev *Plan, pools map[
 			continue
 		}
 		pk := poolKey{vi, k.region}
-		vm := pools[pk].viewerMbps(a.cfg.DefaultViewerMbps)
 		for _, ad := range list {
 			seen := clamp01(float64(now.Sub(ad.at)-delay) / float64(a.cfg.PendingWindow))
-			out[pk] += float64(ad.n) * vm * (1 - seen)
+			out[pk] += float64(ad.n) * vm[pk] * (1 - seen)
 		}
 	}
 	return out

@@ -275,3 +275,42 @@ func TestAdmissionPending(t *testing.T) {
 		t.Fatalf("budget %d at share 0.25, want 72 (a quarter of 289)", b)
 	}
 }
+
+// With ViewerMbpsHold, viewers leaving (bandwidth falls at once, users
+// only after the quality window) do not make a viewer look cheaper.
+func TestAdmissionViewerMbpsHold(t *testing.T) {
+	o := &StaticObserver{}
+	now := testNow
+	o.Replace(map[Key]Observation{{"a", testBucket}: {Mbps: 400, Users: 200, PullSuccess: 1}})
+	al, err := NewAllocator(AllocatorConfig{
+		Vendors: []Vendor{vendor("a", 900, 1000), vendor("b", 100, 100000)},
+		Buckets: []Bucket{testBucket}, Observer: o, Logger: quietLog, Admission: true,
+		ViewerMbpsHold: 30 * time.Second, Now: func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	budgetA := func(p *Plan) int64 {
+		for _, ps := range p.Pools {
+			if ps.Vendor == "a" {
+				return ps.Budget
+			}
+		}
+		return -2
+	}
+	if b := budgetA(al.Plan()); b != 290 {
+		t.Fatalf("budget %d, want 290 at 2 Mbps a viewer", b)
+	}
+	// Half the viewers leave: 200 Mbps, the 200 users still counted.
+	now = now.Add(5 * time.Second)
+	o.Replace(map[Key]Observation{{"a", testBucket}: {Mbps: 200, Users: 200, PullSuccess: 1}})
+	if b := budgetA(al.Recompute(now)); b != 390 {
+		t.Fatalf("budget %d after half left, want 390 (780 Mbps at the 2 Mbps held), not 780", b)
+	}
+	// After the hold, the new estimate counts.
+	now = now.Add(31 * time.Second)
+	o.Replace(map[Key]Observation{{"a", testBucket}: {Mbps: 200, Users: 201, PullSuccess: 1}})
+	if b := budgetA(al.Recompute(now)); b < 700 {
+		t.Fatalf("budget %d after the hold, want about 780", b)
+	}
+}

@@ -284,6 +284,7 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 	if m.fleet != nil {
 		acfg.Share = m.fleet.Share
 		acfg.PendingWindow, acfg.PendingDelay, acfg.Stale = m.agg.cfg.BandwidthWindow, m.aggn.AdmissionDelay, m.fleet.Stale
+		acfg.ViewerMbpsHold = m.agg.cfg.QualityWindow
 	}
 	if cfg.StallRule.Threshold > 0 {
 		rule := cfg.StallRule
