@@ -312,5 +312,5 @@ func (m *Mixer) getQuality(w http.ResponseWriter, r *http.Request) {
 	}
 	ob := m.obs.Snapshot()[k]
 	writeJSON(w, http.StatusOK, map[string]any{"vendor": k.Vendor, "region": k.Bucket.Region, "isp": k.Bucket.ISP,
-		"now": ob, "minutes": nonNil(m.agg.Minutes(k))})
+		"now": ob, "minutes": nonNil(m.minutes(k))})
 }

@@ -489,9 +489,16 @@ type FleetView struct {
 	sources map[string]*fleetMsg
 	nodes   map[string]*nodeRate
 	holt    map[Key]*Holt
+	minutes map[Key]*fleetMinutes
 	polled  map[string]polledStats
 	bad     int64
 	stale   int64
+}
+
+// fleetMinutes is the per-minute history of one key, from the sums.
+type fleetMinutes struct {
+	last int64 // unix minute of the last closed minute
+	list []MinuteStat
 }
 
 type nodeRate struct {
@@ -526,7 +533,7 @@ func NewFleetView(cfg FleetViewConfig) *FleetView {
 		cfg.Log = slog.Default()
 	}
 	f := &FleetView{cfg: cfg, sources: make(map[string]*fleetMsg), nodes: make(map[string]*nodeRate),
-		holt: make(map[Key]*Holt), polled: make(map[string]polledStats)}
+		holt: make(map[Key]*Holt), minutes: make(map[Key]*fleetMinutes), polled: make(map[string]polledStats)}
 	empty := map[Key]Observation{}
 	f.snap.Store(&empty)
 	f.share.Store(math.Float64bits(1))
@@ -624,6 +631,26 @@ func (f *FleetView) Handle(r bus.Record) {
 	default:
 		f.bad++
 	}
+}
+
+// Minutes returns the per-minute history of one key from the fleet-wide
+// sums (the last hour), oldest first.
+func (f *FleetView) Minutes(k Key) []MinuteStat {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fm := f.minutes[k]; fm != nil {
+		return slices.Clone(fm.list)
+	}
+	return nil
+}
+
+// minutes returns the quality history the control API shows: the
+// fleet-wide one on a dispatch node, else the local aggregator's.
+func (m *Mixer) minutes(k Key) []MinuteStat {
+	if m.fleet != nil {
+		return m.fleet.Minutes(k)
+	}
+	return m.agg.Minutes(k)
 }
 
 // SetPolled is the Aggregator's SetPolled for the fleet-wide figures.
@@ -735,10 +762,33 @@ func (f *FleetView) Tick() map[Key]Observation {
 			ob.FirstFrameP95 = ffPercentile(s.ff, s.ffN, 0.95)
 		}
 		snap[k] = ob
+		fm := f.minutes[k]
+		if fm == nil {
+			fm = &fleetMinutes{last: now.Unix() / 60}
+			f.minutes[k] = fm
+		}
+		if minute := now.Unix() / 60; minute > fm.last {
+			ms := MinuteStat{Minute: time.Unix((minute-1)*60, 0).UTC(), Users: ob.Users, StalledUsers: ob.StalledUsers,
+				StallRate: ob.StallRate, FirstFrameP50: ob.FirstFrameP50, FirstFrameP95: ob.FirstFrameP95,
+				PullSuccess: ob.PullSuccess, Mbps: ob.Mbps}
+			if ob.Users > 0 {
+				ms.ZeroStallRate = 1 - ob.StallRate
+			}
+			fm.list = append(fm.list, ms)
+			if len(fm.list) > 60 {
+				fm.list = slices.Delete(fm.list, 0, len(fm.list)-60)
+			}
+			fm.last = minute
+		}
 	}
 	for k := range f.holt {
 		if sums[k] == nil {
 			delete(f.holt, k)
+		}
+	}
+	for k, fm := range f.minutes {
+		if sums[k] == nil && (len(fm.list) == 0 || now.Sub(fm.list[len(fm.list)-1].Minute) > time.Hour) {
+			delete(f.minutes, k)
 		}
 	}
 	f.share.Store(math.Float64bits(f.shareLocked(now)))

@@ -148,6 +148,17 @@ func TestFleetTwoStages(t *testing.T) {
 	e.f.Handle(bus.Record{Message: bus.Message{Value: old}})
 	check("late former owner", e.f.Tick())
 
+	// A minute closes: the fleet-wide history has it.
+	clock = clock.Add(45 * time.Second)
+	other.Publish()
+	for _, m := range e.pub.take() {
+		e.f.Handle(bus.Record{Message: m})
+	}
+	e.deliver()
+	if ms := e.f.Minutes(k); len(ms) != 1 || ms[0].Users != 50 || ms[0].StalledUsers != 10 {
+		t.Fatalf("minutes %+v, want one with 50 users, 10 stalled", ms)
+	}
+
 	// The checkpoint moves on once the oldest records leave the window.
 	clock = clock.Add(80 * time.Second)
 	nb0.Handle(beaconRecord(off0, clock, "a0", "v1", 0))
