@@ -39,7 +39,10 @@ type Config struct {
 	CeilingHeadroom float64 `yaml:"ceiling_headroom"`
 	// Admission caps each plan's dispatches to the room below ceilings
 	// [true]; ViewerMbps is one viewer's bandwidth until beacons tell [3];
-	// FleetSize the dispatcher nodes sharing the vendors [1].
+	// FleetSize the dispatcher nodes sharing the vendors [1]: each admits
+	// 1/FleetSize of the room, or, with the aggregation role dispatch, its
+	// measured share of the fleet's dispatch requests (FleetSize then
+	// counts until the nodes' counts show more).
 	Admission  bool    `yaml:"admission"`
 	ViewerMbps float64 `yaml:"viewer_mbps"`
 	FleetSize  int     `yaml:"fleet_size"`
@@ -61,8 +64,10 @@ type Config struct {
 	// QoS is POST /qos and the session tokens dispatch hands players.
 	QoS QoSSettings `yaml:"qos"`
 	// Group is the bus consumer group of this node's aggregator [cdnmix].
-	// Every dispatcher node needs every event: in a fleet on Kafka give
-	// each node its own group (nodes in one group would split the events).
+	// Every dispatcher node needs every event: in a fleet on Kafka either
+	// give each node its own group (nodes in one group would split the
+	// events; every node then reads everything), or use the two-stage
+	// aggregation (Aggregation), which does not use Group.
 	Group string `yaml:"group"`
 	// Aggregation splits the aggregation over a fleet (roles stage_one
 	// and dispatch on Kafka); by default a node aggregates in process.
