@@ -122,6 +122,16 @@ HOSTILE_RUNS ?= 3
 bench-hostile: deps build
 	$(GO) run ./e2e/hostiletool -server $(BIN)/livefuse -n $(HOSTILE_N) -runs $(HOSTILE_RUNS)
 
+# drill-mixer runs the cdnmix fleet drill (e2e TestMixerFleet: 3 dispatch
+# nodes, 2 stage-one workers, kfake, nginx vendors) with a wave of
+# MIXER_FLEET_VIEWERS [300], writing mixer_fleet.csv and .svg to
+# MIXER_FLEET_OUT [/tmp/livefuse-drill-mixer], then TestMixerFleetMeasure
+# (dispatches/s against a bare net/http handler, stall beacons to every
+# plan moving, with 1, 2 and 3 nodes). About 5 min with the e2e build.
+drill-mixer: deps
+	MIXER_FLEET_MEASURE=1 MIXER_FLEET_VIEWERS=$${MIXER_FLEET_VIEWERS:-300} MIXER_FLEET_OUT=$${MIXER_FLEET_OUT:-/tmp/livefuse-drill-mixer} \
+	  $(GO) test -count=1 -v -timeout 15m -run 'TestMixerFleet' ./e2e/
+
 # fuzz runs every fuzz target for FUZZTIME each. make test runs their seeds
 # with the unit tests and then fuzzes each target for FUZZTIME_BRIEF, so new
 # inputs reach every network parser on every CI run (the load tool's own

@@ -78,8 +78,10 @@ type CDNLog struct {
 // Topic implements Event.
 func (CDNLog) Topic() string { return TopicCDNLogs }
 
-// Key spreads log lines by vendor.
-func (l CDNLog) Key() string { return l.Vendor }
+// Key spreads log lines by vendor, region, ISP and client, so that one
+// busy vendor's lines spread over the partitions (stage-one aggregation
+// sums bytes, which add up whatever partition a line lands on).
+func (l CDNLog) Key() string { return l.Vendor + "|" + l.Region + "|" + l.ISP + "|" + l.ClientIP }
 
 // Stream event types (StreamEvent.Type).
 const (

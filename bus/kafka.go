@@ -443,12 +443,12 @@ func (k *Kafka) Subscribe(ctx context.Context, topic, group string, h Handler) e
 
 // ensureTopic creates topic if the broker does not have it; failures are
 // only logged, since the reader retries on its own.
-func (k *Kafka) ensureTopic(ctx context.Context, topic string) {
+func (k *Kafka) ensureTopic(ctx context.Context, topic string, configs ...kafka.ConfigEntry) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	c := &kafka.Client{Addr: kafka.TCP(k.cfg.Brokers...), Timeout: 5 * time.Second}
 	res, err := c.CreateTopics(cctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: k.cfg.Partitions, ReplicationFactor: k.cfg.ReplicationFactor}}})
+		Topic: topic, NumPartitions: k.cfg.Partitions, ReplicationFactor: k.cfg.ReplicationFactor, ConfigEntries: configs}}})
 	if err == nil {
 		err = res.Errors[topic]
 	}

@@ -417,8 +417,9 @@ func checkBeacon(b bus.Beacon) error {
 	return fmt.Errorf("beacon: event %q: %w", b.Event, ErrMalformed)
 }
 
-// quality computes the quality window's figures for one key at now.
-func (a *Aggregator) quality(ka *keyAgg, now time.Time) MinuteStat {
+// quality computes the quality window's figures for one key at now. With
+// part set, it also fills the additive figures of a stage-one partial.
+func (a *Aggregator) quality(ka *keyAgg, now time.Time, part *Partial) MinuteStat {
 	from := now.Add(-a.cfg.QualityWindow)
 	var st MinuteStat
 	var ff []int64
@@ -445,6 +446,10 @@ func (a *Aggregator) quality(ka *keyAgg, now time.Time) MinuteStat {
 	if st.Users > 0 {
 		st.StallRate = float64(st.StalledUsers) / float64(st.Users)
 		st.ZeroStallRate = 1 - st.StallRate
+	}
+	if part != nil {
+		part.Users, part.Stalled, part.Attempts, part.OK = st.Users, st.StalledUsers, attempts, ok
+		part.FirstFrame = ffHistogram(ff)
 	}
 	st.PullSuccess = 1
 	if attempts > 0 {
@@ -489,7 +494,17 @@ func (a *Aggregator) SetPolled(vendor string, mbps map[Bucket]float64) {
 
 // Tick feeds the forecasts, closes finished minutes, drops idle keys and
 // sessions, and publishes a new snapshot; Run calls it every Tick.
-func (a *Aggregator) Tick() map[Key]Observation {
+func (a *Aggregator) Tick() map[Key]Observation { return a.tick(nil) }
+
+// TickPartials is Tick for a stage-one worker: it also returns the
+// additive figures of every key that has any (see [Partial]).
+func (a *Aggregator) TickPartials() []Partial {
+	parts := []Partial{}
+	a.tick(&parts)
+	return parts
+}
+
+func (a *Aggregator) tick(parts *[]Partial) map[Key]Observation {
 	now := a.now()
 	window := int(a.cfg.BandwidthWindow / time.Second)
 	ahead := float64(a.cfg.ForecastAhead) / float64(a.cfg.Tick)
@@ -506,7 +521,15 @@ func (a *Aggregator) Tick() map[Key]Observation {
 			mbps = p.mbps[k.Bucket]
 		}
 		ka.holt.Update(mbps)
-		q := a.quality(ka, now)
+		var part *Partial
+		if parts != nil {
+			part = &Partial{Vendor: k.Vendor, Region: k.Bucket.Region, ISP: k.Bucket.ISP}
+		}
+		q := a.quality(ka, now, part)
+		if part != nil && (mbps > 0 || part.Users > 0 || part.Attempts > 0) {
+			part.Mbps = mbps
+			*parts = append(*parts, *part)
+		}
 		from := now.Add(-a.cfg.QualityWindow)
 		for id, s := range ka.sessions {
 			if s.seen.Before(from) {

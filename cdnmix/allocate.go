@@ -157,6 +157,28 @@ type AllocatorConfig struct {
 	// FleetSize is the number of dispatcher nodes sharing the vendors; with
 	// Admission each node admits 1/FleetSize of a pool's room per plan [1].
 	FleetSize int
+	// Share, when set, replaces 1/FleetSize: this node's measured share of
+	// the fleet's dispatch requests, in (0, 1] (see [FleetView.Share]).
+	Share func() float64
+	// PendingWindow, when set, makes admission count the viewers this
+	// node admitted that the observations do not show yet: a viewer
+	// admitted at t counts in full until t+PendingDelay, then fades out
+	// over PendingWindow (the bandwidth window, whose mean takes it in
+	// as slowly). Without it, the next plan after a wave, built on
+	// observations that lag, grants the same room again. A fleet's
+	// observations pass through two stages, so its dispatch nodes set it.
+	PendingWindow, PendingDelay time.Duration
+	// Stale, if set, adds to PendingDelay how far behind the oldest part
+	// of the observations is (a stage-one partition whose owner died
+	// keeps its last figures until a new owner has caught up).
+	Stale func() time.Duration
+	// ViewerMbpsHold, when set, makes admission size viewers by the
+	// highest estimate of a pool's viewer bandwidth over this long (the
+	// quality window), the default counting while there were no users:
+	// users are counted over the quality window and bandwidth over the
+	// shorter bandwidth window, so right after viewers arrive or leave,
+	// bandwidth / users reads low and would admit too many.
+	ViewerMbpsHold time.Duration
 	// StallRule, if set, enables the automatic stall rule.
 	StallRule *StallRuleConfig
 	// Now is the clock [time.Now].
@@ -195,6 +217,22 @@ type Allocator struct {
 	mu        sync.Mutex // serializes recomputes and guards what follows
 	rule      *stallRule
 	poolState map[poolKey]Tier
+	admits    map[pendingKey][]admitted // with PendingWindow
+	vmHold    map[pendingKey][]vmSample // with ViewerMbpsHold
+}
+
+type vmSample struct {
+	at   time.Time
+	mbps float64
+}
+
+// pendingKey names a pool across vendor list changes.
+type pendingKey struct{ vendor, region string }
+
+// admitted is what one plan admitted into a pool.
+type admitted struct {
+	at time.Time
+	n  int64
 }
 
 // NewAllocator validates cfg and computes a first plan.
@@ -513,7 +551,8 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 
 	plan := &Plan{At: now, vendors: vs, obs: obs, buckets: make(map[Bucket]*BucketPlan, len(works))}
 	if a.cfg.Admission {
-		plan.budgets = a.budgets(vs, pools, loads, prev, obs)
+		vm := a.viewerMbps(now, vs, pools)
+		plan.budgets = a.budgets(vs, loads, prev, obs, a.pending(now, vs, prev, vm), vm)
 	}
 	for _, w := range works {
 		bp := &BucketPlan{Bucket: w.b, Candidates: make([]Candidate, nv), ratios: w.ratios}
@@ -557,17 +596,23 @@ func (a *Allocator) Recompute(now time.Time) *Plan {
 // the fleet. When the observations are the same as the previous plan's
 // (a recompute after a blacklist or vendor change), the viewers admitted
 // since are not in the load yet, so they are carried and subtracted.
-func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map[poolKey]float64, prev *Plan, obs map[Key]Observation) map[poolKey]*budget {
+func (a *Allocator) budgets(vs *vendorSet, loads map[poolKey]float64, prev *Plan, obs map[Key]Observation, pending, vm map[poolKey]float64) map[poolKey]*budget {
 	same := prev != nil && prev.budgets != nil && maps.Equal(prev.obs, obs)
 	out := make(map[poolKey]*budget, len(vs.list))
+	share := 1 / float64(a.cfg.FleetSize)
+	if a.cfg.Share != nil {
+		if s := a.cfg.Share(); s > 0 && s <= 1 {
+			share = s
+		}
+	}
 	for vi, v := range vs.list {
 		for _, r := range append([]string{""}, slices.Collect(maps.Keys(v.Regions))...) {
 			pk := poolKey{vi, r}
 			lim := v.limits(r)
 			room := lim.CeilingMbps*(1-a.cfg.CeilingHeadroom) - loads[pk]
 			n := int64(0)
-			if room > 0 {
-				n = int64(room / pools[pk].viewerMbps(a.cfg.DefaultViewerMbps) / float64(a.cfg.FleetSize))
+			if mine := room*share - pending[pk]; room > 0 && mine > 0 {
+				n = int64(mine / vm[pk])
 			}
 			b := &budget{}
 			if old := prev.budgetOf(pk); same && old != nil {
@@ -576,6 +621,93 @@ func (a *Allocator) budgets(vs *vendorSet, pools map[poolKey]poolLoad, loads map
 			b.granted = max(0, n-b.carried)
 			b.left.Store(b.granted)
 			out[pk] = b
+		}
+	}
+	return out
+}
+
+// viewerMbps returns the bandwidth admission counts per viewer of each
+// pool: the current estimate, or with ViewerMbpsHold the highest over
+// that long.
+func (a *Allocator) viewerMbps(now time.Time, vs *vendorSet, pools map[poolKey]poolLoad) map[poolKey]float64 {
+	out := make(map[poolKey]float64, len(pools)+len(vs.list))
+	if a.cfg.ViewerMbpsHold > 0 && a.vmHold == nil {
+		a.vmHold = make(map[pendingKey][]vmSample)
+	}
+	seen := make(map[pendingKey]bool)
+	for vi, v := range vs.list {
+		for _, r := range append([]string{""}, slices.Collect(maps.Keys(v.Regions))...) {
+			pk := poolKey{vi, r}
+			cur := pools[pk].viewerMbps(a.cfg.DefaultViewerMbps)
+			out[pk] = cur
+			if a.cfg.ViewerMbpsHold <= 0 {
+				continue
+			}
+			k := pendingKey{v.Name, r}
+			seen[k] = true
+			list := append(a.vmHold[k], vmSample{now, cur})
+			i := 0
+			for i < len(list)-1 && now.Sub(list[i].at) > a.cfg.ViewerMbpsHold {
+				i++
+			}
+			list = list[i:]
+			a.vmHold[k] = list
+			for _, s := range list {
+				out[pk] = max(out[pk], s.mbps)
+			}
+		}
+	}
+	for k := range a.vmHold {
+		if !seen[k] {
+			delete(a.vmHold, k)
+		}
+	}
+	return out
+}
+
+// pending records what the previous plan admitted and returns, per pool,
+// the Mbps of this node's admitted viewers the observations do not show
+// yet (see PendingWindow); nil without PendingWindow.
+func (a *Allocator) pending(now time.Time, vs *vendorSet, prev *Plan, vm map[poolKey]float64) map[poolKey]float64 {
+	if a.cfg.PendingWindow <= 0 {
+		return nil
+	}
+	if a.admits == nil {
+		a.admits = make(map[pendingKey][]admitted)
+	}
+	if prev != nil && prev.budgets != nil {
+		for pk, b := range prev.budgets {
+			if n := b.taken(); n > 0 && pk.vendor < len(prev.vendors.list) {
+				k := pendingKey{prev.vendors.list[pk.vendor].Name, pk.region}
+				a.admits[k] = append(a.admits[k], admitted{now, n}) // taken by now: counted late, never early
+			}
+		}
+	}
+	delay := a.cfg.PendingDelay
+	if a.cfg.Stale != nil {
+		delay += max(0, a.cfg.Stale())
+	}
+	horizon := delay + a.cfg.PendingWindow
+	out := make(map[poolKey]float64)
+	for k, list := range a.admits {
+		i := 0
+		for i < len(list) && now.Sub(list[i].at) > horizon {
+			i++
+		}
+		list = list[i:]
+		if len(list) == 0 {
+			delete(a.admits, k)
+			continue
+		}
+		a.admits[k] = list
+		vi, ok := vs.byName[k.vendor]
+		if !ok {
+			continue
+		}
+		pk := poolKey{vi, k.region}
+		for _, ad := range list {
+			seen := clamp01(float64(now.Sub(ad.at)-delay) / float64(a.cfg.PendingWindow))
+			out[pk] += float64(ad.n) * vm[pk] * (1 - seen)
 		}
 	}
 	return out

@@ -354,7 +354,7 @@ func (m *Mixer) getQuality(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, errors.New("vendor is required"))
 		return
 	}
-	ob := m.agg.Snapshot()[k]
+	ob := m.obs.Snapshot()[k]
 	writeJSON(w, http.StatusOK, map[string]any{"vendor": k.Vendor, "region": k.Bucket.Region, "isp": k.Bucket.ISP,
-		"now": ob, "minutes": nonNil(m.agg.Minutes(k))})
+		"now": ob, "minutes": nonNil(m.minutes(k))})
 }

@@ -23,6 +23,14 @@
 //     named by a vendor) is folded into the any-value, so no input makes
 //     a key, a plan bucket or a metric series. It is the allocator's
 //     [Observer].
+//   - In a fleet on Kafka the aggregation has two stages
+//     ([AggregationConfig], roles stage_one and dispatch): [StageOne]
+//     workers own the partitions of cdn.logs and qos.beacons (one
+//     aggregator per partition) and publish each partition's additive
+//     figures ([Partial]) to a compacted topic; every dispatcher node's
+//     [FleetView] sums them into fleet-wide observations (its Observer)
+//     and measures its share of the fleet's dispatch requests, which
+//     sizes its admission.
 //   - [Allocator]: every few seconds scores each vendor in each region × ISP
 //     bucket and turns the scores into damped dispatch ratios, published as
 //     an immutable [Plan]; with admission, each plan also caps what a pool

@@ -39,7 +39,10 @@ type Config struct {
 	CeilingHeadroom float64 `yaml:"ceiling_headroom"`
 	// Admission caps each plan's dispatches to the room below ceilings
 	// [true]; ViewerMbps is one viewer's bandwidth until beacons tell [3];
-	// FleetSize the dispatcher nodes sharing the vendors [1].
+	// FleetSize the dispatcher nodes sharing the vendors [1]: each admits
+	// 1/FleetSize of the room, or, with the aggregation role dispatch, its
+	// measured share of the fleet's dispatch requests (FleetSize then
+	// counts until the nodes' counts show more).
 	Admission  bool    `yaml:"admission"`
 	ViewerMbps float64 `yaml:"viewer_mbps"`
 	FleetSize  int     `yaml:"fleet_size"`
@@ -61,9 +64,14 @@ type Config struct {
 	// QoS is POST /qos and the session tokens dispatch hands players.
 	QoS QoSSettings `yaml:"qos"`
 	// Group is the bus consumer group of this node's aggregator [cdnmix].
-	// Every dispatcher node needs every event: in a fleet on Kafka give
-	// each node its own group (nodes in one group would split the events).
+	// Every dispatcher node needs every event: in a fleet on Kafka either
+	// give each node its own group (nodes in one group would split the
+	// events; every node then reads everything), or use the two-stage
+	// aggregation (Aggregation), which does not use Group.
 	Group string `yaml:"group"`
+	// Aggregation splits the aggregation over a fleet (roles stage_one
+	// and dispatch on Kafka); by default a node aggregates in process.
+	Aggregation AggregationConfig `yaml:"aggregation"`
 }
 
 // QoSSettings is the qos part of the cdnmix config. Each dispatch answer
@@ -116,6 +124,8 @@ func DefaultConfig() Config {
 		QoS: QoSSettings{TokenTTL: 6 * time.Hour, SessionRate: 0.5, SessionBurst: 30, RateSessions: 100_000, SessionsPerNetwork: 100,
 			QualitySessions: 1_000_000, MaxBody: 64 << 10, BodyTimeout: 10 * time.Second},
 		Group: "cdnmix",
+		Aggregation: AggregationConfig{StageOneGroup: "cdnmix-stage-one", PartialsTopic: "cdnmix.partials",
+			Tick: time.Second, PartialTTL: 30 * time.Second, AdmissionDelay: 3 * time.Second},
 	}
 }
 
@@ -169,6 +179,11 @@ type Mixer struct {
 	qos   *QoSHandler
 	geo   Locator
 	close func() error
+
+	aggn   aggregation
+	obs    Observer   // the allocator's: agg, or fleet on a dispatch node
+	stage1 *StageOne  // on a stage_one node
+	fleet  *FleetView // on a dispatch node
 
 	// regions and isps are the configured ones and those of the IP
 	// database: with the vendors', the values aggregated (see bound).
@@ -246,10 +261,15 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 	if err != nil {
 		return fail(err)
 	}
-	m.agg, err = NewAggregator(AggregatorConfig{Locator: m.geo, BandwidthWindow: cfg.BandwidthWindow,
+	aggCfg := AggregatorConfig{Locator: m.geo, BandwidthWindow: cfg.BandwidthWindow,
 		QualityWindow: cfg.QualityWindow, ForecastAhead: cfg.ForecastAhead, PolledTTL: 3 * m.cfg.StatsInterval,
-		MaxSessions: cfg.QoS.QualitySessions, Bound: m.bound, Now: m.opts.now, Logger: log})
+		MaxSessions: cfg.QoS.QualitySessions, Bound: m.bound, Now: m.opts.now, Logger: log}
+	m.agg, err = NewAggregator(aggCfg)
 	if err != nil {
+		return fail(err)
+	}
+	m.obs = m.agg
+	if err := m.setupAggregation(aggCfg); err != nil {
 		return fail(err)
 	}
 	var buckets []Bucket
@@ -262,9 +282,14 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 	for _, i := range cfg.ISPs {
 		buckets = append(buckets, Bucket{ISP: i})
 	}
-	acfg := AllocatorConfig{Vendors: cfg.Vendors, Buckets: buckets, Observer: m.agg, Interval: cfg.Recompute,
+	acfg := AllocatorConfig{Vendors: cfg.Vendors, Buckets: buckets, Observer: m.obs, Interval: cfg.Recompute,
 		MinChange: cfg.MinChange, CeilingHeadroom: cfg.CeilingHeadroom, Admission: cfg.Admission,
 		DefaultViewerMbps: cfg.ViewerMbps, FleetSize: cfg.FleetSize, Now: m.opts.now, Logger: log}
+	if m.fleet != nil {
+		acfg.Share = m.fleet.Share
+		acfg.PendingWindow, acfg.PendingDelay, acfg.Stale = m.agg.cfg.BandwidthWindow, m.aggn.AdmissionDelay, m.fleet.Stale
+		acfg.ViewerMbpsHold = m.agg.cfg.QualityWindow
+	}
 	if cfg.StallRule.Threshold > 0 {
 		rule := cfg.StallRule
 		rule.OnAlert = m.alert
@@ -394,7 +419,15 @@ func (m *Mixer) alert(a Alert) {
 // Run aggregates from the bus and recomputes the plan until ctx ends.
 func (m *Mixer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Go(func() { m.agg.Run(ctx, m.bus, m.cfg.Group) })
+	if !m.aggn.fleet() {
+		wg.Go(func() { m.agg.Run(ctx, m.bus, m.cfg.Group) })
+	}
+	if m.stage1 != nil {
+		wg.Go(func() { m.stage1.Run(ctx, m.bus.(bus.PartitionConsumer), m.aggn.StageOneGroup) })
+	}
+	if m.fleet != nil {
+		wg.Go(func() { m.fleet.Run(ctx, m.bus.(bus.Tailer)) })
+	}
 	wg.Go(func() { m.alloc.Run(ctx) })
 	wg.Go(func() { m.pollStats(ctx, m.cfg.StatsInterval) })
 	wg.Wait()
@@ -430,6 +463,11 @@ func (m *Mixer) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch p := r.URL.Path; {
 		case strings.HasPrefix(p, "/dispatch/"):
+			if m.aggn.fleet() && !m.aggn.dispatch {
+				// A stage-one worker sees no fleet-wide figures.
+				http.Error(w, "not a dispatcher node", http.StatusServiceUnavailable)
+				return
+			}
 			m.disp.ServeHTTP(w, r)
 		case p == "/qos":
 			m.qos.ServeHTTP(w, r)
@@ -462,12 +500,16 @@ var (
 	descQoSRate   = prometheus.NewDesc("cdnmix_qos_rate_sessions", "Sessions whose beacon rate /qos tracks.", nil, nil)
 	descQualSess  = prometheus.NewDesc("cdnmix_quality_sessions", "Sessions in the aggregator's quality window.", nil, nil)
 	descAggInput  = prometheus.NewDesc("cdnmix_aggregator_input_total", "Aggregator input by kind (bad and late ones are dropped).", []string{"kind"}, nil)
+	descShare     = prometheus.NewDesc("cdnmix_admission_share", "This dispatch node's share of the fleet's dispatch requests: the share of each pool's room it admits per plan (1/fleet_size without the two-stage aggregation).", nil, nil)
+	descStage1    = prometheus.NewDesc("cdnmix_stage_one_records_total", "Records a stage-one worker took from its partitions, by result: applied, or duplicate (a redelivery within one ownership, skipped).", []string{"result"}, nil)
+	descStage1P   = prometheus.NewDesc("cdnmix_stage_one_partitions", "Partitions of cdn.logs and qos.beacons this stage-one worker owns.", nil, nil)
+	descFleetSrc  = prometheus.NewDesc("cdnmix_fleet_partials", "Partitions whose partials this dispatch node sums.", nil, nil)
 	descStallRate = prometheus.NewDesc("cdnmix_stall_rate", "1-minute user stall rate per vendor, region, ISP.", []string{"vendor", "region", "isp"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDispatch, descPoolMbps, descPoolFc, descPoolCom, descPoolCeil, descBeacons,
-		descQoSResult, descQoSRate, descQualSess, descAggInput, descStallRate} {
+		descQoSResult, descQoSRate, descQualSess, descAggInput, descStallRate, descShare, descStage1, descStage1P, descFleetSrc} {
 		ch <- d
 	}
 }
@@ -496,6 +538,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descQoSResult, n, r.String())
 	}
 	ch <- prometheus.MustNewConstMetric(descQoSRate, prometheus.GaugeValue, float64(c.m.qos.TrackedSessions()))
+	share := 1 / float64(max(1, c.m.cfg.FleetSize))
+	if c.m.fleet != nil {
+		share = c.m.fleet.Share()
+	}
+	ch <- prometheus.MustNewConstMetric(descShare, prometheus.GaugeValue, share)
+	if c.m.stage1 != nil {
+		s1 := c.m.stage1.Stats()
+		counter(descStage1, s1.Records, "applied")
+		counter(descStage1, s1.Duplicates, "duplicate")
+		ch <- prometheus.MustNewConstMetric(descStage1P, prometheus.GaugeValue, float64(s1.Partitions))
+	}
+	if c.m.fleet != nil {
+		ch <- prometheus.MustNewConstMetric(descFleetSrc, prometheus.GaugeValue, float64(c.m.fleet.Stats().Sources))
+	}
 	as := c.m.agg.Stats()
 	ch <- prometheus.MustNewConstMetric(descQualSess, prometheus.GaugeValue, float64(as.Sessions))
 	counter(descAggInput, as.Logs, "logs")
@@ -505,7 +561,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descAggInput, as.Late, "late")
 	counter(descAggInput, as.Unknown, "unknown_vendor")
 	counter(descAggInput, as.Overflow, "overflow")
-	for k, ob := range c.m.agg.Snapshot() {
+	for k, ob := range c.m.obs.Snapshot() {
 		if ob.Users > 0 {
 			ch <- prometheus.MustNewConstMetric(descStallRate, prometheus.GaugeValue, ob.StallRate, k.Vendor, k.Bucket.Region, k.Bucket.ISP)
 		}

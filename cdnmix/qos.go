@@ -26,6 +26,12 @@ const maxBeaconBatch = 100
 // up to 100, each checked (session, vendor, event, ranges). Unknown fields
 // are ignored.
 func ParseBeacons(b []byte) ([]bus.Beacon, error) {
+	if one, ok := decodeBeaconFast(b); ok {
+		if err := checkBeacon(one); err != nil {
+			return nil, err
+		}
+		return []bus.Beacon{one}, nil
+	}
 	out, err := decodeBatch[bus.Beacon](b)
 	if err != nil {
 		return nil, err

@@ -94,6 +94,9 @@ func (m *Mixer) pollStats(ctx context.Context, interval time.Duration) {
 				continue
 			}
 			m.agg.SetPolled(v.Name, mbps)
+			if m.fleet != nil {
+				m.fleet.SetPolled(v.Name, mbps)
+			}
 		}
 		select {
 		case <-ctx.Done():

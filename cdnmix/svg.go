@@ -6,6 +6,7 @@ import (
 	"html"
 	"io"
 	"math"
+	"time"
 )
 
 var svgPalette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"}
@@ -124,4 +125,98 @@ func niceCeil(v float64) float64 {
 		}
 	}
 	return 10 * p
+}
+
+// Chart is a plain bandwidth chart: lines over time against horizontal
+// limits, drawn like a simulation's (the fleet harness uses it).
+type Chart struct {
+	Title string
+	Times []time.Duration
+	// Lines are drawn solid (dashed with Dashed), each in the colour of
+	// its Group (a vendor's index).
+	Lines []ChartLine
+	// Limits are dotted horizontal lines (ceilings), by Group.
+	Limits []ChartLimit
+}
+
+// ChartLine is one series of Chart, one value per time.
+type ChartLine struct {
+	Name   string
+	Group  int
+	Dashed bool
+	Mbps   []float64
+}
+
+// ChartLimit is a horizontal line of Chart.
+type ChartLimit struct {
+	Name  string
+	Group int
+	Mbps  float64
+}
+
+// WriteSVG draws the chart.
+func (c Chart) WriteSVG(w io.Writer) error {
+	const (
+		width, height        = 960, 540
+		left, right, top, bo = 80, 220, 40, 50
+		plotW, plotH         = width - left - right, height - top - bo
+	)
+	bw := bufio.NewWriter(w)
+	if len(c.Times) == 0 {
+		fmt.Fprintf(bw, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d"></svg>`+"\n", width, height)
+		return bw.Flush()
+	}
+	maxY := 0.0
+	for _, l := range c.Limits {
+		maxY = max(maxY, l.Mbps)
+	}
+	for _, l := range c.Lines {
+		for _, v := range l.Mbps {
+			maxY = max(maxY, v)
+		}
+	}
+	maxY = niceCeil(maxY * 1.05)
+	tEnd := max(c.Times[len(c.Times)-1].Seconds(), 1)
+	x := func(sec float64) float64 { return left + sec/tEnd*plotW }
+	y := func(mbps float64) float64 { return top + plotH - min(mbps, maxY)/maxY*plotH }
+	fmt.Fprintf(bw, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
+	fmt.Fprintf(bw, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
+	fmt.Fprintf(bw, `<text x="%d" y="24" font-size="16">%s</text>`+"\n", left, html.EscapeString(c.Title))
+	for i := 0; i <= 5; i++ {
+		v := maxY * float64(i) / 5
+		fmt.Fprintf(bw, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>`+"\n", left, left+plotW, y(v), y(v))
+		fmt.Fprintf(bw, `<text x="%d" y="%.1f" text-anchor="end">%.3g Mbps</text>`+"\n", left-6, y(v)+4, v)
+		sec := tEnd * float64(i) / 5
+		fmt.Fprintf(bw, `<text x="%.1f" y="%d" text-anchor="middle">%.0fs</text>`+"\n", x(sec), top+plotH+18, sec)
+	}
+	fmt.Fprintf(bw, `<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#444"/>`+"\n", left, top, plotW, plotH)
+	row := 0
+	legend := func(color, dash, name string) {
+		ly := top + 10 + row*20
+		row++
+		fmt.Fprintf(bw, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2" stroke-dasharray="%s"/>`+"\n", left+plotW+12, left+plotW+36, ly, ly, color, dash)
+		fmt.Fprintf(bw, `<text x="%d" y="%d">%s</text>`+"\n", left+plotW+42, ly+4, html.EscapeString(name))
+	}
+	for _, l := range c.Limits {
+		color := svgPalette[l.Group%len(svgPalette)]
+		fmt.Fprintf(bw, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="%s" stroke-dasharray="1,3"/>`+"\n", left, left+plotW, y(l.Mbps), y(l.Mbps), color)
+		legend(color, "1,3", l.Name)
+	}
+	for _, l := range c.Lines {
+		color := svgPalette[l.Group%len(svgPalette)]
+		dash, width := "none", 2.0
+		if l.Dashed {
+			dash, width = "6,3", 1.0
+		}
+		fmt.Fprintf(bw, `<polyline fill="none" stroke="%s" stroke-width="%.0f" stroke-dasharray="%s" points="`, color, width, dash)
+		for t, v := range l.Mbps {
+			if t < len(c.Times) {
+				fmt.Fprintf(bw, "%.1f,%.1f ", x(c.Times[t].Seconds()), y(v))
+			}
+		}
+		fmt.Fprintln(bw, `"/>`)
+		legend(color, dash, l.Name)
+	}
+	fmt.Fprintln(bw, `</svg>`)
+	return bw.Flush()
 }
