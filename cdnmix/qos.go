@@ -54,13 +54,13 @@ func decodeBatch[T any](b []byte) ([]T, error) {
 	if b[0] != '[' {
 		var one T
 		if err := json.Unmarshal(b, &one); err != nil {
-			return nil, fmt.Errorf("beacon: %v: %w", err, ErrMalformed)
+			return nil, fmt.Errorf("beacon: %w: %w", err, ErrMalformed)
 		}
 		return []T{one}, nil
 	}
 	var out []T
 	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("beacon: %v: %w", err, ErrMalformed)
+		return nil, fmt.Errorf("beacon: %w: %w", err, ErrMalformed)
 	}
 	if len(out) == 0 || len(out) > maxBeaconBatch {
 		return nil, fmt.Errorf("beacon: batch of %d (1-%d): %w", len(out), maxBeaconBatch, ErrMalformed)
@@ -72,7 +72,7 @@ func decodeBatch[T any](b []byte) ([]T, error) {
 func DecodeCDNLog(b []byte) (bus.CDNLog, error) {
 	var l bus.CDNLog
 	if err := json.Unmarshal(b, &l); err != nil {
-		return bus.CDNLog{}, fmt.Errorf("log line: %v: %w", err, ErrMalformed)
+		return bus.CDNLog{}, fmt.Errorf("log line: %w: %w", err, ErrMalformed)
 	}
 	if err := checkLog(l); err != nil {
 		return bus.CDNLog{}, err

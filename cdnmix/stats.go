@@ -39,7 +39,7 @@ const (
 func ParseVendorStats(b []byte) (map[Bucket]float64, error) {
 	var vs VendorStats
 	if err := json.Unmarshal(b, &vs); err != nil {
-		return nil, fmt.Errorf("vendor stats: %v: %w", err, ErrMalformed)
+		return nil, fmt.Errorf("vendor stats: %w: %w", err, ErrMalformed)
 	}
 	if (vs.Mbps == nil) == (len(vs.Buckets) == 0) {
 		return nil, fmt.Errorf("vendor stats: want mbps or buckets: %w", ErrMalformed)

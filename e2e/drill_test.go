@@ -408,10 +408,11 @@ func TestDrillDrain(t *testing.T) {
 	players := startCrowd(t, f.a.flvURL(drillStream), crowd)
 	hls := playHLSProgress(t, f.edge+"/live/"+drillStream+"/index.m3u8")
 	edgeFLV := playFLV(t, f.edge+"/live/"+drillStream+".flv", false)
-	n := waitNodeState(t, f.b, "a", "serving", 10*time.Second)
+	waitNodeState(t, f.b, "a", "serving", 10*time.Second)
 	time.Sleep(5 * time.Second)
 	before := hls.longestStill(time.Now().Add(-4*time.Second), time.Now())
-	if n, _ = nodeOf(t, f.b, "a"); n.Load.Players < crowd {
+	n, _ := nodeOf(t, f.b, "a")
+	if n.Load.Players < crowd {
 		t.Errorf("unit a reports %d players, want at least %d", n.Load.Players, crowd)
 	}
 

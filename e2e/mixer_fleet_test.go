@@ -200,7 +200,7 @@ cdnmix:
 	cdnPoll(t, 30*time.Second, "every node's share is a third", func() error {
 		for i, n := range wn {
 			if sh, err := mixerwave.Share(ctx, client, n); err != nil || math.Abs(sh-1.0/3) > 0.01 {
-				return fmt.Errorf("node %d: share %v %v", i, sh, err)
+				return fmt.Errorf("node %d: share %v %w", i, sh, err)
 			}
 		}
 		return nil
@@ -241,7 +241,7 @@ cdnmix:
 						} `json:"now"`
 					}
 					if code, err := s.api("GET", fmt.Sprintf("/cdn/quality?vendor=%s&region=%s&isp=%s", v, b[0], b[1]), nil, &q); err != nil || code != 200 {
-						return fmt.Errorf("node %d quality: %d %v", i, code, err)
+						return fmt.Errorf("node %d quality: %d %w", i, code, err)
 					}
 					users += q.Now.Users
 					stalled += q.Now.StalledUsers
@@ -384,7 +384,7 @@ var mixertoolBin = sync.OnceValues(func() (string, error) {
 	bin := filepath.Join(env.dir, "mixertool")
 	out, err := exec.Command("go", "build", "-o", bin, "./mixertool").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("build mixertool: %v: %s", err, out)
+		return "", fmt.Errorf("build mixertool: %w: %s", err, out)
 	}
 	return bin, nil
 })

@@ -71,8 +71,11 @@ func startCrowd(t *testing.T, url string, n int) *flvCrowd {
 	for i := 0; i < n; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed by the reading goroutine below, or here on failure
 		if err != nil || resp.StatusCode != http.StatusOK {
+			if err == nil {
+				resp.Body.Close()
+			}
 			cancel()
 			t.Fatalf("crowd player %d: %v %v", i, err, resp)
 		}

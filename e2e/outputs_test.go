@@ -216,9 +216,12 @@ func countReaders(t *testing.T, s *server) {
 	}()
 	for range 2 {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, signed(s.flvURL("plain"), "/live/plain.flv"), nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed by the reading goroutine below, or here on failure
 		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("HTTP-FLV player: %v", err)
+			if err == nil {
+				resp.Body.Close()
+			}
+			t.Fatalf("HTTP-FLV player: %v %v", err, resp)
 		}
 		wg.Add(1)
 		go func() {

@@ -8,9 +8,6 @@ import (
 	"io"
 )
 
-// maxTagSize bounds an FLV tag body (the 24-bit DataSize allows 16 MiB).
-const maxTagSize = 1<<24 - 1
-
 // KeyLookup finds the key an onEncryption tag announces (by s.KeyID, from
 // a store or fetched from s.KeyURI). The IV comes from the tag.
 type KeyLookup func(s *Signal) (*Key, error)

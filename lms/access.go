@@ -65,12 +65,6 @@ type principal struct{ name, role string }
 
 type principalKey struct{}
 
-// callerOf returns who made r (after authenticate), or a zero principal.
-func callerOf(r *http.Request) principal {
-	p, _ := r.Context().Value(principalKey{}).(principal)
-	return p
-}
-
 // tokenEntry is a token's hash and its holder.
 type tokenEntry struct {
 	sum [sha256.Size]byte

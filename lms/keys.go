@@ -65,7 +65,7 @@ func (k *KeyBlobs) Put(ctx context.Context, stream, id string, blob []byte) erro
 func (k *KeyBlobs) Get(ctx context.Context, stream, id string) ([]byte, error) {
 	key, err := k.key(stream, id)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyNotFound, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyNotFound, err)
 	}
 	resp, err := k.cli.Get(ctx, key)
 	if err != nil {

@@ -338,7 +338,7 @@ func ListNodes(ctx context.Context, st *Store) ([]api.Node, error) {
 // request outlives the node's restarts until it is cancelled.
 func RequestDrain(ctx context.Context, st *Store, id string, drain bool) error {
 	if err := api.ValidateName(id); err != nil {
-		return fmt.Errorf("%w: node id: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: node id: %w", ErrInvalid, err)
 	}
 	nodes, err := ListNodes(ctx, st)
 	if err != nil {

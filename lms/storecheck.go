@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"go.etcd.io/etcd/server/v3/storage/backend"
 	"go.etcd.io/etcd/server/v3/storage/schema"
 	"go.etcd.io/etcd/server/v3/storage/wal"
@@ -72,11 +73,11 @@ func checkBolt(path string, lockWait time.Duration) (applied uint64, err error) 
 		}
 	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockWait})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return 0, fmt.Errorf("%w: etcd db %s stayed locked for %s", ErrInUse, path, lockWait)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("%w: etcd db %s: %v", ErrDamaged, path, err)
+		return 0, fmt.Errorf("%w: etcd db %s: %w", ErrDamaged, path, err)
 	}
 	defer db.Close()
 	err = db.View(func(tx *bolt.Tx) error {
@@ -87,7 +88,7 @@ func checkBolt(path string, lockWait time.Duration) (applied uint64, err error) 
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("%w: etcd db %s: %v", ErrDamaged, path, err)
+		return 0, fmt.Errorf("%w: etcd db %s: %w", ErrDamaged, path, err)
 	}
 	return applied, nil
 }
@@ -155,7 +156,7 @@ func checkWAL(walDir string, applied uint64) (err error) {
 	lg := zap.NewNop()
 	snaps, err := wal.ValidSnapshotEntries(lg, walDir)
 	if err != nil {
-		return fmt.Errorf("%w: etcd WAL %s: %v", ErrDamaged, files, err)
+		return fmt.Errorf("%w: etcd WAL %s: %w", ErrDamaged, files, err)
 	}
 	snap := walpb.Snapshot{}
 	if len(snaps) > 0 {
@@ -163,12 +164,12 @@ func checkWAL(walDir string, applied uint64) (err error) {
 	}
 	w, err := wal.OpenForRead(lg, walDir, snap)
 	if err != nil {
-		return fmt.Errorf("%w: etcd WAL %s: %v", ErrDamaged, files, err)
+		return fmt.Errorf("%w: etcd WAL %s: %w", ErrDamaged, files, err)
 	}
 	defer w.Close()
 	_, _, ents, err := w.ReadAll()
 	if err != nil {
-		return fmt.Errorf("%w: etcd WAL %s: %v", ErrDamaged, files, err)
+		return fmt.Errorf("%w: etcd WAL %s: %w", ErrDamaged, files, err)
 	}
 	last := snap.Index
 	if len(ents) > 0 {

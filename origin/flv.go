@@ -11,10 +11,6 @@ import (
 	"github.com/livefuse/livefuse/av"
 )
 
-// flvBufSize is the initial size of a write buffer for encoded tags
-// (tshls_crypt uses it too).
-const flvBufSize = 64 << 10
-
 // flvMetricBytes is how many bytes a player sends before it adds them to
 // the bytes-out counter (and once more when it ends): a shared counter
 // per write costs more than the write's bookkeeping.

@@ -37,22 +37,6 @@ func aud(dts int) *av.Packet {
 	return &av.Packet{Kind: av.KindAudio, Codec: av.CodecAAC, DTS: ms(dts), Data: []byte{0x21, byte(dts)}}
 }
 
-// readN reads until it has n packets or the reader ends.
-func readN(t *testing.T, r *Reader, n int) ([]*av.Packet, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var got []*av.Packet
-	for len(got) < n {
-		var err error
-		got, err = r.ReadPackets(ctx, got)
-		if err != nil {
-			return got, err
-		}
-	}
-	return got, nil
-}
-
 // drain reads what is queued without waiting.
 func drain(r *Reader) []*av.Packet { return r.poll(nil) }
 

@@ -162,13 +162,6 @@ func (h *tshls) setEncrypted(on bool) {
 	h.mu.Unlock()
 }
 
-// encrypted reports whether the segment being built is encrypted.
-func (h *tshls) encrypted() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.cur != nil && h.cur.key != nil
-}
-
 // writePacket packages p. Malformed packets are dropped (and logged, rate
 // limited); they never stop the packager.
 func (h *tshls) writePacket(p *av.Packet) {

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,21 +77,6 @@ func tshlsGet(t *testing.T, u string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
-}
-
-// tshlsCodecs returns the sorted codec names ffprobe finds in input.
-func tshlsCodecs(t *testing.T, input string) []string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-show_entries", "stream=codec_name",
-		"-of", "csv=p=0", input).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v: %s", input, err, out)
-	}
-	codecs := strings.Fields(string(out))
-	slices.Sort(codecs)
-	return slices.Compact(codecs)
 }
 
 // keySource returns a NewKey func that stores its keys in ks.
@@ -191,7 +175,7 @@ func TestTSHLSClear(t *testing.T) {
 	if strings.Contains(body, "EXT-X-KEY") || strings.Contains(body, "DISCONTINUITY") {
 		t.Errorf("clear playlist has a key or a discontinuity:\n%s", body)
 	}
-	if got := tshlsCodecs(t, pl); strings.Join(got, ",") != "aac,h264" {
+	if got := ffprobeCodecs(t, pl); strings.Join(got, ",") != "aac,h264" {
 		t.Errorf("ffprobe codecs %v, want aac,h264", got)
 	}
 	// Every frame decodes without an error, and as many as went in.

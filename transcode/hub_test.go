@@ -287,7 +287,7 @@ func readClip(t testing.TB, path string) []*av.Packet {
 	var pkts []*av.Packet
 	for {
 		p, err := r.ReadPacket()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return pkts
 		}
 		if err != nil {

@@ -122,16 +122,16 @@ const (
 func (p *Profile) Validate() error {
 	if err := p.validate(); err != nil {
 		if p.Name != "" {
-			return fmt.Errorf("%w %q: %v", ErrInvalidProfile, p.Name, err)
+			return fmt.Errorf("%w %q: %w", ErrInvalidProfile, p.Name, err)
 		}
-		return fmt.Errorf("%w: %v", ErrInvalidProfile, err)
+		return fmt.Errorf("%w: %w", ErrInvalidProfile, err)
 	}
 	return nil
 }
 
 func (p *Profile) validate() error {
 	if err := validName(p.Name); err != nil {
-		return fmt.Errorf("name: %v", err)
+		return fmt.Errorf("name: %w", err)
 	}
 	if len(p.Renditions) == 0 && !p.WatermarkSource {
 		return errors.New("renditions: at least one is required (or watermark_source)")
@@ -143,7 +143,7 @@ func (p *Profile) validate() error {
 	for i := range p.Renditions {
 		r := &p.Renditions[i]
 		if err := r.validate(); err != nil {
-			return fmt.Errorf("renditions[%d]: %v", i, err)
+			return fmt.Errorf("renditions[%d]: %w", i, err)
 		}
 		if r.Name == RenditionSource {
 			return fmt.Errorf("renditions[%d]: name %q is reserved for watermark_source", i, r.Name)
@@ -165,7 +165,7 @@ func (p *Profile) validate() error {
 	}
 	if p.Watermark != nil {
 		if err := p.Watermark.validate(); err != nil {
-			return fmt.Errorf("watermark: %v", err)
+			return fmt.Errorf("watermark: %w", err)
 		}
 	}
 	switch p.Keyframes {
@@ -192,7 +192,7 @@ func (p *Profile) validate() error {
 
 func (r *Rendition) validate() error {
 	if err := validName(r.Name); err != nil {
-		return fmt.Errorf("name: %v", err)
+		return fmt.Errorf("name: %w", err)
 	}
 	for _, d := range []struct {
 		what string
@@ -227,7 +227,7 @@ func (w *Watermark) validate() error {
 	if w.Image != "" {
 		fi, err := os.Stat(w.Image)
 		if err != nil {
-			return fmt.Errorf("image: %v", err)
+			return fmt.Errorf("image: %w", err)
 		}
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("image %s: not a regular file", w.Image)
@@ -265,7 +265,7 @@ func (w *Watermark) validate() error {
 		}
 		if w.FontFile != "" {
 			if _, err := os.Stat(w.FontFile); err != nil {
-				return fmt.Errorf("font_file: %v", err)
+				return fmt.Errorf("font_file: %w", err)
 			}
 			if strings.ContainsAny(w.FontFile, `'\:[],;`) {
 				return fmt.Errorf("font_file %q: quotes, colons, brackets, commas and semicolons are not allowed", w.FontFile)
@@ -335,7 +335,7 @@ func ParseProfileJSON(b []byte) (Profile, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		return Profile{}, fmt.Errorf("%w: %v", ErrInvalidProfile, err)
+		return Profile{}, fmt.Errorf("%w: %w", ErrInvalidProfile, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return Profile{}, fmt.Errorf("%w: trailing data after the profile", ErrInvalidProfile)

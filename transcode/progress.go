@@ -3,6 +3,7 @@ package transcode
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"strconv"
 	"strings"
@@ -39,7 +40,7 @@ func ReadProgress(r io.Reader, fn func(Progress)) error {
 				p = Progress{}
 			}
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
@@ -52,8 +53,8 @@ func ReadProgress(r io.Reader, fn func(Progress)) error {
 // returned empty (skipped).
 func readLine(br *bufio.Reader) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
-	if err == bufio.ErrBufferFull {
-		for err == bufio.ErrBufferFull {
+	if errors.Is(err, bufio.ErrBufferFull) {
+		for errors.Is(err, bufio.ErrBufferFull) {
 			_, err = br.ReadSlice('\n')
 		}
 		return nil, err

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
 )
 
 // lifecycle carries the signals' meaning to serve: drain is closed by

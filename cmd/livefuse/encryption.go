@@ -198,7 +198,7 @@ func (s *sealedKeys) Get(ctx context.Context, stream, id string) (*encryption.Ke
 	}
 	b, err := s.blobs.Get(ctx, stream, id)
 	if errors.Is(err, lms.ErrKeyNotFound) {
-		return nil, fmt.Errorf("%w: %v", encryption.ErrKeyNotFound, err)
+		return nil, fmt.Errorf("%w: %w", encryption.ErrKeyNotFound, err)
 	}
 	if err != nil {
 		return nil, err

@@ -79,7 +79,7 @@ func sameLists(a, b lms.IPLists) bool {
 func (g *streamGuard) CheckPublish(app, name string, remote netip.Addr) error {
 	a, err := g.access(app, name)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ingest.ErrForbidden, err) // the registry validates lists: fail closed
+		return fmt.Errorf("%w: %w", ingest.ErrForbidden, err) // the registry validates lists: fail closed
 	}
 	if err := a.CheckPublish(remote); err != nil {
 		return fmt.Errorf("%w: %w", ingest.ErrForbidden, err)
@@ -91,7 +91,7 @@ func (g *streamGuard) CheckPublish(app, name string, remote netip.Addr) error {
 func (g *streamGuard) CheckPlay(app, name string, remote netip.Addr) error {
 	a, err := g.access(app, name)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ingest.ErrForbidden, err)
+		return fmt.Errorf("%w: %w", ingest.ErrForbidden, err)
 	}
 	if err := a.CheckPlay(remote); err != nil {
 		return fmt.Errorf("%w: %w", ingest.ErrForbidden, err)

@@ -360,7 +360,7 @@ func (a *authorizer) AuthorizePlay(app, name, uri string, q url.Values) error {
 		return nil // open, or not registered (then not live either: 404 follows)
 	}
 	if err := a.typeA.Verify(uri, q.Get("auth_key"), s.PlayKey, time.Now()); err != nil {
-		return fmt.Errorf("%w: %v", ingest.ErrUnauthorized, err)
+		return fmt.Errorf("%w: %w", ingest.ErrUnauthorized, err)
 	}
 	return nil
 }
@@ -377,7 +377,7 @@ type sink struct{ hub *origin.Hub }
 func (s sink) Publish(app, name, feed string, src av.Source) (ingest.FeedWriter, error) {
 	f, err := s.hub.Publish(app, name, feed, src)
 	if errors.Is(err, origin.ErrBusy) {
-		return nil, fmt.Errorf("%w: %v", ingest.ErrBusy, err)
+		return nil, fmt.Errorf("%w: %w", ingest.ErrBusy, err)
 	}
 	if err != nil {
 		return nil, err
@@ -499,7 +499,7 @@ func toLiveStatus(st origin.Status) lms.LiveStatus {
 func (l liveSource) Kick(app, name string) error {
 	err := l.hub.Kick(app, name)
 	if errors.Is(err, origin.ErrNotFound) {
-		return fmt.Errorf("%w: %v", lms.ErrNotLive, err)
+		return fmt.Errorf("%w: %w", lms.ErrNotLive, err)
 	}
 	return err
 }

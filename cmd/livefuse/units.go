@@ -23,13 +23,13 @@ func (c *Config) validateUnits() error {
 		c.Unit = "a"
 	}
 	if err := lmsName(c.Unit); err != nil {
-		return fmt.Errorf("config: unit %q: %v", c.Unit, err)
+		return fmt.Errorf("config: unit %q: %w", c.Unit, err)
 	}
 	seen := map[string]bool{}
 	others := 0
 	for i, u := range c.Units {
 		if err := lmsName(u.Name); err != nil {
-			return fmt.Errorf("config: units[%d]: name: %v", i, err)
+			return fmt.Errorf("config: units[%d]: name: %w", i, err)
 		}
 		if seen[u.Name] {
 			return fmt.Errorf("config: units[%d]: unit %q listed twice", i, u.Name)

@@ -69,32 +69,32 @@ func (s Stream) Path() string { return s.App + "/" + s.Name }
 // names the first bad field. Token values are never echoed in the message.
 func (s Stream) Validate() error {
 	if err := ValidateName(s.App); err != nil {
-		return fmt.Errorf("%w: app: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: app: %w", ErrInvalid, err)
 	}
 	if err := ValidateName(s.Name); err != nil {
-		return fmt.Errorf("%w: name: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: name: %w", ErrInvalid, err)
 	}
 	if err := ValidateToken(s.PublishToken); err != nil {
-		return fmt.Errorf("%w: publish_token: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: publish_token: %w", ErrInvalid, err)
 	}
 	if s.PlayKey != "" {
 		if err := ValidateToken(s.PlayKey); err != nil {
-			return fmt.Errorf("%w: play_key: %v", ErrInvalid, err)
+			return fmt.Errorf("%w: play_key: %w", ErrInvalid, err)
 		}
 	}
 	if err := ValidateSource(s.Source); err != nil {
-		return fmt.Errorf("%w: source: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: source: %w", ErrInvalid, err)
 	}
 	if err := ValidateFeedPolicy(s.FeedPolicy); err != nil {
-		return fmt.Errorf("%w: feed_policy: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: feed_policy: %w", ErrInvalid, err)
 	}
 	if s.Profile != "" {
 		if err := ValidateName(s.Profile); err != nil {
-			return fmt.Errorf("%w: profile: %v", ErrInvalid, err)
+			return fmt.Errorf("%w: profile: %w", ErrInvalid, err)
 		}
 	}
 	if err := s.IPLists.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -129,7 +129,7 @@ func (l IPLists) Validate() error {
 		list []string
 	}{{"publish_allow", l.PublishAllow}, {"publish_deny", l.PublishDeny}, {"play_allow", l.PlayAllow}, {"play_deny", l.PlayDeny}} {
 		if _, err := netguard.ParseIPList(f.list); err != nil {
-			return fmt.Errorf("%s: %v", f.name, err)
+			return fmt.Errorf("%s: %w", f.name, err)
 		}
 	}
 	return nil
