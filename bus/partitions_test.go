@@ -57,6 +57,21 @@ func (l *ownLog) open(member string, hold bool) func(string, int) PartitionOwner
 	}
 }
 
+// owning reports whether member has a partition open now.
+func (l *ownLog) owning(member string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, o := range l.owners {
+		o.mu.Lock()
+		open := o.member == member && !o.closed
+		o.mu.Unlock()
+		if open {
+			return true
+		}
+	}
+	return false
+}
+
 // offsets returns, per offset of the topic, how many owners of member (all
 // members when "") got it.
 func (l *ownLog) offsets(member string) map[[2]int64]int {
@@ -121,6 +136,10 @@ func TestKafkaOwnPartitions(t *testing.T) {
 	var members sync.WaitGroup
 	members.Go(func() { k.Own(ctxA, []string{topic}, "g", log.open("a", false)) })
 	members.Go(func() { k.Own(ctx, []string{topic}, "g", log.open("b", true)) })
+	// The split needs both members in one generation: wait for it, else
+	// the first to join reads everything before the rebalance (a busy
+	// machine, -race).
+	waitFor("both members own partitions", func() bool { return log.owning("a") && log.owning("b") })
 	send(0, 300)
 	waitFor("300 records owned", func() bool { return len(log.offsets("")) == 300 })
 	a, bm := log.offsets("a"), log.offsets("b")
