@@ -7,10 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,7 +28,7 @@ type nodeLife struct {
 	hub     *origin.Hub
 	gather  prometheus.Gatherer
 	log     *slog.Logger
-	sampler loadSampler
+	sampler lms.LoadSampler
 }
 
 func newNodeLife(cfg Config, store *lms.Store, hub *origin.Hub, promReg *prometheus.Registry, log *slog.Logger) (*nodeLife, error) {
@@ -77,80 +74,10 @@ func (n *nodeLife) load() api.NodeLoad {
 		l.Streams++
 		l.Players += st.Readers
 	}
-	var bytesOut, packetsIn float64
-	if mfs, err := n.gather.Gather(); err == nil {
-		for _, mf := range mfs {
-			var sum float64
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-			switch mf.GetName() {
-			case "livefuse_origin_bytes_out_total":
-				bytesOut = sum
-			case "livefuse_origin_packets_in_total":
-				packetsIn = sum
-			}
-		}
-	}
-	egress, pps, cpu, rss := n.sampler.sample(time.Now(), bytesOut, packetsIn)
+	c := lms.SumCounters(n.gather, "livefuse_origin_bytes_out_total", "livefuse_origin_packets_in_total")
+	egress, pps, cpu, rss := n.sampler.Sample(time.Now(), c[0], c[1])
 	l.EgressBps, l.PacketsPerSecond, l.CPUPercent, l.RSSBytes = egress, pps, cpu, rss
 	return l
-}
-
-// loadSampler turns counters into rates between two samples.
-type loadSampler struct {
-	mu                    sync.Mutex
-	at                    time.Time
-	bytesOut, packetsIn   float64
-	cpuTicks              int64
-	haveCounters, haveCPU bool
-}
-
-// clockTicks is USER_HZ, 100 on every Linux platform Go supports.
-const clockTicks = 100
-
-func (s *loadSampler) sample(now time.Time, bytesOut, packetsIn float64) (egressBps int64, pps, cpuPct float64, rss int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ticks, rss, procOK := procSelf()
-	if dt := now.Sub(s.at).Seconds(); s.haveCounters && dt > 0 {
-		egressBps = int64(max(0, bytesOut-s.bytesOut) * 8 / dt)
-		pps = max(0, packetsIn-s.packetsIn) / dt
-		if procOK && s.haveCPU {
-			cpuPct = float64(ticks-s.cpuTicks) / clockTicks / dt * 100
-		}
-	}
-	s.at, s.bytesOut, s.packetsIn, s.haveCounters = now, bytesOut, packetsIn, true
-	if procOK {
-		s.cpuTicks, s.haveCPU = ticks, true
-	}
-	return egressBps, pps, cpuPct, rss
-}
-
-// procSelf reads the process's CPU time (user+system, clock ticks) and
-// resident set size from /proc; ok is false where there is no /proc.
-func procSelf() (ticks, rss int64, ok bool) {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	// Fields after the command name (which may hold spaces) start at ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state): utime is field 14, stime 15, rss 24 (pages).
-	if len(f) < 22 {
-		return 0, 0, false
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	pages, err3 := strconv.ParseInt(f[21], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return 0, 0, false
-	}
-	return ut + st, pages * int64(os.Getpagesize()), true
 }
 
 // run keeps the node's record until ctx ends.
