@@ -29,6 +29,8 @@ type nodeLife struct {
 	gather  prometheus.Gatherer
 	log     *slog.Logger
 	sampler lms.LoadSampler
+	// serving is the agent's Serving (a field, for tests of the gates).
+	serving func() bool
 }
 
 func newNodeLife(cfg Config, store *lms.Store, hub *origin.Hub, promReg *prometheus.Registry, log *slog.Logger) (*nodeLife, error) {
@@ -36,6 +38,7 @@ func newNodeLife(cfg Config, store *lms.Store, hub *origin.Hub, promReg *prometh
 	nc := cfg.LMS.Node
 	nc.DrainTimeout = cfg.DrainTimeout // one key for SIGTERM and API drains
 	n.agent = lms.NewNodeAgent(store, nc, api.Node{Role: "unit", Unit: cfg.Unit}, n.load, log)
+	n.serving = n.agent.Serving
 	gauges := []struct {
 		name, help string
 		fn         func(api.NodeLoad) float64
@@ -111,7 +114,7 @@ func isPlayPath(p string) bool {
 // play on; HLS players move with their next playlist request.
 func (n *nodeLife) media(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !n.agent.Serving() && isPlayPath(r.URL.Path) {
+		if !n.serving() && isPlayPath(r.URL.Path) {
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, "node draining: play from another unit", http.StatusServiceUnavailable)
 			return
@@ -127,7 +130,7 @@ type drainPlay struct {
 }
 
 func (d drainPlay) Subscribe(app, name string) (ingest.PacketReader, error) {
-	if !d.n.agent.Serving() {
+	if !d.n.serving() {
 		return nil, fmt.Errorf("%w: %s/%s: node draining, play from another unit", ingest.ErrNotFound, app, name)
 	}
 	return d.next.Subscribe(app, name)
@@ -141,7 +144,7 @@ type drainAuth struct {
 }
 
 func (d drainAuth) AuthorizePublish(app, name, token string) error {
-	if !d.n.agent.Serving() {
+	if !d.n.serving() {
 		return fmt.Errorf("%w: %s/%s: node draining, publish to another unit", ingest.ErrUnauthorized, app, name)
 	}
 	return d.next.AuthorizePublish(app, name, token)
