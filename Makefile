@@ -5,7 +5,7 @@ BIN := bin
 GOTEST_TIMEOUT ?= 15m
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps edge-deps test-deps minio build run run-dual run-config test test-unit test-e2e bench bench-hostile lint fuzz clean
+.PHONY: all deps edge-deps test-deps minio web-assets build run run-dual run-config test test-unit test-e2e bench bench-hostile lint fuzz clean
 
 all: build
 
@@ -40,7 +40,20 @@ test-deps: deps edge-deps
 	@# hls.js, mpegts.js and playwright-core at the versions web/package-lock.json pins (web/node_modules is gitignored).
 	@[ web/node_modules/.package-lock.json -nt web/package-lock.json ] || (cd web && npm ci --no-audit --no-fund --loglevel=error)
 
-build:
+# web-assets copies the pinned player libraries (hls.js, mpegts.js, at the
+# versions web/package-lock.json pins) from web/node_modules into web/vendor,
+# which go build embeds: the node serves them at /player/vendor/ with no
+# internet. The copies are gitignored; without node/npm the build goes on and
+# the node answers 503 for them, naming this target.
+web-assets:
+	@if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then \
+	  if command -v npm >/dev/null; then (cd web && npm ci --no-audit --no-fund --loglevel=error); \
+	  else echo "web-assets: npm not found (make test-deps installs it): the player libraries are not embedded"; exit 0; fi; \
+	fi; \
+	install -m 0644 web/node_modules/hls.js/dist/hls.min.js web/vendor/hls.min.js && \
+	install -m 0644 web/node_modules/mpegts.js/dist/mpegts.js web/vendor/mpegts.js
+
+build: web-assets
 	$(GO) build -o $(BIN)/livefuse ./cmd/livefuse
 	$(GO) build -o $(BIN)/livectl ./cmd/livectl
 
