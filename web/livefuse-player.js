@@ -270,7 +270,7 @@ export class Controller {
             this.state.firstFrameMs = Math.round(now - this.t0);
             this.emit('firstframe', { ms: this.state.firstFrameMs, vendor: this.state.vendor });
             this.beacon('first_frame', { first_frame_ms: this.state.firstFrameMs });
-          } else if (frozen > 500) {
+          } else if (frozen >= 300) { // the picture stood still (ticks are 250 ms)
             this.state.freeze.list.push(Math.round(frozen));
             this.state.freeze.maxMs = Math.max(this.state.freeze.maxMs, Math.round(frozen));
           }
@@ -429,7 +429,9 @@ export class Controller {
         // hls.js has put its CMCD data in the request's query (request
         // mode); the same payload goes to /qos for the segments.
         try {
-          const q = new URL(url, location.href).searchParams.get('CMCD');
+          // The last CMCD is hls.js's own (a playlist's query may be
+          // carried into the URIs it lists).
+          const q = new URL(url, location.href).searchParams.getAll('CMCD').pop();
           if (q && /(^|,)ot=(v|av|a|i)(,|$)/.test(q)) this.cmcdBeacon(q);
         } catch (e) { /* not ours */ }
         if (prev) return prev(xhr, url);
