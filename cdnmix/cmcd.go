@@ -86,6 +86,33 @@ func nextCMCDPair(s string) (key, val string, hasVal bool, rest string, err erro
 		return key, "", false, s[i:], nil
 	}
 	s = s[i+1:]
+	if strings.HasPrefix(s, "(") { // an inner list (CMCD v2): (item item;param ...)
+		j := 1
+		for j < len(s) && s[j] != ')' {
+			if s[j] == '"' {
+				for j++; j < len(s) && s[j] != '"'; j++ {
+					if s[j] == '\\' {
+						j++
+					}
+				}
+				if j >= len(s) {
+					break
+				}
+			}
+			j++
+		}
+		if j >= len(s) {
+			return "", "", false, "", fmt.Errorf("cmcd: unterminated list in %q: %w", key, ErrMalformed)
+		}
+		val, s = s[:j+1], s[j+1:]
+		if s != "" && s[0] != ',' {
+			return "", "", false, "", fmt.Errorf("cmcd: junk after the list of %q: %w", key, ErrMalformed)
+		}
+		if s != "" {
+			s = s[1:]
+		}
+		return key, val, true, s, nil
+	}
 	if strings.HasPrefix(s, `"`) {
 		var b strings.Builder
 		j := 1
@@ -115,7 +142,7 @@ func nextCMCDPair(s string) (key, val string, hasVal bool, rest string, err erro
 	}
 	val, rest, _ = strings.Cut(s, ",")
 	val = strings.TrimSpace(val)
-	if val == "" || len(val) > maxCMCDString || strings.ContainsAny(val, "\" \t") {
+	if val == "" || len(val) > maxCMCDString || strings.ContainsAny(val, "\" \t()") {
 		return "", "", false, "", fmt.Errorf("cmcd: bad value of %q: %w", key, ErrMalformed)
 	}
 	return key, val, true, rest, nil
@@ -158,10 +185,15 @@ func (c *CMCD) set(key, val string, hasVal bool) error {
 		return val, nil
 	}
 	num := func(max float64) (int64, error) {
-		if !hasVal || strings.HasPrefix(val, `"`) {
+		v := val
+		if strings.HasPrefix(v, "(") { // a list of numbers (v2): its first item, without parameters
+			v, _, _ = strings.Cut(strings.TrimSpace(v[1:len(v)-1]), " ")
+			v, _, _ = strings.Cut(v, ";")
+		}
+		if !hasVal || strings.HasPrefix(v, `"`) || v == "" {
 			return 0, fmt.Errorf("cmcd: %q must be a number: %w", key, ErrMalformed)
 		}
-		f, err := strconv.ParseFloat(val, 64)
+		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || math.IsNaN(f) || f < 0 || f > max {
 			return 0, fmt.Errorf("cmcd: %q=%s out of range: %w", key, trimForErr(val), ErrMalformed)
 		}
@@ -169,9 +201,9 @@ func (c *CMCD) set(key, val string, hasVal bool) error {
 	}
 	boolean := func() (bool, error) {
 		switch {
-		case !hasVal || val == "true":
+		case !hasVal || val == "true" || val == "?1":
 			return true, nil
-		case val == "false":
+		case val == "false" || val == "?0":
 			return false, nil
 		}
 		return false, fmt.Errorf("cmcd: %q must be a boolean: %w", key, ErrMalformed)

@@ -93,6 +93,13 @@ func TestParseCMCD(t *testing.T) {
 		{`bs=true,bsd=2500,sta=r,v=2`, CMCD{BufferLengthMs: -1, BitrateKbps: -1, StarvationMs: 2500, Starved: true, State: "r", Version: 2}, true},
 		{`bs=false,su=false,br=800`, CMCD{BufferLengthMs: -1, BitrateKbps: 800, StarvationMs: -1, Version: 1}, true},
 		{`com.example-myKey="a \"q\" \\ b",ot=av`, CMCD{BufferLengthMs: -1, BitrateKbps: -1, StarvationMs: -1, ObjectType: "av", Version: 1}, true},
+		{`br=(3200 1600),bl=(4100;r="x"),bs=?0,su=?1,nor=("a,b)" "c"),e=t,sta=p,ts=1733222222000,v=2`,
+			CMCD{BufferLengthMs: 4100, BitrateKbps: 3200, StarvationMs: -1, Startup: true, State: "p", Event: "t", Version: 2}, true},
+		{`br=()`, CMCD{}, false},
+		{`br=(1`, CMCD{}, false},
+		{`nor=("a)`, CMCD{}, false},
+		{`br=(1)x`, CMCD{}, false},
+		{`br=1)`, CMCD{}, false},
 		{``, CMCD{}, false},
 		{`bl=-1`, CMCD{}, false},
 		{`bl=NaN`, CMCD{}, false},
@@ -234,7 +241,7 @@ func TestFirstFrameJSONMilliseconds(t *testing.T) {
 // bounds, and the beacon it maps to passes the beacon checks.
 func FuzzParseCMCD(f *testing.F) {
 	for _, s := range []string{`bl=2100,br=3200,bs,cid="x",d=2000,mtp=25400,ot=v,sf=h,sid="6e2f",st=l,su,tb=6000`,
-		`bs=true,bsd=2500,sta=r,v=2`, `com.example-k="a \"b\" \\"`, `e=e,sta=f`, `bl=1,bl=2`, `sid="`, ``} {
+		`bs=true,bsd=2500,sta=r,v=2`, `br=(3200 1600),bl=(4100;r="x"),bs=?0,nor=("a,b)" "c"),e=t`, `com.example-k="a \"b\" \\"`, `e=e,sta=f`, `bl=1,bl=2`, `sid="`, ``} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -20,8 +20,8 @@
 // to /qos with the session token of the dispatch answer: start,
 // first_frame (first_frame_ms), stall (buffer_empty_ms, one per buffer
 // empty of stallMs or more), bitrate (bitrate_kbps), error. With cmcd: true
-// (HLS), hls.js's own CMCD data (CTA-5004) is sent to /qos as well, in
-// request mode (query CMCD=).
+// (HLS), hls.js reports CMCD (CTA-5004) by itself as well: request mode on
+// its media requests, and event mode (v2) to /qos?token=<session token>.
 //
 // The libraries (hls.js, mpegts.js, flvdecrypt.js) are loaded from libs
 // (default: the node's /player/ directory) when the page has not loaded
@@ -240,22 +240,6 @@ export class Controller {
     this.emit('beacon', { event, fields });
   }
 
-  // cmcdBeacon mirrors one CMCD payload of hls.js to /qos (request mode).
-  cmcdBeacon(payload) {
-    const c = this.candidate;
-    if (!this.o.qos || !c || !c.qos_token) return;
-    const st = this.state.cmcd;
-    const u = new URL(this.o.qos, location.href);
-    u.searchParams.set('CMCD', payload);
-    u.searchParams.set('token', c.qos_token);
-    st.sent++;
-    if (/(^|,)bs(,|=true|$)/.test(payload)) st.starved++;
-    st.payloads.push(payload);
-    if (st.payloads.length > 50) st.payloads.shift();
-    fetch(u.toString(), { method: 'POST', keepalive: true, credentials: 'omit' })
-      .then((r) => { if (r.status === 204) st.accepted++; }, () => {});
-  }
-
   // watch samples the video element every 250 ms: first frame, freezes
   // (the picture not moving while it should), stalls.
   watch() {
@@ -422,20 +406,30 @@ export class Controller {
     const Hls = window.Hls;
     if (!Hls || !Hls.isSupported()) throw new Error('hls.js not supported here');
     const cfg = Object.assign({ lowLatencyMode: false }, this.o.hlsConfig);
-    if (this.o.cmcd) {
-      cfg.cmcd = Object.assign({ contentId: this.o.stream }, cfg.cmcd || {});
-      const prev = cfg.xhrSetup;
-      cfg.xhrSetup = (xhr, url) => {
-        // hls.js has put its CMCD data in the request's query (request
-        // mode); the same payload goes to /qos for the segments.
-        try {
-          // The last CMCD is hls.js's own (a playlist's query may be
-          // carried into the URIs it lists).
-          const q = new URL(url, location.href).searchParams.getAll('CMCD').pop();
-          if (q && /(^|,)ot=(v|av|a|i)(,|$)/.test(q)) this.cmcdBeacon(q);
-        } catch (e) { /* not ours */ }
-        if (prev) return prev(xhr, url);
-      };
+    if (this.o.cmcd && this.o.qos && c.qos_token) {
+      // Stock hls.js reports CMCD itself: request mode on its media
+      // requests (to the vendor), and event mode (CMCD v2: play state
+      // changes, errors, bitrate changes, every 10 s) to /qos with this
+      // line's session token. The requester only counts what it sends.
+      const st = this.state.cmcd;
+      const target = new URL(this.o.qos, location.href);
+      target.searchParams.set('token', c.qos_token);
+      cfg.cmcd = Object.assign({
+        contentId: this.o.stream,
+        eventTargets: [{ url: target.toString(), events: ['ps', 'e', 't', 'bc'], interval: 10, batchSize: 1 }],
+        loader: (req) => {
+          const lines = String(req.body || '').split('\n').filter(Boolean);
+          st.sent += lines.length;
+          for (const l of lines) {
+            if (/(^|,)sta=r(,|$)/.test(l)) st.starved++;
+            st.payloads.push(l);
+          }
+          if (st.payloads.length > 50) st.payloads.splice(0, st.payloads.length - 50);
+          const init = Object.assign({}, req, { credentials: 'omit', keepalive: true });
+          delete init.url;
+          return fetch(req.url, init).then((r) => { if (r.status === 204) st.accepted += lines.length; return r; });
+        },
+      }, cfg.cmcd || {});
     }
     const hls = new Hls(cfg);
     this.player = hls;
