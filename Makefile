@@ -5,7 +5,7 @@ BIN := bin
 GOTEST_TIMEOUT ?= 15m
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps edge-deps test-deps minio web-assets build run run-dual run-config test test-unit test-e2e bench bench-hostile lint fuzz clean
+.PHONY: all deps edge-deps test-deps minio web-assets drill-player build run run-dual run-config test test-unit test-e2e bench bench-hostile lint fuzz clean
 
 all: build
 
@@ -53,6 +53,15 @@ web-assets:
 	install -m 0644 web/node_modules/hls.js/dist/hls.min.js web/vendor/hls.min.js && \
 	install -m 0644 web/node_modules/mpegts.js/dist/mpegts.js web/vendor/mpegts.js
 
+# drill-player: the player SDK's vendor-loss drill in Chromium (an nginx
+# vendor stopped under the page PLAYER_TRIALS times; gap median and worst),
+# with screenshots in e2e/artefacts (gitignored). About 60 s for 10 trials
+# plus the e2e build.
+PLAYER_TRIALS ?= 10
+drill-player: test-deps web-assets
+	set -o pipefail; PLAYER_TRIALS=$(PLAYER_TRIALS) LIVEFUSE_ARTEFACTS=$(CURDIR)/e2e/artefacts \
+	  $(GO) test -count=1 -run 'TestPlayerSDK$$/vendor_loss' -v ./e2e/ | grep -E 'trial|gap|screenshot|^(---|ok|FAIL)'
+
 build: web-assets
 	$(GO) build -o $(BIN)/livefuse ./cmd/livefuse
 	$(GO) build -o $(BIN)/livectl ./cmd/livectl
@@ -78,7 +87,7 @@ minio:
 	@bin="$$($(GO) env GOPATH)/bin/minio"; [ -x "$$bin" ] || { echo "installing minio $(MINIO_VERSION)"; \
 	  GOFLAGS= $(GO) install github.com/minio/minio@$(MINIO_VERSION); }
 
-test: test-deps minio lint
+test: test-deps web-assets minio lint
 	$(GO) test -count=1 -timeout $(GOTEST_TIMEOUT) ./...
 	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) ./origin/...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_BRIEF)
