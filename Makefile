@@ -55,7 +55,7 @@ web-assets:
 
 # drill-player: the player SDK's vendor-loss drill in Chromium (an nginx
 # vendor stopped under the page PLAYER_TRIALS times; gap median and worst),
-# with screenshots in e2e/artefacts (gitignored). About 60 s for 10 trials
+# with screenshots in e2e/artefacts (gitignored). About 35 s for 10 trials
 # plus the e2e build.
 PLAYER_TRIALS ?= 10
 drill-player: test-deps web-assets

@@ -126,8 +126,9 @@ type sdkState struct {
 		Repeats     int   `json:"repeats"`
 		VideoTags   int   `json:"videoTags"`
 	} `json:"shown"`
-	Events    []map[string]any `json:"events"`
-	EvalError string           `json:"evalError"`
+	ReconnectMs []int            `json:"reconnectMs"`
+	Events      []map[string]any `json:"events"`
+	EvalError   string           `json:"evalError"`
 }
 
 type sdkFinal struct {
@@ -374,8 +375,9 @@ func TestPlayerSDK(t *testing.T) {
 		q := url.Values{"stream": {"live/demo"}, "format": {"flv"}}
 		p := openPage(t, e, "vendor-loss", pageURL(e.origin(), q), e.allow(), "")
 		st := p.playing("first play", 0, 3, 60*time.Second)
-		var gaps []time.Duration
+		var gaps, resumes []time.Duration
 		for i := range trials {
+			reconnects := len(st.ReconnectMs)
 			lost := st.Vendor
 			freezes := len(st.Freeze.List)
 			lastTs := st.Shown.LastVideoTs
@@ -387,10 +389,16 @@ func TestPlayerSDK(t *testing.T) {
 				gap = max(gap, time.Duration(ms)*time.Millisecond)
 			}
 			gaps = append(gaps, gap)
+			resume := time.Duration(-1)
+			if len(st.ReconnectMs) > reconnects {
+				resume = time.Duration(st.ReconnectMs[reconnects]) * time.Millisecond
+				resumes = append(resumes, resume)
+			}
 			if st.Shown.LastVideoTs <= lastTs {
 				t.Fatalf("trial %d: shown video timestamps did not go on: %d then %d", i, lastTs, st.Shown.LastVideoTs)
 			}
-			t.Logf("trial %d: lost %s, now on %s: gap %v (freezes of 300 ms or more counted; repeats dropped so far %d)", i, lost, st.Vendor, gap, st.Shown.Repeats)
+			t.Logf("trial %d: lost %s, now on %s: picture frozen %v (freezes of 300 ms or more counted), next new frame %v after the loss; overlap dropped so far %d tags",
+				i, lost, st.Vendor, gap, resume, st.Shown.Repeats)
 			e.vendors[lost] = startNginx(t, lost, e.ports[lost], e.s.http)
 		}
 		f := p.quit()
@@ -400,7 +408,11 @@ func TestPlayerSDK(t *testing.T) {
 			}
 		}
 		slices.Sort(gaps)
-		t.Logf("vendor loss over %d trials: gap median %v, worst %v", trials, gaps[len(gaps)/2], gaps[len(gaps)-1])
+		slices.Sort(resumes)
+		t.Logf("vendor loss over %d trials: picture frozen median %v, worst %v", trials, gaps[len(gaps)/2], gaps[len(gaps)-1])
+		if len(resumes) > 0 {
+			t.Logf("vendor loss over %d trials: loss to the next new frame median %v, worst %v", len(resumes), resumes[len(resumes)/2], resumes[len(resumes)-1])
+		}
 		if worst := gaps[len(gaps)-1]; worst > 8*time.Second {
 			t.Fatalf("worst gap %v", worst)
 		}

@@ -171,6 +171,7 @@ export class Controller {
       lineChanges: 0, stalls: 0, stepDowns: 0, rendition: '', firstFrameMs: -1, errors: [], events: [],
       beacons: { sent: 0, accepted: 0, refused: 0, byEvent: {} }, cmcd: { sent: 0, accepted: 0, starved: 0, payloads: [] },
       freeze: { maxMs: 0, list: [] }, shown: { lastVideoTs: -1, lastAudioTs: -1, repeats: 0, videoTags: 0 },
+      reconnectMs: [], // per FLV reconnect: from the switch to the first new video frame handed on
       bitrateKbps: 0, decrypt: { tags: 0, decrypted: 0, signals: 0 },
     };
     this.destroyed = false;
@@ -501,6 +502,8 @@ function makeResumingLoader(mpegts, ctl) {
       this._ac = ac;
       const first = this._conns++ === 0;
       const shown = ctl.state.shown;
+      const t0 = performance.now();
+      let resumed = first;
       const filter = (tag) => {
         const type = tag[0] & 0x1f;
         if (type !== 8 && type !== 9) return first; // metadata only once
@@ -511,6 +514,10 @@ function makeResumingLoader(mpegts, ctl) {
           if (ts <= shown.lastVideoTs) { shown.repeats++; return false; }
           shown.lastVideoTs = ts;
           shown.videoTags++;
+          if (!resumed) {
+            resumed = true;
+            ctl.state.reconnectMs.push(Math.round(performance.now() - t0));
+          }
           return true;
         }
         if (ts <= shown.lastAudioTs) return false;
