@@ -222,6 +222,14 @@ func (p *sdkPage) waitFor(what string, d time.Duration, cond func(sdkState) bool
 	}
 }
 
+// settle waits for 0.75 s more of playback after st: the SDK samples the
+// picture every 250 ms, so a freeze that just ended (the driver reads
+// currentTime live) is in its list by then.
+func (p *sdkPage) settle(st sdkState) sdkState {
+	p.t.Helper()
+	return p.waitFor("0.75 s more playback", 10*time.Second, func(s sdkState) bool { return s.CT >= st.CT+0.75 })
+}
+
 // quit ends the page and returns the driver's last report.
 func (p *sdkPage) quit() sdkFinal {
 	p.t.Helper()
@@ -384,6 +392,7 @@ func TestPlayerSDK(t *testing.T) {
 			e.vendors[lost].stop()
 			at := st.CT
 			st = p.waitFor("line change", 20*time.Second, func(s sdkState) bool { return s.Vendor != lost && s.CT > at+2 })
+			st = p.settle(st)
 			gap := time.Duration(0)
 			for _, ms := range st.Freeze.List[freezes:] {
 				gap = max(gap, time.Duration(ms)*time.Millisecond)
@@ -417,6 +426,47 @@ func TestPlayerSDK(t *testing.T) {
 			t.Fatalf("worst gap %v", worst)
 		}
 	})
+}
+
+// (c') A vendor that hangs (its nginx stopped with SIGSTOP: connections
+// open, no bytes): the picture stands still for 2 s, the page reports one
+// stall against that vendor (the stall rate counts it) and moves line.
+func TestPlayerSDKHungVendor(t *testing.T) {
+	e := startSDKEnv(t)
+	q := url.Values{"stream": {"live/demo"}, "format": {"flv"}}
+	p := openPage(t, e, "hung", pageURL(e.origin(), q), e.allow(), "")
+	st := p.playing("first play", 0, 3, 60*time.Second)
+	hung := st.Vendor
+	n := e.vendors[hung]
+	freezes := len(st.Freeze.List)
+	syscall.Kill(-n.cmd.Process.Pid, syscall.SIGSTOP)
+	t.Cleanup(func() { syscall.Kill(-n.cmd.Process.Pid, syscall.SIGCONT) })
+	at := st.CT
+	st = p.waitFor("line change after the stall", 20*time.Second, func(s sdkState) bool { return s.Vendor != hung && s.CT > at+3 })
+	st = p.settle(st)
+	syscall.Kill(-n.cmd.Process.Pid, syscall.SIGCONT)
+	if st.Stalls != 1 {
+		t.Fatalf("%d stalls reported, want 1", st.Stalls)
+	}
+	frozen := time.Duration(0)
+	for _, ms := range st.Freeze.List[freezes:] {
+		frozen = max(frozen, time.Duration(ms)*time.Millisecond)
+	}
+	cdnPoll(t, 10*time.Second, "the stall rate counts the page's stall on "+hung, func() error {
+		if users, stalled := cdnQualityNow(t, e.s, hung); users != 1 || stalled != 1 {
+			return fmt.Errorf("%s: %d users, %d stalled", hung, users, stalled)
+		}
+		return nil
+	})
+	f := p.quit()
+	if testing.Verbose() {
+		b, _ := json.Marshal(f.Events)
+		t.Logf("events: %s; freezes %v", b, f.Last.Freeze.List)
+	}
+	t.Logf("hung vendor %s: picture frozen %v, then on %s; stall beacons %d", hung, frozen, st.Vendor, st.Beacons.ByEvent["stall"])
+	if frozen < 2*time.Second || frozen > 6*time.Second {
+		t.Fatalf("picture frozen %v, want 2-6 s (stall threshold 2 s, then a line change)", frozen)
+	}
 }
 
 // (d) hls.js with CMCD on: /qos receives hls.js's own CMCD data with the

@@ -260,7 +260,7 @@ export class Controller {
             this.state.freeze.maxMs = Math.max(this.state.freeze.maxMs, Math.round(frozen));
           }
           if (stallFrom) {
-            this.endStall(now - stallFrom);
+            this.emit('stallend', { ms: Math.round(now - stallFrom), vendor: this.state.vendor });
             stallFrom = 0;
           }
         }
@@ -268,7 +268,7 @@ export class Controller {
         lastMove = now;
       } else if (this.state.firstFrameMs >= 0 && !v.paused && !stallFrom && now - lastMove >= this.o.stallMs) {
         stallFrom = lastMove;
-        this.onStall();
+        this.onStall(now - lastMove);
       } else if (this.state.firstFrameMs < 0 && now - this.lineOpened > this.o.startTimeoutMs) {
         this.lineOpened = now;
         this.fail('no first frame from ' + this.state.vendor + ' within ' + this.o.startTimeoutMs + ' ms');
@@ -281,18 +281,15 @@ export class Controller {
     this.timers.push(() => clearInterval(hb));
   }
 
-  // endStall reports a buffer empty that lasted ms (a stall when ms >=
-  // stallMs: the stall rate's definition).
-  endStall(ms) {
+  // onStall: the picture has not moved for ms (stallMs or more) while
+  // playing: one stall (the stall rate's definition: buffer empty for 2 s
+  // or more), reported against the line it happened on, then a step down
+  // the ladder (after stallsToStepDown in stallWindowMs) or a line change.
+  onStall(ms) {
     ms = Math.round(ms);
-    if (ms >= this.o.stallMs) {
-      this.state.stalls++;
-      this.emit('stall', { ms, vendor: this.state.vendor });
-      this.beacon('stall', { buffer_empty_ms: ms });
-    }
-  }
-
-  onStall() {
+    this.state.stalls++;
+    this.emit('stall', { ms, vendor: this.state.vendor });
+    this.beacon('stall', { buffer_empty_ms: ms });
     const now = performance.now();
     this.stallTimes = this.stallTimes.filter((t) => now - t < this.o.stallWindowMs);
     this.stallTimes.push(now);
