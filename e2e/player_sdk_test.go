@@ -433,40 +433,45 @@ func TestPlayerSDK(t *testing.T) {
 // stall against that vendor (the stall rate counts it) and moves line.
 func TestPlayerSDKHungVendor(t *testing.T) {
 	e := startSDKEnv(t)
+	trials := 2
+	if n, err := strconv.Atoi(os.Getenv("PLAYER_TRIALS")); err == nil && n > 0 {
+		trials = n
+	}
 	q := url.Values{"stream": {"live/demo"}, "format": {"flv"}}
 	p := openPage(t, e, "hung", pageURL(e.origin(), q), e.allow(), "")
 	st := p.playing("first play", 0, 3, 60*time.Second)
-	hung := st.Vendor
-	n := e.vendors[hung]
-	freezes := len(st.Freeze.List)
-	syscall.Kill(-n.cmd.Process.Pid, syscall.SIGSTOP)
-	t.Cleanup(func() { syscall.Kill(-n.cmd.Process.Pid, syscall.SIGCONT) })
-	at := st.CT
-	st = p.waitFor("line change after the stall", 20*time.Second, func(s sdkState) bool { return s.Vendor != hung && s.CT > at+3 })
-	st = p.settle(st)
-	syscall.Kill(-n.cmd.Process.Pid, syscall.SIGCONT)
-	if st.Stalls != 1 {
-		t.Fatalf("%d stalls reported, want 1", st.Stalls)
-	}
-	frozen := time.Duration(0)
-	for _, ms := range st.Freeze.List[freezes:] {
-		frozen = max(frozen, time.Duration(ms)*time.Millisecond)
-	}
-	cdnPoll(t, 10*time.Second, "the stall rate counts the page's stall on "+hung, func() error {
-		if users, stalled := cdnQualityNow(t, e.s, hung); users != 1 || stalled != 1 {
-			return fmt.Errorf("%s: %d users, %d stalled", hung, users, stalled)
+	var frozen []time.Duration
+	for i := range trials {
+		hung := st.Vendor
+		pid := e.vendors[hung].cmd.Process.Pid
+		freezes, stalls := len(st.Freeze.List), st.Stalls
+		syscall.Kill(-pid, syscall.SIGSTOP)
+		at := st.CT
+		st = p.waitFor("line change after the stall", 20*time.Second, func(s sdkState) bool { return s.Vendor != hung && s.CT > at+3 })
+		st = p.settle(st)
+		syscall.Kill(-pid, syscall.SIGCONT)
+		if st.Stalls != stalls+1 {
+			t.Fatalf("trial %d: %d stalls reported, want %d", i, st.Stalls, stalls+1)
 		}
-		return nil
-	})
-	f := p.quit()
-	if testing.Verbose() {
-		b, _ := json.Marshal(f.Events)
-		t.Logf("events: %s; freezes %v", b, f.Last.Freeze.List)
+		f := time.Duration(0)
+		for _, ms := range st.Freeze.List[freezes:] {
+			f = max(f, time.Duration(ms)*time.Millisecond)
+		}
+		frozen = append(frozen, f)
+		cdnPoll(t, 10*time.Second, "the stall rate counts the page's stall on "+hung, func() error {
+			if users, stalled := cdnQualityNow(t, e.s, hung); users != 1 || stalled != 1 {
+				return fmt.Errorf("%s: %d users, %d stalled", hung, users, stalled)
+			}
+			return nil
+		})
+		t.Logf("trial %d: %s hung: picture frozen %v, then on %s", i, hung, f, st.Vendor)
+		if f < 2*time.Second || f > 6*time.Second {
+			t.Fatalf("trial %d: picture frozen %v, want 2-6 s (stall threshold 2 s, then a line change)", i, f)
+		}
 	}
-	t.Logf("hung vendor %s: picture frozen %v, then on %s; stall beacons %d", hung, frozen, st.Vendor, st.Beacons.ByEvent["stall"])
-	if frozen < 2*time.Second || frozen > 6*time.Second {
-		t.Fatalf("picture frozen %v, want 2-6 s (stall threshold 2 s, then a line change)", frozen)
-	}
+	p.quit()
+	slices.Sort(frozen)
+	t.Logf("hung vendor over %d trials: picture frozen median %v, worst %v", trials, frozen[len(frozen)/2], frozen[len(frozen)-1])
 }
 
 // (d) hls.js with CMCD on: /qos receives hls.js's own CMCD data with the
