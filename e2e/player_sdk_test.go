@@ -64,17 +64,23 @@ func sdkWeb(t *testing.T) string {
 // for the pages served by either vendor) and the two nginx vendors, and
 // publishes live/demo.
 func startSDKEnv(t *testing.T) *sdkEnv {
+	return startSDKEnvWith(t, "", "")
+}
+
+// startSDKEnvWith is startSDKEnv with YAML before the streams list and
+// fields added to live/demo's entry.
+func startSDKEnvWith(t *testing.T, before, demoFields string) *sdkEnv {
 	t.Helper()
 	e := &sdkEnv{web: sdkWeb(t), ports: map[string]int{"a": freePort(t), "b": freePort(t)}, vendors: map[string]*nginxVendor{}}
-	e.s = startServer(t, fmt.Sprintf(`streams:
-  - {app: live, name: demo, publish_token: "pubtok"}
+	e.s = startServer(t, before+fmt.Sprintf(`streams:
+  - {app: live, name: demo, publish_token: "pubtok"%[3]s}
 cdnmix:
   vendors:
     - {name: a, flv_base: "http://127.0.0.1:%[1]d", commit_mbps: 600, ceiling_mbps: 100000}
     - {name: b, flv_base: "http://127.0.0.1:%[2]d", commit_mbps: 400, ceiling_mbps: 100000}
   cors_origins: ["http://127.0.0.1:%[1]d", "http://127.0.0.1:%[2]d"]
   recompute: 500ms
-`, e.ports["a"], e.ports["b"]))
+`, e.ports["a"], e.ports["b"], demoFields))
 	push(t, e.s.rtmpURL("demo", "token=pubtok"), true)
 	waitLive(t, e.s.flvURL("demo"), 15*time.Second)
 	for _, v := range []string{"a", "b"} {
@@ -103,6 +109,8 @@ type sdkState struct {
 	Vendor       string  `json:"vendor"`
 	LineChanges  int     `json:"lineChanges"`
 	Stalls       int     `json:"stalls"`
+	StepDowns    int     `json:"stepDowns"`
+	Rendition    string  `json:"rendition"`
 	FirstFrameMs int     `json:"firstFrameMs"`
 	Errors       []string
 	Candidates   []struct {
@@ -472,6 +480,57 @@ func TestPlayerSDKHungVendor(t *testing.T) {
 	p.quit()
 	slices.Sort(frozen)
 	t.Logf("hung vendor over %d trials: picture frozen median %v, worst %v", trials, frozen[len(frozen)/2], frozen[len(frozen)-1])
+}
+
+// Stalls on both lines in a row: the first moves line, the second steps
+// the HTTP-FLV page down to the rendition stream demo_240p, which the
+// page learnt from the multivariant playlist (the dispatcher does not know
+// rendition streams, so the lines in hand get the rendition's path).
+func TestPlayerSDKStepDown(t *testing.T) {
+	e := startSDKEnvWith(t, `transcode:
+  workers: 1
+  profiles:
+    - name: ladder
+      gop: 1s
+      renditions:
+        - {name: 240p, width: 426, height: 240, video_kbps: 200, preset: ultrafast}
+`, `, profile: ladder`)
+	waitLive(t, e.s.flvURL("demo_240p"), 30*time.Second)
+	q := url.Values{"stream": {"live/demo"}, "format": {"flv"}}
+	p := openPage(t, e, "stepdown", pageURL(e.origin(), q), e.allow(), "")
+	st := p.playing("first play", 0, 3, 60*time.Second)
+	hang := func(what string) sdkState {
+		hung := st.Vendor
+		pid := e.vendors[hung].cmd.Process.Pid
+		syscall.Kill(-pid, syscall.SIGSTOP)
+		defer syscall.Kill(-pid, syscall.SIGCONT)
+		stalls := st.Stalls
+		return p.waitFor(what, 20*time.Second, func(s sdkState) bool { return s.Stalls > stalls && s.Vendor != hung })
+	}
+	st = hang("first stall: line change")
+	if st.StepDowns != 0 {
+		t.Fatalf("stepped down on the first stall")
+	}
+	st = p.playing("play on the next line", st.CT, 2, 20*time.Second)
+	st = hang("second stall: step down")
+	st = p.waitFor("step down to 240p", 10*time.Second, func(s sdkState) bool { return s.StepDowns == 1 && s.Rendition == "240p" })
+	from := st.CT
+	st = p.waitFor("play the rendition", 30*time.Second, func(s sdkState) bool { return s.CT >= from+3 || (s.CT > 3 && s.CT < from) })
+	st = p.playing("play the rendition", st.CT, 3, 30*time.Second)
+	f := p.quit()
+	for _, c := range st.Candidates {
+		if !strings.HasSuffix(c.URL, "/live/demo_240p.flv") {
+			t.Fatalf("candidate %s after the step down", c.URL)
+		}
+	}
+	cdnPoll(t, 5*time.Second, "a vendor served demo_240p", func() error {
+		if !accessLogHas(t, e.vendors["a"], "/live/demo_240p.flv") && !accessLogHas(t, e.vendors["b"], "/live/demo_240p.flv") {
+			return fmt.Errorf("no /live/demo_240p.flv in the access logs")
+		}
+		return nil
+	})
+	b, _ := json.Marshal(f.Events)
+	t.Logf("step down: %d stalls, on %s at 240p; events %s", st.Stalls, st.Vendor, b)
 }
 
 // (d) hls.js with CMCD on: /qos receives hls.js's own CMCD data with the

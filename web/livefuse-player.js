@@ -255,6 +255,7 @@ export class Controller {
             this.state.firstFrameMs = Math.round(now - this.t0);
             this.emit('firstframe', { ms: this.state.firstFrameMs, vendor: this.state.vendor });
             this.beacon('first_frame', { first_frame_ms: this.state.firstFrameMs });
+            if (this.o.format === 'flv') this.ladder(); // learnt now, while the line works
           } else if (frozen >= 300) { // the picture stood still (ticks are 250 ms)
             this.state.freeze.list.push(Math.round(frozen));
             this.state.freeze.maxMs = Math.max(this.state.freeze.maxMs, Math.round(frozen));
@@ -293,47 +294,104 @@ export class Controller {
     const now = performance.now();
     this.stallTimes = this.stallTimes.filter((t) => now - t < this.o.stallWindowMs);
     this.stallTimes.push(now);
-    if (this.stallTimes.length >= this.o.stallsToStepDown && this.stepDown()) {
+    if (this.stallTimes.length >= this.o.stallsToStepDown) {
       this.stallTimes = [];
-      return;
+      if (this.o.format === 'hls') {
+        if (this.stepDownHLS()) return;
+      } else {
+        const line = this.state.index;
+        this.stepDownFLV().then((ok) => { if (!ok && this.state.index === line) this.nextLine('stall'); });
+        return;
+      }
     }
     this.nextLine('stall');
   }
 
-  // stepDown lowers quality one rung; false when there is no rung below.
-  stepDown() {
-    if (this.o.format === 'hls' && this.player && this.player.levels) {
-      const hls = this.player;
-      const cur = hls.autoLevelCapping >= 0 ? hls.autoLevelCapping : hls.levels.length - 1;
-      const cap = Math.min(cur, hls.currentLevel >= 0 ? hls.currentLevel : cur) - 1;
-      if (cap < 0) {
-        this.emit('stepdown', { available: false, reason: 'lowest level already' });
-        return false;
-      }
-      hls.autoLevelCapping = cap;
-      hls.nextLevel = cap;
-      this.state.stepDowns++;
-      this.emit('stepdown', { available: true, level: cap });
-      return true;
-    }
-    const ladder = this.o.renditions || [];
-    const i = this.state.rendition ? ladder.indexOf(this.state.rendition) + 1 : 0;
-    if (i >= ladder.length) {
-      this.emit('stepdown', { available: false, reason: ladder.length ? 'lowest rendition already' : 'no rendition ladder given (opts.renditions)' });
+  // stepDownHLS caps hls.js one level lower; false when it is at the lowest.
+  stepDownHLS() {
+    const hls = this.player;
+    if (!hls || !hls.levels || hls.levels.length < 2) {
+      this.emit('stepdown', { available: false, reason: 'one level only' });
       return false;
     }
-    this.state.rendition = ladder[i];
+    const cur = hls.autoLevelCapping >= 0 ? hls.autoLevelCapping : hls.levels.length - 1;
+    const cap = Math.min(cur, hls.currentLevel >= 0 ? hls.currentLevel : cur) - 1;
+    if (cap < 0) {
+      this.emit('stepdown', { available: false, reason: 'lowest level already' });
+      return false;
+    }
+    hls.autoLevelCapping = cap;
+    hls.nextLevel = cap;
     this.state.stepDowns++;
+    this.emit('stepdown', { available: true, level: cap });
+    return true;
+  }
+
+  // ladder is the FLV rendition ladder below the source, best first:
+  // opts.renditions, or the renditions the stream's multivariant playlist
+  // lists (v/<rendition>/index.m3u8, by BANDWIDTH), read through the line
+  // playing; [] when neither says.
+  async ladder() {
+    if (this.o.renditions && this.o.renditions.length) return this.o.renditions;
+    if (this.foundLadder) return this.foundLadder;
+    const c = this.candidate;
+    const u = new URL(c.url, location.href);
+    u.pathname = u.pathname.replace(/\.flv$/, '/index.m3u8');
+    const found = [];
+    try {
+      const ac = new AbortController();
+      const timer = setTimeout(() => ac.abort(), this.o.dispatchTimeoutMs);
+      const resp = await fetch(u.toString(), { signal: ac.signal, cache: 'no-store', credentials: 'omit' });
+      const text = resp.ok ? (await resp.text()).slice(0, 65536) : '';
+      clearTimeout(timer);
+      const lines = text.split('\n');
+      for (let i = 0; i + 1 < lines.length; i++) {
+        const bw = /^#EXT-X-STREAM-INF:.*BANDWIDTH=(\d+)/.exec(lines[i]);
+        const m = bw && /(?:^|\/)v\/([A-Za-z0-9_.-]+)\/index\.m3u8/.exec(lines[i + 1].trim());
+        if (m && m[1] !== 'source') found.push({ name: m[1], bw: Number(bw[1]) });
+      }
+    } catch (e) { /* no playlist: no ladder */ }
+    this.foundLadder = found.sort((a, b) => b.bw - a.bw).map((r) => r.name);
+    return this.foundLadder;
+  }
+
+  // stepDownFLV moves to the next rendition stream NAME_<rendition>: its
+  // candidates from the dispatcher, else the lines in hand with the
+  // rendition's path (unsigned URLs only: a vendor signature covers the
+  // path). False, with a stepdown event saying why, when it cannot.
+  async stepDownFLV() {
+    const ladder = await this.ladder();
+    const i = this.state.rendition ? ladder.indexOf(this.state.rendition) + 1 : 0;
+    const no = (reason) => { this.emit('stepdown', { available: false, reason }); return false; };
+    if (i >= ladder.length) return no(ladder.length ? 'lowest rendition already' : 'no rendition ladder (opts.renditions, or the multivariant playlist lists none)');
+    const r = ladder[i];
     const [app, name] = this.o.stream.split('/');
-    this.emit('stepdown', { available: true, rendition: ladder[i] });
-    resolve(Object.assign({}, this.o, { stream: app + '/' + name + '_' + ladder[i] })).then((res) => {
-      if (this.destroyed) return;
-      this.state.source = res.source;
-      this.state.candidates = res.candidates;
-      this.state.index = 0;
-      this.resetShown = true; // a rendition has a timeline of its own
-      this.openLine('step down');
-    }, (e) => this.fail('step down: ' + (e && e.message || e)));
+    let cands = [];
+    try {
+      const u = new URL(app + '/' + name + '_' + r + '.flv', new URL(this.o.dispatch, location.href));
+      u.searchParams.set('format', 'json');
+      const ans = await fetchJSON(u.toString(), this.o.dispatchTimeoutMs);
+      cands = (ans.candidates || []).map((c) => ({ vendor: c.vendor, url: c.url, qos_token: c.qos_token || ans.qos_token || '' }));
+    } catch (e) {
+      const base = this.state.rendition ? name + '_' + this.state.rendition : name;
+      cands = this.state.candidates.filter((c) => !/[?&](auth_key|sign|exp|t)=/.test(c.url)).map((c) => {
+        const u = new URL(c.url, location.href);
+        u.pathname = u.pathname.replace(new RegExp('/' + base + '\\.flv$'), '/' + name + '_' + r + '.flv');
+        return Object.assign({}, c, { url: u.toString() });
+      });
+    }
+    if (this.destroyed) return true;
+    if (cands.length === 0) return no('rendition ' + r + ' not reachable: the dispatcher does not know it and the lines are signed');
+    this.state.rendition = r;
+    this.state.stepDowns++;
+    this.emit('stepdown', { available: true, rendition: r });
+    const vendor = this.state.vendor;
+    // Start on another line than the one that stalled when there is one.
+    cands.sort((a, b) => (a.vendor === vendor) - (b.vendor === vendor));
+    this.state.candidates = cands;
+    this.state.index = 0;
+    this.resetShown = true; // a rendition has a timeline of its own
+    this.openLine('step down');
     return true;
   }
 
