@@ -5,7 +5,7 @@ BIN := bin
 GOTEST_TIMEOUT ?= 15m
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps edge-deps test-deps minio build run run-dual run-config test test-unit test-e2e bench bench-hostile drill lint fuzz clean
+.PHONY: all deps edge-deps test-deps minio web-assets drill-player build run run-dual run-config test test-unit test-e2e bench bench-hostile drill lint fuzz clean
 
 all: build
 
@@ -40,7 +40,29 @@ test-deps: deps edge-deps
 	@# hls.js, mpegts.js and playwright-core at the versions web/package-lock.json pins (web/node_modules is gitignored).
 	@[ web/node_modules/.package-lock.json -nt web/package-lock.json ] || (cd web && npm ci --no-audit --no-fund --loglevel=error)
 
-build:
+# web-assets copies the pinned player libraries (hls.js, mpegts.js, at the
+# versions web/package-lock.json pins) from web/node_modules into web/vendor,
+# which go build embeds: the node serves them at /player/vendor/ with no
+# internet. The copies are gitignored; without node/npm the build goes on and
+# the node answers 503 for them, naming this target.
+web-assets:
+	@if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then \
+	  if command -v npm >/dev/null; then (cd web && npm ci --no-audit --no-fund --loglevel=error); \
+	  else echo "web-assets: npm not found (make test-deps installs it): the player libraries are not embedded"; exit 0; fi; \
+	fi; \
+	install -m 0644 web/node_modules/hls.js/dist/hls.min.js web/vendor/hls.min.js && \
+	install -m 0644 web/node_modules/mpegts.js/dist/mpegts.js web/vendor/mpegts.js
+
+# drill-player: the player SDK's line-change drills in Chromium, PLAYER_TRIALS
+# times each: the nginx vendor under the page stopped (connections closed),
+# then hung (SIGSTOP: open, silent); gap median and worst, screenshots in
+# e2e/artefacts (gitignored). About 90 s for 10 trials plus the e2e build.
+PLAYER_TRIALS ?= 10
+drill-player: test-deps web-assets
+	set -o pipefail; PLAYER_TRIALS=$(PLAYER_TRIALS) LIVEFUSE_ARTEFACTS=$(CURDIR)/e2e/artefacts \
+	  $(GO) test -count=1 -run 'TestPlayerSDK$$/vendor_loss|TestPlayerSDKHungVendor' -v ./e2e/ | grep -E 'trial|over|screenshot|^(---|ok|FAIL)'
+
+build: web-assets
 	$(GO) build -o $(BIN)/livefuse ./cmd/livefuse
 	$(GO) build -o $(BIN)/livectl ./cmd/livectl
 
@@ -78,7 +100,7 @@ minio:
 	@bin="$$($(GO) env GOPATH)/bin/minio"; [ -x "$$bin" ] || { echo "installing minio $(MINIO_VERSION)"; \
 	  GOFLAGS= $(GO) install github.com/minio/minio@$(MINIO_VERSION); }
 
-test: test-deps minio lint
+test: test-deps web-assets minio lint
 	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v '/e2e$$')
 	$(GO) test -count=1 -timeout $(GOTEST_TIMEOUT) ./e2e
 	$(MAKE) --no-print-directory chart-check

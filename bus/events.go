@@ -32,6 +32,7 @@ const (
 	BeaconStall      = "stall"
 	BeaconHeartbeat  = "heartbeat"
 	BeaconError      = "error"
+	BeaconBitrate    = "bitrate" // a bitrate switch (BitrateKbps)
 )
 
 // Beacon is one player QoS report, posted to POST /qos and carried on
@@ -53,6 +54,10 @@ type Beacon struct {
 	Region       string `json:"region,omitempty"`
 	ISP          string `json:"isp,omitempty"`
 	Client       string `json:"client,omitempty"` // client IP
+
+	// BitrateKbps is the bitrate played from now on, for bitrate events
+	// (and the CMCD br of heartbeats made from CMCD data).
+	BitrateKbps int64 `json:"bitrate_kbps,omitempty"`
 }
 
 // Topic implements Event.

@@ -104,8 +104,8 @@ type MinuteStat struct {
 	StalledUsers  int           `json:"stalled_users"`
 	StallRate     float64       `json:"stall_rate"`
 	ZeroStallRate float64       `json:"zero_stall_rate"`
-	FirstFrameP50 time.Duration `json:"first_frame_p50"`
-	FirstFrameP95 time.Duration `json:"first_frame_p95"`
+	FirstFrameP50 time.Duration `json:"-"` // JSON: first_frame_p50_ms (msjson.go)
+	FirstFrameP95 time.Duration `json:"-"` // JSON: first_frame_p95_ms
 	PullSuccess   float64       `json:"pull_success"`
 	Mbps          float64       `json:"mbps"`
 }
@@ -337,6 +337,7 @@ const (
 	maxBufferEmpty = time.Hour
 	maxFirstFrame  = 10 * time.Minute
 	maxSessionLen  = 128
+	maxBitrateKbps = 1_000_000
 )
 
 // AddBeacon adds one player beacon. Time is when it was received (the
@@ -409,9 +410,11 @@ func checkBeacon(b bus.Beacon) error {
 		return fmt.Errorf("beacon: buffer_empty_ms %d: %w", b.BufferEmptyMs, ErrMalformed)
 	case b.FirstFrameMs < 0 || time.Duration(b.FirstFrameMs) > maxFirstFrame/time.Millisecond:
 		return fmt.Errorf("beacon: first_frame_ms %d: %w", b.FirstFrameMs, ErrMalformed)
+	case b.BitrateKbps < 0 || b.BitrateKbps > maxBitrateKbps:
+		return fmt.Errorf("beacon: bitrate_kbps %d: %w", b.BitrateKbps, ErrMalformed)
 	}
 	switch b.Event {
-	case bus.BeaconStart, bus.BeaconFirstFrame, bus.BeaconStall, bus.BeaconHeartbeat, bus.BeaconError:
+	case bus.BeaconStart, bus.BeaconFirstFrame, bus.BeaconStall, bus.BeaconHeartbeat, bus.BeaconError, bus.BeaconBitrate:
 		return nil
 	}
 	return fmt.Errorf("beacon: event %q: %w", b.Event, ErrMalformed)

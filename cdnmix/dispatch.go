@@ -2,6 +2,7 @@ package cdnmix
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -40,6 +41,10 @@ type DispatcherConfig struct {
 	Tokens *authkey.SessionKey
 	// TokenTTL is how long a session token is accepted [6h].
 	TokenTTL time.Duration
+	// CORSOrigins are the page origins allowed to call the dispatcher from
+	// a browser ("*" for any; scheme://host[:port] each) [none: same
+	// origin only].
+	CORSOrigins []string
 	// Now is the clock [time.Now].
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -51,6 +56,7 @@ type DispatcherConfig struct {
 //	GET {prefix}{app}/{name}/index.m3u8  302 to a signed vendor HLS URL
 //	... ?format=json                     200 {"stream", "ttl", "qos_token", "candidates": [{"vendor", "url", "qos_token"}]}
 //	GET {prefix}fallback.json            vendors, static ratios, domains, version
+//	OPTIONS ...                          CORS preflight (DispatcherConfig.CORSOrigins)
 //
 // Each answer opens a player session: with Tokens set, the 302 target
 // carries the session token as its qos_token query parameter, and the JSON
@@ -64,6 +70,7 @@ type DispatcherConfig struct {
 // streams get 404; a bucket with no live vendor gets 503.
 type Dispatcher struct {
 	cfg     DispatcherConfig
+	cors    corsPolicy
 	log     *slog.Logger
 	bufs    sync.Pool
 	ttlSecs []byte
@@ -113,9 +120,14 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cors, err := newCORSPolicy(cfg.CORSOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: %w", err)
+	}
 	secs := strconv.Itoa(int(cfg.TTL / time.Second))
 	d := &Dispatcher{
 		cfg:            cfg,
+		cors:           cors,
 		log:            cfg.Logger.With("unit", "cdnmix"),
 		ttlSecs:        []byte(secs),
 		hdrNoStore:     []string{"no-store"},
@@ -138,8 +150,13 @@ func (d *Dispatcher) Stats() DispatchStats {
 
 // ServeHTTP implements http.Handler.
 func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodOptions {
+		d.cors.preflight(w, r, "GET, HEAD, OPTIONS", "")
+		return
+	}
+	d.cors.allow(w.Header(), r)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
+		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}

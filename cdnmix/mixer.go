@@ -51,6 +51,10 @@ type Config struct {
 	// stays over the threshold [threshold 0.1 for 3 min, alert only].
 	// Set threshold: 0 to disable.
 	StallRule StallRuleConfig `yaml:"stall_rule"`
+	// CORSOrigins are the web page origins allowed to call /dispatch/,
+	// /dispatch/fallback.json and /qos from a browser: "*" for any, or
+	// scheme://host[:port] each [none: same origin only].
+	CORSOrigins []string `yaml:"cors_origins"`
 	// DispatchTTL of JSON answers [20s] and SignTTL of signed URLs [1h].
 	DispatchTTL time.Duration `yaml:"dispatch_ttl"`
 	SignTTL     time.Duration `yaml:"sign_ttl"`
@@ -308,14 +312,15 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 	}
 	m.disp, err = NewDispatcher(DispatcherConfig{Allocator: m.alloc, Locator: m.geo, TrustedProxies: proxies,
 		StreamExists: m.opts.streamExists, TTL: cfg.DispatchTTL, SignTTL: cfg.SignTTL, Tokens: tokens,
-		TokenTTL: cfg.QoS.TokenTTL, Now: m.opts.now, Logger: log})
+		TokenTTL: cfg.QoS.TokenTTL, CORSOrigins: cfg.CORSOrigins, Now: m.opts.now, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
 	m.qos, err = NewQoSHandler(QoSConfig{Publisher: b, Tokens: tokens, KnownVendor: m.knownVendor,
 		SessionRate: cfg.QoS.SessionRate, SessionBurst: cfg.QoS.SessionBurst, MaxSessions: cfg.QoS.RateSessions,
 		SessionsPerNetwork: cfg.QoS.SessionsPerNetwork, NetworkWindow: m.agg.cfg.QualityWindow,
-		MaxBody: cfg.QoS.MaxBody, BodyTimeout: cfg.QoS.BodyTimeout, TrustedProxies: proxies, Now: m.opts.now, Logger: log})
+		MaxBody: cfg.QoS.MaxBody, BodyTimeout: cfg.QoS.BodyTimeout, TrustedProxies: proxies, CORSOrigins: cfg.CORSOrigins,
+		Now: m.opts.now, Logger: log})
 	if err != nil {
 		return fail(err)
 	}

@@ -36,9 +36,9 @@ type Observation struct {
 	ForecastMbps  float64       `json:"forecast_mbps"`
 	Users         int           `json:"users"`
 	StalledUsers  int           `json:"stalled_users"`
-	StallRate     float64       `json:"stall_rate"` // stalled users / users over the last minute
-	FirstFrameP50 time.Duration `json:"first_frame_p50"`
-	FirstFrameP95 time.Duration `json:"first_frame_p95"`
+	StallRate     float64       `json:"stall_rate"`   // stalled users / users over the last minute
+	FirstFrameP50 time.Duration `json:"-"`            // JSON: first_frame_p50_ms (msjson.go)
+	FirstFrameP95 time.Duration `json:"-"`            // JSON: first_frame_p95_ms
 	PullSuccess   float64       `json:"pull_success"` // 0..1; 0 with Users > 0 means all pulls failed
 }
 

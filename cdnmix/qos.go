@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,6 +172,10 @@ type QoSConfig struct {
 	// BodyTimeout bounds the time to read a request body [10s], so a
 	// trickled body is cut off; the server's ReadTimeout wins when shorter.
 	BodyTimeout time.Duration
+	// CORSOrigins are the page origins allowed to post beacons from a
+	// browser ("*" for any; scheme://host[:port] each) [none: same origin
+	// only].
+	CORSOrigins []string
 	// Now is the clock [time.Now].
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -211,10 +216,19 @@ func (r BeaconResult) String() string {
 // Answers: 204 when at least one beacon was accepted; else 401 (no valid
 // token), 403 (unknown vendor) or 429 (rate), in that order of precedence;
 // 400 for a malformed body and 413 for one over MaxBody, both counted as
-// rejected requests. OPTIONS answers a CORS preflight, so web players on
-// other origins can post.
+// rejected requests. OPTIONS answers a CORS preflight from the origins in
+// CORSOrigins, so web players on those origins can post.
+//
+// CMCD (CTA-5004) is taken too, each payload mapped onto one beacon by
+// [CMCD.Beacon] and counted like the JSON ones, with the session token in
+// the query (token=, or qos_token=): request mode as GET or POST
+// /qos?CMCD=<payload>&token=T (the query a stock player such as hls.js
+// puts on its requests), header mode (CMCD-Request, -Object, -Status,
+// -Session), and event/report mode as a POST body of Content-Type
+// application/cmcd (or text/cmcd), one payload a line, up to 100 lines.
 type QoSHandler struct {
 	cfg     QoSConfig
+	cors    corsPolicy
 	log     *slog.Logger
 	limiter *sessionLimiter
 	nets    *networkLimiter // nil: no limit
@@ -267,7 +281,11 @@ func NewQoSHandler(cfg QoSConfig) (*QoSHandler, error) {
 		tp[i] = p.Masked()
 	}
 	cfg.TrustedProxies = tp
-	h := &QoSHandler{cfg: cfg, log: cfg.Logger.With("unit", "cdnmix"),
+	cors, err := newCORSPolicy(cfg.CORSOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("qos: %w", err)
+	}
+	h := &QoSHandler{cfg: cfg, cors: cors, log: cfg.Logger.With("unit", "cdnmix"),
 		limiter: newSessionLimiter(cfg.SessionRate, cfg.SessionBurst, cfg.MaxSessions)}
 	if cfg.SessionsPerNetwork > 0 {
 		h.nets = newNetworkLimiter(cfg.SessionsPerNetwork, cfg.NetworkWindow, cfg.MaxSessions)
@@ -313,6 +331,71 @@ func parseWireBeacons(b []byte) ([]wireBeacon, error) {
 	return out, nil
 }
 
+// isCMCD reports whether a /qos request carries CMCD rather than JSON.
+func isCMCD(r *http.Request) bool {
+	if strings.Contains(r.URL.RawQuery, "CMCD=") {
+		return true
+	}
+	for _, k := range cmcdHeaders {
+		if r.Header.Get(k) != "" {
+			return true
+		}
+	}
+	ct := r.Header.Get("Content-Type")
+	return strings.HasPrefix(ct, "application/cmcd") || strings.HasPrefix(ct, "text/cmcd")
+}
+
+var cmcdHeaders = [...]string{"CMCD-Request", "CMCD-Object", "CMCD-Status", "CMCD-Session"}
+
+// parseCMCDRequest reads the CMCD payloads of a /qos request (query,
+// headers, or body lines) and maps each onto a beacon with the query's
+// session token.
+func parseCMCDRequest(r *http.Request, body []byte) ([]wireBeacon, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("cmcd: query: %v: %w", err, ErrMalformed)
+	}
+	payloads := q["CMCD"]
+	var hs []string
+	for _, k := range cmcdHeaders {
+		if v := r.Header.Get(k); v != "" {
+			hs = append(hs, v)
+		}
+	}
+	if len(hs) > 0 {
+		payloads = append(payloads, strings.Join(hs, ","))
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		for line := range strings.Lines(string(body)) {
+			if line = strings.TrimSpace(line); line != "" {
+				if len(payloads) == maxBeaconBatch {
+					return nil, fmt.Errorf("cmcd: more than %d payloads: %w", maxBeaconBatch, ErrMalformed)
+				}
+				payloads = append(payloads, line)
+			}
+		}
+	}
+	if len(payloads) == 0 || len(payloads) > maxBeaconBatch {
+		return nil, fmt.Errorf("cmcd: %d payloads (1-%d): %w", len(payloads), maxBeaconBatch, ErrMalformed)
+	}
+	tok := q.Get("token")
+	if tok == "" {
+		tok = q.Get("qos_token")
+	}
+	if len(tok) > authkey.MaxSessionToken {
+		tok = "x" // a bad token, not a bad request
+	}
+	out := make([]wireBeacon, 0, len(payloads))
+	for _, p := range payloads {
+		c, err := ParseCMCD(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, wireBeacon{Beacon: c.Beacon(), Token: tok})
+	}
+	return out, nil
+}
+
 // authorize checks one beacon's token at now and, when it is valid, puts
 // the token's session, stream, vendor, region and ISP in the beacon.
 func (h *QoSHandler) authorize(w *wireBeacon, now time.Time) (BeaconResult, error) {
@@ -340,17 +423,17 @@ func (h *QoSHandler) authorize(w *wireBeacon, now time.Time) (BeaconResult, erro
 // ServeHTTP implements http.Handler.
 func (h *QoSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
-	hdr.Set("Access-Control-Allow-Origin", "*")
-	switch r.Method {
-	case http.MethodPost:
-	case http.MethodOptions:
-		hdr.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
-		hdr.Set("Access-Control-Allow-Headers", "Content-Type")
-		hdr.Set("Access-Control-Max-Age", "86400")
-		w.WriteHeader(http.StatusNoContent)
+	if r.Method == http.MethodOptions {
+		h.cors.preflight(w, r, "GET, POST, OPTIONS", "Content-Type, CMCD-Request, CMCD-Object, CMCD-Status, CMCD-Session")
 		return
+	}
+	h.cors.allow(hdr, r)
+	cmcd := isCMCD(r)
+	switch {
+	case r.Method == http.MethodPost:
+	case r.Method == http.MethodGet && cmcd:
 	default:
-		hdr.Set("Allow", "POST, OPTIONS")
+		hdr.Set("Allow", "POST, OPTIONS (GET with CMCD)")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
@@ -376,7 +459,12 @@ func (h *QoSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	beacons, err := parseWireBeacons(body)
+	var beacons []wireBeacon
+	if cmcd {
+		beacons, err = parseCMCDRequest(r, body)
+	} else {
+		beacons, err = parseWireBeacons(body)
+	}
 	if err != nil {
 		h.rejected.Add(1)
 		h.refused(r, "malformed beacon", err)

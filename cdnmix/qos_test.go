@@ -107,7 +107,7 @@ func TestQoSHandler(t *testing.T) {
 		{"empty batch", "POST", `[]`, 400, nil, -1},
 		{"too large", "POST", `[` + strings.Repeat(" ", 70<<10) + `]`, 413, nil, -1},
 		{"GET", "GET", ``, 405, nil, -1},
-		{"preflight", "OPTIONS", ``, 204, nil, -1},
+		{"preflight, no origin allowed", "OPTIONS", ``, 403, nil, -1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

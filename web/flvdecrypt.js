@@ -68,9 +68,15 @@
   }
 
   class FLVDecryptor {
-    // opts.fetchKey(keyUri, keyId) -> Promise<ArrayBuffer of 16 bytes>
+    // opts.fetchKey(keyUri, keyId) -> Promise<ArrayBuffer of 16 bytes>;
+    // opts.filter(tag) -> boolean, optional: a clear tag is given back
+    // only when it says true (the SDK drops what the page already showed
+    // when it reconnects); opts.dropHeader: the FLV header is not given
+    // back (a reconnect continues a stream the demuxer already has).
     constructor(opts) {
       this.fetchKey = opts.fetchKey;
+      this.filter = opts.filter || null;
+      this.dropHeader = !!opts.dropHeader;
       this.buf = new Uint8Array(0);
       this.headerDone = false;
       this.state = null; // {key: CryptoKey, iv: Uint8Array, id}
@@ -91,7 +97,7 @@
         const hl = readU32(b, 5);
         if (b[0] !== 0x46 || b[1] !== 0x4c || b[2] !== 0x56 || hl < 9) throw new Error('not FLV');
         if (b.length < hl + 4) { this.buf = b; return new Uint8Array(0); }
-        parts.push(b.slice(0, hl + 4));
+        if (!this.dropHeader) parts.push(b.slice(0, hl + 4));
         off = hl + 4;
         this.headerDone = true;
       }
@@ -102,7 +108,7 @@
         const tag = b.slice(off, off + total);
         off += total;
         const out = await this.tag(tag, size);
-        if (out) parts.push(out);
+        if (out && (!this.filter || this.filter(out))) parts.push(out);
       }
       this.buf = b.slice(off);
       let n = 0;

@@ -1,48 +1,71 @@
 // Package web is the browser side of livefuse: the reference player
-// (player.html), embedded in the binary and served by the node at
-// /player/. It plays HTTP-FLV with mpegts.js through a loader that
-// decrypts the livefuse FLV scheme with WebCrypto (flvdecrypt.js), and HLS
-// (SAMPLE-AES included) with hls.js.
+// (player.html) and its SDK (livefuse-player.js), embedded in the binary
+// and served by the node at /player/. The SDK dispatches, falls back,
+// changes line, reports QoS and plays HTTP-FLV with mpegts.js (through a
+// loader that decrypts the livefuse FLV scheme with WebCrypto,
+// flvdecrypt.js) or HLS (SAMPLE-AES included) with hls.js.
+//
+// The pinned libraries are embedded too: `make web-assets` copies them
+// from web/node_modules into web/vendor before `go build`; nothing is
+// fetched from outside.
 package web
 
 import (
 	"embed"
+	"io/fs"
 	"net/http"
 	"os"
 	"path"
 	"path/filepath"
 )
 
-//go:embed player.html flvdecrypt.js
+//go:embed player.html flvdecrypt.js livefuse-player.js vendor
 var files embed.FS
 
-// Pinned player libraries (the versions e2e/browser/package.json locks).
+// Pinned player libraries (the versions web/package-lock.json locks; a
+// test checks that they agree).
 const (
 	HLSJSVersion    = "1.7.4"
 	MpegtsJSVersion = "1.8.2"
 )
 
-// vendorFile maps a script name player.html loads to its place in an npm
-// node_modules directory and on a public CDN.
-func vendorFile(name string) (module, cdn string, ok bool) {
+// AssetsTarget is the make target that puts the libraries in web/vendor.
+const AssetsTarget = "make web-assets"
+
+// vendorModule maps a library name the player loads to its place in an
+// npm node_modules directory (and, by the same name, in web/vendor).
+func vendorModule(name string) (module string, ok bool) {
 	switch name {
 	case "hls.min.js":
-		return "hls.js/dist/hls.min.js", "https://cdn.jsdelivr.net/npm/hls.js@" + HLSJSVersion + "/dist/hls.min.js", true
+		return "hls.js/dist/hls.min.js", true
 	case "mpegts.js":
-		return "mpegts.js/dist/mpegts.js", "https://cdn.jsdelivr.net/npm/mpegts.js@" + MpegtsJSVersion + "/dist/mpegts.js", true
+		return "mpegts.js/dist/mpegts.js", true
 	}
-	return "", "", false
+	return "", false
+}
+
+// HasLibraries reports whether the binary embeds the player libraries.
+func HasLibraries() bool {
+	for _, n := range []string{"hls.min.js", "mpegts.js"} {
+		if _, err := fs.Stat(files, "vendor/"+n); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Handler serves the player: / and /player.html give the page,
-// /flvdecrypt.js the decrypting loader, /vendor/{hls.min.js,mpegts.js}
-// the libraries, from nodeModules (an npm node_modules directory with the
-// pinned versions) when it has them, else by a redirect to the pinned
-// version on jsDelivr.
+// /livefuse-player.js the SDK, /flvdecrypt.js the decrypting loader,
+// /vendor/{hls.min.js,mpegts.js} the libraries. The libraries come from
+// nodeModules (an npm node_modules directory, LIVEFUSE_WEB_MODULES, for
+// development) when it has them, else from the copies embedded at build
+// time; a binary built without them answers 503 naming the make target.
+// Nothing is redirected to the internet.
 func Handler(nodeModules string) http.Handler {
-	fs := http.FileServerFS(files)
+	static := http.FileServerFS(files)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
@@ -50,24 +73,34 @@ func Handler(nodeModules string) http.Handler {
 		case "", "/", "/player.html":
 			w.Header().Set("Cache-Control", "no-cache")
 			http.ServeFileFS(w, r, files, "player.html")
-		case "/flvdecrypt.js":
+		case "/flvdecrypt.js", "/livefuse-player.js":
 			w.Header().Set("Cache-Control", "no-cache")
-			fs.ServeHTTP(w, r)
+			w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+			static.ServeHTTP(w, r)
 		default:
-			module, cdn, ok := vendorFile(path.Base(p))
-			if !ok || p != "/vendor/"+path.Base(p) {
+			name := path.Base(p)
+			module, ok := vendorModule(name)
+			if !ok || p != "/vendor/"+name {
 				http.NotFound(w, r)
 				return
 			}
+			w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 			if nodeModules != "" {
 				f := filepath.Join(nodeModules, filepath.FromSlash(module))
 				if _, err := os.Stat(f); err == nil {
-					w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 					http.ServeFile(w, r, f)
 					return
 				}
 			}
-			http.Redirect(w, r, cdn, http.StatusFound)
+			if _, err := fs.Stat(files, "vendor/"+name); err != nil {
+				w.Header().Set("Cache-Control", "no-store")
+				http.Error(w, name+" is not built into this binary: run `"+AssetsTarget+
+					"` (or `make build`), which copies the pinned libraries from web/node_modules, then build again",
+					http.StatusServiceUnavailable)
+				return
+			}
+			w.Header().Set("Cache-Control", "max-age=86400")
+			static.ServeHTTP(w, r)
 		}
 	})
 }

@@ -126,8 +126,8 @@ func warnKeyAccess(cfg EncryptionConfig, streams []lms.Stream, log *slog.Logger)
 }
 
 // Environment variables: the master key, and an npm node_modules
-// directory with hls.js and mpegts.js for the player (else it loads them
-// from jsDelivr).
+// directory with hls.js and mpegts.js for the player (development: else
+// the copies embedded by make web-assets are served).
 const (
 	masterKeyEnv  = "LIVEFUSE_MASTER_KEY"
 	webModulesEnv = "LIVEFUSE_WEB_MODULES"
