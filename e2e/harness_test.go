@@ -162,6 +162,8 @@ type server struct {
 	// host is the address the server listens on (default 127.0.0.1);
 	// netns the network namespace it runs in (default none).
 	host, netns string
+	// hlsVariant is the origin.hls_variant a test configured ("" default).
+	hlsVariant string
 }
 
 // hostAddr is the address clients reach s on.
