@@ -3,6 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 GOTEST_TIMEOUT ?= 15m
+E2E_TIMEOUT ?= 25m
+E2E_FLAGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps edge-deps test-deps minio web-assets drill-player build run run-dual run-config test test-unit test-e2e bench bench-hostile drill lint fuzz clean
@@ -102,7 +104,7 @@ minio:
 
 test: test-deps web-assets minio lint
 	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v '/e2e$$')
-	$(GO) test -count=1 -timeout $(GOTEST_TIMEOUT) ./e2e
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) $(E2E_FLAGS) ./e2e
 	$(MAKE) --no-print-directory chart-check
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_BRIEF)
 
