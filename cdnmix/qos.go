@@ -353,7 +353,7 @@ var cmcdHeaders = [...]string{"CMCD-Request", "CMCD-Object", "CMCD-Status", "CMC
 func parseCMCDRequest(r *http.Request, body []byte) ([]wireBeacon, error) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return nil, fmt.Errorf("cmcd: query: %v: %w", err, ErrMalformed)
+		return nil, fmt.Errorf("cmcd: query: %w: %w", err, ErrMalformed)
 	}
 	payloads := q["CMCD"]
 	var hs []string
