@@ -411,12 +411,9 @@ func (k *Kafka) Subscribe(ctx context.Context, topic, group string, h Handler) e
 				return nil
 			}
 			log.Warn("kafka fetch", "err", err)
-			select {
-			case <-ctx.Done():
+			if !k.retryWait(ctx, &backoff) {
 				return nil
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, k.cfg.RetryMax)
 			continue
 		}
 		backoff = k.cfg.RetryMin
@@ -478,3 +475,15 @@ func (k *Kafka) corrupt() int64 {
 
 // Down reports whether the last broker write failed.
 func (k *Kafka) Down() bool { return k.down.Load() }
+
+// retryWait waits *backoff (false when ctx ends first), then doubles it up
+// to RetryMax.
+func (k *Kafka) retryWait(ctx context.Context, backoff *time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, k.cfg.RetryMax)
+	return true
+}

@@ -86,12 +86,9 @@ func (k *Kafka) Own(ctx context.Context, topics []string, group string, open fun
 				return nil
 			}
 			log.Warn("kafka group join", "err", err)
-			select {
-			case <-ctx.Done():
+			if !k.retryWait(ctx, &backoff) {
 				return nil
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, k.cfg.RetryMax)
 			continue
 		}
 		backoff = k.cfg.RetryMin

@@ -130,10 +130,12 @@ func (n *nginxVendor) stop() {
 }
 
 // shipLogs tails the vendors' access logs and sends each line to cdn.logs
-// until ctx ends; it counts lines per vendor.
-func shipLogs(ctx context.Context, t *testing.T, broker string, vendors []*nginxVendor, sent map[string]int, mu *sync.Mutex) {
+// until ctx ends; it counts lines per vendor. Lines are keyed by vendor, or
+// with spread by vendor and line, so that one vendor's lines spread over
+// the partitions (as a fleet's shippers should).
+func shipLogs(ctx context.Context, t *testing.T, broker string, vendors []*nginxVendor, sent map[string]int, mu *sync.Mutex, spread bool) {
 	w := &kafka.Writer{Addr: kafka.TCP(broker), Topic: "cdn.logs", RequiredAcks: kafka.RequireAll,
-		AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond}
+		AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond, Balancer: &kafka.Hash{}}
 	defer w.Close()
 	offsets := make([]int64, len(vendors))
 	tick := time.NewTicker(200 * time.Millisecond)
@@ -164,7 +166,11 @@ func shipLogs(ctx context.Context, t *testing.T, broker string, vendors []*nginx
 					continue
 				}
 				b, _ := json.Marshal(l)
-				msgs = append(msgs, kafka.Message{Key: []byte(v.name), Value: b})
+				key := []byte(v.name)
+				if spread {
+					key = fmt.Appendf(nil, "%s|%d", v.name, offsets[i])
+				}
+				msgs = append(msgs, kafka.Message{Key: key, Value: b})
 			}
 			f.Close()
 			if len(msgs) == 0 {
@@ -253,7 +259,7 @@ cdnmix:
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Go(func() { shipLogs(ctx, t, kb.addr, vendors, shipped, &mu) })
+	wg.Go(func() { shipLogs(ctx, t, kb.addr, vendors, shipped, &mu, false) })
 
 	// 12 players through /dispatch (127.0.0.1: the any-bucket), 6 s each.
 	const players = 12

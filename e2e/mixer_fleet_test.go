@@ -21,9 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
-	"github.com/livefuse/livefuse/cdnmix"
 	"github.com/livefuse/livefuse/e2e/mixerwave"
 )
 
@@ -36,54 +33,7 @@ type fleetShipper struct {
 }
 
 func (s *fleetShipper) run(ctx context.Context, t *testing.T, broker string, vendors []*nginxVendor) {
-	w := &kafka.Writer{Addr: kafka.TCP(broker), Topic: "cdn.logs", RequiredAcks: kafka.RequireAll,
-		AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond, Balancer: &kafka.Hash{}}
-	defer w.Close()
-	offsets := make([]int64, len(vendors))
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		for i, v := range vendors {
-			f, err := os.Open(filepath.Join(v.dir, "access.log"))
-			if err != nil {
-				continue
-			}
-			f.Seek(offsets[i], io.SeekStart)
-			r := bufio.NewReader(f)
-			var msgs []kafka.Message
-			for {
-				line, err := r.ReadString('\n')
-				if err != nil {
-					break // a partial line is read again next time
-				}
-				offsets[i] += int64(len(line))
-				l, err := cdnmix.ParseAccessLog(v.name, []byte(line))
-				if err != nil {
-					t.Errorf("shipper: %s: %v", line, err)
-					continue
-				}
-				b, _ := json.Marshal(l)
-				msgs = append(msgs, kafka.Message{Key: fmt.Appendf(nil, "%s|%d", v.name, offsets[i]), Value: b})
-			}
-			f.Close()
-			if len(msgs) == 0 {
-				continue
-			}
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if err := w.WriteMessages(wctx, msgs...); err != nil && ctx.Err() == nil {
-				t.Errorf("shipper: %v", err)
-			}
-			cancel()
-			s.mu.Lock()
-			s.sent[v.name] += len(msgs)
-			s.mu.Unlock()
-		}
-	}
+	shipLogs(ctx, t, broker, vendors, s.sent, &s.mu, true)
 }
 
 // kill stops a livefuse process at once (SIGKILL): no commit, no flush.
