@@ -266,33 +266,46 @@ func (p *progressPlayer) outTime() time.Duration {
 	return p.out[len(p.out)-1]
 }
 
-func TestDualUnitsBehindEdge(t *testing.T) {
+// startDualBehindEdge starts units a and b (b on a's embedded etcd) with
+// stream live/name, the nginx edge in front, main pushed to a and backup
+// to b; lmsExtra and extra go into both configs (inside lms, and at the
+// top). It returns the edge's base URL of the stream.
+func startDualBehindEdge(t *testing.T, name, token, lmsExtra, extra string) (a, b *server, edge string) {
+	t.Helper()
 	nginxBin(t)
-	a, b := newUnit(t), newUnit(t)
+	a, b = newUnit(t), newUnit(t)
 	etcdPort := freePort(t)
 	units := fmt.Sprintf(`units:
   - {name: a, relay: "127.0.0.1:%d"}
   - {name: b, relay: "127.0.0.1:%d"}
 relay_secret: "e2e-relay-secret"
 streams:
-  - {app: live, name: ha, publish_token: "hatok"}
-`, a.rtmp, b.rtmp)
-	a.configure(fmt.Sprintf("unit: a\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {listen: \"127.0.0.1:%d\"}}\n", a.apiPort, apiToken, etcdPort) + units)
-	b.configure(fmt.Sprintf("unit: b\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {endpoints: [\"127.0.0.1:%d\"]}}\n", b.apiPort, apiToken, etcdPort) + units)
+  - {app: live, name: %s, publish_token: %q}
+`, a.rtmp, b.rtmp, name, token) + extra
+	if lmsExtra != "" {
+		lmsExtra = ", " + lmsExtra
+	}
+	a.configure(fmt.Sprintf("unit: a\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {listen: \"127.0.0.1:%d\"}%s}\n", a.apiPort, apiToken, etcdPort, lmsExtra) + units)
+	b.configure(fmt.Sprintf("unit: b\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {endpoints: [\"127.0.0.1:%d\"]}%s}\n", b.apiPort, apiToken, etcdPort, lmsExtra) + units)
 	a.start()
 	t.Cleanup(a.stop)
 	b.start()
 	t.Cleanup(b.stop)
 	edgePort := freePort(t)
 	startEdge(t, edgePort, a, b)
-	edge := fmt.Sprintf("http://127.0.0.1:%d/live/ha", edgePort)
+	edge = fmt.Sprintf("http://127.0.0.1:%d/live/%s", edgePort, name)
 
 	// Main encoder into unit a, backup encoder into unit b: each unit
 	// relays what it accepts to the other.
-	push(t, a.rtmpURL("ha", "token=hatok"), true)
-	waitLive(t, a.flvURL("ha"), 10*time.Second)
-	waitLive(t, b.flvURL("ha"), 10*time.Second)
-	push(t, b.rtmpURL("ha", "token=hatok&feed=backup"), true)
+	push(t, a.rtmpURL(name, "token="+token), true)
+	waitLive(t, a.flvURL(name), 10*time.Second)
+	waitLive(t, b.flvURL(name), 10*time.Second)
+	push(t, b.rtmpURL(name, "token="+token+"&feed=backup"), true)
+	return a, b, edge
+}
+
+func TestDualUnitsBehindEdge(t *testing.T) {
+	a, b, edge := startDualBehindEdge(t, "ha", "hatok", "", "")
 
 	// A relay without the secret is refused, and the feeds are untouched.
 	bad := exec.Command("ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-t", "2", "-i", env.clip, "-c", "copy", "-f", "flv",

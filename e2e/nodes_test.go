@@ -106,32 +106,7 @@ func (c *flvCrowd) stop() {
 }
 
 func TestDrainUnitBehindEdge(t *testing.T) {
-	nginxBin(t)
-	a, b := newUnit(t), newUnit(t)
-	etcdPort := freePort(t)
-	units := fmt.Sprintf(`units:
-  - {name: a, relay: "127.0.0.1:%d"}
-  - {name: b, relay: "127.0.0.1:%d"}
-relay_secret: "e2e-relay-secret"
-drain_timeout: 60s
-streams:
-  - {app: live, name: dr, publish_token: "drtok"}
-`, a.rtmp, b.rtmp)
-	node := "node: {report_period: 500ms}"
-	a.configure(fmt.Sprintf("unit: a\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {listen: \"127.0.0.1:%d\"}, %s}\n", a.apiPort, apiToken, etcdPort, node) + units)
-	b.configure(fmt.Sprintf("unit: b\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {endpoints: [\"127.0.0.1:%d\"]}, %s}\n", b.apiPort, apiToken, etcdPort, node) + units)
-	a.start()
-	t.Cleanup(a.stop)
-	b.start()
-	t.Cleanup(b.stop)
-	edgePort := freePort(t)
-	startEdge(t, edgePort, a, b)
-	edge := fmt.Sprintf("http://127.0.0.1:%d/live/dr", edgePort)
-
-	push(t, a.rtmpURL("dr", "token=drtok"), true)
-	waitLive(t, a.flvURL("dr"), 10*time.Second)
-	waitLive(t, b.flvURL("dr"), 10*time.Second)
-	push(t, b.rtmpURL("dr", "token=drtok&feed=backup"), true)
+	a, b, edge := startDualBehindEdge(t, "dr", "drtok", "node: {report_period: 500ms}", "drain_timeout: 60s\n")
 
 	// Players: 100 HTTP-FLV on unit a directly, one through the edge (it
 	// lands on a, the edge's primary), and HLS through the edge.
