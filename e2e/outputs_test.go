@@ -81,6 +81,44 @@ func hlsjs(t *testing.T, s *server, web, name string) {
 	}
 }
 
+// playlistWholly waits up to 20 s until every segment of the media
+// playlist of name (a multivariant playlist's first variant) is under a
+// key of method ("NONE": no key, or METHOD=NONE).
+func playlistWholly(t *testing.T, s *server, name, method string) {
+	t.Helper()
+	u := hlsPlay(s, name)
+	var body string
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
+		body = encGet(t, u, http.StatusOK)
+		if strings.Contains(body, "#EXT-X-STREAM-INF") {
+			for _, l := range strings.Split(body, "\n") {
+				if l != "" && !strings.HasPrefix(l, "#") {
+					body = encGet(t, strings.TrimSuffix(u[:strings.LastIndex(u, "/")+1]+l, "\r"), http.StatusOK)
+					break
+				}
+			}
+		}
+		cur, ok, segs := "NONE", true, 0
+		for _, l := range strings.Split(body, "\n") {
+			l = strings.TrimSpace(l)
+			switch {
+			case strings.HasPrefix(l, "#EXT-X-KEY:"):
+				cur = "NONE"
+				if i := strings.Index(l, "METHOD="); i >= 0 {
+					cur, _, _ = strings.Cut(l[i+len("METHOD="):], ",")
+				}
+			case l != "" && !strings.HasPrefix(l, "#"):
+				segs++
+				ok = ok && cur == method
+			}
+		}
+		if ok && segs > 0 {
+			return
+		}
+	}
+	t.Fatalf("playlist of %s not wholly %s within 20 s:\n%s", name, method, body)
+}
+
 // playlistHas waits up to 10 s for the media playlist of name (a
 // multivariant playlist's first variant) to contain want.
 func playlistHas(t *testing.T, s *server, name, want string) {
@@ -198,6 +236,13 @@ func TestOutputsMatrix(t *testing.T) {
 			for _, n := range []string{"plain", "lad"} {
 				playlistHas(t, s, n, "METHOD=SAMPLE-AES")
 			}
+			// hls.js plays across the switch; FFmpeg 5.1 may crash
+			// (SIGSEGV) on a live playlist whose window holds both clear and
+			// SAMPLE-AES segments, so it is given a window that is wholly one
+			// or the other (a known FFmpeg defect, see the issue note).
+			hlsjs(t, s, web, "lad")
+			playlistWholly(t, s, "plain", "SAMPLE-AES")
+			playlistWholly(t, s, "lad", "SAMPLE-AES")
 			ffmpegHLS(t, s, "plain")
 			hlsjs(t, s, web, "plain")
 			ffmpegHLS(t, s, "lad")
@@ -206,6 +251,7 @@ func TestOutputsMatrix(t *testing.T) {
 				t.Fatalf("PATCH encryption off: %d %v", code, err)
 			}
 			playlistHas(t, s, "plain", "METHOD=NONE")
+			playlistWholly(t, s, "plain", "NONE")
 			ffmpegHLS(t, s, "plain")
 		})
 	}
