@@ -91,6 +91,12 @@ func FuzzFLVReader(f *testing.F) {
 		}
 		for i, want := range packets {
 			got, err := r2.ReadPacket()
+			if want.Kind == KindData && IsMetaDataBody(want.Data) {
+				// onMetaData goes out at timestamp 0 wherever it sits.
+				w := *want
+				w.DTS = 0
+				want = &w
+			}
 			if err != nil || !samePacket(got, want) {
 				t.Fatalf("packet %d: %+v, %v; want %+v", i, got, err, want)
 			}
