@@ -81,6 +81,21 @@ func hlsjs(t *testing.T, s *server, web, name string) {
 	}
 }
 
+// mediaPlaylist fetches the playlist at u, or for a multivariant playlist
+// its first variant's.
+func mediaPlaylist(t *testing.T, u string) string {
+	t.Helper()
+	body := encGet(t, u, http.StatusOK)
+	if strings.Contains(body, "#EXT-X-STREAM-INF") {
+		for _, l := range strings.Split(body, "\n") {
+			if l != "" && !strings.HasPrefix(l, "#") {
+				return encGet(t, strings.TrimSuffix(u[:strings.LastIndex(u, "/")+1]+l, "\r"), http.StatusOK)
+			}
+		}
+	}
+	return body
+}
+
 // playlistWholly waits up to 20 s until every segment of the media
 // playlist of name (a multivariant playlist's first variant) is under a
 // key of method ("NONE": no key, or METHOD=NONE).
@@ -89,15 +104,7 @@ func playlistWholly(t *testing.T, s *server, name, method string) {
 	u := hlsPlay(s, name)
 	var body string
 	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
-		body = encGet(t, u, http.StatusOK)
-		if strings.Contains(body, "#EXT-X-STREAM-INF") {
-			for _, l := range strings.Split(body, "\n") {
-				if l != "" && !strings.HasPrefix(l, "#") {
-					body = encGet(t, strings.TrimSuffix(u[:strings.LastIndex(u, "/")+1]+l, "\r"), http.StatusOK)
-					break
-				}
-			}
-		}
+		body = mediaPlaylist(t, u)
 		cur, ok, segs := "NONE", true, 0
 		for _, l := range strings.Split(body, "\n") {
 			l = strings.TrimSpace(l)
@@ -126,15 +133,7 @@ func playlistHas(t *testing.T, s *server, name, want string) {
 	u := hlsPlay(s, name)
 	var body string
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
-		body = encGet(t, u, http.StatusOK)
-		if strings.Contains(body, "#EXT-X-STREAM-INF") {
-			for _, l := range strings.Split(body, "\n") {
-				if l != "" && !strings.HasPrefix(l, "#") {
-					body = encGet(t, strings.TrimSuffix(u[:strings.LastIndex(u, "/")+1]+l, "\r"), http.StatusOK)
-					break
-				}
-			}
-		}
+		body = mediaPlaylist(t, u)
 		if strings.Contains(body, want) {
 			return
 		}
