@@ -210,6 +210,9 @@ type fleetMsg struct {
 const (
 	maxFleetRecord = 8 << 20
 	maxFleetKeys   = 100_000
+	// maxFleetSources bounds the partitions and the nodes a view keeps
+	// (a hostile or broken producer cannot grow them without end).
+	maxFleetSources = 10_000
 )
 
 // StageOneConfig configures a StageOne.
@@ -600,6 +603,10 @@ func (f *FleetView) Handle(r bus.Record) {
 			return
 		}
 		cur := f.sources[m.Source]
+		if cur == nil && len(f.sources) >= maxFleetSources {
+			f.bad++
+			return
+		}
 		// A partial replaces the one before unless it is behind it: a
 		// former owner's last one, arriving after the new owner's.
 		if cur != nil && m.To < cur.To && m.Owner != cur.Owner && now.Sub(cur.At) < f.cfg.TTL {
@@ -614,7 +621,7 @@ func (f *FleetView) Handle(r bus.Record) {
 		}
 		n := f.nodes[m.Node]
 		if n == nil {
-			if len(f.nodes) >= 10_000 {
+			if len(f.nodes) >= maxFleetSources {
 				f.bad++
 				return
 			}
