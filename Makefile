@@ -5,6 +5,9 @@ BIN := bin
 GOTEST_TIMEOUT ?= 15m
 E2E_TIMEOUT ?= 25m
 E2E_FLAGS ?=
+# e2e tests that assert no timing run E2E_PARALLEL at a time after the
+# serial ones (which run alone); LIVEFUSE_E2E_SERIAL=1 runs all one by one.
+E2E_PARALLEL ?= 3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps edge-deps test-deps minio web-assets drill-player build run run-dual run-config test test-unit test-e2e bench bench-hostile drill lint fuzz clean
@@ -104,7 +107,7 @@ minio:
 
 test: test-deps web-assets minio lint
 	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v '/e2e$$')
-	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) $(E2E_FLAGS) ./e2e
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -parallel $(E2E_PARALLEL) $(E2E_FLAGS) ./e2e
 	$(MAKE) --no-print-directory chart-check
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_BRIEF)
 

@@ -85,6 +85,7 @@ func decodeErrors(t *testing.T, input string, seconds int) string {
 // ffprobe reads every variant at its size and ffmpeg decodes a few
 // seconds of each without an error.
 func TestABRLadder(t *testing.T) {
+	parallel(t)
 	s := startServer(t, abrYAML)
 	tcPush(t, tcClip(t, "960x540", 4), s.rtmpURL("abr", "token=atok"))
 	waitLive(t, s.flvURL("abr"), 10*time.Second)
@@ -131,6 +132,7 @@ func TestABRLadder(t *testing.T) {
 // signed for /live/NAME/index.m3u8, and accept it (carried into every
 // variant and segment URI): ffmpeg decodes a variant through it.
 func TestABRPlayKey(t *testing.T) {
+	parallel(t)
 	s := startServer(t, abrYAML)
 	tcPush(t, tcClip(t, "960x540", 4), s.rtmpURL("abrk", "token=ktok"))
 	key := "auth_key=" + url.QueryEscape(authkey.Sign("/live/abrk/index.m3u8", "pk", time.Now().Add(10*time.Minute), "0", "0"))
@@ -185,6 +187,7 @@ func TestABRPlayKey(t *testing.T) {
 // get the watermarked rendition over HTTP-FLV, HLS and RTMP: a frame has
 // the opaque red watermark at its position, where the pushed clip has none.
 func TestABRWatermarkedSource(t *testing.T) {
+	parallel(t)
 	logo := filepath.Join(t.TempDir(), "red.png")
 	if err := ffmpegCmd(t, "-f", "lavfi", "-i", "color=c=red:s=48x48", "-frames:v", "1", "-y", logo).Wait(); err != nil {
 		t.Fatal(err)
@@ -234,6 +237,7 @@ streams:
 // is full) has a multivariant playlist listing only its source, so its
 // index.m3u8 keeps its kind; the renditions appear once the ladder runs.
 func TestABRQueuedLadder(t *testing.T) {
+	parallel(t)
 	s := startServer(t, `transcode:
   workers: 1
   profiles:

@@ -98,6 +98,7 @@ func blList(t *testing.T, s *server) []blEntry {
 // those: SH keeps a); node 2 restarted still has it, with the same end
 // time; removed on node 2, a is back on node 1.
 func TestCDNBlacklistReachesEveryNode(t *testing.T) {
+	parallel(t)
 	geo, err := filepath.Abs("../cdnmix/testdata/geo.csv")
 	if err != nil {
 		t.Fatal(err)

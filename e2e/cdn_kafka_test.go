@@ -252,6 +252,7 @@ func stallBeacons(prefix, vendor string, n int, emptyMs int) []map[string]any {
 // beacons for vendor a in GD move GD's dispatch ratio off a and leave SH
 // alone; beacons posted while the broker is down arrive after it returns.
 func TestCDNKafkaFeedback(t *testing.T) {
+	parallel(t)
 	geo, err := filepath.Abs("../cdnmix/testdata/geo.csv")
 	if err != nil {
 		t.Fatal(err)

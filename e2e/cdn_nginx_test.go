@@ -216,6 +216,7 @@ func dispatchOnce(t *testing.T, s *server, xff string) string {
 // one nginx and posting stall beacons for it moves traffic away within
 // two recompute periods of the beacons reaching the aggregates.
 func TestCDNNginxVendors(t *testing.T) {
+	parallel(t)
 	nginxBin(t)
 	geo, err := filepath.Abs("../cdnmix/testdata/geo.csv")
 	if err != nil {

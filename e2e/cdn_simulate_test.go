@@ -18,6 +18,7 @@ import (
 // and pool per step and a well-formed SVG, and no pool row is above its
 // ceiling.
 func TestCDNSimulateCommand(t *testing.T) {
+	parallel(t)
 	dir := t.TempDir()
 	scenario, err := filepath.Abs("../cdnmix/testdata/entrance-wave.yaml")
 	if err != nil {

@@ -98,6 +98,7 @@ func vendNoKeysLogged(t *testing.T, s *server) {
 }
 
 func TestCDNVendorsSurviveRestart(t *testing.T) {
+	parallel(t)
 	s := startServer(t, vendYAML)
 
 	// The config seeds the store.
@@ -178,6 +179,7 @@ func mustRequest(t *testing.T, u string) *http.Request {
 // vendors do not replace the stored ones, and a change through either
 // node's API is applied by the other.
 func TestCDNVendorsReachEveryNode(t *testing.T) {
+	parallel(t)
 	a, b := newUnit(t), newUnit(t)
 	etcdPort := freePort(t)
 	a.configure(fmt.Sprintf("unit: a\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {listen: \"127.0.0.1:%d\"}}\n", a.apiPort, apiToken, etcdPort) + vendYAML)

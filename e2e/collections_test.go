@@ -44,6 +44,7 @@ cdnmix:
 // some of the vendor writes to one vendor both nodes change: afterwards
 // both list exactly the union, in the same order.
 func TestCollectionsNoLostUpdate(t *testing.T) {
+	parallel(t)
 	a, b := twoNodes(t, collYAML)
 	vendWait(t, a, 5*time.Second, "a", "shared")
 	vendWait(t, b, 5*time.Second, "a", "shared")
@@ -169,6 +170,7 @@ func missing(want, got []string) []string {
 
 // A profile created, changed and deleted through node a reaches node b.
 func TestCollectionsProfilesReachEveryNode(t *testing.T) {
+	parallel(t)
 	a, b := twoNodes(t, collYAML)
 	profile := func(kbps int) json.RawMessage {
 		return json.RawMessage(fmt.Sprintf(`{"name":"p1","renditions":[{"name":"small","width":320,"height":180,"video_kbps":%d,"preset":"ultrafast"}]}`, kbps))

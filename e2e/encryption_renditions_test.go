@@ -54,6 +54,7 @@ var keyURIRe = regexp.MustCompile(`#EXT-X-KEY:METHOD=SAMPLE-AES,URI="([^"]+)"`)
 // keys open with the stream's own play token), and the watermarked source
 // that players of a watermark_source stream get instead of the original.
 func TestEncryptionCoversRenditions(t *testing.T) {
+	parallel(t)
 	logo := filepath.Join(t.TempDir(), "logo.png")
 	if err := ffmpegCmd(t, "-f", "lavfi", "-i", "color=c=red:s=32x32", "-frames:v", "1", "-y", logo).Wait(); err != nil {
 		t.Fatal(err)
@@ -125,6 +126,7 @@ streams:
 // tags, and is encrypted from the next keyframe once encryption is turned
 // on — without reconnecting.
 func TestEncryptionReachesEarlyPlayers(t *testing.T) {
+	parallel(t)
 	// Open play without a play_key: its keys go to anyone, which the
 	// operator must allow explicitly.
 	s := startServer(t, `encryption: {open_key_access: true}

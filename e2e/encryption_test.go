@@ -101,6 +101,7 @@ func share(got []string, clip map[string]bool) (n int) {
 // (403 without, 16 bytes with); FFmpeg decrypts the playlist with the key
 // and its decoded frames are the clip's frames; RTMP play is encrypted.
 func TestEncryptionHLSFFmpeg(t *testing.T) {
+	parallel(t)
 	s := startEncrypted(t)
 	pl := signed(s.hlsURL("enc"), "/live/enc/index.m3u8")
 	body := encGet(t, pl, http.StatusOK)

@@ -10,6 +10,7 @@ import (
 // TestBackupOnly: a backup feed of a stream with no main yet is accepted
 // and served.
 func TestBackupOnly(t *testing.T) {
+	parallel(t)
 	s := startServer(t, failoverStreams)
 	push(t, s.rtmpURL("ha", "token=hatok&feed=backup"), true)
 	waitLive(t, s.flvURL("ha"), 10*time.Second)

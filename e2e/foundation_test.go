@@ -72,6 +72,7 @@ func TestPassthroughBitExact(t *testing.T) {
 
 // TestHLS checks the HLS output: h264 + aac, segments decode, the playlist advances.
 func TestHLS(t *testing.T) {
+	parallel(t)
 	s := startServer(t, demoStreams)
 	push(t, s.rtmpURL("demo", "token=pubtok"), true)
 	waitLive(t, s.flvURL("demo"), 10*time.Second)
@@ -162,6 +163,7 @@ func contains(ss []string, s string) bool {
 // TestFirstFrameFromGOPCache: a player joining mid-GOP gets metadata and
 // sequence headers, then a keyframe, at once.
 func TestFirstFrameFromGOPCache(t *testing.T) {
+	parallel(t)
 	s := startServer(t, demoStreams)
 	push(t, s.rtmpURL("demo", "token=pubtok"), true)
 	waitLive(t, s.flvURL("demo"), 10*time.Second)
@@ -198,6 +200,7 @@ func TestFirstFrameFromGOPCache(t *testing.T) {
 // TestRegistryPersistsAndApplies: a stream created through the API survives
 // a restart, and a token change applies without one.
 func TestRegistryPersistsAndApplies(t *testing.T) {
+	parallel(t)
 	s := startServer(t, "")
 	code, err := s.api("POST", "/streams", map[string]any{"app": "live", "name": "cam", "publish_token": "first"}, nil)
 	if err != nil || code != 201 {

@@ -706,3 +706,15 @@ func (p *flvPlayer) waitFrames(t *testing.T, n int, within time.Duration) {
 	defer p.mu.Unlock()
 	t.Fatalf("player got %d video frames in %v, want %d (err %v)", len(p.arrivals), within, n, p.err)
 }
+
+// parallel marks a test that asserts no timing (no gap, no latency) and
+// loads the machine lightly as one that may run beside others: go test
+// runs every serial test first, alone, then these, -parallel at a time
+// (E2E_PARALLEL in the Makefile). LIVEFUSE_E2E_SERIAL=1 runs them one by
+// one, for a quiet measurement or a bisect.
+func parallel(t *testing.T) {
+	t.Helper()
+	if os.Getenv("LIVEFUSE_E2E_SERIAL") == "" {
+		t.Parallel()
+	}
+}

@@ -112,6 +112,7 @@ func ctlStoppedServer(t *testing.T) *server {
 // error naming the damaged file and what to do (before: a hang that
 // ignored SIGTERM, or a raw stack naming no file).
 func TestHostileDamagedStore(t *testing.T) {
+	parallel(t)
 	walOf := func(t *testing.T, s *server) string {
 		m, _ := filepath.Glob(filepath.Join(s.ctlStoreDir(), "member", "wal", "*.wal"))
 		if len(m) == 0 {
@@ -210,6 +211,7 @@ func TestHostileStartupSignal(t *testing.T) {
 // is a 500: each is 200, or 409 for a write that still conflicts after
 // the retries; the stored value is one of those written.
 func TestHostilePatchStorm(t *testing.T) {
+	parallel(t)
 	s := startServer(t, `streams:
   - {name: storm, publish_token: pub}
 `)
@@ -258,6 +260,7 @@ func TestHostilePatchStorm(t *testing.T) {
 // damaged stays listed, as damaged, with its segments, which can still be
 // fetched.
 func TestHostileDamagedManifest(t *testing.T) {
+	parallel(t)
 	s := startServer(t, `recording: {segment_duration: 2s}
 streams:
   - {name: rec, publish_token: pub, record: true}
@@ -332,6 +335,7 @@ streams:
 // a play key is refused, through the API and in the config file, unless
 // open key access is chosen explicitly (then warned in the log).
 func TestHostileEncryptionWithoutPlayKey(t *testing.T) {
+	parallel(t)
 	s := startServer(t, `streams:
   - {name: open, publish_token: pub}
   - {name: keyed, publish_token: pub, play_key: pk}
@@ -414,6 +418,7 @@ func ctlKeyURL(t *testing.T, s *server, name string) string {
 // TestHostileAuthKeyFarFuture: a play URL signed to expire in the year
 // 2286 is refused; one expiring in ten minutes plays.
 func TestHostileAuthKeyFarFuture(t *testing.T) {
+	parallel(t)
 	s := startServer(t, `streams:
   - {name: signed, publish_token: pub, play_key: pk}
 `)

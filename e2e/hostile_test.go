@@ -409,6 +409,7 @@ func TestHostile(t *testing.T) {
 // RTMP server answering the relay client's connect and publish with bombs.
 // The canary's feed is what gets relayed.
 func TestHostileRelay(t *testing.T) {
+	parallel(t)
 	up := startHostileRTMP(t)
 	s := &server{t: t, dir: t.TempDir(), token: apiToken}
 	s.rtmp, s.rtsp, s.http, s.apiPort = freePort(t), freePort(t), freePort(t), freePort(t)

@@ -23,6 +23,7 @@ const recStreamYAML = `streams:
 // with record on, in the default 6 s segments, and plays the recording back
 // from a real MinIO through the listed URL.
 func TestRecordingToMinIO(t *testing.T) {
+	parallel(t)
 	m := startMinio(t)
 	m.makeBucket(t, "vod")
 	s := startServer(t, recordingYAMLSeg(m, "vod", minioPass, "6s")+recStreamYAML)
@@ -118,6 +119,7 @@ func waitRecording(t *testing.T, s *server, within time.Duration) recordingList 
 // spooled segments are uploaded with the sizes and checksums the spool
 // recorded.
 func TestRecordingSpoolSurvivesKill(t *testing.T) {
+	parallel(t)
 	m := startMinio(t)
 	m.makeBucket(t, "vod")
 	m.stop()
@@ -218,6 +220,7 @@ func TestRecordingSpoolSurvivesKill(t *testing.T) {
 // TestRecordingBadStore: wrong credentials are reported at start and in the
 // stream status, and the stream is still served.
 func TestRecordingBadStore(t *testing.T) {
+	parallel(t)
 	m := startMinio(t)
 	m.makeBucket(t, "vod")
 	s := startServer(t, recordingYAML(m, "vod", "wrong-secret")+recStreamYAML)
@@ -245,6 +248,7 @@ func TestRecordingBadStore(t *testing.T) {
 // TestRecordingRenditions: with recording.renditions, the renditions of a
 // recorded stream are recorded too (local sink, served by the node).
 func TestRecordingRenditions(t *testing.T) {
+	parallel(t)
 	s := startServer(t, `transcode:
   workers: 1
   profiles:
@@ -298,6 +302,7 @@ func httpGetBody(t *testing.T, url string) string {
 // TestRecordingOtherUnit: a unit left out of recording.units records
 // nothing, and still answers the listing.
 func TestRecordingOtherUnit(t *testing.T) {
+	parallel(t)
 	s := startServer(t, `recording:
   segment_duration: 1s
   units: [b]

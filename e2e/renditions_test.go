@@ -96,6 +96,7 @@ func firstVideoPTS(t *testing.T, url string) time.Duration {
 // the stream ends them; the watermarked source (NAME_source) ends with its
 // source too.
 func TestRenditionsFollowSource(t *testing.T) {
+	parallel(t)
 	const gop = time.Second
 	s := startServer(t, rendYAML)
 	clip := tcClip(t, "640x360", 4)

@@ -301,6 +301,7 @@ func decodedFrames(t *testing.T, ca *testCA, timeout time.Duration, input string
 // disk is served to the next connections without a restart, and playback
 // goes on with it.
 func TestTLSPlayback(t *testing.T) {
+	parallel(t)
 	g := startGuarded(t, guardedOpts{tls: true, extra: "streams:\n  - {name: tls, publish_token: pub}\n"})
 	push(t, fmt.Sprintf("rtmps://127.0.0.1:%d/live/tls?token=pub", g.rtmps), true)
 	flv := g.mediaURL("/live/tls.flv")
@@ -552,6 +553,7 @@ func logWithin(s *server, within time.Duration, parts ...string) bool {
 // refuse 127.0.0.2 (RTMP publish and play closed with the reason logged,
 // RTSP 403, HTTP-FLV and HLS 403 with a reason) and serve 127.0.0.1.
 func TestIPListsListener(t *testing.T) {
+	parallel(t)
 	needLoopback2(t)
 	g := startGuarded(t, guardedOpts{
 		rtmp:  `access: {publish_deny: ["127.0.0.2"], play_deny: ["127.0.0.2/32"]}`,
@@ -602,6 +604,7 @@ func TestIPListsListener(t *testing.T) {
 // PATCH through the control API, apply to the next publisher and player
 // without a restart; GET shows them; a bad entry is refused with 400.
 func TestIPListsStream(t *testing.T) {
+	parallel(t)
 	needLoopback2(t)
 	g := startGuarded(t, guardedOpts{})
 	var st map[string]any

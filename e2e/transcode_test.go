@@ -49,6 +49,7 @@ func ffprobeVideoURL(t *testing.T, url string) string {
 // 720p/480p/360p ladder: each rendition is served as HTTP-FLV and HLS at
 // its size and close to its bitrate, and the stream status lists them.
 func TestTranscodeLadder(t *testing.T) {
+	parallel(t)
 	s := startServer(t, tcLadderYAML)
 	tcPush(t, tcClip(t, "1280x720", 4), s.rtmpURL("tc", "token=tctok"))
 	waitLive(t, s.flvURL("tc"), 10*time.Second)
@@ -117,6 +118,7 @@ func httpGetAPI(t *testing.T, s *server, path string) string {
 // TestTranscodeKill kills the worker's ffmpeg with SIGKILL: the rendition's
 // HTTP-FLV player stays connected and gets frames again within 5 s.
 func TestTranscodeKill(t *testing.T) {
+	parallel(t)
 	s := startServer(t, tcLadderYAML)
 	tcPush(t, tcClip(t, "640x360", 4), s.rtmpURL("k", "token=ktok"))
 	waitLive(t, s.flvURL("k_low"), 15*time.Second)
@@ -148,6 +150,7 @@ func TestTranscodeKill(t *testing.T) {
 // is served without renditions and its status says why; when the first
 // ends, the second gets its ladder.
 func TestTranscodePoolFull(t *testing.T) {
+	parallel(t)
 	s := startServer(t, `transcode:
   workers: 1
   profiles:
@@ -190,6 +193,7 @@ streams:
 // and change nothing; a good one is stored, and a live stream given it by
 // PATCH gets its ladder.
 func TestTranscodeProfilesAPI(t *testing.T) {
+	parallel(t)
 	s := startServer(t, tcLadderYAML)
 	list := func() string {
 		b := httpGetAPI(t, s, "/api/v1/profiles")
@@ -259,6 +263,7 @@ func TestTranscodeProfilesAPI(t *testing.T) {
 // TestTranscodeRenditionPlayKey: a rendition of a stream with a play key
 // plays only with a URL signed with that key.
 func TestTranscodeRenditionPlayKey(t *testing.T) {
+	parallel(t)
 	s := startServer(t, tcLadderYAML+`  - {app: live, name: sec, publish_token: "stok", play_key: "pk", profile: low}
 `)
 	tcPush(t, tcClip(t, "640x360", 4), s.rtmpURL("sec", "token=stok"))
@@ -278,6 +283,7 @@ func TestTranscodeRenditionPlayKey(t *testing.T) {
 // TestTranscodeOff: without ffmpeg the node serves streams without their
 // ladder, and the status says why.
 func TestTranscodeOff(t *testing.T) {
+	parallel(t)
 	s := startServer(t, `transcode:
   ffmpeg: /nonexistent/ffmpeg
   profiles:
