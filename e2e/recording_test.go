@@ -119,7 +119,6 @@ func waitRecording(t *testing.T, s *server, within time.Duration) recordingList 
 // spooled segments are uploaded with the sizes and checksums the spool
 // recorded.
 func TestRecordingSpoolSurvivesKill(t *testing.T) {
-	parallel(t)
 	m := startMinio(t)
 	m.makeBucket(t, "vod")
 	m.stop()
