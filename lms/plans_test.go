@@ -23,7 +23,7 @@ type fakeMedia struct {
 	serving   map[string]bool
 }
 
-func (f *fakeMedia) VendorKnown(v string) bool                 { return v == "cdnA" || v == "cdnB" }
+func (f *fakeMedia) VendorKnown(v string) bool                  { return v == "cdnA" || v == "cdnB" }
 func (f *fakeMedia) VendorUsers(vendor, region, isp string) int { return 7 }
 func (f *fakeMedia) Blacklist(_ context.Context, vendor, region, isp, _ string) error {
 	f.mu.Lock()
