@@ -53,9 +53,9 @@ func openBus(cfg BusConfig, dataDir string, log *slog.Logger) (bus.Bus, func(ctx
 type cdnMix struct {
 	m         *cdnmix.Mixer
 	blacklist *lms.Collection[cdnmix.BlacklistEntry] // the manual entries (plans write here)
-	colls  []interface{ Close() }
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	colls     []interface{ Close() }
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // newCDNMix builds the mixer and starts it and the bus; streams are known
