@@ -1,6 +1,11 @@
 package api
 
-import "time"
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"time"
+)
 
 // Emergency plans (issue 11): arm → preview → confirm → execute → verify.
 // POST /api/v1/plans arms a run and answers it with its preview and a
@@ -121,3 +126,41 @@ type PlanList struct {
 	Kinds []PlanKind `json:"kinds"`
 	Runs  []PlanRun  `json:"runs"`
 }
+
+// Plans returns the plan kinds and the runs, newest first.
+func (c *Client) Plans(ctx context.Context) (PlanList, error) {
+	var l PlanList
+	err := c.do(ctx, http.MethodGet, "/api/v1/plans", nil, &l)
+	return l, err
+}
+
+// ArmPlan arms a run: the answer has its preview and its token.
+func (c *Client) ArmPlan(ctx context.Context, req PlanRequest) (PlanRun, error) {
+	var r PlanRun
+	err := c.do(ctx, http.MethodPost, "/api/v1/plans", req, &r)
+	return r, err
+}
+
+// ConfirmPlan confirms run id with its token; the answer comes once the
+// run is verified or failed.
+func (c *Client) ConfirmPlan(ctx context.Context, id, token string) (PlanRun, error) {
+	var r PlanRun
+	err := c.do(ctx, http.MethodPost, planPath(id)+"/confirm", PlanConfirm{Token: token}, &r)
+	return r, err
+}
+
+// CancelPlan cancels an armed run.
+func (c *Client) CancelPlan(ctx context.Context, id string) (PlanRun, error) {
+	var r PlanRun
+	err := c.do(ctx, http.MethodPost, planPath(id)+"/cancel", nil, &r)
+	return r, err
+}
+
+// Plan returns run id.
+func (c *Client) Plan(ctx context.Context, id string) (PlanRun, error) {
+	var r PlanRun
+	err := c.do(ctx, http.MethodGet, planPath(id), nil, &r)
+	return r, err
+}
+
+func planPath(id string) string { return "/api/v1/plans/" + url.PathEscape(id) }
