@@ -48,6 +48,7 @@ plans: {confirm_within: 4s}
 streams:
   - {app: live, name: %s, publish_token: pub, play_key: %s, encryption: true}
   - {app: live, name: ev, publish_token: pub}
+  - {app: live, name: demo, publish_token: pub}
 cdnmix:
   vendors:
     - {name: a, flv_base: "http://cdn-a.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
@@ -310,9 +311,18 @@ func TestPlans(t *testing.T) {
 		if code, body := playStatus(chosen.flvURL(plansStream)); code != http.StatusOK {
 			t.Fatalf("move to %s verified, but it answers %d %q", unit, code, body)
 		}
-		if code, body := playStatus(edge + ".flv"); code != http.StatusOK {
-			t.Fatalf("edge after the move to %s: %d %q", unit, code, body)
+		// The edge fails over at once; a unit it marked failed on an
+		// earlier refusal is tried again after its fail_timeout (3 s).
+		edgeStart := time.Now()
+		if err := waitFor(8*time.Second, func() error {
+			if code, body := playStatus(edge + ".flv"); code != http.StatusOK {
+				return fmt.Errorf("%d %q", code, body)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("edge after the move to %s: %v", unit, err)
 		}
+		t.Logf("edge plays from unit %s %v after the confirmation answer", unit, time.Since(edgeStart).Round(time.Millisecond))
 		if !slices.Contains(run.Preview.Units, "a") || !slices.Contains(run.Preview.Units, "b") {
 			t.Errorf("move preview units %v", run.Preview.Units)
 		}
