@@ -295,7 +295,25 @@ func TestPlans(t *testing.T) {
 	}
 
 	// move_unit: b serves, a refuses (the edge fails over); then a; then b.
-	for _, unit := range []string{"b", "a", "b"} {
+	// A player on unit a shows in the preview and is disconnected by the
+	// first move.
+	player := playFLV(t, signed(a.flvURL(plansStream), "/live/"+plansStream+".flv"), false)
+	player.waitFrames(t, 5, 10*time.Second)
+	if err := waitFor(10*time.Second, func() error {
+		var info api.StreamInfo
+		if err := a.apiOK("GET", "/streams/live/"+plansStream, nil, &info); err != nil {
+			return err
+		}
+		for _, u := range info.Units {
+			if u.Unit == "a" && u.Readers >= 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("unit a reports no player: %+v", info.Units)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, unit := range []string{"b", "a", "b"} {
 		other := map[string]*server{"a": b, "b": a}[unit]
 		chosen := map[string]*server{"a": a, "b": b}[unit]
 		run, _ := runPlan(t, ops, api.PlanRequest{Kind: api.PlanMoveUnit, Stream: "live/" + plansStream, Unit: unit, Drill: true},
@@ -325,6 +343,17 @@ func TestPlans(t *testing.T) {
 		t.Logf("edge plays from unit %s %v after the confirmation answer", unit, time.Since(edgeStart).Round(time.Millisecond))
 		if !slices.Contains(run.Preview.Units, "a") || !slices.Contains(run.Preview.Units, "b") {
 			t.Errorf("move preview units %v", run.Preview.Units)
+		}
+		if i == 0 {
+			if run.Preview.Players < 1 {
+				t.Errorf("move preview: %d players, want the one on unit a", run.Preview.Players)
+			}
+			select {
+			case <-player.done:
+				t.Logf("the player on unit a was disconnected after %d frames", player.frames())
+			case <-time.After(5 * time.Second):
+				t.Fatal("the player on unit a still plays after the move to b")
+			}
 		}
 		ms(run)
 		runs = append(runs, run.ID)
