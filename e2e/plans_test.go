@@ -411,6 +411,13 @@ func TestPlans(t *testing.T) {
 		}
 	}
 
+	// livectl streams switch waits for the units and prints what they show.
+	out, err = livectl(plansOperator, "streams", "switch", "live/"+plansStream, "backup")
+	if err != nil || !strings.Contains(out, "unit a: showing backup") || !strings.Contains(out, "unit b: showing backup") {
+		t.Fatalf("livectl streams switch: %v\n%s", err, out)
+	}
+	t.Logf("livectl streams switch:\n%s", out)
+
 	// drain_node: unit b's node.
 	var nodes api.NodeList
 	if err := a.apiOK("GET", "/nodes", nil, &nodes); err != nil {
