@@ -241,6 +241,7 @@ func (p *planMedia) playlistClear(ctx context.Context, addr, app, name string) (
 		}
 		body := string(b)
 		if variant, ok := firstVariant(body); ok {
+			variant, _, _ = strings.Cut(variant, "?") // signed again by get
 			path = base + strings.TrimPrefix(variant, "./")
 			continue
 		}
