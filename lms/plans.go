@@ -106,8 +106,10 @@ type PlanMedia interface {
 	// clear at every unit that has it live (HLS playlist without a
 	// SAMPLE-AES key, FLV output not encrypting), else what is not.
 	OutputsClear(ctx context.Context, app, name string) error
-	// Serving returns, for every unit with a media listener, whether it
-	// serves the players of app/name (false: it refuses them).
+	// Units returns the units that have a media listener.
+	Units(ctx context.Context) ([]string, error)
+	// Serving returns, for every unit that has app/name live, whether it
+	// serves its players (false: it refuses them).
 	Serving(ctx context.Context, app, name string) (map[string]bool, error)
 }
 
@@ -355,12 +357,12 @@ func (p *Plans) check(ctx context.Context, req api.PlanRequest) (params map[stri
 		if err != nil {
 			return nil, "", "", err
 		}
-		serving, err := p.media.Serving(ctx, app, name)
+		units, err := p.media.Units(ctx)
 		if err != nil {
 			return nil, "", "", refuse(http.StatusServiceUnavailable, "units unknown: %v", err)
 		}
-		if _, ok := serving[u]; !ok {
-			return nil, "", "", refuse(http.StatusBadRequest, "unit %q unknown (units: %s)", u, strings.Join(sortedKeys(serving), ", "))
+		if !slices.Contains(units, u) {
+			return nil, "", "", refuse(http.StatusBadRequest, "unit %q unknown (units: %s)", u, strings.Join(units, ", "))
 		}
 	case api.PlanDrainNode:
 		if p.st == nil {
@@ -450,9 +452,9 @@ func (p *Plans) preview(ctx context.Context, kind string, params map[string]stri
 		}
 		pv.Summary = fmt.Sprintf("force feed %s of %s on every unit (policy now %s); %d players see the switch", params["feed"], path, cur, pv.Players)
 	case api.PlanMoveUnit:
-		serving, _ := p.media.Serving(ctx, app, name)
+		units, _ := p.media.Units(ctx)
 		var others []string
-		for _, u := range sortedKeys(serving) {
+		for _, u := range units {
 			if u != params["unit"] {
 				others = append(others, u)
 			}
@@ -703,6 +705,9 @@ func (p *Plans) verify(ctx context.Context, kind string, params map[string]strin
 				return err
 			}
 			var wrong []string
+			if !serving[params["unit"]] {
+				wrong = append(wrong, "unit "+params["unit"]+" does not serve it (not live there?)")
+			}
 			for _, u := range sortedKeys(serving) {
 				if (u == params["unit"]) != serving[u] {
 					verb := "refuses"

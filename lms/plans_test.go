@@ -44,6 +44,7 @@ func (f *fakeMedia) OutputsClear(context.Context, string, string) error {
 	}
 	return nil
 }
+func (f *fakeMedia) Units(context.Context) ([]string, error) { return []string{"a", "b"}, nil }
 func (f *fakeMedia) Serving(context.Context, string, string) (map[string]bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -322,5 +323,36 @@ func TestPlanArmRefusals(t *testing.T) {
 	mustUnmarshal(t, b, &l)
 	if len(l.Kinds) != 5 || len(l.Runs) != 1 || l.Runs[0].Token != "" {
 		t.Fatalf("list: %s", b)
+	}
+}
+
+func TestPlanMoveUnit(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		serving map[string]bool
+		want    string
+	}{
+		{"b serves, a refuses", map[string]bool{"a": false, "b": true}, api.PlanVerified},
+		{"b not live, a refuses", map[string]bool{"a": false}, api.PlanFailed},
+		{"both serve", map[string]bool{"a": true, "b": true}, api.PlanFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newPlansEnv(t, PlansConfig{VerifyTimeout: 300 * time.Millisecond})
+			e.media.serving = tc.serving
+			code, run, b := e.arm(t, operatorToken, `{"kind":"move_unit","stream":"live/ev","unit":"b"}`)
+			if code != http.StatusCreated || len(run.Preview.Units) != 2 || run.Preview.Units[0] != "b" {
+				t.Fatalf("arm: %d %s", code, b)
+			}
+			if s, _ := e.reg.Get("live", "ev"); s.ServeUnit != "" {
+				t.Fatal("arming moved the stream")
+			}
+			_, done, b := e.confirm(t, operatorToken, run.ID, run.Token)
+			if done.State != tc.want {
+				t.Fatalf("state %s, want %s: %s", done.State, tc.want, b)
+			}
+			if s, _ := e.reg.Get("live", "ev"); s.ServeUnit != "b" {
+				t.Fatalf("serve_unit %q", s.ServeUnit)
+			}
+		})
 	}
 }

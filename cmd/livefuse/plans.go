@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -131,6 +132,22 @@ func (p *planMedia) units(ctx context.Context) ([]unitNode, error) {
 	if len(out) == 0 {
 		return nil, errors.New("no unit in the node registry has a media listener")
 	}
+	return out, nil
+}
+
+// Units returns the units with a media listener in the node registry.
+func (p *planMedia) Units(ctx context.Context) ([]string, error) {
+	nodes, err := p.units(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range nodes {
+		if !slices.Contains(out, n.unit) {
+			out = append(out, n.unit)
+		}
+	}
+	slices.Sort(out)
 	return out, nil
 }
 
