@@ -55,8 +55,9 @@ commands (NAME is "name" or "app/name"):
          (force a feed on every unit, or let the units choose; waits until
           every unit shows it, at most --wait, and prints what they show)
   streams encryption NAME on|off [--app live]
-  streams record NAME on|off [--app live]
-         (applies live, at the next keyframe)
+  streams record NAME on|off [--app live] [--wait 10s]
+         (applies live, at the next keyframe; record waits for a live
+          stream's recorder to follow, at most --wait, and prints it)
   decrypt [-o FILE] [--auth-key T] [--keys URL] [--key HEX] FILE|URL|-
          (encrypted FLV to clear FLV, byte for byte; decrypt --help)
   audit [--actor NAME] [--action A] [--target T] [--since T] [--limit N]
@@ -362,6 +363,7 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 
 	case "encryption", "record":
 		fs, app := newFlags(cmd)
+		wait := fs.Duration("wait", 10*time.Second, "record: how long to wait for a live stream's recorder to follow")
 		pos, err := parse(fs, args)
 		if err != nil {
 			return err
@@ -387,6 +389,9 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 			state = map[bool]string{true: "on", false: "off"}[s.Record]
 		}
 		fmt.Fprintf(out, "%s/%s: %s %s (%s)\n", a, name, cmd, state, when)
+		if cmd == "record" {
+			return waitRecording(ctx, c, a, name, on, *wait, out)
+		}
 		return nil
 
 	case "delete", "kick":
@@ -441,6 +446,40 @@ func waitSwitch(ctx context.Context, c *api.Client, s api.StreamInfo, feed strin
 		s = next
 	}
 	return s, true, nil
+}
+
+// waitRecording waits, for a live stream, until its recorder shows on
+// (recording) or off (stopped, or no recorder), at most d, and prints
+// what it shows.
+func waitRecording(ctx context.Context, c *api.Client, app, name string, on bool, d time.Duration, out io.Writer) error {
+	deadline := time.Now().Add(d)
+	for {
+		s, err := c.GetStream(ctx, app, name)
+		if err != nil {
+			return err
+		}
+		if s.Live == nil {
+			return nil // not on air: nothing records until it is
+		}
+		rec := s.Live.Recording
+		state := "off"
+		if rec != nil {
+			state = rec.State
+		}
+		if (on && state == "recording") || (!on && (rec == nil || state == "stopped")) {
+			fmt.Fprintf(out, "  recorder: %s\n", state)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(out, "  recorder: %s (not yet %s after %s)\n", state, map[bool]string{true: "recording", false: "stopped"}[on], d)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // redact hides a password in a source URL ("-" for none).
