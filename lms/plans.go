@@ -43,7 +43,8 @@ type PlansConfig struct {
 	// stream whose name starts with it (default "drill-").
 	DrillPrefix string `yaml:"drill_prefix"`
 	// VerifyTimeout bounds the verification after a confirmation (default
-	// 15s); past it the run fails.
+	// 15s, at most 20s: the confirm answer waits for it); past it the run
+	// fails.
 	VerifyTimeout time.Duration `yaml:"verify_timeout"`
 	// KeepRuns is how many runs are kept for GET /api/v1/plans (default 100).
 	KeepRuns int `yaml:"keep_runs"`
@@ -76,8 +77,10 @@ func (c PlansConfig) Validate() error {
 	if c.ConfirmWithin < 0 || c.ConfirmWithin > time.Hour {
 		return errors.New("plans.confirm_within: want 1s to 1h")
 	}
-	if c.VerifyTimeout < 0 || c.VerifyTimeout > 10*time.Minute {
-		return errors.New("plans.verify_timeout: want up to 10m")
+	if c.VerifyTimeout < 0 || c.VerifyTimeout > 20*time.Second {
+		// The confirm answer waits for the verification, within the API
+		// listener's write timeout (30 s by default).
+		return errors.New("plans.verify_timeout: want up to 20s")
 	}
 	if c.KeepRuns < 0 || c.KeepRuns > 10000 {
 		return errors.New("plans.keep_runs: want up to 10000")
