@@ -356,3 +356,24 @@ func TestPlanMoveUnit(t *testing.T) {
 		})
 	}
 }
+
+func TestPlansConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  PlansConfig
+		ok   bool
+	}{
+		{"defaults", DefaultPlansConfig(), true},
+		{"zero", PlansConfig{}, true},
+		{"confirm within 2h", PlansConfig{ConfirmWithin: 2 * time.Hour}, false},
+		{"verify 1m", PlansConfig{VerifyTimeout: time.Minute}, false},
+		{"bad drill prefix", PlansConfig{DrillPrefix: "a b"}, false},
+		{"too many runs", PlansConfig{KeepRuns: 100000}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.cfg.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate: %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+}
