@@ -333,7 +333,7 @@ func TestPlans(t *testing.T) {
 		// The edge fails over at once; a unit it marked failed on an
 		// earlier refusal is tried again after its fail_timeout (3 s).
 		edgeStart := time.Now()
-		if err := waitFor(8*time.Second, func() error {
+		if err := waitFor(12*time.Second, func() error {
 			if code, body := playStatus(edge + ".flv"); code != http.StatusOK {
 				return fmt.Errorf("%d %q", code, body)
 			}
