@@ -497,7 +497,7 @@ func bucketName(region, isp string) string {
 	return region + "/" + isp
 }
 
-// find returns the run id (h p.mu).
+// findLocked returns run id (p.mu held).
 func (p *Plans) findLocked(id string) *planRun {
 	for _, r := range p.runs {
 		if r.run.ID == id {
@@ -517,6 +517,22 @@ func (p *Plans) Get(id string) (api.PlanRun, bool) {
 		return api.PlanRun{}, false
 	}
 	return r.snapshot(), true
+}
+
+// Run ends the runs left unconfirmed as their time passes (recording the
+// expiry in the audit log) until ctx is done; without it they end when
+// next looked at.
+func (p *Plans) Run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.expire()
+		}
+	}
 }
 
 // expire ends the armed runs whose confirmation time passed.

@@ -363,9 +363,11 @@ func refusal(s lms.Stream, unit string) string {
 	return "unit " + s.ServeUnit + " serves " + s.App + "/" + s.Name
 }
 
-// mountPlans adds the emergency plans to the control API.
-func mountPlans(cfg lms.PlansConfig, srv *lms.Server, reg *lms.Registry, st *lms.Store, cm *cdnMix, mediaTLS bool, log *slog.Logger) *lms.Plans {
+// mountPlans adds the emergency plans to the control API; unconfirmed
+// runs expire until ctx ends.
+func mountPlans(ctx context.Context, cfg lms.PlansConfig, srv *lms.Server, reg *lms.Registry, st *lms.Store, cm *cdnMix, mediaTLS bool, log *slog.Logger) *lms.Plans {
 	p := lms.NewPlans(cfg, reg, st, newPlanMedia(cm, reg, st, mediaTLS), log)
 	p.Mount(srv)
+	go p.Run(ctx)
 	return p
 }

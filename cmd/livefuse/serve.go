@@ -187,7 +187,7 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 	rec.mount(api)
 	cm.mount(api)
 	node.mount(api, store)
-	mountPlans(cfg.Plans, api, reg, store, cm, mediaLn.TLS(), log)
+	mountPlans(ctx, cfg.Plans, api, reg, store, cm, mediaLn.TLS(), log)
 	api.SetAuditStore(store)
 	api.SetAuditPublisher(events)
 	if err := api.Start(); err != nil {
