@@ -110,7 +110,7 @@ test: test-deps web-assets minio lint
 
 # plans-timing: the emergency plans' confirm-to-verified figures (e2e
 # TestPlans with three runs of every plan; medians on the FIGURE lines).
-# About 75 s plus the e2e build.
+# About 45 s plus the e2e build.
 plans-timing:
 	set -o pipefail; LIVEFUSE_PLAN_RUNS=3 $(GO) test -count=1 -v -timeout 10m -run 'TestPlans$$' ./e2e/ | grep -E 'FIGURE|verified|^(---|ok|FAIL)'
 
