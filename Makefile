@@ -10,7 +10,7 @@ E2E_FLAGS ?=
 E2E_PARALLEL ?= 3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps edge-deps test-deps minio web-assets drill-player build run run-dual run-config test test-unit test-e2e bench bench-hostile drill lint fuzz clean
+.PHONY: all deps edge-deps test-deps minio web-assets drill-player build run run-dual run-config test test-unit test-e2e bench bench-hostile drill lint fuzz clean plans-timing
 
 all: build
 
@@ -110,6 +110,12 @@ test: test-deps web-assets minio lint
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -parallel $(E2E_PARALLEL) $(E2E_FLAGS) ./e2e
 	$(MAKE) --no-print-directory chart-check
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_BRIEF)
+
+# plans-timing: the emergency plans' confirm-to-verified figures (e2e
+# TestPlans with three runs of every plan; medians on the FIGURE lines).
+# About 45 s plus the e2e build.
+plans-timing:
+	set -o pipefail; LIVEFUSE_PLAN_RUNS=3 $(GO) test -count=1 -v -timeout 10m -run 'TestPlans$$' ./e2e/ | grep -E 'FIGURE|verified|^(---|ok|FAIL)'
 
 # drill: the multi-host drills (e2e/drill_test.go): units a and b, the etcd
 # witness and the nginx edge on four hosts made of network namespaces (root

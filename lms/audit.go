@@ -153,7 +153,7 @@ func (s *Server) audited(next http.Handler) http.Handler {
 			e.Outcome = "refused"
 		}
 		targetKey := "stream"
-		if k, _, ok := strings.Cut(e.Target, "/"); ok && k == "node" {
+		if k, _, ok := strings.Cut(e.Target, "/"); ok && (k == "node" || k == "plan") {
 			targetKey = "target"
 		}
 		attrs := []any{"audit", e.Action, "actor", e.Actor, "role", e.Role, targetKey, e.Target, "status", e.Status, "remote", e.Remote}

@@ -34,7 +34,18 @@ func (r *Registry) ReportUnit(ctx context.Context, unit string, period time.Dura
 	key := r.unitsDir + unit
 	ttl := int64(3*period/time.Second) + 1
 	var lease clientv3.LeaseID
-	t := time.NewTicker(period)
+	// After a change of a stream the unit reports every reportFast for
+	// reportFastFor, so that what the change did (a forced feed) shows
+	// everywhere within a fraction of a second.
+	changed := make(chan struct{}, 1)
+	r.c.Subscribe(func(Change[Stream]) {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	})
+	var fastUntil time.Time
+	t := time.NewTimer(period)
 	defer t.Stop()
 	for {
 		rep := unitReport{Unit: unit, At: time.Now().UTC(), Streams: snapshot()}
@@ -47,10 +58,29 @@ func (r *Registry) ReportUnit(ctx context.Context, unit string, period time.Dura
 			_, _ = r.cli.Delete(dctx, key)
 			cancel()
 			return
+		case <-changed:
+			fastUntil = time.Now().Add(reportFastFor)
 		case <-t.C:
 		}
+		next := period
+		if time.Now().Before(fastUntil) {
+			next = min(period, reportFast)
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(next)
 	}
 }
+
+// The unit reports' faster pace after a stream changed.
+const (
+	reportFast    = 150 * time.Millisecond
+	reportFastFor = 5 * time.Second
+)
 
 func (r *Registry) putReport(ctx context.Context, key string, ttl int64, lease *clientv3.LeaseID, rep unitReport) error {
 	b, err := json.Marshal(rep)

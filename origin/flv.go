@@ -85,6 +85,9 @@ func (h *Hub) playStream(app, name string) (*Stream, *cryptFLV, error) {
 // when it has one, counted as an RTMP player. The error wraps ErrNotFound
 // when the stream is not live.
 func (h *Hub) Play(app, name string) (*Reader, error) {
+	if reason := h.refused(app, name); reason != "" {
+		return nil, fmt.Errorf("play %s: %w: %s", streamKey(app, name), ErrNotServed, reason)
+	}
 	name = h.playName(app, name)
 	s, c, err := h.playStream(app, name)
 	if err != nil {

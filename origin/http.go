@@ -107,6 +107,11 @@ func (h *Hub) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if reason := h.refused(rt.app, rt.name); reason != "" {
+		hdr.Set("Retry-After", "1")
+		http.Error(w, "not served by this unit: "+reason, http.StatusServiceUnavailable)
+		return
+	}
 	switch rt.kind {
 	case routeFLV:
 		h.serveFLVAlias(w, r, rt)

@@ -43,6 +43,9 @@ var (
 	// ErrEnded is returned by ReadPackets after the last packet of a stream
 	// that ended (its publishers left, or it was kicked).
 	ErrEnded = errors.New("stream ended")
+	// ErrNotServed: another unit serves the stream's players
+	// (StreamPolicy.Refuse).
+	ErrNotServed = errors.New("stream not served by this unit")
 	// ErrDropped is returned by ReadPackets when the reader fell too far
 	// behind and was disconnected.
 	ErrDropped = errors.New("reader dropped: too far behind")

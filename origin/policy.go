@@ -24,6 +24,13 @@ type StreamPolicy struct {
 	// Variants are the renditions offered in the stream's ABR playlist
 	// (mpegts HLS only).
 	Variants []Variant
+	// Refuse, when set, says why this unit does not serve the stream's
+	// players (another unit does: a move_unit plan). HTTP-FLV and HLS
+	// requests get 503 with this reason and RTMP play is refused, for the
+	// stream, its alias and its renditions alike, so that edges fail over
+	// to the serving unit; players already attached are disconnected.
+	// Publishers stay connected, so the unit stays hot.
+	Refuse string
 }
 
 // children returns the streams that play under p (its alias and its
@@ -42,6 +49,9 @@ func (p StreamPolicy) children() []string {
 func (p StreamPolicy) validate() error {
 	if !ValidPolicy(p.Feed) {
 		return fmt.Errorf("feed policy %q: want auto, main or backup", p.Feed)
+	}
+	if len(p.Refuse) > 200 {
+		return fmt.Errorf("refusal reason of %d bytes: at most 200", len(p.Refuse))
 	}
 	if p.PlayAlias != "" && !validName(p.PlayAlias) {
 		return fmt.Errorf("play alias %q: not a stream name", p.PlayAlias)
@@ -95,9 +105,9 @@ func (h *Hub) setPolicy(app, name string, p *StreamPolicy) {
 			live = append(live, e)
 		}
 	}
-	feed := ""
+	feed, refuse := "", ""
 	if p != nil {
-		feed = p.Feed
+		feed, refuse = p.Feed, p.Refuse
 	}
 	h.mu.Unlock()
 	for _, e := range live {
@@ -105,6 +115,55 @@ func (h *Hub) setPolicy(app, name string, p *StreamPolicy) {
 			e.sw.setPolicy(feed)
 		}
 		h.applyEncryption(e)
+		if refuse != "" {
+			h.dropPlayers(e, refuse)
+		}
+	}
+}
+
+// refusedLocked returns why players of app/name are refused here (its
+// own policy's Refuse, else its parent's for an alias or rendition); ""
+// when they are served (h.mu held).
+func (h *Hub) refusedLocked(app, name string) string {
+	if r := h.policies[streamKey(app, name)].Refuse; r != "" {
+		return r
+	}
+	if parent, ok := h.parents[streamKey(app, name)]; ok {
+		return h.policies[streamKey(app, parent)].Refuse
+	}
+	return ""
+}
+
+// refused is refusedLocked for callers without h.mu.
+func (h *Hub) refused(app, name string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.refusedLocked(app, name)
+}
+
+// dropPlayers disconnects the players (never the internal readers) of
+// e's clear and encrypted outputs: they reconnect, through their edge, to
+// the unit that serves the stream.
+func (h *Hub) dropPlayers(e *entry, reason string) {
+	h.mu.Lock()
+	outs := []*Stream{e.stream}
+	if e.crypt != nil {
+		outs = append(outs, e.crypt.out)
+	}
+	h.mu.Unlock()
+	n := 0
+	for _, s := range outs {
+		s.mu.Lock()
+		for i := len(s.readers) - 1; i >= 0; i-- {
+			if r := s.readers[i]; r.role != roleInternal {
+				s.drop(r, "not served here: "+reason)
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	if n > 0 {
+		e.log.Info("players disconnected: stream not served by this unit", "players", n, "reason", reason)
 	}
 }
 

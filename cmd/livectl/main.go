@@ -5,6 +5,7 @@
 //	livectl [--api URL] [--token T] streams list|get|create|patch|delete|kick ...
 //	livectl decrypt [-o FILE] [--auth-key T] [--keys URL] [--key HEX] INPUT
 //	livectl [--api URL] [--token T] cdn vendors|vendor|plan|quality|blacklist ...
+//	livectl [--api URL] [--token T] plans list|arm|confirm|cancel|status ...
 //
 // The API URL comes from --api or LIVEFUSE_API (default
 // http://127.0.0.1:9090), the bearer token from --token or LIVEFUSE_TOKEN.
@@ -50,11 +51,13 @@ commands (NAME is "name" or "app/name"):
          (only the flags given change; --token= generates a new publish token)
   streams delete NAME [--app live]
   streams kick NAME [--app live]
-  streams switch NAME main|backup|auto [--app live]
-         (force a feed on every unit, or let the units choose)
+  streams switch NAME main|backup|auto [--app live] [--wait 10s]
+         (force a feed on every unit, or let the units choose; waits until
+          every unit shows it, at most --wait, and prints what they show)
   streams encryption NAME on|off [--app live]
-  streams record NAME on|off [--app live]
-         (applies live, at the next keyframe)
+  streams record NAME on|off [--app live] [--wait 10s]
+         (applies live, at the next keyframe; record waits for a live
+          stream's recorder to follow, at most --wait, and prints it)
   decrypt [-o FILE] [--auth-key T] [--keys URL] [--key HEX] FILE|URL|-
          (encrypted FLV to clear FLV, byte for byte; decrypt --help)
   audit [--actor NAME] [--action A] [--target T] [--since T] [--limit N]
@@ -63,6 +66,10 @@ commands (NAME is "name" or "app/name"):
          (the node registry; a drain sends new players to the other unit)
   cdn vendors|vendor NAME|plan|quality VENDOR|blacklist list|add|rm ...
          (the CDN mixer; livectl cdn for its usage)
+  plans list | plans arm KIND [--stream S] [--feed F] [--unit U] [--vendor V]
+        [--region R] [--isp I] [--node ID] [--drill] [--yes] |
+        plans confirm ID TOKEN | plans cancel ID | plans status ID
+         (emergency plans: arm previews, confirm executes and verifies)
 
 environment: LIVEFUSE_API (default ` + defaultAPI + `), LIVEFUSE_TOKEN, LIVEFUSE_CA_FILE
 (--ca-file: the CA of an https:// API with a private certificate)
@@ -114,6 +121,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		return exitCode(audit(ctx, c, rest[1:], stdout), auditUsage, stderr)
+	}
+	if len(rest) >= 1 && rest[0] == "plans" {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		return exitCode(plans(ctx, c, rest[1:], stdout), plansUsage, stderr)
 	}
 	if len(rest) >= 1 && rest[0] == "nodes" {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -320,6 +332,7 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 
 	case "switch":
 		fs, app := newFlags(cmd)
+		wait := fs.Duration("wait", 10*time.Second, "how long to wait for every unit to show the feed")
 		pos, err := parse(fs, args)
 		if err != nil {
 			return err
@@ -335,14 +348,22 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 		if err != nil {
 			return err
 		}
+		s, shown, err := waitSwitch(ctx, c, s, pos[1], *wait)
+		if err != nil {
+			return err
+		}
 		fmt.Fprintf(out, "%s/%s: feed policy %s\n", a, name, s.FeedPolicy)
 		for _, u := range s.Units {
 			fmt.Fprintf(out, "  unit %s: showing %s (policy %s)\n", u.Unit, u.Active, u.Policy)
+		}
+		if !shown {
+			fmt.Fprintf(out, "  not every unit showed %s within %s\n", pos[1], *wait)
 		}
 		return nil
 
 	case "encryption", "record":
 		fs, app := newFlags(cmd)
+		wait := fs.Duration("wait", 10*time.Second, "record: how long to wait for a live stream's recorder to follow")
 		pos, err := parse(fs, args)
 		if err != nil {
 			return err
@@ -368,6 +389,9 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 			state = map[bool]string{true: "on", false: "off"}[s.Record]
 		}
 		fmt.Fprintf(out, "%s/%s: %s %s (%s)\n", a, name, cmd, state, when)
+		if cmd == "record" {
+			return waitRecording(ctx, c, a, name, on, *wait, out)
+		}
 		return nil
 
 	case "delete", "kick":
@@ -388,6 +412,74 @@ func streams(ctx context.Context, c *api.Client, cmd string, args []string, out 
 		return nil
 	}
 	return fmt.Errorf("%w: unknown streams command %q", errUsage, cmd)
+}
+
+// switchShown reports whether every unit reporting s applies feed (and
+// shows it, unless auto); a stream no unit has live shows nothing to wait
+// for.
+func switchShown(s api.StreamInfo, feed string) bool {
+	for _, u := range s.Units {
+		if u.Policy != feed || (feed != api.FeedAuto && u.Active != feed) {
+			return false
+		}
+	}
+	return true
+}
+
+// waitSwitch polls the stream until its units show feed, at most d, and
+// returns the last state read.
+func waitSwitch(ctx context.Context, c *api.Client, s api.StreamInfo, feed string, d time.Duration) (api.StreamInfo, bool, error) {
+	deadline := time.Now().Add(d)
+	for !switchShown(s, feed) {
+		if time.Now().After(deadline) {
+			return s, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return s, false, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		next, err := c.GetStream(ctx, s.App, s.Name)
+		if err != nil {
+			return s, false, err
+		}
+		s = next
+	}
+	return s, true, nil
+}
+
+// waitRecording waits, for a live stream, until its recorder shows on
+// (recording) or off (stopped, or no recorder), at most d, and prints
+// what it shows.
+func waitRecording(ctx context.Context, c *api.Client, app, name string, on bool, d time.Duration, out io.Writer) error {
+	deadline := time.Now().Add(d)
+	for {
+		s, err := c.GetStream(ctx, app, name)
+		if err != nil {
+			return err
+		}
+		if s.Live == nil {
+			return nil // not on air: nothing records until it is
+		}
+		rec := s.Live.Recording
+		state := "off"
+		if rec != nil {
+			state = rec.State
+		}
+		if (on && state == "recording") || (!on && (rec == nil || state == "stopped")) {
+			fmt.Fprintf(out, "  recorder: %s\n", state)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(out, "  recorder: %s (not yet %s after %s)\n", state, map[bool]string{true: "recording", false: "stopped"}[on], d)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // redact hides a password in a source URL ("-" for none).

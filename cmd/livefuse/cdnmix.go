@@ -51,10 +51,11 @@ func openBus(cfg BusConfig, dataDir string, log *slog.Logger) (bus.Bus, func(ctx
 // cdnMix runs the CDN mixer of a node: dispatch and QoS on the media port,
 // its routes on the control API.
 type cdnMix struct {
-	m      *cdnmix.Mixer
-	colls  []interface{ Close() }
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	m         *cdnmix.Mixer
+	blacklist *lms.Collection[cdnmix.BlacklistEntry] // the manual entries (plans write here)
+	colls     []interface{ Close() }
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // newCDNMix builds the mixer and starts it and the bus; streams are known
@@ -93,7 +94,7 @@ func newCDNMix(ctx context.Context, cfg cdnmix.Config, b bus.Bus, runBus func(co
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	c := &cdnMix{m: m, cancel: cancel, colls: []interface{ Close() }{vendors, blacklist}}
+	c := &cdnMix{m: m, blacklist: blacklist, cancel: cancel, colls: []interface{ Close() }{vendors, blacklist}}
 	fail := func(err error) (*cdnMix, error) {
 		c.Close()
 		return nil, err

@@ -68,6 +68,7 @@ type Config struct {
 	CDNMix     cdnmix.Config     `yaml:"cdnmix"`
 	LMS        lms.Config        `yaml:"lms"`
 	Encryption EncryptionConfig  `yaml:"encryption"`
+	Plans      lms.PlansConfig   `yaml:"plans"`
 	Streams    []StreamConfig    `yaml:"streams"`
 	Shutdown   time.Duration     `yaml:"shutdown_timeout"`
 
@@ -100,6 +101,7 @@ func defaultConfig() Config {
 		Recording:  recording.DefaultConfig(),
 		CDNMix:     cdnmix.DefaultConfig(),
 		LMS:        lms.DefaultConfig(),
+		Plans:      lms.DefaultPlansConfig(),
 		Encryption: defaultEncryptionConfig(),
 		AuthKey:    authkey.DefaultTypeAConfig(),
 		Shutdown:   5 * time.Second,
@@ -169,6 +171,7 @@ func (c *Config) validate() []fieldError {
 	add("", c.LMS.Etcd.Validate())
 	add("", c.LMS.Node.Validate())
 	add("", lms.ValidateTokens(c.LMS.Tokens))
+	add("", c.Plans.Validate())
 	if c.DrainTimeout < 0 {
 		add("", fmt.Errorf("config: drain_timeout %s: want 0 (no drain) or more", c.DrainTimeout))
 	}

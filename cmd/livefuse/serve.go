@@ -79,7 +79,7 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 	defer tc.Close()
 	// Stream policies go to origin from the registry and the profiles, at
 	// start and on every change of either.
-	policies := &policyPusher{hub: hub, reg: reg, tc: tc}
+	policies := &policyPusher{hub: hub, reg: reg, tc: tc, unit: cfg.Unit}
 	policies.pushAll = func() {
 		for _, s := range reg.List() {
 			policies.set(s)
@@ -187,6 +187,7 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 	rec.mount(api)
 	cm.mount(api)
 	node.mount(api, store)
+	mountPlans(ctx, cfg.Plans, api, reg, store, cm, mediaLn.TLS(), log)
 	api.SetAuditStore(store)
 	api.SetAuditPublisher(events)
 	if err := api.Start(); err != nil {
@@ -423,13 +424,17 @@ type policyPusher struct {
 	hub *origin.Hub
 	reg *lms.Registry
 	tc  *transcoder
+	// unit is this unit: a stream whose serve_unit names another one is
+	// refused to players here.
+	unit string
 
 	pushAll func() // every stream's policy; a func value for tc.onProfiles
 }
 
 func (p *policyPusher) policy(s lms.Stream) origin.StreamPolicy {
 	alias, variants := p.tc.playPolicy(s)
-	return origin.StreamPolicy{Feed: s.FeedPolicy, Encrypted: s.Encryption, PlayAlias: alias, Variants: variants}
+	return origin.StreamPolicy{Feed: s.FeedPolicy, Encrypted: s.Encryption, PlayAlias: alias, Variants: variants,
+		Refuse: refusal(s, p.unit)}
 }
 
 func (p *policyPusher) set(s lms.Stream) {

@@ -63,7 +63,9 @@ func reportUnit(ctx context.Context, reg *lms.Registry, unit string, hub *origin
 	reg.ReportUnit(ctx, unit, unitReportPeriod, func() map[string]lms.UnitStatus {
 		out := map[string]lms.UnitStatus{}
 		for _, st := range hub.List() {
-			out[st.App+"/"+st.Name] = toUnitStatus(st.Switch)
+			u := toUnitStatus(st.Switch)
+			u.Readers = st.Readers
+			out[st.App+"/"+st.Name] = u
 		}
 		return out
 	})

@@ -56,6 +56,11 @@ type Stream struct {
 	// on (HTTP-FLV scheme, SAMPLE-AES HLS); a change applies live at the
 	// next keyframe.
 	Encryption bool `json:"encryption"`
+	// ServeUnit names the one unit that serves the stream's players; the
+	// other units refuse them (503, RTMP play refused) so that edges fail
+	// over, while publishers stay connected to every unit. Empty: every
+	// unit serves (the default). The move_unit plan sets it.
+	ServeUnit string `json:"serve_unit,omitempty"`
 	// IPLists limit who may publish and play the stream by address.
 	IPLists
 	CreatedAt time.Time `json:"created_at"`
@@ -91,6 +96,11 @@ func (s Stream) Validate() error {
 	if s.Profile != "" {
 		if err := ValidateName(s.Profile); err != nil {
 			return fmt.Errorf("%w: profile: %w", ErrInvalid, err)
+		}
+	}
+	if s.ServeUnit != "" {
+		if err := ValidateName(s.ServeUnit); err != nil {
+			return fmt.Errorf("%w: serve_unit: %w", ErrInvalid, err)
 		}
 	}
 	if err := s.IPLists.Validate(); err != nil {
@@ -183,6 +193,8 @@ type UnitStatus struct {
 	LastSwitch time.Time    `json:"last_switch,omitzero"`
 	LastReason string       `json:"last_reason,omitempty"`
 	Switches   int64        `json:"switches"`
+	// Readers are the stream's players at the unit (every protocol).
+	Readers int `json:"readers"`
 	// ReportedAt is when the unit last reported (units report every few
 	// seconds through the store).
 	ReportedAt time.Time `json:"reported_at"`
@@ -272,6 +284,8 @@ type StreamPatch struct {
 	Profile      *string `json:"profile,omitempty"`
 	FeedPolicy   *string `json:"feed_policy,omitempty"`
 	Encryption   *bool   `json:"encryption,omitempty"`
+	// ServeUnit "" makes every unit serve the stream's players again.
+	ServeUnit *string `json:"serve_unit,omitempty"`
 	// The IP lists are replaced whole; [] empties one.
 	PublishAllow *[]string `json:"publish_allow,omitempty"`
 	PublishDeny  *[]string `json:"publish_deny,omitempty"`
@@ -314,6 +328,10 @@ func (p StreamPatch) Apply(s Stream) (Stream, []string) {
 	if p.FeedPolicy != nil {
 		s.FeedPolicy = *p.FeedPolicy
 		fields = append(fields, "feed_policy")
+	}
+	if p.ServeUnit != nil {
+		s.ServeUnit = *p.ServeUnit
+		fields = append(fields, "serve_unit")
 	}
 	for _, l := range []struct {
 		name string
