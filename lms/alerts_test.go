@@ -92,7 +92,9 @@ func TestAlertRules(t *testing.T) {
 				{sec, nil, 0},
 			}},
 		{"bitrate under", api.AlertRule{Name: "br", Kind: api.AlertIngestBitrate, Threshold: 300, ForSeconds: 0},
-			[]step{{0, func(f *fakeSources) { f.streams = cam(liveFeed("main", 25, 100, 2000), liveFeed("backup", 25, 100, 2000)) }, 2}}},
+			[]step{{0, func(f *fakeSources) {
+				f.streams = cam(liveFeed("main", 25, 100, 2000), liveFeed("backup", 25, 100, 2000))
+			}, 2}}},
 		{"keyframe interval over", api.AlertRule{Name: "gop", Kind: api.AlertKeyframeInterval, Threshold: 4000, ForSeconds: 1},
 			[]step{
 				{0, func(f *fakeSources) { f.streams = cam(liveFeed("main", 25, 100, 10000)) }, 0},
@@ -112,7 +114,9 @@ func TestAlertRules(t *testing.T) {
 			}},
 		{"single feed", api.AlertRule{Name: "one", Kind: api.AlertSingleFeed, ForSeconds: 5},
 			[]step{
-				{0, func(f *fakeSources) { f.streams = cam(liveFeed("main", 25, 100, 2000), liveFeed("backup", 25, 100, 2000)) }, 0},
+				{0, func(f *fakeSources) {
+					f.streams = cam(liveFeed("main", 25, 100, 2000), liveFeed("backup", 25, 100, 2000))
+				}, 0},
 				{sec, func(f *fakeSources) {
 					f.streams = cam(liveFeed("main", 25, 100, 2000), api.FeedStatus{Feed: "backup", State: "offline"})
 				}, 0},
@@ -314,7 +318,9 @@ func TestAlertsConfig(t *testing.T) {
 		}, false},
 		{"negative threshold", func(c *AlertsConfig) { c.Rules = []api.AlertRule{{Name: "x", Kind: api.AlertSpool, Threshold: -1}} }, false},
 		{"webhook without secret", func(c *AlertsConfig) { c.Webhooks = []AlertWebhook{{URL: "http://h/x"}} }, false},
-		{"webhook ftp", func(c *AlertsConfig) { c.Webhooks = []AlertWebhook{{URL: "ftp://h/x", Secret: strings.Repeat("s", 16)}} }, false},
+		{"webhook ftp", func(c *AlertsConfig) {
+			c.Webhooks = []AlertWebhook{{URL: "ftp://h/x", Secret: strings.Repeat("s", 16)}}
+		}, false},
 		{"interval too short", func(c *AlertsConfig) { c.Interval = time.Millisecond }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
