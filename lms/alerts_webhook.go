@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -198,6 +199,8 @@ var (
 	descAlertsTrans  = prometheus.NewDesc("livefuse_alerts_transitions_total", "Alert transitions (firing or resolved).", nil, nil)
 	descAlertsEval   = prometheus.NewDesc("livefuse_alerts_evaluation_seconds", "Duration of the last evaluation of every rule.", nil, nil)
 	descAlertsOver   = prometheus.NewDesc("livefuse_alerts_state_overflow_total", "Conditions not tracked because the engine held its maximum of states.", nil, nil)
+	descDependencyUp = prometheus.NewDesc("livefuse_dependency_up", "1 when the node reached the dependency at the last probe (etcd; kafka and s3 when configured).", []string{"dependency"}, nil)
+	descUnitUp       = prometheus.NewDesc("livefuse_unit_up", "1 when a unit of the config has a live node in the registry, as this node sees it.", []string{"unit"}, nil)
 )
 
 // Collector returns the engine's Prometheus metrics.
@@ -207,7 +210,7 @@ type alertsCollector struct{ a *Alerts }
 
 func (c alertsCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.a.m.webhook.Describe(ch)
-	for _, d := range []*prometheus.Desc{descAlertsFiring, descAlertsTrans, descAlertsEval, descAlertsOver} {
+	for _, d := range []*prometheus.Desc{descAlertsFiring, descAlertsTrans, descAlertsEval, descAlertsOver, descDependencyUp, descUnitUp} {
 		ch <- d
 	}
 }
@@ -237,4 +240,15 @@ func (c alertsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAlertsTrans, prometheus.CounterValue, float64(a.m.transitions.Load()))
 	ch <- prometheus.MustNewConstMetric(descAlertsEval, prometheus.GaugeValue, float64(a.m.evalSeconds.Load())/1e9)
 	ch <- prometheus.MustNewConstMetric(descAlertsOver, prometheus.CounterValue, float64(a.m.overflow.Load()))
+	if p := a.probes.Load(); p != nil {
+		for kind := range p.haveProbe {
+			_, failed := p.failed[kind]
+			ch <- prometheus.MustNewConstMetric(descDependencyUp, prometheus.GaugeValue, b2f(!failed), strings.TrimSuffix(kind, "_unreachable"))
+		}
+		if p.unitsOK {
+			for _, u := range p.expected {
+				ch <- prometheus.MustNewConstMetric(descUnitUp, prometheus.GaugeValue, b2f(p.alive[u]), u)
+			}
+		}
+	}
 }

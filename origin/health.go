@@ -182,21 +182,21 @@ type feedCollector struct {
 
 func newFeedCollector(h *Hub) *feedCollector {
 	d := func(name, help string) *prometheus.Desc {
-		return prometheus.NewDesc("livefuse_origin_feed_"+name, help, []string{"stream", "feed"}, nil)
+		return prometheus.NewDesc(name, help, []string{"stream", "feed"}, nil)
 	}
 	return &feedCollector{h: h,
-		up:           d("up", "1 when the feed has a publisher and media arrived within origin.feed_timeout."),
-		active:       d("active", "1 when the feed is the one shown."),
-		fps:          d("fps", "Video frames per second arriving on the feed, over origin.health_window."),
-		bitrate:      d("bitrate_kbps", "Audio and video payload arriving on the feed, kbit/s over origin.health_window."),
-		audioBitrate: d("audio_bitrate_kbps", "Audio payload arriving on the feed, kbit/s over origin.health_window."),
-		keyInt:       d("keyframe_interval_seconds", "Mean interval between the feed's keyframes (stream time) over origin.health_window."),
-		bframes:      d("bframes", "1 when the feed's video has B-frames (frames presented out of decode order) within origin.health_window."),
-		audio:        d("audio", "1 when audio arrived on the feed within origin.health_window."),
-		width:        d("width", "Width of the feed's video, from its sequence header."),
-		height:       d("height", "Height of the feed's video, from its sequence header."),
-		rtt:          d("rtt_seconds", "Round-trip time to the feed's publisher (when the protocol measures it)."),
-		age:          d("last_packet_age_seconds", "Time since the feed's last media packet arrived."),
+		up:           d("livefuse_origin_feed_up", "1 when the feed has a publisher and media arrived within origin.feed_timeout."),
+		active:       d("livefuse_origin_feed_active", "1 when the feed is the one shown."),
+		fps:          d("livefuse_origin_feed_fps", "Video frames per second arriving on the feed, over origin.health_window."),
+		bitrate:      d("livefuse_origin_feed_bitrate_kbps", "Audio and video payload arriving on the feed, kbit/s over origin.health_window."),
+		audioBitrate: d("livefuse_origin_feed_audio_bitrate_kbps", "Audio payload arriving on the feed, kbit/s over origin.health_window."),
+		keyInt:       d("livefuse_origin_feed_keyframe_interval_seconds", "Mean interval between the feed's keyframes (stream time) over origin.health_window."),
+		bframes:      d("livefuse_origin_feed_bframes", "1 when the feed's video has B-frames (frames presented out of decode order) within origin.health_window."),
+		audio:        d("livefuse_origin_feed_audio", "1 when audio arrived on the feed within origin.health_window."),
+		width:        d("livefuse_origin_feed_width", "Width of the feed's video, from its sequence header."),
+		height:       d("livefuse_origin_feed_height", "Height of the feed's video, from its sequence header."),
+		rtt:          d("livefuse_origin_feed_rtt_seconds", "Round-trip time to the feed's publisher (when the protocol measures it)."),
+		age:          d("livefuse_origin_feed_last_packet_age_seconds", "Time since the feed's last media packet arrived."),
 	}
 }
 
