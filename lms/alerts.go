@@ -533,8 +533,13 @@ func (a *Alerts) observe(r api.AlertRule, s snapshot, now time.Time) []observati
 				continue
 			}
 			for _, f := range sh.Feeds {
-				if f.State != "live" {
-					continue // lost feeds are feed_lost's
+				if f.State != "live" && (!below || !a.wasLive[sh.Stream+"|"+sh.Unit+"|"+f.Feed]) {
+					// A feed never live says nothing; one that was and is
+					// lost now keeps an under-rule's alert firing (its
+					// figures fall to 0) until it is back at rate or the
+					// stream ends, so an encoder restart does not resolve
+					// it.
+					continue
 				}
 				v, ok := value(f)
 				if !ok {
