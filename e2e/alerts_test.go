@@ -217,11 +217,15 @@ alerts:
 	syscall.Kill(-enc.Pid, syscall.SIGKILL)
 	fastAt := time.Now()
 	pushEncoder(t, url, 25)
+	var resolved api.Alert
 	waitFor("fps-low resolved at 25 fps", 30*time.Second, func() bool {
-		rs := alerts("resolved")
-		return len(rs) == 1 && len(alerts("firing")) == 0
+		for _, al := range alerts("resolved") {
+			if al.ID == firing.ID {
+				resolved = al
+			}
+		}
+		return resolved.ID != "" && len(alerts("firing")) == 0
 	})
-	resolved := alerts("resolved")[0]
 	if resolved.ID != firing.ID || resolved.ResolvedAt == nil || resolved.ResolvedAt.Before(fastAt.Add(-time.Second)) {
 		t.Fatalf("resolved %+v, want the firing alert resolved after the 25 fps encoder started at %s", resolved, fastAt.UTC())
 	}

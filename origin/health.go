@@ -156,7 +156,9 @@ func (h *feedHealth) figures(now time.Duration) healthFigures {
 	if d := now - h.first; d < span {
 		span = d
 	}
-	span = max(span, 100*time.Millisecond)
+	// A young feed is measured over at least a second: one frame in its
+	// first 100 ms is not 10 fps.
+	span = max(span, min(time.Second, h.window))
 	sec := span.Seconds()
 	f.fps = float64(frames) / sec
 	f.bitrate = int64(float64(bytes*8) / sec)
