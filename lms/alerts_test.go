@@ -82,7 +82,9 @@ func TestAlertRules(t *testing.T) {
 				{sec, func(f *fakeSources) { f.streams = cam(liveFeed("main", 5, 500, 2000)) }, 0},
 				{sec, nil, 0},
 				{sec, nil, 1},
-				{sec, func(f *fakeSources) { f.streams = cam(api.FeedStatus{Feed: "main", State: "offline", LastPacketAgeMillis: 900}) }, 1},
+				{sec, func(f *fakeSources) {
+					f.streams = cam(api.FeedStatus{Feed: "main", State: "offline", LastPacketAgeMillis: 900})
+				}, 1},
 				{sec, func(f *fakeSources) { f.streams = cam(liveFeed("main", 25, 2000, 2000)) }, 0},
 			}},
 		{"a dip shorter than for_s does not fire", api.AlertRule{Name: "fps", Kind: api.AlertIngestFPS, Threshold: 10, ForSeconds: 2},
