@@ -53,12 +53,12 @@ type Alerts struct {
 
 	mu       sync.Mutex
 	rules    []api.AlertRule
-	states   map[string]*alertState // by rule and labels
-	history  []api.Alert            // resolved, oldest first, at most cfg.History
+	states   map[stateKey]*alertState
+	history  []api.Alert // resolved, oldest first, at most cfg.History
 	silences []api.Silence
-	switches map[string]switchSeen   // by stream and unit
+	switches map[feedKey]switchSeen  // by stream and unit (feed "")
 	restarts map[string]*restartSeen // by stream
-	wasLive  map[string]bool         // feeds seen live, by stream/unit/feed
+	wasLive  map[feedKey]bool        // feeds seen live
 	evalGen  uint64
 }
 
@@ -294,8 +294,8 @@ func NewAlerts(cfg AlertsConfig, src AlertSources, log *slog.Logger) (*Alerts, e
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Alerts{cfg: cfg, src: src, log: log, now: time.Now, m: newAlertMetrics(),
-		rules: slices.Clone(cfg.Rules), states: map[string]*alertState{},
-		switches: map[string]switchSeen{}, restarts: map[string]*restartSeen{}, wasLive: map[string]bool{}}
+		rules: slices.Clone(cfg.Rules), states: map[stateKey]*alertState{},
+		switches: map[feedKey]switchSeen{}, restarts: map[string]*restartSeen{}, wasLive: map[feedKey]bool{}}
 	for _, w := range cfg.Webhooks {
 		a.hooks = append(a.hooks, newWebhook(w, cfg, a.m, log))
 	}
@@ -372,8 +372,8 @@ type observation struct {
 	labels  api.AlertLabels
 	value   float64
 	holds   bool
-	summary string
-	now     bool // fires at once when it holds (switch, restarts: for_s is their window)
+	summary func() string // built only for alerts that fire (evaluation stays cheap)
+	now     bool          // fires at once when it holds (switch, restarts: for_s is their window)
 }
 
 // snapshot is what one evaluation reads from the sources.
@@ -440,11 +440,11 @@ func (a *Alerts) Evaluate() {
 		if r.Disabled {
 			continue
 		}
-		for _, o := range a.observe(r, snap, now) {
+		a.observe(r, snap, now, func(o observation) {
 			if al, changed := a.apply(r, o, now, gen); changed {
 				out = append(out, al)
 			}
-		}
+		})
 	}
 	// Subjects not observed this time (a stream that ended, a rule that
 	// saw nothing): their conditions no longer hold.
@@ -469,7 +469,7 @@ func (a *Alerts) Evaluate() {
 // dropped.
 func (a *Alerts) track(s snapshot, now time.Time, gen uint64) {
 	for _, sh := range s.streams {
-		k := sh.Stream + "|" + sh.Unit
+		k := feedKey{sh.Stream, sh.Unit, ""}
 		sw, ok := a.switches[k]
 		if ok && sh.Switches > sw.count {
 			sw.at = now
@@ -477,7 +477,7 @@ func (a *Alerts) track(s snapshot, now time.Time, gen uint64) {
 		sw.count, sw.gen = sh.Switches, gen
 		a.switches[k] = sw
 		for _, f := range sh.Feeds {
-			fk := k + "|" + f.Feed
+			fk := feedKey{sh.Stream, sh.Unit, f.Feed}
 			if f.State == "live" {
 				a.wasLive[fk] = true
 			} else if f.State == "offline" && f.LastPacketAgeMillis == 0 {
@@ -491,13 +491,9 @@ func (a *Alerts) track(s snapshot, now time.Time, gen uint64) {
 		}
 	}
 	if len(a.wasLive) > 0 {
-		live := map[string]bool{}
-		for _, sh := range s.streams {
-			live[sh.Stream+"|"+sh.Unit] = true
-		}
 		for fk := range a.wasLive {
-			if i := strings.LastIndexByte(fk, '|'); i < 0 || !live[fk[:i]] {
-				delete(a.wasLive, fk)
+			if _, ok := a.switches[feedKey{fk.stream, fk.unit, ""}]; !ok {
+				delete(a.wasLive, fk) // its stream is gone
 			}
 		}
 	}
@@ -525,15 +521,14 @@ func (a *Alerts) track(s snapshot, now time.Time, gen uint64) {
 }
 
 // observe returns rule r's observations in snapshot s.
-func (a *Alerts) observe(r api.AlertRule, s snapshot, now time.Time) []observation {
-	var out []observation
+func (a *Alerts) observe(r api.AlertRule, s snapshot, now time.Time, emit func(observation)) {
 	feedRule := func(value func(f api.FeedStatus) (float64, bool), unit, what string, below bool) {
 		for _, sh := range s.streams {
 			if r.Stream != "" && r.Stream != sh.Stream {
 				continue
 			}
 			for _, f := range sh.Feeds {
-				if f.State != "live" && (!below || !a.wasLive[sh.Stream+"|"+sh.Unit+"|"+f.Feed]) {
+				if f.State != "live" && (!below || !a.wasLive[feedKey{sh.Stream, sh.Unit, f.Feed}]) {
 					// A feed never live says nothing; one that was and is
 					// lost now keeps an under-rule's alert firing (its
 					// figures fall to 0) until it is back at rate or the
@@ -550,9 +545,11 @@ func (a *Alerts) observe(r api.AlertRule, s snapshot, now time.Time) []observati
 				if below {
 					holds, cmp = v < r.Threshold, "under"
 				}
-				out = append(out, observation{labels: api.AlertLabels{Stream: sh.Stream, Feed: f.Feed, Unit: sh.Unit},
+				emit(observation{labels: api.AlertLabels{Stream: sh.Stream, Feed: f.Feed, Unit: sh.Unit},
 					value: v, holds: holds,
-					summary: fmt.Sprintf("%s %s at unit %s: %s %.4g %s, %s %.4g", sh.Stream, f.Feed, sh.Unit, what, v, unit, cmp, r.Threshold)})
+					summary: func() string {
+						return fmt.Sprintf("%s %s at unit %s: %s %.4g %s, %s %.4g", sh.Stream, f.Feed, sh.Unit, what, v, unit, cmp, r.Threshold)
+					}})
 			}
 		}
 	}
@@ -571,14 +568,16 @@ func (a *Alerts) observe(r api.AlertRule, s snapshot, now time.Time) []observati
 				continue
 			}
 			for _, f := range sh.Feeds {
-				if !a.wasLive[sh.Stream+"|"+sh.Unit+"|"+f.Feed] {
+				if !a.wasLive[feedKey{sh.Stream, sh.Unit, f.Feed}] {
 					continue
 				}
 				lost := f.State != "live"
-				out = append(out, observation{labels: api.AlertLabels{Stream: sh.Stream, Feed: f.Feed, Unit: sh.Unit},
+				emit(observation{labels: api.AlertLabels{Stream: sh.Stream, Feed: f.Feed, Unit: sh.Unit},
 					value: float64(f.LastPacketAgeMillis) / 1000, holds: lost,
-					summary: fmt.Sprintf("%s %s at unit %s lost (%s): no media for %.1f s", sh.Stream, f.Feed, sh.Unit, f.State,
-						float64(f.LastPacketAgeMillis)/1000)})
+					summary: func() string {
+						return fmt.Sprintf("%s %s at unit %s lost (%s): no media for %.1f s", sh.Stream, f.Feed, sh.Unit, f.State,
+							float64(f.LastPacketAgeMillis)/1000)
+					}})
 			}
 		}
 	case api.AlertSingleFeed:
@@ -593,20 +592,22 @@ func (a *Alerts) observe(r api.AlertRule, s snapshot, now time.Time) []observati
 					which = f.Feed
 				}
 			}
-			out = append(out, observation{labels: api.AlertLabels{Stream: sh.Stream, Unit: sh.Unit}, value: float64(live),
-				holds:   live == 1,
-				summary: fmt.Sprintf("%s at unit %s runs on one feed (%s): no hot backup", sh.Stream, sh.Unit, which)})
+			emit(observation{labels: api.AlertLabels{Stream: sh.Stream, Unit: sh.Unit}, value: float64(live),
+				holds: live == 1,
+				summary: func() string {
+					return fmt.Sprintf("%s at unit %s runs on one feed (%s): no hot backup", sh.Stream, sh.Unit, which)
+				}})
 		}
 	case api.AlertSwitch:
 		for _, sh := range s.streams {
 			if r.Stream != "" && r.Stream != sh.Stream {
 				continue
 			}
-			sw := a.switches[sh.Stream+"|"+sh.Unit]
+			sw := a.switches[feedKey{sh.Stream, sh.Unit, ""}]
 			holds := !sw.at.IsZero() && now.Sub(sw.at) < r.For()
-			out = append(out, observation{labels: api.AlertLabels{Stream: sh.Stream, Unit: sh.Unit}, value: float64(sh.Switches),
+			emit(observation{labels: api.AlertLabels{Stream: sh.Stream, Unit: sh.Unit}, value: float64(sh.Switches),
 				holds: holds, now: true,
-				summary: fmt.Sprintf("%s at unit %s switched: %s", sh.Stream, sh.Unit, sh.LastReason)})
+				summary: func() string { return fmt.Sprintf("%s at unit %s switched: %s", sh.Stream, sh.Unit, sh.LastReason) }})
 		}
 	case api.AlertStallRate:
 		for _, q := range s.quality {
@@ -614,10 +615,12 @@ func (a *Alerts) observe(r api.AlertRule, s snapshot, now time.Time) []observati
 				continue
 			}
 			v := q.StallRate * 100
-			out = append(out, observation{labels: api.AlertLabels{Vendor: q.Vendor, Region: q.Region, ISP: q.ISP},
+			emit(observation{labels: api.AlertLabels{Vendor: q.Vendor, Region: q.Region, ISP: q.ISP},
 				value: v, holds: v > r.Threshold,
-				summary: fmt.Sprintf("vendor %s in %s/%s: one-minute stall rate %.1f%% of %d users, over %.4g%%",
-					q.Vendor, orAny(q.Region), orAny(q.ISP), v, q.Users, r.Threshold)})
+				summary: func() string {
+					return fmt.Sprintf("vendor %s in %s/%s: one-minute stall rate %.1f%% of %d users, over %.4g%%",
+						q.Vendor, orAny(q.Region), orAny(q.ISP), v, q.Users, r.Threshold)
+				}})
 		}
 	case api.AlertVendorCeiling:
 		for _, v := range s.vendors {
@@ -629,17 +632,21 @@ func (a *Alerts) observe(r api.AlertRule, s snapshot, now time.Time) []observati
 			if v.Region != "" {
 				where = "in " + v.Region
 			}
-			out = append(out, observation{labels: api.AlertLabels{Vendor: v.Vendor, Region: v.Region}, value: pct,
+			emit(observation{labels: api.AlertLabels{Vendor: v.Vendor, Region: v.Region}, value: pct,
 				holds: pct > r.Threshold,
-				summary: fmt.Sprintf("vendor %s %s at %.1f%% of its ceiling (%.0f of %.0f Mbps), over %.4g%%",
-					v.Vendor, where, pct, v.Mbps, v.CeilingMbps, r.Threshold)})
+				summary: func() string {
+					return fmt.Sprintf("vendor %s %s at %.1f%% of its ceiling (%.0f of %.0f Mbps), over %.4g%%",
+						v.Vendor, where, pct, v.Mbps, v.CeilingMbps, r.Threshold)
+				}})
 		}
 	case api.AlertSpool:
 		if s.spoolOK && s.spool[1] > 0 {
 			pct := float64(s.spool[0]) / float64(s.spool[1]) * 100
-			out = append(out, observation{labels: api.AlertLabels{Unit: a.src.Unit}, value: pct, holds: pct > r.Threshold,
-				summary: fmt.Sprintf("recording spool at unit %s %.1f%% full (%d of %d bytes), over %.4g%%",
-					a.src.Unit, pct, s.spool[0], s.spool[1], r.Threshold)})
+			emit(observation{labels: api.AlertLabels{Unit: a.src.Unit}, value: pct, holds: pct > r.Threshold,
+				summary: func() string {
+					return fmt.Sprintf("recording spool at unit %s %.1f%% full (%d of %d bytes), over %.4g%%",
+						a.src.Unit, pct, s.spool[0], s.spool[1], r.Threshold)
+				}})
 		}
 	case api.AlertTranscodeRestarts:
 		for stream, rs := range a.restarts {
@@ -652,26 +659,27 @@ func (a *Alerts) observe(r api.AlertRule, s snapshot, now time.Time) []observati
 					n++
 				}
 			}
-			out = append(out, observation{labels: api.AlertLabels{Stream: stream, Unit: a.src.Unit}, value: float64(n),
+			emit(observation{labels: api.AlertLabels{Stream: stream, Unit: a.src.Unit}, value: float64(n),
 				holds: n > int(r.Threshold) && n > 0, now: true,
-				summary: fmt.Sprintf("%s at unit %s: %d transcode restarts within %s, over %.4g", stream, a.src.Unit, n, r.For(), r.Threshold)})
+				summary: func() string {
+					return fmt.Sprintf("%s at unit %s: %d transcode restarts within %s, over %.4g", stream, a.src.Unit, n, r.For(), r.Threshold)
+				}})
 		}
 	case api.AlertUnitLost:
 		if p := s.probes; p != nil && p.unitsOK {
 			for _, u := range p.expected {
-				out = append(out, observation{labels: api.AlertLabels{Unit: u}, value: b2f(!p.alive[u]), holds: !p.alive[u],
-					summary: fmt.Sprintf("unit %s lost: no live node of the unit in the registry", u)})
+				emit(observation{labels: api.AlertLabels{Unit: u}, value: b2f(!p.alive[u]), holds: !p.alive[u],
+					summary: func() string { return fmt.Sprintf("unit %s lost: no live node of the unit in the registry", u) }})
 			}
 		}
 	case api.AlertEtcd, api.AlertKafka, api.AlertS3:
 		if p := s.probes; p != nil && p.haveProbe[r.Kind] {
 			msg, failed := p.failed[r.Kind]
 			dep := strings.TrimSuffix(r.Kind, "_unreachable")
-			out = append(out, observation{labels: api.AlertLabels{Unit: a.src.Unit}, value: b2f(failed), holds: failed,
-				summary: fmt.Sprintf("%s unreachable from unit %s: %s", dep, a.src.Unit, msg)})
+			emit(observation{labels: api.AlertLabels{Unit: a.src.Unit}, value: b2f(failed), holds: failed,
+				summary: func() string { return fmt.Sprintf("%s unreachable from unit %s: %s", dep, a.src.Unit, msg) }})
 		}
 	}
-	return out
 }
 
 func b2f(b bool) float64 {
@@ -688,14 +696,20 @@ func orAny(s string) string {
 	return s
 }
 
-func labelKey(rule string, l api.AlertLabels) string {
-	return strings.Join([]string{rule, l.Stream, l.Feed, l.Unit, l.Vendor, l.Region, l.ISP}, "\x00")
-}
+// stateKey identifies a rule's subject; feedKey a feed (or, with feed "",
+// a stream) at a unit.
+type (
+	stateKey struct {
+		rule   string
+		labels api.AlertLabels
+	}
+	feedKey struct{ stream, unit, feed string }
+)
 
 // apply moves the state of o under rule r; it returns the alert and true
 // on a transition.
 func (a *Alerts) apply(r api.AlertRule, o observation, now time.Time, gen uint64) (api.Alert, bool) {
-	key := labelKey(r.Name, o.labels)
+	key := stateKey{r.Name, o.labels}
 	st := a.states[key]
 	if !o.holds {
 		if st == nil {
@@ -717,7 +731,7 @@ func (a *Alerts) apply(r api.AlertRule, o observation, now time.Time, gen uint64
 	}
 	st.gen = gen
 	if st.firing {
-		st.alert.Value, st.alert.Summary = o.value, o.summary
+		st.alert.Value, st.alert.Summary = o.value, o.summary()
 		return api.Alert{}, false
 	}
 	if !o.now && now.Sub(st.since) < r.For() {
@@ -729,9 +743,9 @@ func (a *Alerts) apply(r api.AlertRule, o observation, now time.Time, gen uint64
 	}
 	st.firing = true
 	st.alert = api.Alert{ID: newAlertID(), Rule: r.Name, Kind: r.Kind, Severity: sev, State: api.AlertFiring,
-		Summary: o.summary, Labels: o.labels, Value: o.value, Threshold: r.Threshold, StartedAt: now.UTC()}
+		Summary: o.summary(), Labels: o.labels, Value: o.value, Threshold: r.Threshold, StartedAt: now.UTC()}
 	a.silenceLocked(&st.alert, now)
-	a.log.Warn("alert firing", "rule", r.Name, "id", st.alert.ID, "summary", o.summary)
+	a.log.Warn("alert firing", "rule", r.Name, "id", st.alert.ID, "summary", st.alert.Summary)
 	return st.alert, true
 }
 
@@ -835,9 +849,8 @@ func (a *Alerts) SetRules(rs []api.AlertRule) error {
 	now := a.now()
 	var out []api.Alert
 	for key, st := range a.states {
-		rule, _, _ := strings.Cut(key, "\x00")
-		old := a.ruleLocked(rule)
-		if nr, ok := byName[rule]; ok && !nr.Disabled && old != nil && old.Kind == nr.Kind && old.Threshold == nr.Threshold {
+		old := a.ruleLocked(key.rule)
+		if nr, ok := byName[key.rule]; ok && !nr.Disabled && old != nil && old.Kind == nr.Kind && old.Threshold == nr.Threshold {
 			continue
 		}
 		if st.firing {
