@@ -56,9 +56,10 @@ type Alerts struct {
 	states   map[stateKey]*alertState
 	history  []api.Alert // resolved, oldest first, at most cfg.History
 	silences []api.Silence
-	switches map[feedKey]switchSeen  // by stream and unit (feed "")
-	restarts map[string]*restartSeen // by stream
-	wasLive  map[feedKey]bool        // feeds seen live
+	switches map[feedKey]switchSeen      // by stream and unit (feed "")
+	restarts map[string]*restartSeen     // by stream
+	wasLive  map[feedKey]bool            // feeds seen live
+	store    *Collection[api.AlertRules] // rules set through the API (nil: memory only)
 	evalGen  uint64
 }
 
@@ -312,6 +313,7 @@ func (a *Alerts) SetPublisher(p bus.Publisher) {
 // Run evaluates the rules every interval, probes the slow sources and
 // sends webhooks until ctx ends.
 func (a *Alerts) Run(ctx context.Context) {
+	defer a.closeStore()
 	var wg sync.WaitGroup
 	for _, h := range a.hooks {
 		wg.Go(func() { h.run(ctx) })

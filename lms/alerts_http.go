@@ -102,8 +102,12 @@ func (a *Alerts) handlePutRules(w http.ResponseWriter, r *http.Request) {
 		req.Rules = []api.AlertRule{}
 	}
 	noteAudit(r, "alert rules", "alerts/rules", "rules", strconv.Itoa(len(req.Rules)))
-	if err := a.SetRules(req.Rules); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	if err := a.putRules(r.Context(), req.Rules); err != nil {
+		if errors.Is(err, ErrInvalid) {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		writeError(w, http.StatusServiceUnavailable, "store unreachable: the rules were not changed")
 		return
 	}
 	writeJSON(w, http.StatusOK, api.AlertRules{Rules: a.Rules()})

@@ -434,3 +434,45 @@ func BenchmarkAlertEvaluate(b *testing.B) {
 		})
 	}
 }
+
+// TestAlertRulesInStore: rules put through one node reach another node on
+// the same store, and a node started later begins with them rather than
+// with its config's.
+func TestAlertRulesInStore(t *testing.T) {
+	st := prefixStore(t)
+	newNode := func() *Alerts {
+		cfg := DefaultAlertsConfig()
+		a, err := NewAlerts(cfg, AlertSources{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		if err := a.UseStore(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cancel(); a.closeStore() })
+		return a
+	}
+	a, b := newNode(), newNode()
+	want := []api.AlertRule{{Name: "fps", Kind: api.AlertIngestFPS, Threshold: 12, ForSeconds: 3}}
+	if err := a.putRules(t.Context(), want); err != nil {
+		t.Fatal(err)
+	}
+	same := func(x *Alerts) bool {
+		rs := x.Rules()
+		return len(rs) == 1 && rs[0] == want[0]
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !same(b) {
+		if time.Now().After(deadline) {
+			t.Fatalf("node b has %+v, want %+v", b.Rules(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c := newNode(); !same(c) {
+		t.Fatalf("a node started later has %+v, want the stored rules", c.Rules())
+	}
+	if err := a.putRules(t.Context(), []api.AlertRule{{Name: "x", Kind: "nope"}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("invalid rules: %v", err)
+	}
+}

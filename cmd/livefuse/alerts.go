@@ -24,7 +24,7 @@ import (
 // recording spool, the transcode restarts, the node registry (units), and
 // probes of etcd, Kafka (when configured) and S3 (when recording to it).
 // Its routes go on the control API, its transitions on the bus.
-func newAlerts(cfg Config, hub *origin.Hub, reg *lms.Registry, store *lms.Store, tc *transcoder, rec *recorder,
+func newAlerts(ctx context.Context, cfg Config, hub *origin.Hub, reg *lms.Registry, store *lms.Store, tc *transcoder, rec *recorder,
 	cm *cdnMix, events bus.Publisher, promReg prometheus.Registerer, log *slog.Logger) (*lms.Alerts, error) {
 	spoolMax := cfg.Recording.SpoolMaxBytes
 	if spoolMax <= 0 {
@@ -63,6 +63,9 @@ func newAlerts(cfg Config, hub *origin.Hub, reg *lms.Registry, store *lms.Store,
 		return nil, err
 	}
 	a.SetPublisher(events)
+	if err := a.UseStore(ctx, store); err != nil {
+		return nil, err
+	}
 	for _, c := range []prometheus.Collector{a.Collector(), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "livefuse_recording_spool_max_bytes",
 		Help: "The bound of the recording spool (recording.spool_max_bytes).",

@@ -189,7 +189,7 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 	node.mount(api, store)
 	api.SetAuditStore(store)
 	api.SetAuditPublisher(events)
-	alerts, err := newAlerts(cfg, hub, reg, store, tc, rec, cm, events, promReg, log)
+	alerts, err := newAlerts(ctx, cfg, hub, reg, store, tc, rec, cm, events, promReg, log)
 	if err != nil {
 		return fmt.Errorf("alerts: %w", err)
 	}
