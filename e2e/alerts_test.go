@@ -167,6 +167,21 @@ alerts:
 	if n := len(alerts("firing")); n != 0 {
 		t.Fatalf("%d alerts firing at 25 fps", n)
 	}
+	// The units' reports (through the store) carry the same figures.
+	waitFor("unit a's report with the health figures", 10*time.Second, func() bool {
+		var info api.StreamInfo
+		if s.apiOK("GET", "/streams/live/health", nil, &info) != nil {
+			return false
+		}
+		for _, u := range info.Units {
+			for _, uf := range u.Feeds {
+				if u.Unit == "a" && uf.Feed == "main" && uf.KeyframeIntervalMillis == 2000 && uf.BFrames && uf.Audio && uf.WindowMillis == 5000 {
+					return true
+				}
+			}
+		}
+		return false
+	})
 	// The /metrics gauges carry the same figures.
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.apiPort))
 	if err != nil {
@@ -195,6 +210,14 @@ alerts:
 	}
 	if code := asViewer("PUT", "/alerts/rules", `{"rules":[]}`); code != http.StatusForbidden {
 		t.Fatalf("viewer PUT rules: %d, want 403", code)
+	}
+	// The admin may; the rules answer shows them (fps-low kept, one added).
+	put := api.AlertRules{Rules: []api.AlertRule{
+		{Name: "fps-low", Kind: api.AlertIngestFPS, Threshold: 10, ForSeconds: 2, Severity: "critical"},
+		{Name: "gop-long", Kind: api.AlertKeyframeInterval, Threshold: 8000, ForSeconds: 5}}}
+	var got api.AlertRules
+	if err := s.apiOK("PUT", "/alerts/rules", put, &got); err != nil || len(got.Rules) != 2 || got.Rules[1].Name != "gop-long" {
+		t.Fatalf("admin PUT rules: %v %+v", err, got)
 	}
 
 	// The encoder restarts at 5 fps: the rule fires.
