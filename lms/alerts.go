@@ -473,7 +473,8 @@ func (a *Alerts) track(s snapshot, now time.Time, gen uint64) {
 	for _, sh := range s.streams {
 		k := feedKey{sh.Stream, sh.Unit, ""}
 		sw, ok := a.switches[k]
-		if ok && sh.Switches > sw.count {
+		// The first switch (nothing shown → a feed) is the stream starting.
+		if ok && sw.count > 0 && sh.Switches > sw.count {
 			sw.at = now
 		}
 		sw.count, sw.gen = sh.Switches, gen

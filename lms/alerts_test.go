@@ -127,6 +127,7 @@ func TestAlertRules(t *testing.T) {
 			}},
 		{"switch fires at once and resolves for_s after", api.AlertRule{Name: "sw", Kind: api.AlertSwitch, ForSeconds: 10},
 			[]step{
+				{0, func(f *fakeSources) { f.streams = []StreamHealth{{Stream: "live/cam", Unit: "a", Switches: 0}} }, 0},
 				{0, func(f *fakeSources) { f.streams = []StreamHealth{{Stream: "live/cam", Unit: "a", Switches: 1}} }, 0},
 				{sec, func(f *fakeSources) {
 					f.streams = []StreamHealth{{Stream: "live/cam", Unit: "a", Switches: 2, LastReason: "feed main stalled"}}
