@@ -407,7 +407,9 @@ func TestAlertsAPI(t *testing.T) {
 }
 
 // BenchmarkAlertEvaluate is the cost of one evaluation of one rule over
-// 200 streams × 2 feeds (the figures of the measure), per kind.
+// 200 streams × 2 feeds (the figures of the measure), 200 vendor ×
+// region × ISP buckets, 40 vendor pools and 2 units, per kind, with no
+// condition holding (the steady state).
 func BenchmarkAlertEvaluate(b *testing.B) {
 	f := &fakeSources{restarts: map[string]int64{}}
 	for i := range 200 {
@@ -418,7 +420,11 @@ func BenchmarkAlertEvaluate(b *testing.B) {
 	for i := range 200 {
 		f.quality = append(f.quality, QualityStat{Vendor: fmt.Sprintf("v%d", i%4), Region: fmt.Sprintf("r%d", i/4), ISP: "ct", Users: 100, StallRate: 0.01})
 	}
+	for i := range 40 {
+		f.vendors = append(f.vendors, VendorLoad{Vendor: fmt.Sprintf("v%d", i%4), Region: fmt.Sprintf("r%d", i/4), Mbps: 100, CeilingMbps: 1000})
+	}
 	f.spool = [2]int64{1, 100}
+	f.expected, f.alive = []string{"a", "b"}, []string{"a", "b"}
 	for _, r := range DefaultAlertRules() {
 		b.Run(r.Kind, func(b *testing.B) {
 			cfg := DefaultAlertsConfig()
