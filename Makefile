@@ -28,6 +28,9 @@ edge-deps:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "installing: nginx-light"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light >/dev/null; }
 
+PROMTOOL_VERSION := 2.42.0
+PROMTOOL_DEB := 2.42.0+ds-5+deb12u1
+
 GST_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp
 
@@ -42,6 +45,9 @@ test-deps: deps edge-deps
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# promtool (make prom-check) from Debian's prometheus package, pinned.
+	@promtool --version 2>/dev/null | grep -q 'version $(PROMTOOL_VERSION)' || { echo "installing: prometheus $(PROMTOOL_DEB)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus=$(PROMTOOL_DEB) >/dev/null; }
 	@# hls.js, mpegts.js and playwright-core at the versions web/package-lock.json pins (web/node_modules is gitignored).
 	@[ web/node_modules/.package-lock.json -nt web/package-lock.json ] || (cd web && npm ci --no-audit --no-fund --loglevel=error)
 
@@ -109,6 +115,7 @@ test: test-deps web-assets minio lint
 	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v '/e2e$$')
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -parallel $(E2E_PARALLEL) $(E2E_FLAGS) ./e2e
 	$(MAKE) --no-print-directory chart-check
+	$(MAKE) --no-print-directory prom-check
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_BRIEF)
 
 # plans-timing: the emergency plans' confirm-to-verified figures (e2e
@@ -124,6 +131,15 @@ plans-timing:
 # drills with 5 trials each (make test runs 2). About 5 minutes with the build.
 drill: test-deps
 	LIVEFUSE_DRILL=1 LIVEFUSE_DRILL_TRIALS=5 $(GO) test -count=1 -v -timeout 20m -run 'TestDrill|TestFailoverDrills' ./e2e/
+
+# prom-check checks the Prometheus alert rules (promtool check rules) and
+# runs their unit tests (promtool test rules); the Grafana dashboard's
+# queries are checked against the registered metric names by a Go test
+# (cmd/livefuse TestDeployMetricNames, in the unit tests). A second.
+.PHONY: prom-check
+prom-check:
+	promtool check rules deploy/prometheus/livefuse-rules.yml
+	promtool test rules deploy/prometheus/livefuse-rules_test.yml
 
 # chart-check checks deploy/ offline (no container engine, no cluster):
 # helm lint and helm template of deploy/helm/livefuse with the pinned helm

@@ -100,6 +100,9 @@ func operatorAction(method, path string) bool {
 		return true
 	case strings.HasPrefix(path, "/api/v1/plans"):
 		return true
+	case method == http.MethodPost && strings.HasPrefix(path, "/api/v1/alerts/") &&
+		(strings.HasSuffix(path, "/ack") || path == "/api/v1/alerts/silences"):
+		return true // acknowledge and silence alerts (rules are admin's)
 	}
 	return false
 }

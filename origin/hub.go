@@ -116,6 +116,9 @@ func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, erro
 		policies: make(map[string]StreamPolicy), parents: make(map[string]string),
 		slates: newSlateCache(cfg.Slate, log)}
 	if reg != nil {
+		if err := reg.Register(newFeedCollector(h)); err != nil {
+			return nil, fmt.Errorf("origin metrics: %w", err)
+		}
 		if err := reg.Register(newReadersCollector(h)); err != nil {
 			return nil, fmt.Errorf("origin metrics: %w", err)
 		}

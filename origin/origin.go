@@ -117,6 +117,10 @@ type Config struct {
 	// SlateMax ends a stream that has shown the slate this long with no
 	// publisher connected.
 	SlateMax time.Duration `yaml:"slate_max"`
+	// HealthWindow is the sliding window of each feed's ingest health
+	// (frame rate, bitrate, keyframe interval, B-frames, audio), in the
+	// API and in /metrics: 500ms to 5m.
+	HealthWindow time.Duration `yaml:"health_window"`
 
 	// Authorize checks a play request: uri is the request path (for HLS,
 	// the stream's index.m3u8 path for every file, since gohlslib passes the
@@ -148,6 +152,7 @@ func DefaultConfig() Config {
 		StartWindow:        time.Second,
 		SlateAfter:         time.Second,
 		SlateMax:           10 * time.Minute,
+		HealthWindow:       5 * time.Second,
 	}
 }
 
@@ -195,6 +200,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SlateMax <= 0 {
 		c.SlateMax = d.SlateMax
+	}
+	if c.HealthWindow <= 0 {
+		c.HealthWindow = d.HealthWindow
+	}
+	if c.HealthWindow < 500*time.Millisecond || c.HealthWindow > maxHealthWindow {
+		return c, fmt.Errorf("origin: health_window %s: want 500ms to %s", c.HealthWindow, maxHealthWindow)
 	}
 	switch c.HLSVariant {
 	case HLSMPEGTS, HLSFMP4, HLSOff:

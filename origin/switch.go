@@ -89,7 +89,7 @@ type feedState struct {
 	session  string        // upstream session of the last publisher (relays)
 	frame    time.Duration // measured video frame interval
 	info     mediaInfo
-	rate     rateWindow
+	health   feedHealth // ingest health over Config.HealthWindow (health.go)
 	packets  int64
 }
 
@@ -223,6 +223,7 @@ func (s *switcher) attach(idx int, f *Feed) {
 	fs.f = f
 	fs.connected = s.now()
 	fs.healthySince, fs.last = time.Time{}, time.Time{}
+	fs.health.reset(s.cfg.HealthWindow)
 	fs.resetGOP()
 	// A relay that reconnects within the same upstream session resends
 	// its cached GOP: packets up to the last one seen are dropped, so
@@ -357,11 +358,7 @@ func (s *switcher) track(fs *feedState, p *av.Packet, now time.Time) bool {
 		fs.healthySince = now
 	}
 	fs.packets++
-	frames := 0
-	if p.Kind == av.KindVideo {
-		frames = 1
-	}
-	fs.rate.add(time.Duration(now.UnixNano()), len(p.Data), frames)
+	fs.health.add(time.Duration(now.UnixNano()), p)
 	switch {
 	case fs.switchPoint(p):
 		fs.resetGOP()
@@ -755,6 +752,14 @@ type FeedStatus struct {
 	RTTMillis float64 `json:"rtt_ms,omitempty"`
 	// LastPacketAgeMillis is how long ago the feed's last media packet arrived.
 	LastPacketAgeMillis int64 `json:"last_packet_age_ms"`
+	// Ingest health over WindowMillis (health.go): FPS and Bitrate above,
+	// and the audio bitrate (bits per second), the mean keyframe interval,
+	// whether B-frames and audio arrive.
+	AudioBitrate           int64   `json:"audio_bitrate"`
+	KeyframeIntervalMillis float64 `json:"keyframe_interval_ms"`
+	BFrames                bool    `json:"bframes"`
+	Audio                  bool    `json:"audio"`
+	WindowMillis           int64   `json:"window_ms"`
 }
 
 // SwitchStatus is the switcher's state at one unit.
@@ -797,8 +802,12 @@ func (s *switcher) status() SwitchStatus {
 					f.RTTMillis = float64(rtt.Microseconds()) / 1000
 				}
 			}
-			f.FPS, f.Bitrate = fs.rate.rates(time.Duration(now.UnixNano()))
+			hf := fs.health.figures(time.Duration(now.UnixNano()))
+			f.FPS, f.Bitrate, f.AudioBitrate = hf.fps, hf.bitrate, hf.audioBitrate
+			f.KeyframeIntervalMillis = float64(hf.keyframeInterval.Microseconds()) / 1000
+			f.BFrames, f.Audio = hf.bframes, hf.audio
 		}
+		f.WindowMillis = s.cfg.HealthWindow.Milliseconds()
 		if !fs.last.IsZero() {
 			f.LastPacketAgeMillis = now.Sub(fs.last).Milliseconds()
 		}

@@ -69,6 +69,7 @@ type Config struct {
 	LMS        lms.Config        `yaml:"lms"`
 	Encryption EncryptionConfig  `yaml:"encryption"`
 	Plans      lms.PlansConfig   `yaml:"plans"`
+	Alerts     lms.AlertsConfig  `yaml:"alerts"`
 	Streams    []StreamConfig    `yaml:"streams"`
 	Shutdown   time.Duration     `yaml:"shutdown_timeout"`
 
@@ -103,6 +104,7 @@ func defaultConfig() Config {
 		LMS:        lms.DefaultConfig(),
 		Plans:      lms.DefaultPlansConfig(),
 		Encryption: defaultEncryptionConfig(),
+		Alerts:     lms.DefaultAlertsConfig(),
 		AuthKey:    authkey.DefaultTypeAConfig(),
 		Shutdown:   5 * time.Second,
 
@@ -195,6 +197,7 @@ func (c *Config) validate() []fieldError {
 	rc.DataDir = c.DataDir
 	add("recording", rc.Validate())
 	add("cdnmix", c.CDNMix.Validate())
+	add("alerts", c.Alerts.Validate())
 	for i, s := range seedStreams(c.Streams) {
 		section := fmt.Sprintf("streams[%d]", i)
 		if s.Name == "" {

@@ -190,6 +190,12 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 	mountPlans(ctx, cfg.Plans, api, reg, store, cm, mediaLn.TLS(), log)
 	api.SetAuditStore(store)
 	api.SetAuditPublisher(events)
+	alerts, err := newAlerts(ctx, cfg, hub, reg, store, tc, rec, cm, events, promReg, log)
+	if err != nil {
+		return fmt.Errorf("alerts: %w", err)
+	}
+	alerts.Mount(api)
+	go alerts.Run(ctx)
 	if err := api.Start(); err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}

@@ -83,5 +83,7 @@ func toUnitStatus(sw origin.SwitchStatus) lms.UnitStatus {
 func lmsFeedStatus(f origin.FeedStatus) api.FeedStatus {
 	return api.FeedStatus{Feed: f.Feed, State: f.State, Active: f.Active, Protocol: f.Protocol, Remote: f.Remote,
 		Width: f.Width, Height: f.Height, FPS: f.FPS, BitrateKbps: float64(f.Bitrate) / 1000,
-		RTTMillis: f.RTTMillis, LastPacketAgeMillis: f.LastPacketAgeMillis}
+		RTTMillis: f.RTTMillis, LastPacketAgeMillis: f.LastPacketAgeMillis,
+		KeyframeIntervalMillis: f.KeyframeIntervalMillis, BFrames: f.BFrames, Audio: f.Audio,
+		AudioBitrateKbps: float64(f.AudioBitrate) / 1000, WindowMillis: f.WindowMillis}
 }

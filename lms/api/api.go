@@ -181,6 +181,15 @@ type FeedStatus struct {
 	BitrateKbps         float64 `json:"bitrate_kbps"`
 	RTTMillis           float64 `json:"rtt_ms,omitempty"`
 	LastPacketAgeMillis int64   `json:"last_packet_age_ms"`
+	// Ingest health over WindowMillis (origin.health_window, default 5 s),
+	// measured at the unit on what arrives: FPS and BitrateKbps above,
+	// the mean keyframe interval (stream time), whether the video has
+	// B-frames, whether audio arrives and its bitrate.
+	KeyframeIntervalMillis float64 `json:"keyframe_interval_ms"`
+	BFrames                bool    `json:"bframes"`
+	Audio                  bool    `json:"audio"`
+	AudioBitrateKbps       float64 `json:"audio_bitrate_kbps"`
+	WindowMillis           int64   `json:"window_ms"`
 }
 
 // UnitStatus is a stream's switcher at one origin unit.
