@@ -134,9 +134,15 @@ type sdkState struct {
 		Repeats     int   `json:"repeats"`
 		VideoTags   int   `json:"videoTags"`
 	} `json:"shown"`
-	ReconnectMs []int            `json:"reconnectMs"`
-	Events      []map[string]any `json:"events"`
-	EvalError   string           `json:"evalError"`
+	ReconnectMs []int `json:"reconnectMs"`
+	Resumes     []struct {
+		LastTs  int64 `json:"lastTs"`
+		FirstTs int64 `json:"firstTs"`
+		Key     bool  `json:"key"`
+		Ms      int   `json:"ms"`
+	} `json:"resumes"`
+	Events    []map[string]any `json:"events"`
+	EvalError string           `json:"evalError"`
 }
 
 type sdkFinal struct {
@@ -586,4 +592,79 @@ func TestPlayerLibrariesEmbedded(t *testing.T) {
 			t.Fatalf("%s: %d, %d bytes", p, resp.StatusCode, n)
 		}
 	}
+}
+
+// Unit a (the edge's primary) is killed while the page plays HTTP-FLV
+// through the nginx edge: the page reconnects through the edge to unit b
+// and asks the origin to resume after the last frame it has
+// (origin/flv_resume.go). It continues within 2 s; no video frame comes
+// twice (the page drops none as already had); the media time skipped is
+// no more than the wall-clock gap. PLAYER_TRIALS trials (1 by default):
+// the killed unit is started again and its encoder pushes again, and the
+// next trial kills the unit the page is on.
+func TestPlayerSDKUnitLost(t *testing.T) {
+	web := sdkWeb(t)
+	trials := 1
+	if n, err := strconv.Atoi(os.Getenv("PLAYER_TRIALS")); err == nil && n > 0 {
+		trials = n
+	}
+	a, b, edge := startDualBehindEdge(t, "pl", "pltok", "", "")
+	eu, _ := url.Parse(edge)
+	p := openPage(t, &sdkEnv{web: web}, "unit-lost", pageURL(eu.Host, url.Values{"src": {edge + ".flv"}}), []string{eu.Host}, "")
+	st := p.playing("first play", 0, 4, 60*time.Second)
+	units := []*server{a, b}
+	pushes := []string{a.rtmpURL("pl", "token=pltok"), b.rtmpURL("pl", "token=pltok&feed=backup")}
+	var freezes, resumes, skips []time.Duration
+	for i := range trials {
+		victim := i % 2 // a first; the page is then on b, and so on
+		u := units[victim]
+		n, repeats, nFreeze := len(st.Resumes), st.Shown.Repeats, len(st.Freeze.List)
+		syscall.Kill(-u.cmd.Process.Pid, syscall.SIGKILL)
+		<-u.exited
+		at := st.CT
+		st = p.waitFor("resumed on the other unit", 30*time.Second, func(s sdkState) bool { return len(s.Resumes) > n && s.CT > at+2 })
+		st = p.settle(st)
+		r := st.Resumes[n]
+		frozen := time.Duration(0)
+		for _, ms := range st.Freeze.List[nFreeze:] {
+			frozen = max(frozen, time.Duration(ms)*time.Millisecond)
+		}
+		wall := time.Duration(r.Ms) * time.Millisecond
+		skipped := time.Duration(r.FirstTs-r.LastTs) * time.Millisecond
+		t.Logf("trial %d: unit %s killed: next new frame %v after the reconnect, picture frozen %v; video timestamps %d then %d (keyframe %v), %d tags dropped as already had",
+			i, "ab"[victim:victim+1], wall, frozen, r.LastTs, r.FirstTs, r.Key, st.Shown.Repeats-repeats)
+		freezes = append(freezes, frozen)
+		resumes = append(resumes, wall)
+		skips = append(skips, skipped)
+		if wall > 2*time.Second || frozen > 2*time.Second {
+			t.Errorf("trial %d: the page went on %v after the reconnect, picture frozen %v; want within 2 s", i, wall, frozen)
+		}
+		if st.Shown.Repeats != repeats {
+			t.Errorf("trial %d: the origin sent %d video frames the page had", i, st.Shown.Repeats-repeats)
+		}
+		if r.FirstTs <= r.LastTs || skipped > wall+250*time.Millisecond {
+			t.Errorf("trial %d: video %d ms then %d ms: %v of media skipped over a %v gap", i, r.LastTs, r.FirstTs, skipped, wall)
+		}
+		if i+1 < trials { // the killed unit comes back with its encoder
+			u.start()
+			push(t, pushes[victim], true)
+			waitLive(t, u.flvURL("pl"), 20*time.Second)
+			time.Sleep(5 * time.Second)
+			st = p.playing("steady again", st.CT, 2, 20*time.Second)
+		}
+	}
+	f := p.quit()
+	for _, err := range f.Errors {
+		if strings.Contains(err, "page:") {
+			t.Fatalf("page error: %v", err)
+		}
+	}
+	if len(f.Blocked) > 0 {
+		t.Fatalf("the page needed hosts beyond the edge: %v", f.Blocked)
+	}
+	slices.Sort(freezes)
+	slices.Sort(resumes)
+	slices.Sort(skips)
+	t.Logf("FIGURE unit lost behind the edge over %d trials: reconnect to the next new frame median %v, worst %v; picture frozen median %v, worst %v; video timestamp step at the resume median %v, worst %v",
+		trials, resumes[len(resumes)/2], resumes[len(resumes)-1], freezes[len(freezes)/2], freezes[len(freezes)-1], skips[len(skips)/2], skips[len(skips)-1])
 }

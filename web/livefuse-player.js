@@ -15,7 +15,10 @@
 // the rendition stream NAME_<rendition> named in opts.renditions, resolved
 // through the dispatcher again). HTTP-FLV reconnects continue the same
 // mpegts.js player: the loader fetches the next line and drops the tags
-// whose timestamps the page already has, so no frame is shown twice.
+// whose timestamps the page already has, so no frame is shown twice; it
+// asks the origin to resume (?resume_after=T&resume_key=K: the last video
+// timestamp it has and its GOP's keyframe), so the new line sends only
+// what follows.
 // Encrypted FLV is decrypted in the page (flvdecrypt.js). QoS beacons go
 // to /qos with the session token of the dispatch answer: start,
 // first_frame (first_frame_ms), stall (buffer_empty_ms, one per buffer
@@ -170,8 +173,9 @@ export class Controller {
       stream: this.o.stream, format: this.o.format, source: '', candidates: [], index: -1, vendor: '',
       lineChanges: 0, stalls: 0, stepDowns: 0, rendition: '', firstFrameMs: -1, errors: [], events: [],
       beacons: { sent: 0, accepted: 0, refused: 0, byEvent: {} }, cmcd: { sent: 0, accepted: 0, starved: 0, payloads: [] },
-      freeze: { maxMs: 0, list: [] }, shown: { lastVideoTs: -1, lastAudioTs: -1, repeats: 0, videoTags: 0 },
+      freeze: { maxMs: 0, list: [] }, shown: { lastVideoTs: -1, lastKeyTs: -1, lastAudioTs: -1, repeats: 0, videoTags: 0 },
       reconnectMs: [], // per FLV reconnect: from the switch to the first new video frame handed on
+      resumes: [], // per FLV reconnect: {lastTs, firstTs, key, ms}: the last video timestamp before, the first after
       bitrateKbps: 0, decrypt: { tags: 0, decrypted: 0, signals: 0 },
     };
     this.destroyed = false;
@@ -434,6 +438,7 @@ export class Controller {
     }
     this.resetShown = false;
     if (this.player) { try { this.player.destroy(); } catch (e) { /* gone */ } this.player = null; }
+    Object.assign(this.state.shown, { lastVideoTs: -1, lastKeyTs: -1, lastAudioTs: -1 }); // a new player takes all
     const mpegts = window.mpegts;
     if (!mpegts || !mpegts.isSupported()) throw new Error('mpegts.js not supported here');
     const ctl = this;
@@ -559,6 +564,15 @@ function makeResumingLoader(mpegts, ctl) {
       const shown = ctl.state.shown;
       const t0 = performance.now();
       let resumed = first;
+      const lastBefore = shown.lastVideoTs;
+      if (!first && shown.lastVideoTs >= 0 && shown.lastKeyTs >= 0) {
+        // The origin's resume (origin/flv_resume.go): only what follows
+        // the last frame this page has, on the same timeline.
+        const u = new URL(url, location.href);
+        u.searchParams.set('resume_after', String(shown.lastVideoTs));
+        u.searchParams.set('resume_key', String(shown.lastKeyTs));
+        url = u.toString();
+      }
       const filter = (tag) => {
         const type = tag[0] & 0x1f;
         if (type !== 8 && type !== 9) return first; // metadata only once
@@ -567,11 +581,14 @@ function makeResumingLoader(mpegts, ctl) {
         if (isSeqHeader) return true;
         if (type === 9) {
           if (ts <= shown.lastVideoTs) { shown.repeats++; return false; }
+          if ((tag[11] >> 4) === 1) shown.lastKeyTs = ts;
           shown.lastVideoTs = ts;
           shown.videoTags++;
           if (!resumed) {
             resumed = true;
             ctl.state.reconnectMs.push(Math.round(performance.now() - t0));
+            ctl.state.resumes.push({ lastTs: lastBefore, firstTs: ts, key: (tag[11] >> 4) === 1, ms: Math.round(performance.now() - t0) });
+            if (ctl.state.resumes.length > 100) ctl.state.resumes.shift();
           }
           return true;
         }
