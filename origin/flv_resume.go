@@ -92,8 +92,9 @@ func (rs *flvResume) filter(p *av.Packet) *av.Packet {
 			rs.sameGOP = p.Key && msOf(p.DTS) == rs.key
 			rs.keyed = rs.sameGOP
 		}
-		behind := msOf(p.DTS) <= rs.after && (!rs.sameGOP || msOf(p.DTS) > rs.key)
-		if p.Key && !rs.keyed && !behind && p.DTS > rs.after+maxJump {
+		d := msOf(p.DTS + rs.shift) // on the player's timeline
+		behind := d <= rs.after && (!rs.sameGOP || d > rs.key)
+		if p.Key && !rs.keyed && !behind && d > rs.after+maxJump {
 			behind = true // another timeline (a unit restarted): follow T too
 		}
 		if p.Key && behind {
