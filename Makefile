@@ -58,12 +58,13 @@ web-assets:
 # drill-player: the player SDK's line-change drills in Chromium, PLAYER_TRIALS
 # times each: the nginx vendor under the page stopped (connections closed),
 # then hung (SIGSTOP: open, silent), and unit a (then b) killed behind the
-# edge under HTTP-FLV (resume); gap median and worst, screenshots in
+# edge under HTTP-FLV (resume), and a plan change under HLS Content Steering
+# (hls.js moving pathway, 302 dispatch moving new players); gap median and worst, screenshots in
 # e2e/artefacts (gitignored). About 90 s for 10 trials plus the e2e build.
 PLAYER_TRIALS ?= 10
 drill-player: test-deps web-assets
 	set -o pipefail; PLAYER_TRIALS=$(PLAYER_TRIALS) LIVEFUSE_ARTEFACTS=$(CURDIR)/e2e/artefacts \
-	  $(GO) test -count=1 -run 'TestPlayerSDK$$/vendor_loss|TestPlayerSDKHungVendor|TestPlayerSDKUnitLost' -v ./e2e/ | grep -E 'trial|over|screenshot|^(---|ok|FAIL)'
+	  $(GO) test -count=1 -run 'TestPlayerSDK$$/vendor_loss|TestPlayerSDKHungVendor|TestPlayerSDKUnitLost|TestSteering$$' -v ./e2e/ | grep -E 'trial|over|screenshot|^(---|ok|FAIL)'
 
 build: web-assets
 	$(GO) build -o $(BIN)/livefuse ./cmd/livefuse

@@ -19,7 +19,8 @@ import (
 //	                                        order the mixer's current plan gives the client
 //
 // The playlist is the origin's own (read in process, with the client's
-// query, so play authorization applies as on the origin): each
+// query, so play authorization applies as on the origin; a media
+// playlist, as MPEG-TS HLS serves at index.m3u8, becomes one variant): each
 // EXT-X-STREAM-INF (and EXT-X-MEDIA group) is repeated per vendor with
 // PATHWAY-ID set to the vendor's name and the URI on the vendor (signed as
 // the vendor's signing says). EXT-X-CONTENT-STEERING names the manifest
@@ -29,10 +30,16 @@ import (
 // excluded, a blacklist, new ratios) reaches players within about one TTL
 // plus the allocation period. The manifest's order is the chosen vendor
 // first (a weighted pick over the plan's ratios, so the split holds over
-// many players), then the bucket's other live vendors by score.
+// many players) or, on a reload, the pathway the player is on
+// (_HLS_pathway) while the plan still gives it a share; then the bucket's
+// other live vendors by score.
 
 // maxSteeredPlaylist bounds the origin playlist read for a steered one.
 const maxSteeredPlaylist = 64 << 10
+
+// mediaOnlyBandwidth is the BANDWIDTH of the one variant of a stream
+// whose origin playlist is a media playlist.
+const mediaOnlyBandwidth = 3_000_000
 
 // steeringTimeout bounds the in-process read of the origin playlist.
 const steeringTimeout = 5 * time.Second
@@ -81,7 +88,11 @@ func (d *Dispatcher) serveSteering(w http.ResponseWriter, r *http.Request, p str
 		return true
 	}
 	bp := d.cfg.Allocator.Plan().Lookup(d.bucketOf(r))
-	order := d.pathways(bp)
+	cur := ""
+	if !steered {
+		cur = r.URL.Query().Get("_HLS_pathway") // the pathway the player is on
+	}
+	order := d.pathways(bp, cur)
 	if len(order) == 0 {
 		d.unavailable.Add(1)
 		w.Header()["Retry-After"] = []string{"5"}
@@ -160,17 +171,26 @@ func (d *Dispatcher) bucketOf(r *http.Request) Bucket {
 	return Bucket{}
 }
 
-// pathways orders the bucket's live vendors: one picked by the plan's
-// ratios first, then the others by score.
-func (d *Dispatcher) pathways(bp *BucketPlan) []Candidate {
+// pathways orders the bucket's live vendors: the player's current one
+// first while the plan still gives it a share (so a player is not moved
+// at every reload), else one picked by the plan's ratios; then the others
+// by score.
+func (d *Dispatcher) pathways(bp *BucketPlan, cur string) []Candidate {
 	if bp == nil {
 		return nil
 	}
-	chosen := bp.pick(1)
-	if chosen < 0 {
-		return nil
-	}
 	live := bp.Live()
+	chosen := -1
+	for _, c := range live {
+		if cur != "" && c.Vendor == cur && c.Ratio > 0 {
+			chosen = c.index
+		}
+	}
+	if chosen < 0 {
+		if chosen = bp.pick(1); chosen < 0 {
+			return nil
+		}
+	}
 	order := make([]Candidate, 0, len(live))
 	for _, c := range live {
 		if c.index == chosen {
@@ -196,6 +216,12 @@ func steerPlaylist(src, app, name string, vendors []*compiledVendor, exp time.Ti
 	var head, media []string // tags before the variants; EXT-X-MEDIA lines
 	type variant struct{ inf, uri string }
 	var vars []variant
+	if strings.Contains(src, "\n#EXTINF:") || strings.Contains(src, "\n#EXT-X-TARGETDURATION:") {
+		// The origin's index.m3u8 is itself the media playlist (MPEG-TS
+		// HLS): one variant per pathway. BANDWIDTH is required but says
+		// nothing here (one level: nothing to choose between).
+		lines, vars = nil, []variant{{"#EXT-X-STREAM-INF:BANDWIDTH=" + strconv.Itoa(mediaOnlyBandwidth), "index.m3u8"}}
+	}
 	for i := 1; i < len(lines); i++ {
 		l := strings.TrimSpace(lines[i])
 		switch {

@@ -54,9 +54,9 @@ func TestSteering(t *testing.T) {
 		t.Errorf("b's variant not on b's HLS base, signed:\n%s", pl)
 	}
 
-	manifest := func() (ttl int, order []string) {
+	manifest := func(cur string) (ttl int, order []string) {
 		t.Helper()
-		w := env.get("/dispatch/live/demo/steering.json?_HLS_pathway=a&_HLS_throughput=1000", remote)
+		w := env.get("/dispatch/live/demo/steering.json?_HLS_pathway="+cur+"&_HLS_throughput=1000", remote)
 		var m struct {
 			Version  int      `json:"VERSION"`
 			TTL      int      `json:"TTL"`
@@ -69,7 +69,7 @@ func TestSteering(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for range 100 {
-		ttl, order := manifest()
+		ttl, order := manifest("")
 		if ttl != 10 || len(order) != 3 {
 			t.Fatalf("TTL %d, order %v", ttl, order)
 		}
@@ -79,13 +79,20 @@ func TestSteering(t *testing.T) {
 		t.Errorf("first pathways over 100 manifests %v, want by ratio a > b > c > 0", seen)
 	}
 
+	// A player on b stays on b at every reload.
+	for range 20 {
+		if _, order := manifest("b"); order[0] != "b" {
+			t.Fatalf("a player on b moved to %v", order)
+		}
+	}
+
 	// A plan change: a blacklisted in GD telecom leaves the manifest.
 	if err := env.alloc.SetBlacklist([]BlacklistEntry{{Vendor: "a", Region: "GD", ISP: "telecom"}}); err != nil {
 		t.Fatal(err)
 	}
 	env.alloc.Recompute(env.now)
 	for range 20 {
-		if _, order := manifest(); len(order) != 2 || order[0] == "a" || order[1] == "a" {
+		if _, order := manifest("a"); len(order) != 2 || order[0] == "a" || order[1] == "a" {
 			t.Fatalf("after a's blacklisting: %v", order)
 		}
 	}
@@ -97,13 +104,25 @@ func TestSteering(t *testing.T) {
 	}
 }
 
-// TestSteerPlaylistRefuses: media playlists and URIs off the stream's
+// TestSteerMediaPlaylist: a media playlist at index.m3u8 (MPEG-TS HLS)
+// becomes one variant per pathway.
+func TestSteerMediaPlaylist(t *testing.T) {
+	env := newDispatchEnv(t, dispatchVendors())
+	vs := env.alloc.Plan().vendors.list[2:3] // c: unsigned
+	out, ok := steerPlaylist("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg1.ts\n", "live", "demo", vs, testNow, "steering.json")
+	want := "#EXTM3U\n#EXT-X-CONTENT-STEERING:SERVER-URI=\"steering.json\",PATHWAY-ID=\"c\"\n" +
+		"#EXT-X-STREAM-INF:BANDWIDTH=3000000,PATHWAY-ID=\"c\"\n" + vs[0].hlsPrefix + "/live/demo/index.m3u8\n"
+	if !ok || out != want {
+		t.Fatalf("got %v\n%s\nwant\n%s", ok, out, want)
+	}
+}
+
+// TestSteerPlaylistRefuses: playlists that are not HLS and URIs off the stream's
 // directory are not steered.
 func TestSteerPlaylistRefuses(t *testing.T) {
 	env := newDispatchEnv(t, dispatchVendors())
 	vs := env.alloc.Plan().vendors.list[:1]
 	for _, src := range []string{
-		"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg1.ts\n",
 		"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nhttp://evil.example/x.m3u8\n",
 		"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n../other/x.m3u8\n",
 		"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n",

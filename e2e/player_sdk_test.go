@@ -80,6 +80,7 @@ cdnmix:
     - {name: b, flv_base: "http://127.0.0.1:%[2]d", commit_mbps: 400, ceiling_mbps: 100000}
   cors_origins: ["http://127.0.0.1:%[1]d", "http://127.0.0.1:%[2]d"]
   recompute: 500ms
+  steering_ttl: 1s
 `, e.ports["a"], e.ports["b"], demoFields))
 	push(t, e.s.rtmpURL("demo", "token=pubtok"), true)
 	waitLive(t, e.s.flvURL("demo"), 15*time.Second)
@@ -134,8 +135,15 @@ type sdkState struct {
 		Repeats     int   `json:"repeats"`
 		VideoTags   int   `json:"videoTags"`
 	} `json:"shown"`
-	ReconnectMs []int `json:"reconnectMs"`
-	Resumes     []struct {
+	ReconnectMs []int  `json:"reconnectMs"`
+	Pathway     string `json:"pathway"`
+	FragHost    string `json:"fragHost"`
+	Steering    struct {
+		Loads    int      `json:"loads"`
+		Priority []string `json:"priority"`
+		Forced   int      `json:"forced"`
+	} `json:"steering"`
+	Resumes []struct {
 		LastTs  int64 `json:"lastTs"`
 		FirstTs int64 `json:"firstTs"`
 		Key     bool  `json:"key"`

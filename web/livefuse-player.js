@@ -26,6 +26,13 @@
 // (HLS), hls.js reports CMCD (CTA-5004) by itself as well: request mode on
 // its media requests, and event mode (v2) to /qos?token=<session token>.
 //
+// With steering: true (HLS), the page plays {dispatch}APP/NAME/steered.m3u8
+// instead: HLS Content Steering, where hls.js itself moves between the
+// vendors (pathways) as the dispatcher's steering manifest orders them;
+// the SDK reports the pathway each fragment comes from ('pathway' events)
+// and steps in when hls.js stays off the manifest's first pathway
+// (watchPathways).
+//
 // The libraries (hls.js, mpegts.js, flvdecrypt.js) are loaded from libs
 // (default: the node's /player/ directory) when the page has not loaded
 // them itself.
@@ -46,6 +53,8 @@ const DEFAULTS = {
   renditions: [], // FLV ladder below the source, best first: ['720p', '480p']
   token: '', // a play token for vendor URLs that need one (fallback path)
   cmcd: false,
+  steering: false, // HLS: play {dispatch}APP/NAME/steered.m3u8 (HLS Content Steering: pathways per vendor)
+  steeringGraceMs: 6000, // off the steering manifest's first pathway this long (and two loads): set it ourselves
   hlsConfig: {},
   libs: '', // default: the directory this module is served from
 };
@@ -177,6 +186,8 @@ export class Controller {
       reconnectMs: [], // per FLV reconnect: from the switch to the first new video frame handed on
       resumes: [], // per FLV reconnect: {lastTs, firstTs, key, ms}: the last video timestamp before, the first after
       bitrateKbps: 0, decrypt: { tags: 0, decrypted: 0, signals: 0 },
+      pathway: '', fragHost: '', pathways: [], // HLS: the pathway (vendor) fragments come from, and its changes
+      steering: { loads: 0, priority: [], forced: 0 },
     };
     this.destroyed = false;
     this.player = null; // mpegts.js player or hls.js instance
@@ -208,7 +219,12 @@ export class Controller {
   async start() {
     try {
       await loadLibs(this.o);
-      const res = this.o.url ? { source: 'url', candidates: [{ vendor: 'url', url: this.o.url, qos_token: '' }] } : await resolve(this.o);
+      let res;
+      if (this.o.url) res = { source: 'url', candidates: [{ vendor: 'url', url: this.o.url, qos_token: '' }] };
+      else if (this.o.steering && this.o.format === 'hls') {
+        const u = new URL(this.o.stream + '/steered.m3u8', new URL(this.o.dispatch, location.href));
+        res = { source: 'steering', candidates: [{ vendor: 'steering', url: u.toString(), qos_token: '' }] };
+      } else res = await resolve(this.o);
       if (this.destroyed) return;
       this.state.source = res.source;
       this.state.candidates = res.candidates;
@@ -512,8 +528,59 @@ export class Controller {
       }
     });
     hls.on(Hls.Events.MANIFEST_PARSED, () => { this.video.play().catch(() => {}); });
+    this.watchPathways(hls, Hls);
     hls.loadSource(c.url);
     hls.attachMedia(this.video);
+  }
+
+  // watchPathways follows HLS Content Steering: the pathway (a vendor)
+  // each fragment comes from, and the steering manifest's priority. It
+  // works around hls.js leaving the manifest's first pathway (a level
+  // switch landing on a lower-priority pathway, video-dev/hls.js#6759; a
+  // pathway penalised after errors never tried again, #5747): when two
+  // manifest loads in a row, steeringGraceMs apart or more, find fragments
+  // coming from another pathway than the first of PATHWAY-PRIORITY, it
+  // sets hls.pathwayPriority itself (public since hls.js 1.5).
+  watchPathways(hls, Hls) {
+    hls.on(Hls.Events.FRAG_LOADED, (ev, data) => {
+      if (this.player !== hls || !data.frag || data.frag.type !== 'main') return;
+      const lv = hls.levels[data.frag.level];
+      const pw = (lv && lv.pathwayId) || '.';
+      let host = '';
+      try { host = new URL(data.frag.url).host; } catch (e) { /* no URL */ }
+      this.state.fragHost = host;
+      if (pw === this.state.pathway) return;
+      const from = this.state.pathway;
+      this.state.pathway = pw;
+      if (this.state.source === 'steering') this.state.vendor = pw;
+      this.state.pathways.push({ t: Math.round(performance.now() - this.t0), pathway: pw, host });
+      if (this.state.pathways.length > 100) this.state.pathways.shift();
+      this.emit('pathway', { from, to: pw, host });
+    });
+    let offSince = 0, offLoads = 0;
+    hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (ev, data) => {
+      const m = (data && data.steeringManifest) || {};
+      const pri = Array.isArray(m['PATHWAY-PRIORITY']) ? m['PATHWAY-PRIORITY'].slice(0, 16).map(String) : [];
+      const st = this.state.steering;
+      st.loads++;
+      st.priority = pri;
+      const now = performance.now();
+      if (!(pri.length > 0 && this.state.pathway !== '' && this.state.pathway !== pri[0])) {
+        offSince = 0;
+        offLoads = 0;
+        return;
+      }
+      if (!offSince) offSince = now;
+      // hls.js moves at its next playlist and fragment loads: give it two
+      // manifest loads and steeringGraceMs before stepping in.
+      if (++offLoads >= 2 && now - offSince >= this.o.steeringGraceMs) {
+        st.forced++;
+        offSince = now;
+        offLoads = 0;
+        this.emit('steer', { from: this.state.pathway, to: pri[0], forced: true });
+        try { hls.pathwayPriority = pri; } catch (e) { /* older hls.js */ }
+      }
+    });
   }
 
   // lineLost is called by the FLV loader when its connection ends.
