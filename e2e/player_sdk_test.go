@@ -500,15 +500,18 @@ func TestPlayerSDKHungVendor(t *testing.T) {
 // the HTTP-FLV page down to the rendition stream demo_240p, which the
 // page learnt from the multivariant playlist (the dispatcher does not know
 // rendition streams, so the lines in hand get the rendition's path).
-func TestPlayerSDKStepDown(t *testing.T) {
-	e := startSDKEnvWith(t, `transcode:
+// ladderYAML gives live/demo (with profile: ladder) a 240p rendition.
+const ladderYAML = `transcode:
   workers: 1
   profiles:
     - name: ladder
       gop: 1s
       renditions:
         - {name: 240p, width: 426, height: 240, video_kbps: 200, preset: ultrafast}
-`, `, profile: ladder`)
+`
+
+func TestPlayerSDKStepDown(t *testing.T) {
+	e := startSDKEnvWith(t, ladderYAML, `, profile: ladder`)
 	waitLive(t, e.s.flvURL("demo_240p"), 30*time.Second)
 	q := url.Values{"stream": {"live/demo"}, "format": {"flv"}}
 	p := openPage(t, e, "stepdown", pageURL(e.origin(), q), e.allow(), "")
@@ -675,4 +678,85 @@ func TestPlayerSDKUnitLost(t *testing.T) {
 	slices.Sort(skips)
 	t.Logf("FIGURE unit lost behind the edge over %d trials: reconnect to the next new frame median %v, worst %v; picture frozen median %v, worst %v; video timestamp step at the resume median %v, worst %v",
 		trials, resumes[len(resumes)/2], resumes[len(resumes)-1], freezes[len(freezes)/2], freezes[len(freezes)-1], skips[len(skips)/2], skips[len(skips)-1])
+}
+
+// Stalls forced by throttling vendor a (nginx limit_rate after a few
+// seconds of each response): the page, bytes still arriving, steps down to
+// the 240p rendition on a; throttled there too, it moves line to b from
+// the lowest rendition. Its stalls reach the stall rate of vendor a.
+func TestPlayerSDKThrottled(t *testing.T) {
+	e := startSDKEnvWith(t, ladderYAML, `, profile: ladder`)
+	waitLive(t, e.s.flvURL("demo_240p"), 30*time.Second)
+	loc := func(path, after, rate string) string {
+		return fmt.Sprintf(`    location = %s {
+      proxy_pass http://127.0.0.1:%d;
+      proxy_http_version 1.1;
+      # limit_rate needs proxy buffering; without temp files (which
+      # nginx would send in bursts seconds apart) the rate stays smooth.
+      proxy_max_temp_file_size 0;
+      proxy_buffers 64 4k;
+      proxy_busy_buffers_size 4k;
+      limit_rate_after %s;
+      limit_rate %s;
+    }`, path, e.s.http, after, rate)
+	}
+	// The source is about 100 KB/s, the rendition about 40 KB/s.
+	e.vendors["a"].stop()
+	e.vendors["a"] = startNginx(t, "a", e.ports["a"], e.s.http,
+		loc("/live/demo.flv", "700k", "40k"), loc("/live/demo_240p.flv", "200k", "8k"))
+	// Dispatch sends 60 % of starts to a: open the page until it starts there.
+	q := url.Values{"stream": {"live/demo"}, "format": {"flv"}}
+	var p *sdkPage
+	for try := 0; try < 8 && p == nil; try++ {
+		p = openPage(t, e, "throttled", pageURL(e.origin(), q), e.allow(), "")
+		if st := p.waitFor("dispatch", 30*time.Second, func(s sdkState) bool { return s.Vendor != "" }); st.Vendor != "a" {
+			p.quit()
+			p = nil
+		}
+	}
+	if p == nil {
+		t.Fatal("dispatch never picked vendor a in 8 starts")
+	}
+	st := p.playing("first play on a", 0, 3, 60*time.Second)
+	st = p.waitFor("step down", 60*time.Second, func(s sdkState) bool { return s.StepDowns >= 1 })
+	if st.Rendition != "240p" || st.Vendor != "a" || st.LineChanges != 0 {
+		t.Fatalf("first stall: rendition %q on %s after %d line changes, want 240p on a (a slow line steps down in place)", st.Rendition, st.Vendor, st.LineChanges)
+	}
+	st = p.waitFor("move line to b", 60*time.Second, func(s sdkState) bool { return s.Vendor == "b" })
+	if st.Rendition != "240p" {
+		t.Fatalf("on b at rendition %q, want 240p", st.Rendition)
+	}
+	st = p.playing("play 240p on b", st.CT, 3, 30*time.Second)
+	f := p.quit()
+	var order []string
+	for _, ev := range f.Events {
+		if _, beacon := ev["fields"]; beacon {
+			continue
+		}
+		switch ev["event"] {
+		case "stall":
+			order = append(order, fmt.Sprintf("stall(%v, slow %v)", ev["vendor"], ev["slow"]))
+		case "stepdown":
+			if ev["available"] == true {
+				order = append(order, fmt.Sprintf("stepdown(%v)", ev["rendition"]))
+			}
+		case "line":
+			order = append(order, fmt.Sprintf("line(%v: %v)", ev["vendor"], ev["reason"]))
+		}
+	}
+	got := strings.Join(order, " → ")
+	t.Logf("throttled a: %s", got)
+	if want := "line(a: start) → stall(a, slow true) → stepdown(240p) → line(a: step down) → stall(a, slow true) → line(b: stall (slow line, lowest rendition))"; got != want {
+		b, _ := json.Marshal(f.Events)
+		t.Errorf("events %s, want %s; all events %s", got, want, b)
+	}
+	if st.Stalls < 2 {
+		t.Fatalf("%d stalls, want 2 (source on a, then 240p on a)", st.Stalls)
+	}
+	cdnPoll(t, 10*time.Second, "the stall rate counts the page's stalls on a", func() error {
+		if users, stalled := cdnQualityNow(t, e.s, "a"); users != 1 || stalled != 1 {
+			return fmt.Errorf("a: %d users, %d stalled", users, stalled)
+		}
+		return nil
+	})
 }

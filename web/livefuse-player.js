@@ -11,7 +11,8 @@
 // ratios (weighted random, so the split holds over many players). A start
 // failure, a lost connection or a stall of stallMs or more moves to the
 // next candidate (line change); after stallsToStepDown stalls within
-// stallWindowMs it steps down the ABR ladder (hls.js: caps the level; FLV:
+// stallWindowMs (FLV: at once when bytes still arrive, a slow line rather
+// than a dead one, on the same line) it steps down the ABR ladder (hls.js: caps the level; FLV:
 // the rendition stream NAME_<rendition> named in opts.renditions, resolved
 // through the dispatcher again). HTTP-FLV reconnects continue the same
 // mpegts.js player: the loader fetches the next line and drops the tags
@@ -308,10 +309,20 @@ export class Controller {
   // the ladder (after stallsToStepDown in stallWindowMs) or a line change.
   onStall(ms) {
     ms = Math.round(ms);
-    this.state.stalls++;
-    this.emit('stall', { ms, vendor: this.state.vendor });
-    this.beacon('stall', { buffer_empty_ms: ms });
     const now = performance.now();
+    // Bytes still arriving while the picture stands still: the line is
+    // slow, not gone. FLV steps down on the same line at once, and moves
+    // line only from the lowest rendition.
+    const slow = this.o.format === 'flv' && this.lastBytesAt > 0 && now - this.lastBytesAt < this.o.stallMs;
+    this.state.stalls++;
+    this.emit('stall', { ms, vendor: this.state.vendor, slow, bytesAgoMs: this.lastBytesAt > 0 ? Math.round(now - this.lastBytesAt) : -1 });
+    this.beacon('stall', { buffer_empty_ms: ms });
+    if (slow) {
+      this.stallTimes = [];
+      const line = this.state.index;
+      this.stepDownFLV(true).then((ok) => { if (!ok && this.state.index === line) this.nextLine('stall (slow line, lowest rendition)'); });
+      return;
+    }
     this.stallTimes = this.stallTimes.filter((t) => now - t < this.o.stallWindowMs);
     this.stallTimes.push(now);
     if (this.stallTimes.length >= this.o.stallsToStepDown) {
@@ -375,11 +386,12 @@ export class Controller {
     return this.foundLadder;
   }
 
-  // stepDownFLV moves to the next rendition stream NAME_<rendition>: its
+  // stepDownFLV moves to the next rendition stream NAME_<rendition> (on
+  // the line playing first with sameLine, else on another): its
   // candidates from the dispatcher, else the lines in hand with the
   // rendition's path (unsigned URLs only: a vendor signature covers the
   // path). False, with a stepdown event saying why, when it cannot.
-  async stepDownFLV() {
+  async stepDownFLV(sameLine) {
     const ladder = await this.ladder();
     const i = this.state.rendition ? ladder.indexOf(this.state.rendition) + 1 : 0;
     const no = (reason) => { this.emit('stepdown', { available: false, reason }); return false; };
@@ -406,8 +418,9 @@ export class Controller {
     this.state.stepDowns++;
     this.emit('stepdown', { available: true, rendition: r });
     const vendor = this.state.vendor;
-    // Start on another line than the one that stalled when there is one.
-    cands.sort((a, b) => (a.vendor === vendor) - (b.vendor === vendor));
+    // Start on another line than the one that stalled when there is one
+    // (on the same one when it is only slow).
+    cands.sort((a, b) => sameLine ? (b.vendor === vendor) - (a.vendor === vendor) : (a.vendor === vendor) - (b.vendor === vendor));
     this.state.candidates = cands;
     this.state.index = 0;
     this.resetShown = true; // a rendition has a timeline of its own
@@ -673,6 +686,7 @@ function makeResumingLoader(mpegts, ctl) {
         for (;;) {
           const { done, value } = await reader.read();
           if (done) throw new Error('connection closed');
+          ctl.lastBytesAt = performance.now();
           const clear = await dec.push(value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength));
           if (ac.signal.aborted) return;
           for (const k of ['tags', 'decrypted', 'signals']) ctl.state.decrypt[k] = totals[k] + dec.stats[k];
