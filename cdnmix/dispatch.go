@@ -213,10 +213,7 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	exp := now.Add(d.cfg.SignTTL)
 	vendors := plan.vendors.list
 	h := w.Header()
-	sess := authkey.Session{Stream: app + "/" + name, Region: bucket.Region, ISP: bucket.ISP, Expires: now.Add(d.cfg.TokenTTL)}
-	if d.cfg.Tokens != nil {
-		sess.ID = authkey.NewSessionID()
-	}
+	sess := d.session(app, name, bucket)
 
 	if !wantsJSON(r.URL.RawQuery) {
 		loc := signedURL(vendors[chosen], format, app, name, exp)

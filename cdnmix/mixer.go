@@ -481,6 +481,8 @@ func (m *Mixer) Wrap(next http.Handler) http.Handler {
 			m.disp.ServeHTTP(w, r)
 		case p == "/qos":
 			m.qos.ServeHTTP(w, r)
+		case p == "/qos/session":
+			m.disp.serveSession(w, r) // session.go
 		default:
 			next.ServeHTTP(w, r)
 		}

@@ -156,6 +156,7 @@ type sdkState struct {
 type sdkFinal struct {
 	Errors     []string         `json:"errors"`
 	Blocked    []string         `json:"blocked"`
+	Hosts      []string         `json:"hosts"`
 	EvalResult json.RawMessage  `json:"evalResult"`
 	Screenshot string           `json:"screenshot"`
 	Last       sdkState         `json:"last"`
@@ -350,6 +351,7 @@ func TestPlayerSDK(t *testing.T) {
 		if len(f.Errors) > 0 {
 			t.Fatalf("page errors: %v", f.Errors)
 		}
+		t.Logf("the page asked for hosts %v only (origin %s, vendors a %d, b %d)", f.Hosts, e.origin(), e.ports["a"], e.ports["b"])
 		t.Logf("dispatch: vendor %s, first frame %d ms, beacons %+v", picked, st.FirstFrameMs, st.Beacons)
 	})
 
@@ -376,6 +378,20 @@ func TestPlayerSDK(t *testing.T) {
 		if st.Source != "fallback" {
 			t.Fatalf("source %q", st.Source)
 		}
+		// Beacons still arrive: the page asks /qos/session for a token
+		// for the vendor it picked.
+		st = p.waitFor("fallback beacons accepted", 20*time.Second, func(st sdkState) bool {
+			return st.Beacons.Accepted >= 2 && st.Beacons.ByEvent["first_frame"] == 1
+		})
+		if st.Beacons.Refused > 0 {
+			t.Fatalf("beacons %+v", st.Beacons)
+		}
+		cdnPoll(t, 10*time.Second, "the stall-rate aggregates count the fallback page", func() error {
+			if users, _ := cdnQualityNow(t, e.s, st.Vendor); users != 1 {
+				return fmt.Errorf("%d users on %s", users, st.Vendor)
+			}
+			return nil
+		})
 		f := p.quit()
 		var res struct {
 			Even, Random map[string]int
@@ -392,7 +408,7 @@ func TestPlayerSDK(t *testing.T) {
 				t.Errorf("vendor %s: %.3f of 200 starts, ratio %.3f", v, got, r)
 			}
 		}
-		t.Logf("fallback: played from %s; 200 starts over even draws %v, over Math.random %v (ratios %v)", st.Vendor, res.Even, res.Random, res.Ratios)
+		t.Logf("fallback: played from %s, beacons %+v; 200 starts over even draws %v, over Math.random %v (ratios %v)", st.Vendor, st.Beacons, res.Even, res.Random, res.Ratios)
 	})
 
 	// (c) The nginx of the vendor playing is stopped mid-play: the page

@@ -246,11 +246,24 @@ export class Controller {
     this.beacon('error', { error: msg.slice(0, 1000) });
   }
 
-  // beacon posts one QoS event with the current candidate's session token
-  // (none on the fallback path: the dispatcher gave no token).
+  // beacon posts one QoS event with the current candidate's session token.
+  // On the fallback path (no dispatch answer, so no token) the token comes
+  // from {qos}/session for the vendor picked; beacons wait for it.
   beacon(event, fields) {
     const c = this.candidate;
-    if (!this.o.qos || !c || !c.qos_token) return;
+    if (!this.o.qos || !c) return;
+    if (!c.qos_token) {
+      if (this.state.source !== 'fallback') return;
+      if (!c.tokenAsk) {
+        const u = new URL(this.o.qos.replace(/\/$/, '') + '/session', location.href);
+        u.searchParams.set('stream', this.o.stream);
+        u.searchParams.set('vendor', c.vendor);
+        c.tokenAsk = fetchJSON(u.toString(), this.o.dispatchTimeoutMs)
+          .then((a) => { if (a && typeof a.qos_token === 'string') c.qos_token = a.qos_token; }, () => {});
+      }
+      c.tokenAsk.then(() => { if (c.qos_token) this.beacon(event, fields); });
+      return;
+    }
     const body = Object.assign({ event, token: c.qos_token }, fields);
     const st = this.state.beacons;
     st.sent++;
