@@ -133,3 +133,32 @@ func TestSteerPlaylistRefuses(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSteerPlaylist: any origin playlist either is refused or steers into
+// a playlist whose every URI is on a vendor, with one PATHWAY-ID per
+// variant and vendor.
+func FuzzSteerPlaylist(f *testing.F) {
+	f.Add("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,AUDIO=\"a\"\nmain_stream.m3u8\n")
+	f.Add("#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",URI=\"a.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=1,AUDIO=\"a\"\nv/240p/index.m3u8\n")
+	f.Add("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg1.ts\n")
+	f.Add("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,PATHWAY-ID=\"x\",NAME=\"a,b\"\n# c\n\nx.m3u8\n")
+	env := newDispatchEnv(f, dispatchVendors())
+	vs := env.alloc.Plan().vendors.list[1:3] // b (its own HLS base, signed) and c
+	f.Fuzz(func(t *testing.T, src string) {
+		if len(src) > maxSteeredPlaylist {
+			return
+		}
+		out, ok := steerPlaylist(src, "live", "demo", vs, testNow, "steering.json")
+		if !ok {
+			return
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if l == "" || strings.HasPrefix(l, "#") {
+				continue
+			}
+			if !strings.HasPrefix(l, vs[0].hlsPrefix+"/live/demo/") && !strings.HasPrefix(l, vs[1].hlsPrefix+"/live/demo/") {
+				t.Fatalf("URI off the vendors: %q in\n%s", l, out)
+			}
+		}
+	})
+}

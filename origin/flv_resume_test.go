@@ -1,7 +1,10 @@
 package origin
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"testing"
@@ -87,5 +90,106 @@ func TestFLVResume(t *testing.T) {
 		if parseResume(qv) != nil {
 			t.Errorf("%s: parsed, want a plain start", q)
 		}
+	}
+}
+
+// FuzzFLVResume: any resume query either is refused or resumes so that no
+// audio or video tag at or before T is sent and timestamps never go back.
+func FuzzFLVResume(f *testing.F) {
+	f.Add("resume_after=480&resume_key=400", []byte{0, 1, 2, 3, 4, 5})
+	f.Add("resume_after=0&resume_key=0", []byte{200, 13, 7})
+	f.Add("resume_after=4294967295&resume_key=1", []byte{255})
+	f.Fuzz(func(t *testing.T, query string, steps []byte) {
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return
+		}
+		rs := parseResume(q)
+		if rs == nil {
+			return
+		}
+		dts := rs.key - 200*time.Millisecond
+		var last time.Duration = -1
+		for i, b := range steps {
+			if i > 1000 {
+				break
+			}
+			dts += time.Duration(b%100) * time.Millisecond
+			p := &av.Packet{Kind: av.KindVideo, Key: b%5 == 0, DTS: max(dts, 0), Data: []byte{1}}
+			if b%3 == 0 {
+				p.Kind = av.KindAudio
+				p.Key = false
+			}
+			o := rs.filter(p)
+			if o == nil {
+				continue
+			}
+			if msOf(o.DTS) <= rs.after {
+				t.Fatalf("sent %v at or before T %v", o.DTS, rs.after)
+			}
+			if o.Kind == av.KindVideo {
+				if o.DTS < last {
+					t.Fatalf("video went back: %v after %v", o.DTS, last)
+				}
+				last = o.DTS
+			}
+		}
+	})
+}
+
+// TestHTTPFLVResume: through the origin's handler, a resuming player gets
+// the headers, then only the frames after T of its GOP, then live.
+func TestHTTPFLVResume(t *testing.T) {
+	h, err := NewHub(flvConfig(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h.Handler())
+	defer srv.Close()
+	defer h.Close()
+	f, err := h.Publish("live", "cam", "main", av.Source{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range []*av.Packet{metaPkt(), avcHdr(1), aacHdr(), vid(0, true), aud(10), vid(40, false), aud(50), vid(80, false), vid(120, false)} {
+		f.WritePacket(p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/live/cam.flv?resume_after=40&resume_key=0", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("X-Livefuse-Resume") != "1" {
+		t.Fatalf("headers %v", resp.Header)
+	}
+	rd, err := av.NewFLVReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	headers := 0
+	for len(got) < 4 {
+		typ, ts, body, err := rd.ReadTag()
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		switch {
+		case typ == 18 || len(body) > 1 && body[1] == 0 && (typ == 8 || typ == 9):
+			headers++ // onMetaData, sequence headers
+		case typ == 9:
+			got = append(got, fmt.Sprintf("V%d", ts))
+		case typ == 8:
+			got = append(got, fmt.Sprintf("A%d", ts))
+		}
+		if len(got) == 3 {
+			f.WritePacket(vid(160, false))
+		}
+	}
+	if s := fmt.Sprint(got); s != "[A50 V80 V120 V160]" || headers != 3 {
+		t.Fatalf("got %s after %d headers, want [A50 V80 V120 V160] after 3", s, headers)
 	}
 }
