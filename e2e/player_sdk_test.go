@@ -733,8 +733,8 @@ func TestPlayerSDKThrottled(t *testing.T) {
 	if p == nil {
 		t.Fatal("dispatch never picked vendor a in 8 starts")
 	}
-	st := p.playing("first play on a", 0, 3, 60*time.Second)
-	st = p.waitFor("step down", 60*time.Second, func(s sdkState) bool { return s.StepDowns >= 1 })
+	p.playing("first play on a", 0, 3, 60*time.Second)
+	st := p.waitFor("step down", 60*time.Second, func(s sdkState) bool { return s.StepDowns >= 1 })
 	if st.Rendition != "240p" || st.Vendor != "a" || st.LineChanges != 0 {
 		t.Fatalf("first stall: rendition %q on %s after %d line changes, want 240p on a (a slow line steps down in place)", st.Rendition, st.Vendor, st.LineChanges)
 	}

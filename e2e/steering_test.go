@@ -34,8 +34,8 @@ func TestSteering(t *testing.T) {
 	}
 	q := url.Values{"stream": {"live/demo"}, "format": {"hls"}, "steering": {"1"}}
 	p := openPage(t, e, "steering", pageURL(e.origin(), q), e.allow(), "")
-	st := p.playing("hls.js plays through a pathway", 0, 4, 90*time.Second)
-	st = p.waitFor("a pathway and a steering manifest", 20*time.Second, func(s sdkState) bool {
+	p.playing("hls.js plays through a pathway", 0, 4, 90*time.Second)
+	st := p.waitFor("a pathway and a steering manifest", 20*time.Second, func(s sdkState) bool {
 		return s.Pathway != "" && s.Steering.Loads > 0
 	})
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 5 * time.Second}
