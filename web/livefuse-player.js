@@ -11,17 +11,20 @@
 // ratios (weighted random, so the split holds over many players). A start
 // failure, a lost connection or a stall of stallMs or more moves to the
 // next candidate (line change); after stallsToStepDown stalls within
-// stallWindowMs (FLV: at once when bytes still arrive, a slow line rather
-// than a dead one, on the same line) it steps down the ABR ladder (hls.js: caps the level; FLV:
-// the rendition stream NAME_<rendition> named in opts.renditions, resolved
-// through the dispatcher again). HTTP-FLV reconnects continue the same
-// mpegts.js player: the loader fetches the next line and drops the tags
-// whose timestamps the page already has, so no frame is shown twice; it
-// asks the origin to resume (?resume_after=T&resume_key=K: the last video
-// timestamp it has and its GOP's keyframe), so the new line sends only
-// what follows.
+// stallWindowMs it steps down the ABR ladder (hls.js: caps the level; FLV:
+// the rendition stream NAME_<rendition> named in opts.renditions or the
+// multivariant playlist, through the dispatcher again). An FLV stall while
+// bytes still arrive is a slow line, not a dead one: it steps down at once
+// on the same line, and moves line from the lowest rendition. HTTP-FLV
+// reconnects continue the same mpegts.js player: the loader asks the next
+// line to resume (?resume_after=T&resume_key=K: the last video timestamp
+// the page has and its GOP's keyframe, origin/flv_resume.go), so only
+// what follows comes, and drops any tag the page already has, so no frame
+// is shown twice.
+//
 // Encrypted FLV is decrypted in the page (flvdecrypt.js). QoS beacons go
-// to /qos with the session token of the dispatch answer: start,
+// to /qos with the session token of the dispatch answer (on the fallback
+// path, one asked from {qos}/session for the vendor picked): start,
 // first_frame (first_frame_ms), stall (buffer_empty_ms, one per buffer
 // empty of stallMs or more), bitrate (bitrate_kbps), error. With cmcd: true
 // (HLS), hls.js reports CMCD (CTA-5004) by itself as well: request mode on
