@@ -626,7 +626,7 @@ func TestPlayerLibrariesEmbedded(t *testing.T) {
 // and asks the origin to resume after the last frame it has
 // (origin/flv_resume.go). It continues within 2 s; no video frame comes
 // twice (the page drops none as already had); the media time skipped is
-// no more than the wall-clock gap. PLAYER_TRIALS trials (1 by default):
+// no more than the wall-clock gap plus the page's lag behind the unit. PLAYER_TRIALS trials (1 by default):
 // the killed unit is started again and its encoder pushes again, and the
 // next trial kills the unit the page is on.
 func TestPlayerSDKUnitLost(t *testing.T) {
@@ -669,7 +669,11 @@ func TestPlayerSDKUnitLost(t *testing.T) {
 		if st.Shown.Repeats != repeats {
 			t.Errorf("trial %d: the origin sent %d video frames the page had", i, st.Shown.Repeats-repeats)
 		}
-		if r.FirstTs <= r.LastTs || skipped > wall+250*time.Millisecond {
+		// The step is one frame when the other unit still holds the
+		// frames after T; when its GOP began after T (it was ahead of
+		// the page, or switched feed), the frames between are gone: at
+		// most the page's lag behind the unit, well under 1 s.
+		if r.FirstTs <= r.LastTs || skipped > wall+time.Second {
 			t.Errorf("trial %d: video %d ms then %d ms: %v of media skipped over a %v gap", i, r.LastTs, r.FirstTs, skipped, wall)
 		}
 		if i+1 < trials { // the killed unit comes back with its encoder
