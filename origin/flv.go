@@ -112,7 +112,8 @@ func writeFLV(w http.ResponseWriter, r *http.Request, s *Stream, rd flvSource, m
 	defer cancel()
 	resume := parseResume(r.URL.Query()) // flv_resume.go
 	if resume != nil {
-		w.Header().Set("X-Livefuse-Resume", "1")
+		w.Header().Set("X-Livefuse-Resume", "1") // the origin understood the resume
+		w.Header().Set("Access-Control-Expose-Headers", "X-Livefuse-Resume")
 	}
 	out, err := newFLVOut(w, r, cancel, maxLag)
 	if err != nil {

@@ -163,7 +163,7 @@ func TestHTTPFLVResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.Header.Get("X-Livefuse-Resume") != "1" {
+	if resp.Header.Get("X-Livefuse-Resume") != "1" || resp.Header.Get("Access-Control-Expose-Headers") != "X-Livefuse-Resume" {
 		t.Fatalf("headers %v", resp.Header)
 	}
 	rd, err := av.NewFLVReader(resp.Body)
