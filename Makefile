@@ -64,14 +64,17 @@ web-assets:
 	install -m 0644 web/node_modules/hls.js/dist/hls.min.js web/vendor/hls.min.js && \
 	install -m 0644 web/node_modules/mpegts.js/dist/mpegts.js web/vendor/mpegts.js
 
-# drill-player: the player SDK's line-change drills in Chromium, PLAYER_TRIALS
-# times each: the nginx vendor under the page stopped (connections closed),
-# then hung (SIGSTOP: open, silent); gap median and worst, screenshots in
-# e2e/artefacts (gitignored). About 90 s for 10 trials plus the e2e build.
+# drill-player: the player SDK's drills in Chromium, PLAYER_TRIALS times
+# each: the nginx vendor under the page stopped (connections closed), then
+# hung (SIGSTOP: open, silent); unit a (then b) killed behind the edge under
+# HTTP-FLV (resume); a plan change under HLS Content Steering (hls.js moving
+# pathway; 302 dispatch moving new players). Gap median and worst,
+# screenshots in e2e/artefacts (gitignored). About 6 minutes for 10 trials
+# plus the e2e build.
 PLAYER_TRIALS ?= 10
 drill-player: test-deps web-assets
 	set -o pipefail; PLAYER_TRIALS=$(PLAYER_TRIALS) LIVEFUSE_ARTEFACTS=$(CURDIR)/e2e/artefacts \
-	  $(GO) test -count=1 -run 'TestPlayerSDK$$/vendor_loss|TestPlayerSDKHungVendor' -v ./e2e/ | grep -E 'trial|over|screenshot|^(---|ok|FAIL)'
+	  $(GO) test -count=1 -run 'TestPlayerSDK$$/vendor_loss|TestPlayerSDKHungVendor|TestPlayerSDKUnitLost|TestSteering$$' -v ./e2e/ | grep -E 'trial|over|screenshot|^(---|ok|FAIL)'
 
 build: web-assets
 	$(GO) build -o $(BIN)/livefuse ./cmd/livefuse

@@ -34,6 +34,8 @@ type DispatcherConfig struct {
 	TTL time.Duration
 	// SignTTL is how long a signed vendor URL stays valid [1h].
 	SignTTL time.Duration
+	// SteeringTTL is the TTL of the content steering manifest [10s].
+	SteeringTTL time.Duration
 	// Prefix is the path the handler is mounted under ["/dispatch/"].
 	Prefix string
 	// Tokens signs the session token each answer gives the player for
@@ -56,6 +58,7 @@ type DispatcherConfig struct {
 //	GET {prefix}{app}/{name}/index.m3u8  302 to a signed vendor HLS URL
 //	... ?format=json                     200 {"stream", "ttl", "qos_token", "candidates": [{"vendor", "url", "qos_token"}]}
 //	GET {prefix}fallback.json            vendors, static ratios, domains, version
+//	GET {prefix}{app}/{name}/steered.m3u8, .../steering.json  HLS Content Steering (steering.go)
 //	OPTIONS ...                          CORS preflight (DispatcherConfig.CORSOrigins)
 //
 // Each answer opens a player session: with Tokens set, the 302 target
@@ -70,6 +73,7 @@ type DispatcherConfig struct {
 // streams get 404; a bucket with no live vendor gets 503.
 type Dispatcher struct {
 	cfg     DispatcherConfig
+	media   http.Handler // the origin's handler, for steered playlists; set before serving
 	cors    corsPolicy
 	log     *slog.Logger
 	bufs    sync.Pool
@@ -102,6 +106,9 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 	}
 	if cfg.SignTTL == 0 {
 		cfg.SignTTL = time.Hour
+	}
+	if cfg.SteeringTTL <= 0 {
+		cfg.SteeringTTL = 10 * time.Second
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "/dispatch/"
@@ -170,6 +177,9 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.serveFallback(w, r)
 		return
 	}
+	if d.serveSteering(w, r, p) {
+		return
+	}
 	app, name, format, ok := parseDispatchPath(p)
 	if !ok || d.cfg.StreamExists != nil && !d.cfg.StreamExists(app, name) {
 		d.notFound.Add(1)
@@ -203,10 +213,7 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	exp := now.Add(d.cfg.SignTTL)
 	vendors := plan.vendors.list
 	h := w.Header()
-	sess := authkey.Session{Stream: app + "/" + name, Region: bucket.Region, ISP: bucket.ISP, Expires: now.Add(d.cfg.TokenTTL)}
-	if d.cfg.Tokens != nil {
-		sess.ID = authkey.NewSessionID()
-	}
+	sess := d.session(app, name, bucket)
 
 	if !wantsJSON(r.URL.RawQuery) {
 		loc := signedURL(vendors[chosen], format, app, name, exp)

@@ -58,6 +58,10 @@ type Config struct {
 	// DispatchTTL of JSON answers [20s] and SignTTL of signed URLs [1h].
 	DispatchTTL time.Duration `yaml:"dispatch_ttl"`
 	SignTTL     time.Duration `yaml:"sign_ttl"`
+	// SteeringTTL is the TTL of the HLS Content Steering manifest
+	// (/dispatch/APP/NAME/steering.json, steering.go): how often players
+	// ask again, so about how long a plan change takes to move them [10s].
+	SteeringTTL time.Duration `yaml:"steering_ttl"`
 	// Aggregation windows: bandwidth [10s], quality [1m], forecast horizon
 	// [10s].
 	BandwidthWindow time.Duration `yaml:"bandwidth_window"`
@@ -122,7 +126,7 @@ func DefaultConfig() Config {
 		Recompute: 2 * time.Second, MinChange: 0.05, CeilingHeadroom: 0.02,
 		Admission: true, ViewerMbps: 3, FleetSize: 1,
 		StallRule:   StallRuleConfig{Threshold: 0.1, Minutes: 3, MinUsers: 20, TTL: 10 * time.Minute},
-		DispatchTTL: 20 * time.Second, SignTTL: time.Hour,
+		DispatchTTL: 20 * time.Second, SignTTL: time.Hour, SteeringTTL: 10 * time.Second,
 		BandwidthWindow: 10 * time.Second, QualityWindow: time.Minute, ForecastAhead: 10 * time.Second,
 		StatsInterval: 10 * time.Second,
 		QoS: QoSSettings{TokenTTL: 6 * time.Hour, SessionRate: 0.5, SessionBurst: 30, RateSessions: 100_000, SessionsPerNetwork: 100,
@@ -311,7 +315,7 @@ func New(cfg Config, b bus.Bus, log *slog.Logger, reg prometheus.Registerer, opt
 		m.blacklist = newMemStore[BlacklistEntry](nil)
 	}
 	m.disp, err = NewDispatcher(DispatcherConfig{Allocator: m.alloc, Locator: m.geo, TrustedProxies: proxies,
-		StreamExists: m.opts.streamExists, TTL: cfg.DispatchTTL, SignTTL: cfg.SignTTL, Tokens: tokens,
+		StreamExists: m.opts.streamExists, TTL: cfg.DispatchTTL, SignTTL: cfg.SignTTL, SteeringTTL: cfg.SteeringTTL, Tokens: tokens,
 		TokenTTL: cfg.QoS.TokenTTL, CORSOrigins: cfg.CORSOrigins, Now: m.opts.now, Logger: log})
 	if err != nil {
 		return fail(err)
@@ -465,6 +469,7 @@ func (m *Mixer) Handler() http.Handler { return m.Wrap(http.NotFoundHandler()) }
 // Wrap returns a handler that serves /dispatch/ and /qos and passes every
 // other request to next (the media handler of the same port).
 func (m *Mixer) Wrap(next http.Handler) http.Handler {
+	m.disp.media = next // the origin's playlists for steered ones (steering.go)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch p := r.URL.Path; {
 		case strings.HasPrefix(p, "/dispatch/"):
@@ -476,6 +481,8 @@ func (m *Mixer) Wrap(next http.Handler) http.Handler {
 			m.disp.ServeHTTP(w, r)
 		case p == "/qos":
 			m.qos.ServeHTTP(w, r)
+		case p == "/qos/session":
+			m.disp.serveSession(w, r) // session.go
 		default:
 			next.ServeHTTP(w, r)
 		}

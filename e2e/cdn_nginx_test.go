@@ -48,7 +48,9 @@ func nginxBin(t *testing.T) string {
 	return ""
 }
 
-func startNginx(t *testing.T, name string, port, originPort int) *nginxVendor {
+// startNginx runs vendor name's nginx on port in front of the origin;
+// extra goes into its server block, before the catch-all location.
+func startNginx(t *testing.T, name string, port, originPort int, extra ...string) *nginxVendor {
 	t.Helper()
 	n := &nginxVendor{t: t, name: name, dir: t.TempDir(), port: port}
 	os.MkdirAll(filepath.Join(n.dir, "tmp"), 0o755)
@@ -68,6 +70,7 @@ http {
   server {
     listen 127.0.0.1:%[2]d;
     access_log %[1]s/access.log cdnmix;
+%[5]s
     location / {
       proxy_pass http://127.0.0.1:%[3]d;
       proxy_http_version 1.1;
@@ -76,7 +79,7 @@ http {
     }
   }
 }
-`, n.dir, port, originPort, cdnmix.AccessLogFormat)
+`, n.dir, port, originPort, cdnmix.AccessLogFormat, strings.Join(extra, "\n"))
 	n.launch(conf, "/")
 	return n
 }

@@ -10,7 +10,8 @@
 // after SECONDS, then prints a last line {"final": true, ...} with the
 // result of evalAtEnd (an async JS expression evaluated in the page), the
 // requests refused because their host was not in allow (when allow is
-// given: the page must not need any other route), and the screenshot path.
+// given: the page must not need any other route), every host the page
+// asked for (hosts), and the screenshot path.
 'use strict';
 const path = require('path');
 const readline = require('readline');
@@ -21,7 +22,8 @@ const spec = JSON.parse(specJSON);
 const req = createRequire(path.join(path.resolve(webDir), 'package.json'));
 const { chromium } = req('playwright-core');
 
-const final = { final: true, errors: [], blocked: [], evalResult: null, screenshot: '', last: null };
+const final = { final: true, errors: [], blocked: [], hosts: [], evalResult: null, screenshot: '', last: null };
+const hosts = new Set(); // every host the page asked for
 function out(o) { process.stdout.write(JSON.stringify(o) + '\n'); }
 
 let quit = false;
@@ -43,6 +45,7 @@ readline.createInterface({ input: process.stdin }).on('line', (l) => { if (l.tri
     if (spec.allow && spec.allow.length) {
       await page.route('**/*', (route) => {
         const u = new URL(route.request().url());
+        if (u.host) hosts.add(u.host);
         if (u.protocol === 'data:' || u.protocol === 'blob:' || spec.allow.includes(u.host)) return route.continue();
         final.blocked.push(u.origin + u.pathname);
         return route.abort('blockedbyclient');
@@ -73,6 +76,7 @@ readline.createInterface({ input: process.stdin }).on('line', (l) => { if (l.tri
   } catch (e) {
     final.errors.push('driver: ' + (e && e.message || e));
   }
+  final.hosts = [...hosts].sort();
   await browser.close().catch(() => {});
   out(final);
   process.exit(0);

@@ -80,6 +80,7 @@ cdnmix:
     - {name: b, flv_base: "http://127.0.0.1:%[2]d", commit_mbps: 400, ceiling_mbps: 100000}
   cors_origins: ["http://127.0.0.1:%[1]d", "http://127.0.0.1:%[2]d"]
   recompute: 500ms
+  steering_ttl: 1s
 `, e.ports["a"], e.ports["b"], demoFields))
 	push(t, e.s.rtmpURL("demo", "token=pubtok"), true)
 	waitLive(t, e.s.flvURL("demo"), 15*time.Second)
@@ -134,14 +135,28 @@ type sdkState struct {
 		Repeats     int   `json:"repeats"`
 		VideoTags   int   `json:"videoTags"`
 	} `json:"shown"`
-	ReconnectMs []int            `json:"reconnectMs"`
-	Events      []map[string]any `json:"events"`
-	EvalError   string           `json:"evalError"`
+	ReconnectMs []int  `json:"reconnectMs"`
+	Pathway     string `json:"pathway"`
+	FragHost    string `json:"fragHost"`
+	Steering    struct {
+		Loads    int      `json:"loads"`
+		Priority []string `json:"priority"`
+		Forced   int      `json:"forced"`
+	} `json:"steering"`
+	Resumes []struct {
+		LastTs  int64 `json:"lastTs"`
+		FirstTs int64 `json:"firstTs"`
+		Key     bool  `json:"key"`
+		Ms      int   `json:"ms"`
+	} `json:"resumes"`
+	Events    []map[string]any `json:"events"`
+	EvalError string           `json:"evalError"`
 }
 
 type sdkFinal struct {
 	Errors     []string         `json:"errors"`
 	Blocked    []string         `json:"blocked"`
+	Hosts      []string         `json:"hosts"`
 	EvalResult json.RawMessage  `json:"evalResult"`
 	Screenshot string           `json:"screenshot"`
 	Last       sdkState         `json:"last"`
@@ -336,6 +351,7 @@ func TestPlayerSDK(t *testing.T) {
 		if len(f.Errors) > 0 {
 			t.Fatalf("page errors: %v", f.Errors)
 		}
+		t.Logf("the page asked for hosts %v only (origin %s, vendors a %d, b %d)", f.Hosts, e.origin(), e.ports["a"], e.ports["b"])
 		t.Logf("dispatch: vendor %s, first frame %d ms, beacons %+v", picked, st.FirstFrameMs, st.Beacons)
 	})
 
@@ -362,6 +378,20 @@ func TestPlayerSDK(t *testing.T) {
 		if st.Source != "fallback" {
 			t.Fatalf("source %q", st.Source)
 		}
+		// Beacons still arrive: the page asks /qos/session for a token
+		// for the vendor it picked.
+		st = p.waitFor("fallback beacons accepted", 20*time.Second, func(st sdkState) bool {
+			return st.Beacons.Accepted >= 2 && st.Beacons.ByEvent["first_frame"] == 1
+		})
+		if st.Beacons.Refused > 0 {
+			t.Fatalf("beacons %+v", st.Beacons)
+		}
+		cdnPoll(t, 10*time.Second, "the stall-rate aggregates count the fallback page", func() error {
+			if users, _ := cdnQualityNow(t, e.s, st.Vendor); users != 1 {
+				return fmt.Errorf("%d users on %s", users, st.Vendor)
+			}
+			return nil
+		})
 		f := p.quit()
 		var res struct {
 			Even, Random map[string]int
@@ -378,7 +408,7 @@ func TestPlayerSDK(t *testing.T) {
 				t.Errorf("vendor %s: %.3f of 200 starts, ratio %.3f", v, got, r)
 			}
 		}
-		t.Logf("fallback: played from %s; 200 starts over even draws %v, over Math.random %v (ratios %v)", st.Vendor, res.Even, res.Random, res.Ratios)
+		t.Logf("fallback: played from %s, beacons %+v; 200 starts over even draws %v, over Math.random %v (ratios %v)", st.Vendor, st.Beacons, res.Even, res.Random, res.Ratios)
 	})
 
 	// (c) The nginx of the vendor playing is stopped mid-play: the page
@@ -486,15 +516,18 @@ func TestPlayerSDKHungVendor(t *testing.T) {
 // the HTTP-FLV page down to the rendition stream demo_240p, which the
 // page learnt from the multivariant playlist (the dispatcher does not know
 // rendition streams, so the lines in hand get the rendition's path).
-func TestPlayerSDKStepDown(t *testing.T) {
-	e := startSDKEnvWith(t, `transcode:
+// ladderYAML gives live/demo (with profile: ladder) a 240p rendition.
+const ladderYAML = `transcode:
   workers: 1
   profiles:
     - name: ladder
       gop: 1s
       renditions:
         - {name: 240p, width: 426, height: 240, video_kbps: 200, preset: ultrafast}
-`, `, profile: ladder`)
+`
+
+func TestPlayerSDKStepDown(t *testing.T) {
+	e := startSDKEnvWith(t, ladderYAML, `, profile: ladder`)
 	waitLive(t, e.s.flvURL("demo_240p"), 30*time.Second)
 	q := url.Values{"stream": {"live/demo"}, "format": {"flv"}}
 	p := openPage(t, e, "stepdown", pageURL(e.origin(), q), e.allow(), "")
@@ -586,4 +619,164 @@ func TestPlayerLibrariesEmbedded(t *testing.T) {
 			t.Fatalf("%s: %d, %d bytes", p, resp.StatusCode, n)
 		}
 	}
+}
+
+// Unit a (the edge's primary) is killed while the page plays HTTP-FLV
+// through the nginx edge: the page reconnects through the edge to unit b
+// and asks the origin to resume after the last frame it has
+// (origin/flv_resume.go). It continues within 2 s; no video frame comes
+// twice (the page drops none as already had); the media time skipped is
+// no more than the wall-clock gap plus the page's lag behind the unit. PLAYER_TRIALS trials (1 by default):
+// the killed unit is started again and its encoder pushes again, and the
+// next trial kills the unit the page is on.
+func TestPlayerSDKUnitLost(t *testing.T) {
+	web := sdkWeb(t)
+	trials := 1
+	if n, err := strconv.Atoi(os.Getenv("PLAYER_TRIALS")); err == nil && n > 0 {
+		trials = n
+	}
+	a, b, edge := startDualBehindEdge(t, "pl", "pltok", "", "")
+	eu, _ := url.Parse(edge)
+	p := openPage(t, &sdkEnv{web: web}, "unit-lost", pageURL(eu.Host, url.Values{"src": {edge + ".flv"}}), []string{eu.Host}, "")
+	st := p.playing("first play", 0, 4, 60*time.Second)
+	units := []*server{a, b}
+	pushes := []string{a.rtmpURL("pl", "token=pltok"), b.rtmpURL("pl", "token=pltok&feed=backup")}
+	var freezes, resumes, skips []time.Duration
+	for i := range trials {
+		victim := i % 2 // a first; the page is then on b, and so on
+		u := units[victim]
+		n, repeats, nFreeze := len(st.Resumes), st.Shown.Repeats, len(st.Freeze.List)
+		syscall.Kill(-u.cmd.Process.Pid, syscall.SIGKILL)
+		<-u.exited
+		at := st.CT
+		st = p.waitFor("resumed on the other unit", 30*time.Second, func(s sdkState) bool { return len(s.Resumes) > n && s.CT > at+2 })
+		st = p.settle(st)
+		r := st.Resumes[n]
+		frozen := time.Duration(0)
+		for _, ms := range st.Freeze.List[nFreeze:] {
+			frozen = max(frozen, time.Duration(ms)*time.Millisecond)
+		}
+		wall := time.Duration(r.Ms) * time.Millisecond
+		skipped := time.Duration(r.FirstTs-r.LastTs) * time.Millisecond
+		t.Logf("trial %d: unit %s killed: next new frame %v after the reconnect, picture frozen %v; video timestamps %d then %d (keyframe %v), %d tags dropped as already had",
+			i, "ab"[victim:victim+1], wall, frozen, r.LastTs, r.FirstTs, r.Key, st.Shown.Repeats-repeats)
+		freezes = append(freezes, frozen)
+		resumes = append(resumes, wall)
+		skips = append(skips, skipped)
+		if wall > 2*time.Second || frozen > 2*time.Second {
+			t.Errorf("trial %d: the page went on %v after the reconnect, picture frozen %v; want within 2 s", i, wall, frozen)
+		}
+		if st.Shown.Repeats != repeats {
+			t.Errorf("trial %d: the origin sent %d video frames the page had", i, st.Shown.Repeats-repeats)
+		}
+		// The step is one frame when the other unit still holds the
+		// frames after T; when its GOP began after T (it was ahead of
+		// the page, or switched feed), the frames between are gone: at
+		// most the page's lag behind the unit, well under 1 s.
+		if r.FirstTs <= r.LastTs || skipped > wall+time.Second {
+			t.Errorf("trial %d: video %d ms then %d ms: %v of media skipped over a %v gap", i, r.LastTs, r.FirstTs, skipped, wall)
+		}
+		if i+1 < trials { // the killed unit comes back with its encoder
+			u.start()
+			push(t, pushes[victim], true)
+			waitLive(t, u.flvURL("pl"), 20*time.Second)
+			time.Sleep(5 * time.Second)
+			st = p.playing("steady again", st.CT, 2, 20*time.Second)
+		}
+	}
+	f := p.quit()
+	for _, err := range f.Errors {
+		if strings.Contains(err, "page:") {
+			t.Fatalf("page error: %v", err)
+		}
+	}
+	if len(f.Blocked) > 0 {
+		t.Fatalf("the page needed hosts beyond the edge: %v", f.Blocked)
+	}
+	slices.Sort(freezes)
+	slices.Sort(resumes)
+	slices.Sort(skips)
+	t.Logf("FIGURE unit lost behind the edge over %d trials: reconnect to the next new frame median %v, worst %v; picture frozen median %v, worst %v; video timestamp step at the resume median %v, worst %v",
+		trials, resumes[len(resumes)/2], resumes[len(resumes)-1], freezes[len(freezes)/2], freezes[len(freezes)-1], skips[len(skips)/2], skips[len(skips)-1])
+}
+
+// Stalls forced by throttling vendor a (nginx limit_rate after a few
+// seconds of each response): the page, bytes still arriving, steps down to
+// the 240p rendition on a; throttled there too, it moves line to b from
+// the lowest rendition. Its stalls reach the stall rate of vendor a.
+func TestPlayerSDKThrottled(t *testing.T) {
+	e := startSDKEnvWith(t, ladderYAML, `, profile: ladder`)
+	waitLive(t, e.s.flvURL("demo_240p"), 30*time.Second)
+	loc := func(path, after, rate string) string {
+		return fmt.Sprintf(`    location = %s {
+      proxy_pass http://127.0.0.1:%d;
+      proxy_http_version 1.1;
+      # limit_rate needs proxy buffering; without temp files (which
+      # nginx would send in bursts seconds apart) the rate stays smooth.
+      proxy_max_temp_file_size 0;
+      proxy_buffers 64 4k;
+      proxy_busy_buffers_size 4k;
+      limit_rate_after %s;
+      limit_rate %s;
+    }`, path, e.s.http, after, rate)
+	}
+	// The source is about 100 KB/s, the rendition about 40 KB/s.
+	e.vendors["a"].stop()
+	e.vendors["a"] = startNginx(t, "a", e.ports["a"], e.s.http,
+		loc("/live/demo.flv", "700k", "40k"), loc("/live/demo_240p.flv", "200k", "8k"))
+	// Dispatch sends 60 % of starts to a: open the page until it starts there.
+	q := url.Values{"stream": {"live/demo"}, "format": {"flv"}}
+	var p *sdkPage
+	for try := 0; try < 8 && p == nil; try++ {
+		p = openPage(t, e, "throttled", pageURL(e.origin(), q), e.allow(), "")
+		if st := p.waitFor("dispatch", 30*time.Second, func(s sdkState) bool { return s.Vendor != "" }); st.Vendor != "a" {
+			p.quit()
+			p = nil
+		}
+	}
+	if p == nil {
+		t.Fatal("dispatch never picked vendor a in 8 starts")
+	}
+	p.playing("first play on a", 0, 3, 60*time.Second)
+	st := p.waitFor("step down", 60*time.Second, func(s sdkState) bool { return s.StepDowns >= 1 })
+	if st.Rendition != "240p" || st.Vendor != "a" || st.LineChanges != 0 {
+		t.Fatalf("first stall: rendition %q on %s after %d line changes, want 240p on a (a slow line steps down in place)", st.Rendition, st.Vendor, st.LineChanges)
+	}
+	st = p.waitFor("move line to b", 60*time.Second, func(s sdkState) bool { return s.Vendor == "b" })
+	if st.Rendition != "240p" {
+		t.Fatalf("on b at rendition %q, want 240p", st.Rendition)
+	}
+	st = p.playing("play 240p on b", st.CT, 3, 30*time.Second)
+	f := p.quit()
+	var order []string
+	for _, ev := range f.Events {
+		if _, beacon := ev["fields"]; beacon {
+			continue
+		}
+		switch ev["event"] {
+		case "stall":
+			order = append(order, fmt.Sprintf("stall(%v, slow %v)", ev["vendor"], ev["slow"]))
+		case "stepdown":
+			if ev["available"] == true {
+				order = append(order, fmt.Sprintf("stepdown(%v)", ev["rendition"]))
+			}
+		case "line":
+			order = append(order, fmt.Sprintf("line(%v: %v)", ev["vendor"], ev["reason"]))
+		}
+	}
+	got := strings.Join(order, " → ")
+	t.Logf("throttled a: %s", got)
+	if want := "line(a: start) → stall(a, slow true) → stepdown(240p) → line(a: step down) → stall(a, slow true) → line(b: stall (slow line, lowest rendition))"; got != want {
+		b, _ := json.Marshal(f.Events)
+		t.Errorf("events %s, want %s; all events %s", got, want, b)
+	}
+	if st.Stalls < 2 {
+		t.Fatalf("%d stalls, want 2 (source on a, then 240p on a)", st.Stalls)
+	}
+	cdnPoll(t, 10*time.Second, "the stall rate counts the page's stalls on a", func() error {
+		if users, stalled := cdnQualityNow(t, e.s, "a"); users != 1 || stalled != 1 {
+			return fmt.Errorf("a: %d users, %d stalled", users, stalled)
+		}
+		return nil
+	})
 }

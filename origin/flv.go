@@ -113,6 +113,11 @@ func writeFLV(w http.ResponseWriter, r *http.Request, s *Stream, rd flvSource, m
 	defer rd.Close()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	resume := parseResume(r.URL.Query()) // flv_resume.go
+	if resume != nil {
+		w.Header().Set("X-Livefuse-Resume", "1") // the origin understood the resume
+		w.Header().Set("Access-Control-Expose-Headers", "X-Livefuse-Resume")
+	}
 	out, err := newFLVOut(w, r, cancel, maxLag)
 	if err != nil {
 		log.Debug("http-flv player gone", "err", err)
@@ -140,6 +145,11 @@ func writeFLV(w http.ResponseWriter, r *http.Request, s *Stream, rd flvSource, m
 		pkts, rerr = rd.ReadPackets(context.Background(), pkts[:0])
 		out.reset()
 		for _, p := range pkts {
+			if resume != nil {
+				if p = resume.filter(p); p == nil {
+					continue
+				}
+			}
 			if !started {
 				started = true
 				hasVideo, hasAudio, _ := s.tracks()

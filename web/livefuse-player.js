@@ -12,16 +12,30 @@
 // failure, a lost connection or a stall of stallMs or more moves to the
 // next candidate (line change); after stallsToStepDown stalls within
 // stallWindowMs it steps down the ABR ladder (hls.js: caps the level; FLV:
-// the rendition stream NAME_<rendition> named in opts.renditions, resolved
-// through the dispatcher again). HTTP-FLV reconnects continue the same
-// mpegts.js player: the loader fetches the next line and drops the tags
-// whose timestamps the page already has, so no frame is shown twice.
+// the rendition stream NAME_<rendition> named in opts.renditions or the
+// multivariant playlist, through the dispatcher again). An FLV stall while
+// bytes still arrive is a slow line, not a dead one: it steps down at once
+// on the same line, and moves line from the lowest rendition. HTTP-FLV
+// reconnects continue the same mpegts.js player: the loader asks the next
+// line to resume (?resume_after=T&resume_key=K: the last video timestamp
+// the page has and its GOP's keyframe, origin/flv_resume.go), so only
+// what follows comes, and drops any tag the page already has, so no frame
+// is shown twice.
+//
 // Encrypted FLV is decrypted in the page (flvdecrypt.js). QoS beacons go
-// to /qos with the session token of the dispatch answer: start,
+// to /qos with the session token of the dispatch answer (on the fallback
+// path, one asked from {qos}/session for the vendor picked): start,
 // first_frame (first_frame_ms), stall (buffer_empty_ms, one per buffer
 // empty of stallMs or more), bitrate (bitrate_kbps), error. With cmcd: true
 // (HLS), hls.js reports CMCD (CTA-5004) by itself as well: request mode on
 // its media requests, and event mode (v2) to /qos?token=<session token>.
+//
+// With steering: true (HLS), the page plays {dispatch}APP/NAME/steered.m3u8
+// instead: HLS Content Steering, where hls.js itself moves between the
+// vendors (pathways) as the dispatcher's steering manifest orders them;
+// the SDK reports the pathway each fragment comes from ('pathway' events)
+// and steps in when hls.js stays off the manifest's first pathway
+// (watchPathways).
 //
 // The libraries (hls.js, mpegts.js, flvdecrypt.js) are loaded from libs
 // (default: the node's /player/ directory) when the page has not loaded
@@ -43,6 +57,8 @@ const DEFAULTS = {
   renditions: [], // FLV ladder below the source, best first: ['720p', '480p']
   token: '', // a play token for vendor URLs that need one (fallback path)
   cmcd: false,
+  steering: false, // HLS: play {dispatch}APP/NAME/steered.m3u8 (HLS Content Steering: pathways per vendor)
+  steeringGraceMs: 6000, // off the steering manifest's first pathway this long (and two loads): set it ourselves
   hlsConfig: {},
   libs: '', // default: the directory this module is served from
 };
@@ -170,9 +186,12 @@ export class Controller {
       stream: this.o.stream, format: this.o.format, source: '', candidates: [], index: -1, vendor: '',
       lineChanges: 0, stalls: 0, stepDowns: 0, rendition: '', firstFrameMs: -1, errors: [], events: [],
       beacons: { sent: 0, accepted: 0, refused: 0, byEvent: {} }, cmcd: { sent: 0, accepted: 0, starved: 0, payloads: [] },
-      freeze: { maxMs: 0, list: [] }, shown: { lastVideoTs: -1, lastAudioTs: -1, repeats: 0, videoTags: 0 },
+      freeze: { maxMs: 0, list: [] }, shown: { lastVideoTs: -1, lastKeyTs: -1, lastAudioTs: -1, repeats: 0, videoTags: 0 },
       reconnectMs: [], // per FLV reconnect: from the switch to the first new video frame handed on
+      resumes: [], // per FLV reconnect: {lastTs, firstTs, key, ms}: the last video timestamp before, the first after
       bitrateKbps: 0, decrypt: { tags: 0, decrypted: 0, signals: 0 },
+      pathway: '', fragHost: '', pathways: [], // HLS: the pathway (vendor) fragments come from, and its changes
+      steering: { loads: 0, priority: [], forced: 0 },
     };
     this.destroyed = false;
     this.player = null; // mpegts.js player or hls.js instance
@@ -204,7 +223,12 @@ export class Controller {
   async start() {
     try {
       await loadLibs(this.o);
-      const res = this.o.url ? { source: 'url', candidates: [{ vendor: 'url', url: this.o.url, qos_token: '' }] } : await resolve(this.o);
+      let res;
+      if (this.o.url) res = { source: 'url', candidates: [{ vendor: 'url', url: this.o.url, qos_token: '' }] };
+      else if (this.o.steering && this.o.format === 'hls') {
+        const u = new URL(this.o.stream + '/steered.m3u8', new URL(this.o.dispatch, location.href));
+        res = { source: 'steering', candidates: [{ vendor: 'steering', url: u.toString(), qos_token: '' }] };
+      } else res = await resolve(this.o);
       if (this.destroyed) return;
       this.state.source = res.source;
       this.state.candidates = res.candidates;
@@ -225,11 +249,24 @@ export class Controller {
     this.beacon('error', { error: msg.slice(0, 1000) });
   }
 
-  // beacon posts one QoS event with the current candidate's session token
-  // (none on the fallback path: the dispatcher gave no token).
+  // beacon posts one QoS event with the current candidate's session token.
+  // On the fallback path (no dispatch answer, so no token) the token comes
+  // from {qos}/session for the vendor picked; beacons wait for it.
   beacon(event, fields) {
     const c = this.candidate;
-    if (!this.o.qos || !c || !c.qos_token) return;
+    if (!this.o.qos || !c) return;
+    if (!c.qos_token) {
+      if (this.state.source !== 'fallback') return;
+      if (!c.tokenAsk) {
+        const u = new URL(this.o.qos.replace(/\/$/, '') + '/session', location.href);
+        u.searchParams.set('stream', this.o.stream);
+        u.searchParams.set('vendor', c.vendor);
+        c.tokenAsk = fetchJSON(u.toString(), this.o.dispatchTimeoutMs)
+          .then((a) => { if (a && typeof a.qos_token === 'string') c.qos_token = a.qos_token; }, () => {});
+      }
+      c.tokenAsk.then(() => { if (c.qos_token) this.beacon(event, fields); });
+      return;
+    }
     const body = Object.assign({ event, token: c.qos_token }, fields);
     const st = this.state.beacons;
     st.sent++;
@@ -288,10 +325,20 @@ export class Controller {
   // the ladder (after stallsToStepDown in stallWindowMs) or a line change.
   onStall(ms) {
     ms = Math.round(ms);
-    this.state.stalls++;
-    this.emit('stall', { ms, vendor: this.state.vendor });
-    this.beacon('stall', { buffer_empty_ms: ms });
     const now = performance.now();
+    // Bytes still arriving while the picture stands still: the line is
+    // slow, not gone. FLV steps down on the same line at once, and moves
+    // line only from the lowest rendition.
+    const slow = this.o.format === 'flv' && this.lastBytesAt > 0 && now - this.lastBytesAt < this.o.stallMs;
+    this.state.stalls++;
+    this.emit('stall', { ms, vendor: this.state.vendor, slow, bytesAgoMs: this.lastBytesAt > 0 ? Math.round(now - this.lastBytesAt) : -1 });
+    this.beacon('stall', { buffer_empty_ms: ms });
+    if (slow) {
+      this.stallTimes = [];
+      const line = this.state.index;
+      this.stepDownFLV(true).then((ok) => { if (!ok && this.state.index === line) this.nextLine('stall (slow line, lowest rendition)'); });
+      return;
+    }
     this.stallTimes = this.stallTimes.filter((t) => now - t < this.o.stallWindowMs);
     this.stallTimes.push(now);
     if (this.stallTimes.length >= this.o.stallsToStepDown) {
@@ -355,11 +402,12 @@ export class Controller {
     return this.foundLadder;
   }
 
-  // stepDownFLV moves to the next rendition stream NAME_<rendition>: its
+  // stepDownFLV moves to the next rendition stream NAME_<rendition> (on
+  // the line playing first with sameLine, else on another): its
   // candidates from the dispatcher, else the lines in hand with the
   // rendition's path (unsigned URLs only: a vendor signature covers the
   // path). False, with a stepdown event saying why, when it cannot.
-  async stepDownFLV() {
+  async stepDownFLV(sameLine) {
     const ladder = await this.ladder();
     const i = this.state.rendition ? ladder.indexOf(this.state.rendition) + 1 : 0;
     const no = (reason) => { this.emit('stepdown', { available: false, reason }); return false; };
@@ -386,8 +434,9 @@ export class Controller {
     this.state.stepDowns++;
     this.emit('stepdown', { available: true, rendition: r });
     const vendor = this.state.vendor;
-    // Start on another line than the one that stalled when there is one.
-    cands.sort((a, b) => (a.vendor === vendor) - (b.vendor === vendor));
+    // Start on another line than the one that stalled when there is one
+    // (on the same one when it is only slow).
+    cands.sort((a, b) => sameLine ? (b.vendor === vendor) - (a.vendor === vendor) : (a.vendor === vendor) - (b.vendor === vendor));
     this.state.candidates = cands;
     this.state.index = 0;
     this.resetShown = true; // a rendition has a timeline of its own
@@ -434,6 +483,7 @@ export class Controller {
     }
     this.resetShown = false;
     if (this.player) { try { this.player.destroy(); } catch (e) { /* gone */ } this.player = null; }
+    Object.assign(this.state.shown, { lastVideoTs: -1, lastKeyTs: -1, lastAudioTs: -1 }); // a new player takes all
     const mpegts = window.mpegts;
     if (!mpegts || !mpegts.isSupported()) throw new Error('mpegts.js not supported here');
     const ctl = this;
@@ -507,8 +557,59 @@ export class Controller {
       }
     });
     hls.on(Hls.Events.MANIFEST_PARSED, () => { this.video.play().catch(() => {}); });
+    this.watchPathways(hls, Hls);
     hls.loadSource(c.url);
     hls.attachMedia(this.video);
+  }
+
+  // watchPathways follows HLS Content Steering: the pathway (a vendor)
+  // each fragment comes from, and the steering manifest's priority. It
+  // works around hls.js leaving the manifest's first pathway (a level
+  // switch landing on a lower-priority pathway, video-dev/hls.js#6759; a
+  // pathway penalised after errors never tried again, #5747): when two
+  // manifest loads in a row, steeringGraceMs apart or more, find fragments
+  // coming from another pathway than the first of PATHWAY-PRIORITY, it
+  // sets hls.pathwayPriority itself (public since hls.js 1.5).
+  watchPathways(hls, Hls) {
+    hls.on(Hls.Events.FRAG_LOADED, (ev, data) => {
+      if (this.player !== hls || !data.frag || data.frag.type !== 'main') return;
+      const lv = hls.levels[data.frag.level];
+      const pw = (lv && lv.pathwayId) || '.';
+      let host = '';
+      try { host = new URL(data.frag.url).host; } catch (e) { /* no URL */ }
+      this.state.fragHost = host;
+      if (pw === this.state.pathway) return;
+      const from = this.state.pathway;
+      this.state.pathway = pw;
+      if (this.state.source === 'steering') this.state.vendor = pw;
+      this.state.pathways.push({ t: Math.round(performance.now() - this.t0), pathway: pw, host });
+      if (this.state.pathways.length > 100) this.state.pathways.shift();
+      this.emit('pathway', { from, to: pw, host });
+    });
+    let offSince = 0, offLoads = 0;
+    hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (ev, data) => {
+      const m = (data && data.steeringManifest) || {};
+      const pri = Array.isArray(m['PATHWAY-PRIORITY']) ? m['PATHWAY-PRIORITY'].slice(0, 16).map(String) : [];
+      const st = this.state.steering;
+      st.loads++;
+      st.priority = pri;
+      const now = performance.now();
+      if (!(pri.length > 0 && this.state.pathway !== '' && this.state.pathway !== pri[0])) {
+        offSince = 0;
+        offLoads = 0;
+        return;
+      }
+      if (!offSince) offSince = now;
+      // hls.js moves at its next playlist and fragment loads: give it two
+      // manifest loads and steeringGraceMs before stepping in.
+      if (++offLoads >= 2 && now - offSince >= this.o.steeringGraceMs) {
+        st.forced++;
+        offSince = now;
+        offLoads = 0;
+        this.emit('steer', { from: this.state.pathway, to: pri[0], forced: true });
+        try { hls.pathwayPriority = pri; } catch (e) { /* older hls.js */ }
+      }
+    });
   }
 
   // lineLost is called by the FLV loader when its connection ends.
@@ -559,6 +660,15 @@ function makeResumingLoader(mpegts, ctl) {
       const shown = ctl.state.shown;
       const t0 = performance.now();
       let resumed = first;
+      const lastBefore = shown.lastVideoTs;
+      if (!first && shown.lastVideoTs >= 0 && shown.lastKeyTs >= 0) {
+        // The origin's resume (origin/flv_resume.go): only what follows
+        // the last frame this page has, on the same timeline.
+        const u = new URL(url, location.href);
+        u.searchParams.set('resume_after', String(shown.lastVideoTs));
+        u.searchParams.set('resume_key', String(shown.lastKeyTs));
+        url = u.toString();
+      }
       const filter = (tag) => {
         const type = tag[0] & 0x1f;
         if (type !== 8 && type !== 9) return first; // metadata only once
@@ -567,11 +677,14 @@ function makeResumingLoader(mpegts, ctl) {
         if (isSeqHeader) return true;
         if (type === 9) {
           if (ts <= shown.lastVideoTs) { shown.repeats++; return false; }
+          if ((tag[11] >> 4) === 1) shown.lastKeyTs = ts;
           shown.lastVideoTs = ts;
           shown.videoTags++;
           if (!resumed) {
             resumed = true;
             ctl.state.reconnectMs.push(Math.round(performance.now() - t0));
+            ctl.state.resumes.push({ lastTs: lastBefore, firstTs: ts, key: (tag[11] >> 4) === 1, ms: Math.round(performance.now() - t0) });
+            if (ctl.state.resumes.length > 100) ctl.state.resumes.shift();
           }
           return true;
         }
@@ -589,6 +702,7 @@ function makeResumingLoader(mpegts, ctl) {
         for (;;) {
           const { done, value } = await reader.read();
           if (done) throw new Error('connection closed');
+          ctl.lastBytesAt = performance.now();
           const clear = await dec.push(value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength));
           if (ac.signal.aborted) return;
           for (const k of ['tags', 'decrypted', 'signals']) ctl.state.decrypt[k] = totals[k] + dec.stats[k];
