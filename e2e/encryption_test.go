@@ -364,6 +364,9 @@ func TestEncryptionOnOff(t *testing.T) {
 	if len(got) < 200 || n != len(got) {
 		t.Fatalf("%d of %d decoded frames are the clip's", n, len(got))
 	}
+	if sigs["keyframes without a signal"] > 0 {
+		t.Fatalf("keyframes without an onEncryption tag before them in the raw FLV: %v (raw FLV: %s)", sigs, flvShape(rawFile))
+	}
 	if sigs["on→off"] < 2 || sigs["off→on"] < 1 {
 		t.Fatalf("onEncryption changes in the FLV: %v", sigs)
 	}
@@ -415,14 +418,27 @@ func signalsTee(t *testing.T, ctx context.Context, u, rawFile string) func() map
 			return
 		}
 		state := ""
+		sigBefore := false // the tag before this one was an onEncryption tag
 		for {
 			p, err := r.ReadPacket()
 			if err != nil {
 				return
 			}
 			if p.Kind != av.KindData || !encryption.IsSignal(p.Data) {
+				if p.Kind == av.KindVideo && p.Key && !p.Header && !sigBefore {
+					// FLV.md §2.1: one before every keyframe (and so
+					// before the first media of a stream encrypted from
+					// its start).
+					mu.Lock()
+					counts["keyframes without a signal"]++
+					mu.Unlock()
+				}
+				if !p.Header && p.Kind != av.KindData {
+					sigBefore = false
+				}
 				continue
 			}
+			sigBefore = true
 			sg, err := encryption.ParseSignal(p.Data)
 			if err != nil {
 				continue

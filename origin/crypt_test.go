@@ -568,3 +568,135 @@ func FuzzCryptSwitchPoints(f *testing.F) {
 		r.finish()
 	})
 }
+
+// TestEncryptedStartJoin: HTTP-FLV players that join an encrypted stream
+// at its very start, before the content key is made, during the first GOP
+// and after it, each get an onEncryption tag before their first media tag
+// and before every keyframe, and every media tag is in the state the last
+// tag announced (through the hub's handler, switcher and encrypting
+// reader, with audio held by flv_coalesce).
+func TestEncryptedStartJoin(t *testing.T) {
+	for _, keyWait := range []time.Duration{0, 30 * time.Millisecond} {
+		t.Run(fmt.Sprintf("key after %v", keyWait), func(t *testing.T) { testEncryptedStartJoin(t, keyWait) })
+	}
+}
+
+func testEncryptedStartJoin(t *testing.T, keyWait time.Duration) {
+	cfg := DefaultConfig()
+	ks := &encryption.MemKeyStore{}
+	cfg.Encryption = EncryptionConfig{NewKey: func(ctx context.Context, stream string) (*encryption.Key, error) {
+		time.Sleep(keyWait) // the key store's write
+		return hubKeys(ks)(ctx, stream)
+	}, AllStreams: true}
+	cfg.FLVCoalesce = 40 * time.Millisecond
+	hub, err := NewHub(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	if err := hub.SetStreamPolicy("live", "x", StreamPolicy{Encrypted: true}); err != nil {
+		t.Fatal(err)
+	}
+	feed, err := hub.Publish("live", "x", FeedMain, av.Source{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(hub.Handler())
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	meta := &av.Packet{Kind: av.KindData, Data: av.EncodeScript("onMetaData", map[string]any{"width": 320})}
+	ps := append([]*av.Packet{meta}, rigStream(t, 3, 5)...)
+	clearOf := map[rigID][]byte{}
+	for _, p := range ps {
+		if !p.Header && p.Kind != av.KindData {
+			clearOf[rigID{p.Kind, p.DTS, false}] = p.Data
+		}
+	}
+	type result struct {
+		got []*av.Packet
+		err error
+	}
+	results := make(chan result, 16)
+	players := 0
+	play := func() {
+		players++
+		go func() {
+			var res result
+			defer func() { results <- res }()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/live/x.flv", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				res.err = err
+				return
+			}
+			defer resp.Body.Close()
+			r, err := av.NewFLVReader(resp.Body)
+			if err != nil {
+				res.err = err
+				return
+			}
+			for {
+				p, err := r.ReadPacket()
+				if err != nil {
+					return
+				}
+				res.got = append(res.got, p)
+			}
+		}()
+	}
+	for i, p := range ps {
+		if i%6 == 0 && i <= 40 || i == 70 {
+			play() // before the first packet, through the first GOP, in the second
+		}
+		feed.WritePacket(p)
+		time.Sleep(time.Millisecond) // let the players and the encrypting reader interleave
+	}
+	time.Sleep(100 * time.Millisecond)
+	_ = hub.Kick("live", "x")
+	for range players {
+		var res result
+		select {
+		case res = <-results:
+		case <-ctx.Done():
+			t.Fatal("a player did not end")
+		}
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		var last *encryption.Signal
+		sigBefore, media := false, 0
+		for i, p := range res.got {
+			if p.Kind == av.KindData && encryption.IsSignal(p.Data) {
+				s, err := encryption.ParseSignal(p.Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				last, sigBefore = s, true
+				continue
+			}
+			if p.Header || p.Kind == av.KindData {
+				continue
+			}
+			c, ok := clearOf[rigID{p.Kind, p.DTS, false}]
+			if !ok {
+				continue // the slate after the kick
+			}
+			media++
+			if p.Kind == av.KindVideo && p.Key && !sigBefore {
+				t.Fatalf("tag %d: keyframe at %v without an onEncryption tag before it", i, p.DTS)
+			}
+			if last == nil {
+				t.Fatalf("tag %d: %s at %v before any onEncryption tag", i, p.Kind, p.DTS)
+			}
+			if enc := !bytes.Equal(c, p.Data); enc != last.Encrypted {
+				t.Fatalf("tag %d: %s at %v encrypted=%v after a tag saying %v", i, p.Kind, p.DTS, enc, last.Encrypted)
+			}
+			sigBefore = false
+		}
+		if media == 0 {
+			t.Error("a player got no media")
+		}
+	}
+}
