@@ -275,11 +275,21 @@ func TestEncryptionOnOff(t *testing.T) {
 	if err := ff.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// What FFmpeg is given is also kept (artefacts on failure), with the
+	// raw encrypted FLV of player 3.
+	clearFile := filepath.Join(t.TempDir(), "onoff-decrypted.flv")
+	rawFile := filepath.Join(t.TempDir(), "onoff-raw-encrypted.flv")
+	keepOnFailure(t, clearFile, rawFile)
+	cf, err := os.Create(clearFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var clearBytes int64
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
-		n, _ := io.Copy(ffIn, pipe)
+		defer cf.Close()
+		n, _ := io.Copy(io.MultiWriter(ffIn, cf), pipe)
 		clearBytes = n
 		ffIn.Close()
 	}()
@@ -287,7 +297,7 @@ func TestEncryptionOnOff(t *testing.T) {
 	hls := ffmpegCmd(t, "-i", pl, "-map", "0", "-f", "null", "-")
 
 	// Player 3: the raw encrypted FLV, to see the signals.
-	raw := signals(t, ctx, flv)
+	raw := signalsTee(t, ctx, flv, rawFile)
 
 	states := map[string]bool{}
 	watch := func(d time.Duration) {
@@ -315,10 +325,14 @@ func TestEncryptionOnOff(t *testing.T) {
 			t.Fatalf("%s exited during the toggles: %v", name, cmd.ProcessState)
 		}
 	}
-	// Stop the FLV player (livectl first; ffmpeg then ends at EOF).
+	// Stop the FLV player (livectl first; ffmpeg then ends at EOF). The
+	// copy reads livectl's output to its end before Wait, which closes the
+	// pipe: Wait first cut the copy at its last 32 KiB read, in the middle
+	// of a tag, and FFmpeg then decoded a truncated last packet ("Invalid
+	// NAL unit size (2810 > 2028)": issue 16's intermittent defect).
 	syscall.Kill(-dec.Process.Pid, syscall.SIGTERM)
-	dec.Wait()
 	<-copied
+	dec.Wait()
 	ff.Wait()
 	sigs := raw()
 
@@ -343,19 +357,16 @@ func TestEncryptionOnOff(t *testing.T) {
 	}
 	n := share(got, clip)
 	if errs := strings.TrimSpace(ffErr.String()); errs != "" {
-		// KNOWN DEFECT (issue 16 stays open for it): in about one run in
-		// five FFmpeg reports one packet whose first NAL length is longer
-		// than the packet ("Invalid NAL unit size (4408 > 319)"), not
-		// understood yet. Every frame FFmpeg decodes must still be the
-		// clip's; more than one such packet fails.
-		if n != len(got) || strings.Count(errs, "Invalid NAL unit size") > 2 {
-			t.Fatalf("ffmpeg decoding the decrypted FLV logged errors (%d of %d frames the clip's):\n%s\nlivectl: %s", n, len(got), errs, decErr.String())
-		}
-		t.Logf("KNOWN DEFECT ffmpeg decoding the decrypted FLV logged errors (every decoded frame is the clip's):\n%s", errs)
+		t.Fatalf("ffmpeg decoding the decrypted FLV logged errors (%d of %d frames the clip's):\n%s\nlivectl: %s\ndecrypted FLV given to ffmpeg: %s\nraw FLV of player 3: %s",
+			n, len(got), errs, decErr.String(), flvShape(clearFile), flvShape(rawFile))
 	}
+	t.Logf("decrypted FLV given to ffmpeg: %s; raw FLV of player 3: %s", flvShape(clearFile), flvShape(rawFile))
 	t.Logf("HTTP-FLV player: %d bytes of clear FLV, %d frames decoded, %d of them the clip's; signals %v; hls %v", clearBytes, len(got), n, sigs, states)
 	if len(got) < 200 || n != len(got) {
 		t.Fatalf("%d of %d decoded frames are the clip's", n, len(got))
+	}
+	if sigs["keyframes without a signal"] > 0 {
+		t.Fatalf("keyframes without an onEncryption tag before them in the raw FLV: %v (raw FLV: %s)", sigs, flvShape(rawFile))
 	}
 	if sigs["on→off"] < 2 || sigs["off→on"] < 1 {
 		t.Fatalf("onEncryption changes in the FLV: %v", sigs)
@@ -369,6 +380,12 @@ func TestEncryptionOnOff(t *testing.T) {
 // encryption state changes its onEncryption tags announce; the returned
 // func stops it and gives the counts.
 func signals(t *testing.T, ctx context.Context, u string) func() map[string]int {
+	t.Helper()
+	return signalsTee(t, ctx, u, "")
+}
+
+// signalsTee is signals that also writes the raw FLV to rawFile ("": not).
+func signalsTee(t *testing.T, ctx context.Context, u, rawFile string) func() map[string]int {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -388,19 +405,41 @@ func signals(t *testing.T, ctx context.Context, u string) func() map[string]int 
 	go func() {
 		defer close(done)
 		defer resp.Body.Close()
-		r, err := av.NewFLVReader(bufio.NewReader(resp.Body))
+		var body io.Reader = resp.Body
+		if rawFile != "" {
+			f, err := os.Create(rawFile)
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			body = io.TeeReader(resp.Body, f)
+		}
+		r, err := av.NewFLVReader(bufio.NewReader(body))
 		if err != nil {
 			return
 		}
 		state := ""
+		sigBefore := false // the tag before this one was an onEncryption tag
 		for {
 			p, err := r.ReadPacket()
 			if err != nil {
 				return
 			}
 			if p.Kind != av.KindData || !encryption.IsSignal(p.Data) {
+				if p.Kind == av.KindVideo && p.Key && !p.Header && !sigBefore {
+					// FLV.md §2.1: one before every keyframe (and so
+					// before the first media of a stream encrypted from
+					// its start).
+					mu.Lock()
+					counts["keyframes without a signal"]++
+					mu.Unlock()
+				}
+				if !p.Header && p.Kind != av.KindData {
+					sigBefore = false
+				}
 				continue
 			}
+			sigBefore = true
 			sg, err := encryption.ParseSignal(p.Data)
 			if err != nil {
 				continue
@@ -533,4 +572,83 @@ func TestEncryptionBrowser(t *testing.T) {
 			t.Fatalf("key responses %+v", rep.KeyResponses)
 		}
 	})
+}
+
+// keepOnFailure copies files to $LIVEFUSE_ARTEFACTS (else e2e/artefacts,
+// gitignored) when t has failed, and logs where.
+func keepOnFailure(t *testing.T, files ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		dir := os.Getenv("LIVEFUSE_ARTEFACTS")
+		if dir == "" {
+			dir = "artefacts"
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Logf("artefacts: %v", err)
+			return
+		}
+		prefix := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + "-" + time.Now().UTC().Format("150405") + "-"
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Logf("artefact %s: %v", f, err)
+				continue
+			}
+			dst, _ := filepath.Abs(filepath.Join(dir, prefix+filepath.Base(f)))
+			if err := os.WriteFile(dst, b, 0o644); err != nil {
+				t.Logf("artefact %s: %v", dst, err)
+				continue
+			}
+			t.Logf("artefact kept: %s (%d bytes)", dst, len(b))
+		}
+	})
+}
+
+// flvShape walks the FLV file at path and says how many tags it has,
+// whether it ends in the middle of a tag, and which AVC NALU tags have a
+// NAL unit length running past the tag (what FFmpeg calls "Invalid NAL
+// unit size"): where a corrupt packet comes from.
+func flvShape(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) < 13 || string(b[:3]) != "FLV" {
+		return fmt.Sprintf("%d bytes, no FLV header", len(b))
+	}
+	pos := int(b[5])<<24 | int(b[6])<<16 | int(b[7])<<8 | int(b[8]) + 4
+	var tags int
+	var bad []string
+	for pos < len(b) {
+		if len(b)-pos < 11 {
+			return fmt.Sprintf("%d bytes, %d whole tags, then %d bytes of a cut tag header; bad AVC tags %v", len(b), tags, len(b)-pos, bad)
+		}
+		size := int(b[pos+1])<<16 | int(b[pos+2])<<8 | int(b[pos+3])
+		if len(b)-pos < 11+size+4 {
+			return fmt.Sprintf("%d bytes, %d whole tags, then a tag of type %d cut after %d of its %d bytes; bad AVC tags %v",
+				len(b), tags, b[pos]&0x1f, len(b)-pos, 11+size+4, bad)
+		}
+		body := b[pos+11 : pos+11+size]
+		if b[pos]&0x1f == 9 && size > 5 && body[0]&0x0f == 7 && body[1] == 1 {
+			au := body[5:]
+			for i := 0; i < len(au); {
+				if len(au)-i < 4 {
+					bad = append(bad, fmt.Sprintf("tag %d at byte %d: %d bytes left for a length", tags, pos, len(au)-i))
+					break
+				}
+				l := int(au[i])<<24 | int(au[i+1])<<16 | int(au[i+2])<<8 | int(au[i+3])
+				if l > len(au)-i-4 {
+					bad = append(bad, fmt.Sprintf("tag %d at byte %d: NAL length %d > %d", tags, pos, l, len(au)-i-4))
+					break
+				}
+				i += 4 + l
+			}
+		}
+		pos += 11 + size + 4
+		tags++
+	}
+	return fmt.Sprintf("%d bytes, %d whole tags, ends on a tag boundary; bad AVC tags %v", len(b), tags, bad)
 }

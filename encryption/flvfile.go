@@ -19,7 +19,9 @@ type KeyLookup func(s *Signal) (*Key, error)
 // sequence headers, clear media — is copied as it is. So the output is,
 // byte for byte, the stream the encryptor was given, as an FLV writer
 // wrote it. It returns nil at a clean end of r (between tags), and stops
-// at the first malformed tag or unknown key.
+// at the first malformed tag or unknown key. Only whole tags are written,
+// and what has been read is written before r is read again (a live
+// stream is not held back in the buffer).
 func DecryptFLV(w io.Writer, r io.Reader, lookup KeyLookup) error {
 	if lookup == nil {
 		return errors.New("decrypt flv: no key lookup")
@@ -53,6 +55,14 @@ func DecryptFLV(w io.Writer, r io.Reader, lookup KeyLookup) error {
 		thdr [11]byte
 	)
 	for ; ; n++ {
+		// The tags decrypted so far go out before waiting for more
+		// input: a live stream's tags are not held back, while a file is
+		// still copied in large writes.
+		if bw.Buffered() > 0 && !wholeTagBuffered(br) {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
 		if _, err = io.ReadFull(br, thdr[:]); err != nil {
 			if errors.Is(err, io.EOF) {
 				return bw.Flush()
@@ -111,4 +121,19 @@ func DecryptFLV(w io.Writer, r io.Reader, lookup KeyLookup) error {
 			return err
 		}
 	}
+}
+
+// wholeTagBuffered reports whether br holds the next tag and its
+// PreviousTagSize entirely, so that reading it does not wait for input.
+func wholeTagBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n < 11 {
+		return false
+	}
+	h, err := br.Peek(11)
+	if err != nil {
+		return false
+	}
+	size := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+	return n >= 11+size+4
 }
