@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -152,11 +153,8 @@ func TestHLS(t *testing.T) {
 					t.Fatalf("%s: %d %q", u[0], code, media)
 				}
 			}
-			if tc.variant == HLSLowLatency {
-				if !strings.Contains(media, "#EXT-X-PART") {
-					t.Fatalf("low-latency playlist without parts:\n%s", media)
-				}
-				return // ffmpeg 5.1 does not read LL-HLS parts
+			if tc.variant == HLSLowLatency && !strings.Contains(media, "#EXT-X-PART:") {
+				t.Fatalf("low-latency playlist without parts:\n%s", media)
 			}
 			if got := ffprobeCodecs(t, base+"index.m3u8"); !slices.Equal(got, tc.want) {
 				t.Fatalf("ffprobe of the playlist: %v, want %v", got, tc.want)
@@ -257,5 +255,87 @@ func readFLVFile(t *testing.T, path string) []*av.Packet {
 			t.Fatal(err)
 		}
 		ps = append(ps, p)
+	}
+}
+
+// llFeed writes pkts to a new llhls packager; from > 0 starts it mid-stream
+// (a unit restarted, or started late): the sequence headers, then the
+// packets from that time on.
+func llFeed(pkts []*av.Packet, from time.Duration) *llhls {
+	l := newLLHLS(llhlsConfig{SegmentDuration: time.Second, SegmentCount: 7, Keep: 100})
+	for _, p := range pkts {
+		if p.Header || p.DTS >= from {
+			l.writePacket(p)
+		}
+	}
+	l.close()
+	return l
+}
+
+// llPartLines returns the EXT-X-PART durations and URIs of a playlist.
+func llPlaylist(l *llhls) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.playlistLocked(""))
+}
+
+// TestLLHLSTimeline: the low-latency packager names its segments and parts
+// after the encoder's timeline and writes the same bytes whether it saw the
+// stream from its start or from the middle (a second unit, a restarted
+// unit); its parts hold whole frames, all of one duration but a segment's
+// last, under a PART-TARGET that never changes.
+func TestLLHLSTimeline(t *testing.T) {
+	needFFmpeg(t)
+	pkts := clip(t, "av") // 25 fps, 1 s GOP, B-frames, AAC
+	a := llFeed(pkts, 0)
+	pt := a.partTarget
+	if a.partDur != 200*time.Millisecond || pt != 202*time.Millisecond || a.segDur != time.Second {
+		t.Fatalf("durations: part %v, part target %v, segment %v; want 200ms, 202ms, 1s", a.partDur, pt, a.segDur)
+	}
+	for _, from := range []time.Duration{1040 * time.Millisecond, 1500 * time.Millisecond} {
+		b := llFeed(pkts, from)
+		if b.partTarget != pt {
+			t.Errorf("from %v: part target %v, want %v", from, b.partTarget, pt)
+		}
+		byName := map[string]*llSeg{}
+		for _, s := range a.segs {
+			byName[s.name] = s
+		}
+		same := 0
+		for i, s := range b.segs {
+			o := byName[s.name]
+			if o == nil {
+				t.Fatalf("from %v: segment %s (msn %d) unknown to the unit that saw the start", from, s.name, s.msn)
+			}
+			if i == 0 {
+				continue // (where b started: a whole GOP in both, since b starts at a keyframe)
+			}
+			if s.msn != o.msn || !bytes.Equal(s.data, o.data) || len(s.parts) != len(o.parts) {
+				t.Fatalf("from %v: segment %s differs: msn %d/%d, %d/%d bytes, %d/%d parts", from, s.name, s.msn, o.msn, len(s.data), len(o.data), len(s.parts), len(o.parts))
+			}
+			for j, p := range s.parts {
+				if p.name != o.parts[j].name || !bytes.Equal(p.data, o.parts[j].data) {
+					t.Fatalf("from %v: part %s differs from %s", from, p.name, o.parts[j].name)
+				}
+			}
+			same++
+		}
+		if same < 2 {
+			t.Fatalf("from %v: only %d segments compared", from, same)
+		}
+	}
+	for _, s := range a.segs {
+		for j, p := range s.parts {
+			last := j == len(s.parts)-1
+			if p.dur > pt || (!last && p.dur != a.partDur) || p.dur*100 < pt*85 && !last {
+				t.Errorf("segment %s part %d: %v (target %v)", s.name, j, p.dur, pt)
+			}
+		}
+	}
+	pl := llPlaylist(a)
+	for _, want := range []string{"#EXT-X-PART-INF:PART-TARGET=0.20200", "CAN-BLOCK-RELOAD=YES", "PART-HOLD-BACK=0.60600", "#EXT-X-MAP:URI=\"init"} {
+		if !strings.Contains(pl, want) {
+			t.Errorf("playlist without %s:\n%s", want, pl)
+		}
 	}
 }
