@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -338,4 +339,123 @@ func TestLLHLSTimeline(t *testing.T) {
 			t.Errorf("playlist without %s:\n%s", want, pl)
 		}
 	}
+}
+
+// TestLLHLSBlocking: a playlist request with _HLS_msn/_HLS_part waits
+// until the playlist holds that part, the hinted next part waits until it
+// is written, a request too far ahead is refused.
+func TestLLHLSBlocking(t *testing.T) {
+	needFFmpeg(t)
+	pkts := clip(t, "av")
+	l := newLLHLS(llhlsConfig{SegmentDuration: time.Second, SegmentCount: 7})
+	srv := httptest.NewServer(l)
+	defer srv.Close()
+	i := 0
+	feedTo := func(until time.Duration) {
+		for ; i < len(pkts) && (pkts[i].Header || pkts[i].DTS < until); i++ {
+			l.writePacket(pkts[i])
+		}
+	}
+	feedTo(3 * time.Second) // learning GOP, then segment 11 and part of 12
+	code, pl := httpGetBody(t, srv.URL+"/index.m3u8?token=x")
+	if code != 200 || !strings.Contains(pl, "s11000.m4s?token=x") || !strings.Contains(pl, `PRELOAD-HINT:TYPE=PART,URI="p12800.m4s?token=x"`) {
+		t.Fatalf("playlist %d:\n%s", code, pl)
+	}
+	type answer struct {
+		code int
+		body string
+	}
+	wait := func(u string) chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			resp, err := http.Get(srv.URL + u)
+			if err != nil {
+				ch <- answer{}
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			ch <- answer{resp.StatusCode, string(b)}
+		}()
+		return ch
+	}
+	plCh := wait("/index.m3u8?token=x&_HLS_msn=13&_HLS_part=2")
+	hintCh := wait("/p12800.m4s?token=x")
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case a := <-plCh:
+		t.Fatalf("blocking playlist answered early: %d\n%s", a.code, a.body)
+	case a := <-hintCh:
+		t.Fatalf("hinted part answered early: %d", a.code)
+	default:
+	}
+	feedTo(3500 * time.Millisecond)
+	if a := <-hintCh; a.code != 200 || len(a.body) == 0 {
+		t.Fatalf("hinted part: %d, %d bytes", a.code, len(a.body))
+	}
+	select {
+	case a := <-plCh:
+		t.Fatalf("blocking playlist answered before part 2 of 13: %d\n%s", a.code, a.body)
+	default:
+	}
+	feedTo(5 * time.Second)
+	a := <-plCh
+	if a.code != 200 || !strings.Contains(a.body, `URI="p13400.m4s?token=x"`) || strings.Contains(a.body, "_HLS_") {
+		t.Fatalf("blocking playlist: %d\n%s", a.code, a.body)
+	}
+	if code, _ := httpGetBody(t, srv.URL+"/index.m3u8?_HLS_msn=30"); code != http.StatusBadRequest {
+		t.Fatalf("msn too far ahead: %d, want 400", code)
+	}
+	if code, _ := httpGetBody(t, srv.URL+"/index.m3u8?_HLS_part=1"); code != http.StatusBadRequest {
+		t.Fatalf("part without msn: %d, want 400", code)
+	}
+	if code, _ := httpGetBody(t, srv.URL+"/p99999.m4s"); code != http.StatusNotFound {
+		t.Fatalf("unknown part: %d, want 404", code)
+	}
+	// The stream ends: waiting requests are answered at once.
+	endCh := wait("/index.m3u8?_HLS_msn=16&_HLS_part=0")
+	l.close()
+	if a := <-endCh; a.code != http.StatusNotFound {
+		t.Fatalf("blocking playlist at the end: %d", a.code)
+	}
+}
+
+// FuzzLLHLSWrite feeds the low-latency packager packets built from
+// arbitrary bytes and times: nothing may panic, and a playlist is always
+// well formed.
+func FuzzLLHLSWrite(f *testing.F) {
+	sps := []byte{0x67, 0x42, 0xc0, 0x0c, 0xda, 0x05, 0x06, 0x7e, 0x7c, 0x04, 0x40, 0x00, 0x00, 0x03,
+		0x00, 0x40, 0x00, 0x00, 0x0c, 0x83, 0xc5, 0x0a, 0xa8}
+	pps := []byte{0x68, 0xce, 0x0f, 0xc8}
+	cfg, _ := av.BuildAVCConfig(sps, pps)
+	var avcc []byte
+	if cfg != nil {
+		avcc = cfg.Marshal()
+	}
+	f.Add(avcc, []byte{0x12, 0x10}, []byte{0, 0, 0, 5, 0x65, 0x88, 0x84, 0, 0x33}, []byte{0x21, 0x10, 0x04}, uint16(40), uint8(5))
+	f.Add([]byte{1, 2, 3}, []byte{0xff}, []byte{0, 0, 0, 1}, []byte{}, uint16(0), uint8(0))
+	f.Add(avcc, []byte{0x11, 0x90}, []byte{0, 0, 0, 1, 0x65}, []byte{0}, uint16(1), uint8(1))
+	f.Fuzz(func(t *testing.T, vhdr, ahdr, frame, afr []byte, step uint16, gop uint8) {
+		l := newLLHLS(llhlsConfig{SegmentDuration: 10 * time.Millisecond})
+		ps := []*av.Packet{
+			{Kind: av.KindVideo, Codec: av.CodecH264, Header: true, Key: true, Data: vhdr},
+			{Kind: av.KindAudio, Codec: av.CodecAAC, Header: true, Data: ahdr},
+		}
+		for i := 0; i < 60; i++ {
+			d := time.Duration(i) * time.Duration(step) * time.Millisecond / 4
+			ps = append(ps,
+				&av.Packet{Kind: av.KindVideo, Codec: av.CodecH264, Key: gop == 0 || i%int(gop) == 0, DTS: d, CTS: ms(80), Data: frame},
+				&av.Packet{Kind: av.KindAudio, Codec: av.CodecAAC, DTS: d - 15*time.Second, Data: afr},
+				&av.Packet{Kind: av.KindAudio, Codec: av.CodecAAC, DTS: d, Data: afr})
+		}
+		for _, p := range ps {
+			l.writePacket(p)
+		}
+		l.close()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if len(l.segs) > 0 && !strings.HasPrefix(string(l.playlistLocked("")), "#EXTM3U\n") {
+			t.Fatal("bad playlist")
+		}
+	})
 }
