@@ -1,0 +1,286 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The low-latency HLS tests: one encoder (ffmpeg, stamping every frame
+// with its wall clock) sends MPEG-TS over UDP to two relays, each
+// publishing the same encoder timeline (-copyts) to its own unit; an nginx
+// edge (deploy/nginx) is in front of both. Checked: hls.js in Chromium
+// plays directly and through the edge, with blocking playlist reloads,
+// no error, and glass-to-glass latency (median, p95) within 2 s; FFmpeg,
+// GStreamer's playbin3 (and VLC when installed) play it; both units name
+// their segments and parts alike and write the same bytes, also after
+// unit a restarts mid-stream.
+//
+// LLHLS_SECONDS sets the latency measuring time (default 12 s; make
+// drill-llhls runs 60 s).
+
+const llYAML = `origin: {hls_variant: lowlatency}
+streams:
+  - {name: ll, publish_token: pub}
+`
+
+// llEncoder starts the stamping encoder: 320x180 30 fps H.264 (1 s GOP,
+// no B-frames, zerolatency) and AAC, MPEG-TS over UDP to every port.
+func llEncoder(t *testing.T, ports ...int) {
+	t.Helper()
+	// 24 bits of the wall clock (ms mod 2^24) as blocks, read back by llhls_play.cjs.
+	stamp := "nullsrc=s=320x180:r=30,settb=AVTB,setpts=RTCTIME," +
+		"geq=lum='if(lt(Y\\,40)\\,255*mod(floor(mod(floor(T*1000)\\,16777216)/pow(2\\,floor(X/20)+16*floor(Y/20)))\\,2)\\,16+X/4)':cb=128:cr=128," +
+		"setpts=N/(30*TB)"
+	var outs []string
+	for _, p := range ports {
+		outs = append(outs, fmt.Sprintf("[f=mpegts]udp://127.0.0.1:%d?pkt_size=1316", p))
+	}
+	ffmpegCmd(t, "-re", "-f", "lavfi", "-i", stamp, "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-map", "0:v", "-map", "1:a",
+		"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-keyint_min", "30", "-sc_threshold", "0",
+		"-pix_fmt", "yuv420p", "-b:v", "400k", "-c:a", "aac", "-b:a", "64k",
+		"-f", "tee", strings.Join(outs, "|"))
+}
+
+// llRelay publishes the encoder's MPEG-TS from UDP port to s, keeping the
+// encoder's timestamps (as a relay of the same encoder would).
+func llRelay(t *testing.T, port int, s *server) *exec.Cmd {
+	t.Helper()
+	return ffmpegCmd(t, "-analyzeduration", "1000000", "-i", fmt.Sprintf("udp://127.0.0.1:%d?fifo_size=100000&overrun_nonfatal=1", port),
+		"-c", "copy", "-copyts", "-f", "flv", s.rtmpURL("ll", "token=pub"))
+}
+
+func stopCmd(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	cmd.Wait()
+}
+
+type llReport struct {
+	OK        bool     `json:"ok"`
+	Frames    int      `json:"frames"`
+	P50       float64  `json:"p50"`
+	P95       float64  `json:"p95"`
+	Max       float64  `json:"max"`
+	Errors    []string `json:"errors"`
+	Blocking  int      `json:"blocking"`
+	Playlists int      `json:"playlists"`
+	Parts     int      `json:"parts"`
+	Status4xx []string `json:"status4xx"`
+	HLSLat    float64  `json:"hlsLatency"`
+	Target    float64  `json:"targetLatency"`
+}
+
+// llPlay runs llhls_play.cjs on the playlist at base+"/live/ll/index.m3u8".
+func llPlay(t *testing.T, web, base string, seconds int) llReport {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+60)*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "llhls_play.cjs", web, base+"/healthz", base+"/live/ll/index.m3u8", strconv.Itoa(seconds))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, _ := cmd.Output()
+	line := bytes.TrimSpace(out)
+	if i := bytes.LastIndexByte(line, '\n'); i >= 0 {
+		line = line[i+1:]
+	}
+	var rep llReport
+	if err := json.Unmarshal(line, &rep); err != nil {
+		t.Fatalf("llhls_play: %v\nstdout %s\nstderr %s", err, out, stderr.String())
+	}
+	return rep
+}
+
+var llNameRe = regexp.MustCompile(`(?m)(?:^|URI=")([sp][0-9]+\.m4s)`)
+
+// llNames returns the segment and part names of a playlist.
+func llNames(body string) []string {
+	var out []string
+	for _, m := range llNameRe.FindAllStringSubmatch(body, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+func llSeconds() int {
+	if n, err := strconv.Atoi(os.Getenv("LLHLS_SECONDS")); err == nil && n > 0 {
+		return n
+	}
+	return 12
+}
+
+func TestLLHLS(t *testing.T) {
+	web := needBrowser(t)
+	a := startServer(t, llYAML)
+	b := startServer(t, llYAML)
+	pa, pb := freeUDPPair(t), freeUDPPair(t)
+	llEncoder(t, pa, pb)
+	relayA := llRelay(t, pa, a)
+	llRelay(t, pb, b)
+	edge := startEdge(t, freePort(t), a, b)
+	base := func(s *server) string { return fmt.Sprintf("http://127.0.0.1:%d", s.http) }
+	edgeBase := fmt.Sprintf("http://127.0.0.1:%d", edge.port)
+	for _, s := range []*server{a, b} {
+		waitLive(t, s.flvURL("ll"), 20*time.Second)
+	}
+	secs := llSeconds()
+
+	for _, c := range []struct{ name, base string }{{"direct", base(a)}, {"edge", edgeBase}} {
+		t.Run("hls.js-"+c.name, func(t *testing.T) {
+			rep := llPlay(t, web, c.base, secs)
+			t.Logf("hls.js %s: glass-to-glass median %.0f ms, p95 %.0f ms, max %.0f ms over %d frames (%d s); hls.js latency %.2f s, target %.2f s; %d playlist requests (%d blocking), %d part requests; errors %v; 4xx %v",
+				c.name, rep.P50, rep.P95, rep.Max, rep.Frames, secs, rep.HLSLat, rep.Target, rep.Playlists, rep.Blocking, rep.Parts, rep.Errors, rep.Status4xx)
+			if !rep.OK || rep.Frames < secs*15 {
+				t.Fatalf("hls.js %s: %d frames measured in %d s", c.name, rep.Frames, secs)
+			}
+			if len(rep.Errors) > 0 || len(rep.Status4xx) > 0 {
+				t.Fatalf("hls.js %s: errors %v, 4xx %v", c.name, rep.Errors, rep.Status4xx)
+			}
+			if rep.Blocking == 0 || rep.Parts == 0 {
+				t.Fatalf("hls.js %s did not use blocking reload and parts: %d blocking, %d parts", c.name, rep.Blocking, rep.Parts)
+			}
+			if rep.P50 > 2000 || rep.P95 > 2500 {
+				t.Fatalf("hls.js %s: glass-to-glass median %.0f ms, p95 %.0f ms; want median within 2 s", c.name, rep.P50, rep.P95)
+			}
+		})
+	}
+
+	t.Run("ffmpeg", func(t *testing.T) {
+		got, errs := decoded(t, 40*time.Second, "v", "-t", "3", "-i", base(b)+"/live/ll/index.m3u8")
+		if len(got) < 40 {
+			t.Fatalf("ffmpeg: %d frames decoded: %s", len(got), errs)
+		}
+	})
+	t.Run("playbin3", func(t *testing.T) {
+		llGStreamer(t, edgeBase+"/live/ll/index.m3u8")
+	})
+	t.Run("vlc", func(t *testing.T) {
+		llVLC(t, base(b)+"/live/ll/index.m3u8")
+	})
+
+	t.Run("units-agree", func(t *testing.T) {
+		llSame(t, base(a), base(b), 3)
+		// Unit a restarts: its relay reconnects mid-stream.
+		stopCmd(relayA)
+		a.stop()
+		a.start()
+		llRelay(t, pa, a)
+		waitLive(t, a.flvURL("ll"), 20*time.Second)
+		llSame(t, base(a), base(b), 3)
+	})
+}
+
+// llSame waits (up to 20 s) until the playlists of both units share at
+// least n whole segments past the first one unit a has, and checks that
+// their names and the bytes of those segments and of their parts are
+// equal.
+func llSame(t *testing.T, a, b string, n int) {
+	t.Helper()
+	var last string
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		pa, err1 := httpGet(a + "/live/ll/index.m3u8")
+		pb, err2 := httpGet(b + "/live/ll/index.m3u8")
+		if err1 != nil || err2 != nil {
+			last = fmt.Sprint(err1, err2)
+			continue
+		}
+		na, nb := llNames(pa), llNames(pb)
+		inB := map[string]bool{}
+		for _, x := range nb {
+			inB[x] = true
+		}
+		var common []string
+		segs := 0
+		firstA := ""
+		for _, x := range na {
+			if x[0] == 's' && firstA == "" {
+				firstA = x
+				continue // a's first segment may have begun mid-GOP for b
+			}
+			if firstA != "" && inB[x] {
+				common = append(common, x)
+				if x[0] == 's' {
+					segs++
+				}
+			}
+		}
+		if segs < n {
+			last = fmt.Sprintf("%d common segments:\n%s\n---\n%s", segs, pa, pb)
+			continue
+		}
+		for _, x := range common {
+			ba, err1 := httpGet(a + "/live/ll/" + x)
+			bb, err2 := httpGet(b + "/live/ll/" + x)
+			if err1 != nil || err2 != nil {
+				t.Fatalf("%s: %v %v", x, err1, err2)
+			}
+			if ba != bb || len(ba) == 0 {
+				t.Fatalf("%s differs between the units: %d and %d bytes", x, len(ba), len(bb))
+			}
+		}
+		t.Logf("units agree on %d segments and their parts (%d files, same names and bytes), e.g. %s", segs, len(common), common[0])
+		return
+	}
+	t.Fatalf("the units' playlists do not share %d segments: %s", n, last)
+}
+
+// llGStreamer plays u with playbin3 for 6 s (fake sinks) and fails on an
+// error or when it never reaches PLAYING.
+func llGStreamer(t *testing.T, u string) {
+	t.Helper()
+	if _, err := exec.LookPath("gst-launch-1.0"); err != nil {
+		t.Fatal("gst-launch-1.0 missing: make test-deps installs GStreamer")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "gst-launch-1.0", "-m", "playbin3", "uri="+u, "video-sink=fakesink sync=true", "audio-sink=fakesink sync=true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	out, _ := cmd.CombinedOutput()
+	s := string(out)
+	if strings.Contains(s, "ERROR:") || !strings.Contains(s, "to PLAYING") {
+		t.Fatalf("playbin3 did not play %s:\n%s", u, tail(s, 3000))
+	}
+	t.Logf("playbin3 played for 8 s")
+}
+
+// llVLC records 6 s of u with VLC (when installed) and checks the recording
+// holds video frames.
+func llVLC(t *testing.T, u string) {
+	t.Helper()
+	if _, err := exec.LookPath("cvlc"); err != nil {
+		t.Skip("VLC not installed (make test-deps installs vlc-bin)")
+	}
+	dst := filepath.Join(t.TempDir(), "vlc.ts")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "cvlc", "-I", "dummy", "--no-video-title-show", "--run-time", "6", "--play-and-exit",
+		u, "--sout", "#std{access=file,mux=ts,dst="+dst+"}")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	out, _ := cmd.CombinedOutput()
+	got, errs := decoded(t, 30*time.Second, "v", "-i", dst)
+	if len(got) < 60 {
+		t.Fatalf("VLC recorded %d video frames of %s: %s\n%s", len(got), u, errs, tail(string(out), 2000))
+	}
+	t.Logf("VLC: %d video frames recorded in 6 s", len(got))
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
