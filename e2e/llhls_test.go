@@ -263,14 +263,31 @@ func llVLC(t *testing.T, u string) {
 	if _, err := exec.LookPath("cvlc"); err != nil {
 		t.Skip("VLC not installed (make test-deps installs vlc-bin)")
 	}
-	dst := filepath.Join(t.TempDir(), "vlc.ts")
+	// Not t.TempDir: its parent is 0700, and VLC runs as nobody under root.
+	dir, err := os.MkdirTemp("", "livefuse-vlc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	dst := filepath.Join(dir, "vlc.ts")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "cvlc", "-I", "dummy", "--no-video-title-show", "--run-time", "6", "--play-and-exit",
 		u, "--sout", "#std{access=file,mux=ts,dst="+dst+"}")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if os.Geteuid() == 0 {
+		// VLC refuses to run as root: run it as nobody, in a directory it may write.
+		if err := os.Chmod(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+		cmd.Env = append(os.Environ(), "HOME="+dir)
+	}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	out, _ := cmd.CombinedOutput()
+	if _, err := os.Stat(dst); err != nil {
+		t.Fatalf("VLC wrote nothing from %s: %v\n%s", u, err, tail(string(out), 2000))
+	}
 	got, errs := decoded(t, 30*time.Second, "v", "-i", dst)
 	if len(got) < 60 {
 		t.Fatalf("VLC recorded %d video frames of %s: %s\n%s", len(got), u, errs, tail(string(out), 2000))

@@ -123,6 +123,7 @@ func TestHLS(t *testing.T) {
 		{HLSFMP4, "av", []string{"aac", "h264"}},
 		{HLSLowLatency, "av", []string{"aac", "h264"}},
 		{HLSMPEGTS, "audio", []string{"aac"}},
+		{HLSLowLatency, "audio", []string{"aac"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.variant+"/"+tc.clip, func(t *testing.T) {
