@@ -180,6 +180,13 @@ func TestLLHLS(t *testing.T) {
 		waitLive(t, a.flvURL("ll"), 20*time.Second)
 		llSame(t, base(a), base(b), 3)
 	})
+	for _, s := range []*server{a, b} {
+		for _, l := range strings.Split(s.logs(), "\n") {
+			if strings.Contains(l, "ll-hls") && (strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR")) {
+				t.Errorf("packager warning: %s", l)
+			}
+		}
+	}
 }
 
 // llSame waits (up to 20 s) until the playlists of both units share at
@@ -188,7 +195,7 @@ func TestLLHLS(t *testing.T) {
 // equal.
 func llSame(t *testing.T, a, b string, n int) {
 	t.Helper()
-	var last string
+	var last, partTarget string
 	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
 		pa, err1 := httpGet(a + "/live/ll/index.m3u8")
 		pb, err2 := httpGet(b + "/live/ll/index.m3u8")
@@ -196,7 +203,15 @@ func llSame(t *testing.T, a, b string, n int) {
 			last = fmt.Sprint(err1, err2)
 			continue
 		}
+		for _, pl := range []string{pa, pb} {
+			pt := llPartTargetRe.FindString(pl)
+			if pt == "" || (partTarget != "" && pt != partTarget) {
+				t.Fatalf("PART-TARGET %q after %q:\n%s", pt, partTarget, pl)
+			}
+			partTarget = pt
+		}
 		na, nb := llNames(pa), llNames(pb)
+		msnA, msnB := llMSNs(pa), llMSNs(pb)
 		inB := map[string]bool{}
 		for _, x := range nb {
 			inB[x] = true
@@ -213,6 +228,9 @@ func llSame(t *testing.T, a, b string, n int) {
 				common = append(common, x)
 				if x[0] == 's' {
 					segs++
+					if msnA[x] != msnB[x] {
+						t.Fatalf("segment %s has media sequence number %d on one unit, %d on the other", x, msnA[x], msnB[x])
+					}
 				}
 			}
 		}
@@ -230,10 +248,30 @@ func llSame(t *testing.T, a, b string, n int) {
 				t.Fatalf("%s differs between the units: %d and %d bytes", x, len(ba), len(bb))
 			}
 		}
-		t.Logf("units agree on %d segments and their parts (%d files, same names and bytes), e.g. %s", segs, len(common), common[0])
+		t.Logf("units agree on %d segments and their parts (%d files, same names, media sequence numbers and bytes), e.g. %s; %s", segs, len(common), common[0], partTarget)
 		return
 	}
 	t.Fatalf("the units' playlists do not share %d segments: %s", n, last)
+}
+
+var (
+	llPartTargetRe = regexp.MustCompile(`#EXT-X-PART-INF:PART-TARGET=[0-9.]+`)
+	llMediaSeqRe   = regexp.MustCompile(`#EXT-X-MEDIA-SEQUENCE:([0-9]+)`)
+	llSegLineRe    = regexp.MustCompile(`(?m)^(s[0-9]+\.m4s)`)
+)
+
+// llMSNs maps the segments of a playlist to their media sequence numbers.
+func llMSNs(pl string) map[string]int {
+	m := llMediaSeqRe.FindStringSubmatch(pl)
+	if m == nil {
+		return nil
+	}
+	seq, _ := strconv.Atoi(m[1])
+	out := map[string]int{}
+	for i, s := range llSegLineRe.FindAllStringSubmatch(pl, -1) {
+		out[s[1]] = seq + i
+	}
+	return out
 }
 
 // llGStreamer plays u with playbin3 for 6 s (fake sinks) and fails on an
