@@ -50,14 +50,14 @@ func llEncoder(t *testing.T, ports ...int) {
 		"-map", "0:v", "-map", "1:a",
 		"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-keyint_min", "30", "-sc_threshold", "0",
 		"-pix_fmt", "yuv420p", "-b:v", "400k", "-c:a", "aac", "-b:a", "64k",
-		"-f", "tee", strings.Join(outs, "|"))
+		"-muxdelay", "0", "-flush_packets", "1", "-f", "tee", strings.Join(outs, "|"))
 }
 
 // llRelay publishes the encoder's MPEG-TS from UDP port to s, keeping the
 // encoder's timestamps (as a relay of the same encoder would).
 func llRelay(t *testing.T, port int, s *server) *exec.Cmd {
 	t.Helper()
-	return ffmpegCmd(t, "-analyzeduration", "1000000", "-i", fmt.Sprintf("udp://127.0.0.1:%d?fifo_size=100000&overrun_nonfatal=1", port),
+	return ffmpegCmd(t, "-fflags", "nobuffer", "-analyzeduration", "1000000", "-i", fmt.Sprintf("udp://127.0.0.1:%d?fifo_size=100000&overrun_nonfatal=1", port),
 		"-c", "copy", "-copyts", "-f", "flv", s.rtmpURL("ll", "token=pub"))
 }
 
