@@ -11,7 +11,8 @@
 //
 // ORIGIN_URL is any page of the playlist's origin (the page runs there, so
 // no CORS is needed). One JSON line on stdout: frames measured, median and
-// p95 latency (ms), the hls.js errors and the playlist requests that were
+// p95 latency (ms), the longest time between two presented frames (ms),
+// the hls.js errors and the playlist requests that were
 // blocking (with _HLS_msn). Bounded: SECONDS + 40 s at most.
 'use strict';
 const path = require('path');
@@ -23,7 +24,7 @@ const req = createRequire(path.join(path.resolve(webDir), 'package.json'));
 const { chromium } = req('playwright-core');
 const hlsPath = path.join(path.resolve(webDir), 'node_modules', 'hls.js', 'dist', 'hls.min.js');
 
-const result = { ok: false, frames: 0, p50: 0, p95: 0, max: 0, errors: [], blocking: 0, playlists: 0, parts: 0, status4xx: [] };
+const result = { ok: false, frames: 0, p50: 0, p95: 0, max: 0, maxGap: 0, errors: [], blocking: 0, playlists: 0, parts: 0, status4xx: [] };
 setTimeout(() => { result.errors.push('driver timeout'); finish(1); }, (seconds + 40) * 1000).unref();
 
 function finish(code) {
@@ -70,7 +71,8 @@ function finish(code) {
       hls.loadSource(src);
       hls.attachMedia(v);
       v.play().catch(() => {});
-      let started = 0;
+      let started = 0, lastFrame = 0;
+      out.maxGap = 0;
       const read = () => {
         g.drawImage(v, 0, 0, 320, 180);
         const px = g.getImageData(0, 0, 320, 40).data;
@@ -89,7 +91,11 @@ function finish(code) {
           const t = performance.now();
           if (!started && v.currentTime > 0) started = t;
           // The first 3 s after the start are hls.js settling on its target latency.
-          if (started && t - started > 3000) out.samples.push(read());
+          if (started && t - started > 3000) {
+            out.samples.push(read());
+            if (lastFrame) out.maxGap = Math.max(out.maxGap, t - lastFrame);
+            lastFrame = t;
+          }
           if (started && t - started > (seconds + 3) * 1000) return resolve();
           v.requestVideoFrameCallback(onFrame);
         };
@@ -109,6 +115,7 @@ function finish(code) {
       result.p95 = s[Math.floor(s.length * 0.95)];
       result.max = s[s.length - 1];
     }
+    result.maxGap = Math.round(rep.maxGap);
     result.hlsLatency = rep.latency;
     result.targetLatency = rep.targetLatency;
     result.errors.push(...rep.errors);

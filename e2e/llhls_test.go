@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,16 +55,66 @@ func llEncoder(t *testing.T, ports ...int) {
 }
 
 // llRelay publishes the encoder's MPEG-TS from UDP port to s, keeping the
-// encoder's timestamps (as a relay of the same encoder would).
-func llRelay(t *testing.T, port int, s *server) *exec.Cmd {
-	t.Helper()
-	return ffmpegCmd(t, "-fflags", "nobuffer", "-analyzeduration", "1000000", "-i", fmt.Sprintf("udp://127.0.0.1:%d?fifo_size=100000&overrun_nonfatal=1", port),
-		"-c", "copy", "-copyts", "-f", "flv", s.rtmpURL("ll", "token=pub"))
+// encoder's timestamps (as a relay of the same encoder would); like a real
+// relay it starts again when ffmpeg exits (at most 30 times), until stop.
+func llRelay(t *testing.T, port int, s *server) *llRelayer {
+	r := &llRelayer{stopCh: make(chan struct{}), done: make(chan struct{})}
+	args := []string{"-hide_banner", "-nostdin", "-loglevel", "error", "-fflags", "nobuffer", "-analyzeduration", "3000000",
+		"-i", fmt.Sprintf("udp://127.0.0.1:%d?fifo_size=100000&overrun_nonfatal=1", port),
+		"-c", "copy", "-copyts", "-f", "flv", s.rtmpURL("ll", "token=pub")}
+	go func() {
+		defer close(r.done)
+		for i := 0; i < 30; i++ {
+			cmd := exec.Command("ffmpeg", args...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			r.mu.Lock()
+			stopped := r.stopped
+			if !stopped && cmd.Start() == nil {
+				r.cmd = cmd
+			}
+			r.mu.Unlock()
+			if stopped || r.cmd != cmd {
+				return
+			}
+			cmd.Wait()
+			r.mu.Lock()
+			r.cmd, r.runs, r.lastErr = nil, r.runs+1, tail(stderr.String(), 500)
+			r.mu.Unlock()
+			select {
+			case <-r.stopCh:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(r.stop)
+	return r
 }
 
-func stopCmd(cmd *exec.Cmd) {
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	cmd.Wait()
+type llRelayer struct {
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	stopped bool
+	runs    int
+	lastErr string
+	stopCh  chan struct{}
+	done    chan struct{}
+}
+
+// stop ends the relay (kills its ffmpeg) and waits for it.
+func (r *llRelayer) stop() {
+	r.mu.Lock()
+	if !r.stopped {
+		r.stopped = true
+		close(r.stopCh)
+	}
+	if r.cmd != nil {
+		syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	r.mu.Unlock()
+	<-r.done
 }
 
 type llReport struct {
@@ -72,6 +123,7 @@ type llReport struct {
 	P50       float64  `json:"p50"`
 	P95       float64  `json:"p95"`
 	Max       float64  `json:"max"`
+	MaxGap    float64  `json:"maxGap"`
 	Errors    []string `json:"errors"`
 	Blocking  int      `json:"blocking"`
 	Playlists int      `json:"playlists"`
@@ -140,8 +192,8 @@ func TestLLHLS(t *testing.T) {
 	for _, c := range []struct{ name, base string }{{"direct", base(a)}, {"edge", edgeBase}} {
 		t.Run("hls.js-"+c.name, func(t *testing.T) {
 			rep := llPlay(t, web, c.base, secs)
-			t.Logf("hls.js %s: glass-to-glass median %.0f ms, p95 %.0f ms, max %.0f ms over %d frames (%d s); hls.js latency %.2f s, target %.2f s; %d playlist requests (%d blocking), %d part requests; errors %v; 4xx %v",
-				c.name, rep.P50, rep.P95, rep.Max, rep.Frames, secs, rep.HLSLat, rep.Target, rep.Playlists, rep.Blocking, rep.Parts, rep.Errors, rep.Status4xx)
+			t.Logf("hls.js %s: glass-to-glass median %.0f ms, p95 %.0f ms, max %.0f ms over %d frames (%d s), longest gap between frames %.0f ms; hls.js latency %.2f s, target %.2f s; %d playlist requests (%d blocking), %d part requests; errors %v; 4xx %v",
+				c.name, rep.P50, rep.P95, rep.Max, rep.Frames, secs, rep.MaxGap, rep.HLSLat, rep.Target, rep.Playlists, rep.Blocking, rep.Parts, rep.Errors, rep.Status4xx)
 			if !rep.OK || rep.Frames < secs*15 {
 				t.Fatalf("hls.js %s: %d frames measured in %d s", c.name, rep.Frames, secs)
 			}
@@ -173,15 +225,42 @@ func TestLLHLS(t *testing.T) {
 	t.Run("units-agree", func(t *testing.T) {
 		llSame(t, base(a), base(b), 3)
 		// Unit a restarts: its relay reconnects mid-stream.
-		stopCmd(relayA)
+		relayA.stop()
 		a.stop()
 		a.start()
 		llRelay(t, pa, a)
 		waitLive(t, a.flvURL("ll"), 20*time.Second)
 		llSame(t, base(a), base(b), 3)
 	})
-	for _, s := range []*server{a, b} {
+
+	// hls.js plays through the edge while unit a dies (SIGKILL): the
+	// edge retries on unit b, whose names and media sequence numbers are
+	// a's, and playback goes on.
+	t.Run("edge-failover", func(t *testing.T) {
+		done := make(chan llReport, 1)
+		go func() { done <- llPlay(t, web, edgeBase, secs) }()
+		time.Sleep(time.Duration(secs/2+6) * time.Second) // hls.js started and measuring
+		a.kill()
+		rep := <-done
+		t.Logf("hls.js through the edge, unit a killed mid-run: median %.0f ms, p95 %.0f ms, max %.0f ms over %d frames; longest gap between frames %.0f ms; errors %v; 4xx %v",
+			rep.P50, rep.P95, rep.Max, rep.Frames, rep.MaxGap, rep.Errors, rep.Status4xx)
+		if rep.Frames < secs*15 {
+			t.Fatalf("hls.js stopped at the failover: %d frames in %d s", rep.Frames, secs)
+		}
+		for _, e := range rep.Errors {
+			if strings.HasPrefix(e, "fatal") {
+				t.Fatalf("hls.js failed at the failover: %v", rep.Errors)
+			}
+		}
+		if rep.MaxGap > 1500 {
+			t.Fatalf("hls.js froze %.0f ms at the failover", rep.MaxGap)
+		}
+	})
+	for i, s := range []*server{a, b} {
 		for _, l := range strings.Split(s.logs(), "\n") {
+			if strings.Contains(l, "msg=switch") || strings.Contains(l, "publisher left") {
+				t.Logf("unit %c: %s", 'a'+i, l)
+			}
 			if strings.Contains(l, "ll-hls") && (strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR")) {
 				t.Errorf("packager warning: %s", l)
 			}

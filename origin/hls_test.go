@@ -382,6 +382,10 @@ func TestLLHLSBlocking(t *testing.T) {
 	}
 	plCh := wait("/index.m3u8?token=x&_HLS_msn=13&_HLS_part=2")
 	hintCh := wait("/p12800.m4s?token=x")
+	aheadCh := wait("/p13200.m4s") // two parts past the hint (a player from a unit ahead)
+	if code, _ := httpGetBody(t, srv.URL+"/p12700.m4s"); code != http.StatusNotFound {
+		t.Fatalf("a part this packager never writes: %d, want 404", code)
+	}
 	time.Sleep(100 * time.Millisecond)
 	select {
 	case a := <-plCh:
@@ -393,6 +397,9 @@ func TestLLHLSBlocking(t *testing.T) {
 	feedTo(3500 * time.Millisecond)
 	if a := <-hintCh; a.code != 200 || len(a.body) == 0 {
 		t.Fatalf("hinted part: %d, %d bytes", a.code, len(a.body))
+	}
+	if a := <-aheadCh; a.code != 200 || len(a.body) == 0 {
+		t.Fatalf("part ahead of the hint: %d, %d bytes", a.code, len(a.body))
 	}
 	select {
 	case a := <-plCh:

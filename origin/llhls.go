@@ -120,6 +120,12 @@ type llhlsConfig struct {
 // whole number of frames nearest it (6 at 30 fps, 5 at 25 fps).
 const llhlsPartDuration = 200 * time.Millisecond
 
+// llhlsMaxBlock bounds how long a blocking playlist request is held.
+const llhlsMaxBlock = 3500 * time.Millisecond
+
+// llhlsMinTarget is the least EXT-X-TARGETDURATION (seconds).
+const llhlsMinTarget = 2
+
 // llhlsTimeOffset is added to every timestamp, so that times stay positive
 // when composition offsets or rebasing make them start slightly negative.
 const llhlsTimeOffset = 10 * time.Second
@@ -362,7 +368,10 @@ func (l *llhls) setDurations(gop time.Duration) {
 	pt := (l.partDur + time.Millisecond - 1).Truncate(time.Millisecond) + 2*time.Millisecond
 	l.mu.Lock()
 	l.partTarget = pt
-	l.targetS = max(1, int((l.segDur+time.Second-1)/time.Second))
+	// At least 2 s: hls.js gives a blocking reload max(3 part targets,
+	// 0.8 target durations) before it calls it a timeout; 1.6 s rides out
+	// a publisher or a machine that is late by a few parts.
+	l.targetS = max(llhlsMinTarget, int((l.segDur+time.Second-1)/time.Second))
 	l.mu.Unlock()
 	l.log.Debug("ll-hls durations", "frame", l.frameDur, "part", l.partDur, "part_target", pt, "segment", l.segDur)
 }
@@ -680,17 +689,28 @@ func (l *llhls) segment(name string) []byte {
 	return nil
 }
 
-// part returns the part called name; for the hinted next part it waits
-// until the part is written (or the stream ends, or 3 part targets pass
-// beyond the time it is due).
+// part returns the part called name. A part not written yet, from the
+// hinted next part up to llhlsAheadWait later on the timeline, is waited
+// for (until it is written, the packager passes its time without it, the
+// stream ends, or 3 part targets and a second pass): a player moved here
+// from a unit a little ahead (an edge's failover) asks for parts this
+// unit is about to write, under the same names.
 func (l *llhls) part(r *http.Request, name string) []byte {
+	want, err := strconv.ParseInt(name[1:len(name)-4], 10, 64)
+	if err != nil {
+		return nil
+	}
 	var timer *time.Timer
 	for {
 		l.mu.Lock()
-		data, hinted, ch, pt := l.findPartLocked(name), name == l.hint && !l.ended, l.changed, l.partTarget
+		data, hint, ended, ch, pt := l.findPartLocked(name), l.hint, l.ended, l.changed, l.partTarget
 		l.mu.Unlock()
-		if data != nil || !hinted {
+		if data != nil || ended || hint == "" {
 			return data
+		}
+		next, _ := strconv.ParseInt(hint[1:len(hint)-4], 10, 64)
+		if want < next || want > next+llhlsAheadWait.Milliseconds() {
+			return nil
 		}
 		if timer == nil {
 			timer = time.NewTimer(3*pt + time.Second)
@@ -705,6 +725,10 @@ func (l *llhls) part(r *http.Request, name string) []byte {
 		}
 	}
 }
+
+// llhlsAheadWait is how far past the hinted next part a part request is
+// waited for rather than answered 404.
+const llhlsAheadWait = time.Second
 
 func (l *llhls) findPartLocked(name string) []byte {
 	if l.cur != nil {
@@ -756,7 +780,9 @@ func (l *llhls) servePlaylist(w http.ResponseWriter, r *http.Request) {
 		l.mu.Lock()
 		ts := l.targetS
 		l.mu.Unlock()
-		wait = 3 * time.Duration(max(1, ts)) * time.Second
+		// Three target durations (the spec's bound), and within the 4 s an
+		// edge gives a playlist request (deploy/nginx).
+		wait = min(3*time.Duration(max(1, ts))*time.Second, llhlsMaxBlock)
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
