@@ -36,39 +36,109 @@ streams:
 `
 
 // llEncoder starts the stamping encoder: 320x180 30 fps H.264 (1 s GOP,
-// no B-frames, zerolatency) and AAC, MPEG-TS over UDP to every port.
-func llEncoder(t *testing.T, ports ...int) {
+// no B-frames, zerolatency) and AAC as MPEG-TS on its stdout, which the
+// returned fan-out copies to every relay (pipes, not UDP: nothing is lost
+// on a busy machine; a relay more than about 4 MB behind loses data).
+func llEncoder(t *testing.T) *llFanout {
 	t.Helper()
 	// 24 bits of the wall clock (ms mod 2^24) as blocks, read back by llhls_play.cjs.
 	stamp := "nullsrc=s=320x180:r=30,settb=AVTB,setpts=RTCTIME," +
 		"geq=lum='if(lt(Y\\,40)\\,255*mod(floor(mod(floor(T*1000)\\,16777216)/pow(2\\,floor(X/20)+16*floor(Y/20)))\\,2)\\,16+X/4)':cb=128:cr=128," +
 		"setpts=N/(30*TB)"
-	var outs []string
-	for _, p := range ports {
-		outs = append(outs, fmt.Sprintf("[f=mpegts]udp://127.0.0.1:%d?pkt_size=1316", p))
-	}
-	ffmpegCmd(t, "-re", "-f", "lavfi", "-i", stamp, "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+	cmd := exec.Command("ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+		"-re", "-f", "lavfi", "-i", stamp, "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-map", "0:v", "-map", "1:a",
 		"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-keyint_min", "30", "-sc_threshold", "0",
 		"-pix_fmt", "yuv420p", "-b:v", "400k", "-c:a", "aac", "-b:a", "64k",
-		"-muxdelay", "0", "-flush_packets", "1", "-f", "tee", strings.Join(outs, "|"))
+		"-muxdelay", "0", "-flush_packets", "1", "-f", "mpegts", "pipe:1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f := &llFanout{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		for {
+			buf := make([]byte, 188*64)
+			n, err := out.Read(buf)
+			if n > 0 {
+				f.mu.Lock()
+				for _, c := range f.sinks {
+					select {
+					case c <- buf[:n]:
+					default: // that relay is far behind
+					}
+				}
+				f.mu.Unlock()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		<-f.done
+		if t.Failed() {
+			t.Logf("encoder: %s", tail(stderr.String(), 1000))
+		}
+	})
+	return f
 }
 
-// llRelay publishes the encoder's MPEG-TS from UDP port to s, keeping the
-// encoder's timestamps (as a relay of the same encoder would); like a real
-// relay it starts again when ffmpeg exits (at most 30 times), until stop.
-func llRelay(t *testing.T, port int, s *server) *llRelayer {
+// llFanout copies the encoder's output to its sinks.
+type llFanout struct {
+	mu    sync.Mutex
+	sinks []chan []byte
+	done  chan struct{}
+}
+
+func (f *llFanout) sink() chan []byte {
+	c := make(chan []byte, 384)
+	f.mu.Lock()
+	f.sinks = append(f.sinks, c)
+	f.mu.Unlock()
+	return c
+}
+
+func (f *llFanout) drop(c chan []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, x := range f.sinks {
+		if x == c {
+			f.sinks = append(f.sinks[:i], f.sinks[i+1:]...)
+			return
+		}
+	}
+}
+
+// llRelay publishes the encoder's MPEG-TS to s, keeping the encoder's
+// timestamps (as a relay of the same encoder would); like a real relay it
+// starts again when ffmpeg exits (at most 30 times), until stop.
+func llRelay(t *testing.T, f *llFanout, s *server) *llRelayer {
 	r := &llRelayer{stopCh: make(chan struct{}), done: make(chan struct{})}
+	in := f.sink()
 	args := []string{"-hide_banner", "-nostdin", "-loglevel", "error", "-fflags", "nobuffer", "-analyzeduration", "3000000",
-		"-i", fmt.Sprintf("udp://127.0.0.1:%d?fifo_size=100000&overrun_nonfatal=1", port),
-		"-c", "copy", "-copyts", "-f", "flv", s.rtmpURL("ll", "token=pub")}
+		"-f", "mpegts", "-i", "pipe:0", "-c", "copy", "-copyts", "-f", "flv", s.rtmpURL("ll", "token=pub")}
 	go func() {
 		defer close(r.done)
+		defer f.drop(in)
 		for i := 0; i < 30; i++ {
 			cmd := exec.Command("ffmpeg", args...)
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				return
+			}
 			r.mu.Lock()
 			stopped := r.stopped
 			if !stopped && cmd.Start() == nil {
@@ -78,7 +148,22 @@ func llRelay(t *testing.T, port int, s *server) *llRelayer {
 			if stopped || r.cmd != cmd {
 				return
 			}
+			exited := make(chan struct{})
+			go func() {
+				defer stdin.Close()
+				for {
+					select {
+					case b := <-in:
+						if _, err := stdin.Write(b); err != nil {
+							return
+						}
+					case <-exited:
+						return
+					}
+				}
+			}()
 			cmd.Wait()
+			close(exited)
 			r.mu.Lock()
 			r.cmd, r.runs, r.lastErr = nil, r.runs+1, tail(stderr.String(), 500)
 			r.mu.Unlock()
@@ -177,10 +262,9 @@ func TestLLHLS(t *testing.T) {
 	web := needBrowser(t)
 	a := startServer(t, llYAML)
 	b := startServer(t, llYAML)
-	pa, pb := freeUDPPair(t), freeUDPPair(t)
-	llEncoder(t, pa, pb)
-	relayA := llRelay(t, pa, a)
-	llRelay(t, pb, b)
+	enc := llEncoder(t)
+	relayA := llRelay(t, enc, a)
+	relayB := llRelay(t, enc, b)
 	edge := startEdge(t, freePort(t), a, b)
 	base := func(s *server) string { return fmt.Sprintf("http://127.0.0.1:%d", s.http) }
 	edgeBase := fmt.Sprintf("http://127.0.0.1:%d", edge.port)
@@ -222,13 +306,14 @@ func TestLLHLS(t *testing.T) {
 		llVLC(t, base(b)+"/live/ll/index.m3u8")
 	})
 
+	parent := t // the relay made again below lives as long as the test
 	t.Run("units-agree", func(t *testing.T) {
 		llSame(t, base(a), base(b), 3)
 		// Unit a restarts: its relay reconnects mid-stream.
 		relayA.stop()
 		a.stop()
 		a.start()
-		llRelay(t, pa, a)
+		relayA = llRelay(parent, enc, a)
 		waitLive(t, a.flvURL("ll"), 20*time.Second)
 		llSame(t, base(a), base(b), 3)
 	})
@@ -256,6 +341,13 @@ func TestLLHLS(t *testing.T) {
 			t.Fatalf("hls.js froze %.0f ms at the failover", rep.MaxGap)
 		}
 	})
+	for i, r := range []*llRelayer{relayA, relayB} {
+		r.mu.Lock()
+		if r.runs > 0 {
+			t.Logf("relay to unit %c ended %d times; last: %s", 'a'+i, r.runs, r.lastErr)
+		}
+		r.mu.Unlock()
+	}
 	for i, s := range []*server{a, b} {
 		for _, l := range strings.Split(s.logs(), "\n") {
 			if strings.Contains(l, "msg=switch") || strings.Contains(l, "publisher left") {
