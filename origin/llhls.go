@@ -186,14 +186,16 @@ func (l *llhls) writePacket(p *av.Packet) {
 	if p == nil {
 		return
 	}
+	video, audio := p.Kind == av.KindVideo, p.Kind == av.KindAudio
 	switch {
-	case p.Kind == av.KindVideo && p.Header:
+	case p.Header && video:
 		l.setAVC(p.Data)
-	case p.Kind == av.KindAudio && p.Header:
+	case p.Header && audio:
 		l.setASC(p.Data)
-	case p.Kind == av.KindVideo && p.Codec == av.CodecH264:
+	case p.Header:
+	case video && p.Codec == av.CodecH264:
 		l.writeVideo(p)
-	case p.Kind == av.KindAudio && p.Codec == av.CodecAAC:
+	case audio && p.Codec == av.CodecAAC:
 		l.writeAudio(p)
 	}
 }
