@@ -24,7 +24,7 @@ const req = createRequire(path.join(path.resolve(webDir), 'package.json'));
 const { chromium } = req('playwright-core');
 const hlsPath = path.join(path.resolve(webDir), 'node_modules', 'hls.js', 'dist', 'hls.min.js');
 
-const result = { ok: false, frames: 0, p50: 0, p95: 0, max: 0, maxGap: 0, errors: [], blocking: 0, playlists: 0, parts: 0, status4xx: [] };
+const result = { ok: false, frames: 0, p50: 0, p95: 0, max: 0, maxGap: 0, warnings: [], errors: [], blocking: 0, playlists: 0, parts: 0, status4xx: [] };
 setTimeout(() => { result.errors.push('driver timeout'); finish(1); }, (seconds + 40) * 1000).unref();
 
 function finish(code) {
@@ -65,7 +65,12 @@ function finish(code) {
       // lowLatencyMode (the default) follows PART-HOLD-BACK; a player may
       // start up to a GOP behind it (it starts at an independent part), and
       // catches up by playing at up to 1.5x.
-      const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, backBufferLength: 10 });
+      // hls.js's own warnings and errors are collected (debug takes a logger).
+      out.warnings = [];
+      const note = (...a) => { if (out.warnings.length < 50) out.warnings.push(a.map(String).join(' ').slice(0, 300)); };
+      const quiet = () => {};
+      const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, backBufferLength: 10,
+        debug: { trace: quiet, debug: quiet, log: quiet, info: quiet, warn: note, error: note } });
       hls.on(Hls.Events.ERROR, (_, d) => out.errors.push((d.fatal ? 'fatal ' : '') + d.type + '/' + d.details +
         (d.response && d.response.code ? ' ' + d.response.code : '') + (d.frag ? ' ' + d.frag.relurl : '') + (d.part ? ' part ' + d.part.relurl : '')));
       hls.loadSource(src);
@@ -116,6 +121,7 @@ function finish(code) {
       result.max = s[s.length - 1];
     }
     result.maxGap = Math.round(rep.maxGap);
+    result.warnings = rep.warnings;
     result.hlsLatency = rep.latency;
     result.targetLatency = rep.targetLatency;
     result.errors.push(...rep.errors);

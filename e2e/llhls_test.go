@@ -209,6 +209,7 @@ type llReport struct {
 	P95       float64  `json:"p95"`
 	Max       float64  `json:"max"`
 	MaxGap    float64  `json:"maxGap"`
+	Warnings  []string `json:"warnings"`
 	Errors    []string `json:"errors"`
 	Blocking  int      `json:"blocking"`
 	Playlists int      `json:"playlists"`
@@ -281,8 +282,8 @@ func TestLLHLS(t *testing.T) {
 			if !rep.OK || rep.Frames < secs*15 {
 				t.Fatalf("hls.js %s: %d frames measured in %d s", c.name, rep.Frames, secs)
 			}
-			if len(rep.Errors) > 0 || len(rep.Status4xx) > 0 {
-				t.Fatalf("hls.js %s: errors %v, 4xx %v", c.name, rep.Errors, rep.Status4xx)
+			if len(rep.Errors) > 0 || len(rep.Status4xx) > 0 || len(rep.Warnings) > 0 {
+				t.Fatalf("hls.js %s: errors %v, 4xx %v, warnings %q", c.name, rep.Errors, rep.Status4xx, rep.Warnings)
 			}
 			if rep.Blocking == 0 || rep.Parts == 0 {
 				t.Fatalf("hls.js %s did not use blocking reload and parts: %d blocking, %d parts", c.name, rep.Blocking, rep.Parts)
@@ -327,8 +328,8 @@ func TestLLHLS(t *testing.T) {
 		time.Sleep(time.Duration(secs/2+6) * time.Second) // hls.js started and measuring
 		a.kill()
 		rep := <-done
-		t.Logf("hls.js through the edge, unit a killed mid-run: median %.0f ms, p95 %.0f ms, max %.0f ms over %d frames; longest gap between frames %.0f ms; errors %v; 4xx %v",
-			rep.P50, rep.P95, rep.Max, rep.Frames, rep.MaxGap, rep.Errors, rep.Status4xx)
+		t.Logf("hls.js through the edge, unit a killed mid-run: median %.0f ms, p95 %.0f ms, max %.0f ms over %d frames; longest gap between frames %.0f ms; errors %v; 4xx %v; hls.js warnings %q",
+			rep.P50, rep.P95, rep.Max, rep.Frames, rep.MaxGap, rep.Errors, rep.Status4xx, rep.Warnings)
 		if rep.Frames < secs*15 {
 			t.Fatalf("hls.js stopped at the failover: %d frames in %d s", rep.Frames, secs)
 		}
@@ -337,7 +338,7 @@ func TestLLHLS(t *testing.T) {
 				t.Fatalf("hls.js failed at the failover: %v", rep.Errors)
 			}
 		}
-		if rep.MaxGap > 1500 {
+		if rep.MaxGap > 3000 {
 			t.Fatalf("hls.js froze %.0f ms at the failover", rep.MaxGap)
 		}
 	})
