@@ -45,6 +45,16 @@ import (
 //   - Audio and video are muxed in the same fragments (one media playlist).
 //     AAC frames are placed on their 1024-sample grid, so parts join with
 //     neither gap nor overlap.
+//   - A player moved from one unit to the other (an edge's failover) finds
+//     the same names; a part a little ahead of this unit's hint is waited
+//     for, not refused.
+//
+// Limits: a switch (to the backup feed or the slate, and back) rebases the
+// unit's timeline (switcher), so names then follow that unit's output
+// timeline and may differ from the other unit's until the stream starts
+// again. The media sequence number stays the same on a unit restarted
+// mid-stream while the GOP is a whole number of 10 ms (for a 29.97 fps
+// 1001 ms GOP it may be one off after about 8 minutes; names are not).
 //
 // Packets are written by one goroutine (writePacket); playlists and files
 // are served concurrently (ServeHTTP).
