@@ -10,7 +10,7 @@ E2E_FLAGS ?=
 E2E_PARALLEL ?= 3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps edge-deps test-deps minio web-assets drill-player build run run-dual run-config test test-unit test-e2e bench bench-hostile drill lint fuzz clean plans-timing
+.PHONY: all deps edge-deps test-deps minio web-assets drill-player build run run-dual run-config test test-unit test-e2e bench bench-hostile drill lint fuzz clean plans-timing drill-llhls
 
 all: build
 
@@ -18,7 +18,8 @@ all: build
 # transcoding). test-deps adds what the tests drive for real: nginx (CDN
 # edge), Debian's Chromium and node/npm with the pinned players (browser
 # tests), GStreamer and rtmpdump (independent RTMP/RTSP clients,
-# e2e/interop_test.go); minio is built separately (below).
+# e2e/interop_test.go), VLC (low-latency HLS, e2e/llhls_test.go); minio is
+# built separately (below).
 deps:
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { echo "installing: ffmpeg"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
@@ -34,11 +35,15 @@ PROMTOOL_DEB := 2.42.0+ds-5+deb12u1
 GST_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp
 
+# VLC plays the low-latency HLS in e2e/llhls_test.go (as nobody: VLC
+# refuses to run as root).
+VLC_PACKAGES := vlc-bin vlc-plugin-base
+
 test-deps: deps edge-deps
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
-	for p in $(GST_PACKAGES) rtmpdump iproute2; do \
+	for p in $(GST_PACKAGES) $(VLC_PACKAGES) rtmpdump iproute2; do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -75,6 +80,14 @@ PLAYER_TRIALS ?= 10
 drill-player: test-deps web-assets
 	set -o pipefail; PLAYER_TRIALS=$(PLAYER_TRIALS) LIVEFUSE_ARTEFACTS=$(CURDIR)/e2e/artefacts \
 	  $(GO) test -count=1 -run 'TestPlayerSDK$$/vendor_loss|TestPlayerSDKHungVendor|TestPlayerSDKUnitLost|TestSteering$$' -v ./e2e/ | grep -E 'trial|over|screenshot|^(---|ok|FAIL)'
+
+# drill-llhls: low-latency HLS glass-to-glass latency in hls.js (Chromium),
+# directly and through the nginx edge, measured for LLHLS_SECONDS each
+# (make test measures 12 s), with the players and the two-unit checks of
+# e2e/llhls_test.go. About 3 minutes with the e2e build.
+LLHLS_SECONDS ?= 60
+drill-llhls: test-deps
+	set -o pipefail; LLHLS_SECONDS=$(LLHLS_SECONDS) $(GO) test -count=1 -v -timeout 10m -run 'TestLLHLS$$' ./e2e/ | grep -E 'llhls_test|^(---|ok|FAIL)'
 
 build: web-assets
 	$(GO) build -o $(BIN)/livefuse ./cmd/livefuse

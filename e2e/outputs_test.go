@@ -68,15 +68,6 @@ func hlsjs(t *testing.T, s *server, web, name string) {
 	t.Helper()
 	rep := browserPlay(t, web, playerURL(s, hlsPlay(s, name)), 3)
 	if !rep.OK || len(rep.Errors) > 0 {
-		if s.hlsVariant == "lowlatency" {
-			// Known defect, left to the fan-out issue (its LL-HLS item: parts of
-			// stable duration, names that do not change): on a busy machine
-			// hls.js fails to start on our LL-HLS about half the time (a 404
-			// on a part, then fragGap); FFmpeg plays it. Reported, not failed,
-			// so that make test stays meaningful until that lands.
-			t.Logf("KNOWN DEFECT hls.js %s on lowlatency: advanced %.1f s, errors %v, events %v", name, rep.Advanced, rep.Errors, rep.Events)
-			return
-		}
 		t.Fatalf("hls.js %s: advanced %.1f s, errors %v, events %v", name, rep.Advanced, rep.Errors, rep.Events)
 	}
 }

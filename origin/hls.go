@@ -23,10 +23,12 @@ import (
 // track before it starts an audio-only muxer.
 const hlsAudioOnlyAfter = 10
 
-// hlsOutput packages one stream as HLS with a gohlslib Muxer. It is a
-// reader of the Stream from publish on, so the first playlist request
-// already finds segments. The muxer is created once the sequence headers
-// are known (at the first keyframe) and made anew when they change.
+// hlsOutput packages one stream as HLS: the fmp4 variant with a gohlslib
+// Muxer, the lowlatency variant with llhls (livefuse's own, whose names
+// and parts follow the encoder's timeline). It is a reader of the Stream
+// from publish on, so the first playlist request already finds segments.
+// The gohlslib muxer is created once the sequence headers are known (at
+// the first keyframe) and made anew when they change.
 type hlsOutput struct {
 	cfg     Config
 	log     *slog.Logger
@@ -34,6 +36,7 @@ type hlsOutput struct {
 	stream  *Stream
 	reader  *Reader
 	variant gohlslib.MuxerVariant
+	ll      *llhls        // the lowlatency packager; nil for fmp4
 	done    chan struct{} // closed when the stream ended and the muxer is closed
 
 	mu      sync.Mutex
@@ -71,6 +74,8 @@ func newHLSOutput(cfg Config, log *slog.Logger, m *metrics, s *Stream) *hlsOutpu
 		o.variant = gohlslib.MuxerVariantFMP4
 	case HLSLowLatency:
 		o.variant = gohlslib.MuxerVariantLowLatency
+		o.ll = newLLHLS(llhlsConfig{SegmentDuration: cfg.HLSSegmentDuration,
+			SegmentCount: cfg.HLSSegmentCount, Logger: log})
 	default:
 		o.variant = gohlslib.MuxerVariantMPEGTS
 	}
@@ -81,14 +86,22 @@ func newHLSOutput(cfg Config, log *slog.Logger, m *metrics, s *Stream) *hlsOutpu
 // the last segment).
 func (o *hlsOutput) run() {
 	defer close(o.done)
-	defer o.stopMuxer()
+	if o.ll != nil {
+		defer o.ll.close()
+	} else {
+		defer o.stopMuxer()
+	}
 	defer o.reader.Close()
 	pkts := make([]*av.Packet, 0, 64)
 	for {
 		var err error
 		pkts, err = o.reader.ReadPackets(context.Background(), pkts[:0])
 		for _, p := range pkts {
-			o.write(p)
+			if o.ll != nil {
+				o.writeLL(p)
+			} else {
+				o.write(p)
+			}
 		}
 		clear(pkts)
 		if err != nil {
@@ -121,6 +134,18 @@ func (o *hlsOutput) write(p *av.Packet) {
 	case p.Kind == av.KindAudio:
 		o.writeAudio(p)
 	}
+}
+
+// writeLL hands one packet to the low-latency packager; a panic on bad
+// media costs the packet, never the process.
+func (o *hlsOutput) writeLL(p *av.Packet) {
+	defer func() {
+		if r := recover(); r != nil {
+			o.panics++
+			o.log.Error("ll-hls packager failed on bad media; packet dropped", "panic", fmt.Sprint(r))
+		}
+	}()
+	o.ll.writePacket(p)
 }
 
 func (o *hlsOutput) setAVC(b []byte) {
@@ -388,6 +413,12 @@ func (h *Hub) serveHLS(w http.ResponseWriter, r *http.Request, rt route) {
 	o, err := h.hls(rt.app, rt.name)
 	if err != nil {
 		notLive(w, err)
+		return
+	}
+	if o.ll != nil {
+		tw := &trackingWriter{ResponseWriter: w}
+		o.ll.ServeHTTP(tw, r)
+		h.m.hlsBytes.Add(float64(tw.n))
 		return
 	}
 	var mux *gohlslib.Muxer

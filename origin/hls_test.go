@@ -1,10 +1,12 @@
 package origin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,6 +123,7 @@ func TestHLS(t *testing.T) {
 		{HLSFMP4, "av", []string{"aac", "h264"}},
 		{HLSLowLatency, "av", []string{"aac", "h264"}},
 		{HLSMPEGTS, "audio", []string{"aac"}},
+		{HLSLowLatency, "audio", []string{"aac"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.variant+"/"+tc.clip, func(t *testing.T) {
@@ -152,11 +155,8 @@ func TestHLS(t *testing.T) {
 					t.Fatalf("%s: %d %q", u[0], code, media)
 				}
 			}
-			if tc.variant == HLSLowLatency {
-				if !strings.Contains(media, "#EXT-X-PART") {
-					t.Fatalf("low-latency playlist without parts:\n%s", media)
-				}
-				return // ffmpeg 5.1 does not read LL-HLS parts
+			if tc.variant == HLSLowLatency && !strings.Contains(media, "#EXT-X-PART:") {
+				t.Fatalf("low-latency playlist without parts:\n%s", media)
 			}
 			if got := ffprobeCodecs(t, base+"index.m3u8"); !slices.Equal(got, tc.want) {
 				t.Fatalf("ffprobe of the playlist: %v, want %v", got, tc.want)
@@ -258,4 +258,212 @@ func readFLVFile(t *testing.T, path string) []*av.Packet {
 		}
 		ps = append(ps, p)
 	}
+}
+
+// llFeed writes pkts to a new llhls packager; from > 0 starts it mid-stream
+// (a unit restarted, or started late): the sequence headers, then the
+// packets from that time on.
+func llFeed(pkts []*av.Packet, from time.Duration) *llhls {
+	l := newLLHLS(llhlsConfig{SegmentDuration: time.Second, SegmentCount: 7, Keep: 100})
+	for _, p := range pkts {
+		if p.Header || p.DTS >= from {
+			l.writePacket(p)
+		}
+	}
+	l.close()
+	return l
+}
+
+// llPartLines returns the EXT-X-PART durations and URIs of a playlist.
+func llPlaylist(l *llhls) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.playlistLocked(""))
+}
+
+// TestLLHLSTimeline: the low-latency packager names its segments and parts
+// after the encoder's timeline and writes the same bytes whether it saw the
+// stream from its start or from the middle (a second unit, a restarted
+// unit); its parts hold whole frames, all of one duration but a segment's
+// last, under a PART-TARGET that never changes.
+func TestLLHLSTimeline(t *testing.T) {
+	needFFmpeg(t)
+	pkts := clip(t, "av") // 25 fps, 1 s GOP, B-frames, AAC
+	a := llFeed(pkts, 0)
+	pt := a.partTarget
+	if a.partDur != 200*time.Millisecond || pt != 202*time.Millisecond || a.segDur != time.Second {
+		t.Fatalf("durations: part %v, part target %v, segment %v; want 200ms, 202ms, 1s", a.partDur, pt, a.segDur)
+	}
+	for _, from := range []time.Duration{1040 * time.Millisecond, 1500 * time.Millisecond} {
+		b := llFeed(pkts, from)
+		if b.partTarget != pt {
+			t.Errorf("from %v: part target %v, want %v", from, b.partTarget, pt)
+		}
+		byName := map[string]*llSeg{}
+		for _, s := range a.segs {
+			byName[s.name] = s
+		}
+		same := 0
+		for i, s := range b.segs {
+			o := byName[s.name]
+			if o == nil {
+				t.Fatalf("from %v: segment %s (msn %d) unknown to the unit that saw the start", from, s.name, s.msn)
+			}
+			if i == 0 {
+				continue // (where b started: a whole GOP in both, since b starts at a keyframe)
+			}
+			if s.msn != o.msn || !bytes.Equal(s.data, o.data) || len(s.parts) != len(o.parts) {
+				t.Fatalf("from %v: segment %s differs: msn %d/%d, %d/%d bytes, %d/%d parts", from, s.name, s.msn, o.msn, len(s.data), len(o.data), len(s.parts), len(o.parts))
+			}
+			for j, p := range s.parts {
+				if p.name != o.parts[j].name || !bytes.Equal(p.data, o.parts[j].data) {
+					t.Fatalf("from %v: part %s differs from %s", from, p.name, o.parts[j].name)
+				}
+			}
+			same++
+		}
+		if same < 2 {
+			t.Fatalf("from %v: only %d segments compared", from, same)
+		}
+	}
+	for _, s := range a.segs {
+		for j, p := range s.parts {
+			last := j == len(s.parts)-1
+			if p.dur > pt || (!last && p.dur != a.partDur) || p.dur*100 < pt*85 && !last {
+				t.Errorf("segment %s part %d: %v (target %v)", s.name, j, p.dur, pt)
+			}
+		}
+	}
+	pl := llPlaylist(a)
+	for _, want := range []string{"#EXT-X-PART-INF:PART-TARGET=0.20200", "CAN-BLOCK-RELOAD=YES", "PART-HOLD-BACK=0.60600", "#EXT-X-MAP:URI=\"init"} {
+		if !strings.Contains(pl, want) {
+			t.Errorf("playlist without %s:\n%s", want, pl)
+		}
+	}
+}
+
+// TestLLHLSBlocking: a playlist request with _HLS_msn/_HLS_part waits
+// until the playlist holds that part, the hinted next part waits until it
+// is written, a request too far ahead is refused.
+func TestLLHLSBlocking(t *testing.T) {
+	needFFmpeg(t)
+	pkts := clip(t, "av")
+	l := newLLHLS(llhlsConfig{SegmentDuration: time.Second, SegmentCount: 7})
+	srv := httptest.NewServer(l)
+	defer srv.Close()
+	i := 0
+	feedTo := func(until time.Duration) {
+		for ; i < len(pkts) && (pkts[i].Header || pkts[i].DTS < until); i++ {
+			l.writePacket(pkts[i])
+		}
+	}
+	feedTo(3 * time.Second) // learning GOP, then segment 11 and part of 12
+	code, pl := httpGetBody(t, srv.URL+"/index.m3u8?token=x")
+	if code != 200 || !strings.Contains(pl, "s11000.m4s?token=x") || !strings.Contains(pl, `PRELOAD-HINT:TYPE=PART,URI="p12800.m4s?token=x"`) {
+		t.Fatalf("playlist %d:\n%s", code, pl)
+	}
+	type answer struct {
+		code int
+		body string
+	}
+	wait := func(u string) chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			resp, err := http.Get(srv.URL + u)
+			if err != nil {
+				ch <- answer{}
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			ch <- answer{resp.StatusCode, string(b)}
+		}()
+		return ch
+	}
+	plCh := wait("/index.m3u8?token=x&_HLS_msn=13&_HLS_part=2")
+	hintCh := wait("/p12800.m4s?token=x")
+	aheadCh := wait("/p13200.m4s") // two parts past the hint (a player from a unit ahead)
+	if code, _ := httpGetBody(t, srv.URL+"/p12700.m4s"); code != http.StatusNotFound {
+		t.Fatalf("a part this packager never writes: %d, want 404", code)
+	}
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case a := <-plCh:
+		t.Fatalf("blocking playlist answered early: %d\n%s", a.code, a.body)
+	case a := <-hintCh:
+		t.Fatalf("hinted part answered early: %d", a.code)
+	default:
+	}
+	feedTo(3500 * time.Millisecond)
+	if a := <-hintCh; a.code != 200 || len(a.body) == 0 {
+		t.Fatalf("hinted part: %d, %d bytes", a.code, len(a.body))
+	}
+	if a := <-aheadCh; a.code != 200 || len(a.body) == 0 {
+		t.Fatalf("part ahead of the hint: %d, %d bytes", a.code, len(a.body))
+	}
+	select {
+	case a := <-plCh:
+		t.Fatalf("blocking playlist answered before part 2 of 13: %d\n%s", a.code, a.body)
+	default:
+	}
+	feedTo(5 * time.Second)
+	a := <-plCh
+	if a.code != 200 || !strings.Contains(a.body, `URI="p13400.m4s?token=x"`) || strings.Contains(a.body, "_HLS_") {
+		t.Fatalf("blocking playlist: %d\n%s", a.code, a.body)
+	}
+	if code, _ := httpGetBody(t, srv.URL+"/index.m3u8?_HLS_msn=30"); code != http.StatusBadRequest {
+		t.Fatalf("msn too far ahead: %d, want 400", code)
+	}
+	if code, _ := httpGetBody(t, srv.URL+"/index.m3u8?_HLS_part=1"); code != http.StatusBadRequest {
+		t.Fatalf("part without msn: %d, want 400", code)
+	}
+	if code, _ := httpGetBody(t, srv.URL+"/p99999.m4s"); code != http.StatusNotFound {
+		t.Fatalf("unknown part: %d, want 404", code)
+	}
+	// The stream ends: waiting requests are answered at once.
+	endCh := wait("/index.m3u8?_HLS_msn=16&_HLS_part=0")
+	l.close()
+	if a := <-endCh; a.code != http.StatusNotFound {
+		t.Fatalf("blocking playlist at the end: %d", a.code)
+	}
+}
+
+// FuzzLLHLSWrite feeds the low-latency packager packets built from
+// arbitrary bytes and times: nothing may panic, and a playlist is always
+// well formed.
+func FuzzLLHLSWrite(f *testing.F) {
+	sps := []byte{0x67, 0x42, 0xc0, 0x0c, 0xda, 0x05, 0x06, 0x7e, 0x7c, 0x04, 0x40, 0x00, 0x00, 0x03,
+		0x00, 0x40, 0x00, 0x00, 0x0c, 0x83, 0xc5, 0x0a, 0xa8}
+	pps := []byte{0x68, 0xce, 0x0f, 0xc8}
+	cfg, _ := av.BuildAVCConfig(sps, pps)
+	var avcc []byte
+	if cfg != nil {
+		avcc = cfg.Marshal()
+	}
+	f.Add(avcc, []byte{0x12, 0x10}, []byte{0, 0, 0, 5, 0x65, 0x88, 0x84, 0, 0x33}, []byte{0x21, 0x10, 0x04}, uint16(40), uint8(5))
+	f.Add([]byte{1, 2, 3}, []byte{0xff}, []byte{0, 0, 0, 1}, []byte{}, uint16(0), uint8(0))
+	f.Add(avcc, []byte{0x11, 0x90}, []byte{0, 0, 0, 1, 0x65}, []byte{0}, uint16(1), uint8(1))
+	f.Fuzz(func(t *testing.T, vhdr, ahdr, frame, afr []byte, step uint16, gop uint8) {
+		l := newLLHLS(llhlsConfig{SegmentDuration: 10 * time.Millisecond})
+		ps := []*av.Packet{
+			{Kind: av.KindVideo, Codec: av.CodecH264, Header: true, Key: true, Data: vhdr},
+			{Kind: av.KindAudio, Codec: av.CodecAAC, Header: true, Data: ahdr},
+		}
+		for i := 0; i < 60; i++ {
+			d := time.Duration(i) * time.Duration(step) * time.Millisecond / 4
+			ps = append(ps,
+				&av.Packet{Kind: av.KindVideo, Codec: av.CodecH264, Key: gop == 0 || i%int(gop) == 0, DTS: d, CTS: ms(80), Data: frame},
+				&av.Packet{Kind: av.KindAudio, Codec: av.CodecAAC, DTS: d - 15*time.Second, Data: afr},
+				&av.Packet{Kind: av.KindAudio, Codec: av.CodecAAC, DTS: d, Data: afr})
+		}
+		for _, p := range ps {
+			l.writePacket(p)
+		}
+		l.close()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if len(l.segs) > 0 && !strings.HasPrefix(string(l.playlistLocked("")), "#EXTM3U\n") {
+			t.Fatal("bad playlist")
+		}
+	})
 }

@@ -45,7 +45,7 @@ func parseRoute(p string) (route, bool) {
 		if v, f, ok := variantFile(file); ok && validName(name) {
 			return route{kind: routeHLS, app: app, name: name, file: f, variant: v}, true
 		}
-		if !validName(name) || !(hlsFileRe.MatchString(file) || tsFileRe.MatchString(file)) {
+		if !validName(name) || !(hlsFileRe.MatchString(file) || tsFileRe.MatchString(file) || llFileRe.MatchString(file)) {
 			return route{}, false
 		}
 		return route{kind: routeHLS, app: app, name: name, file: file}, true
