@@ -511,9 +511,9 @@ export class Controller {
     if (this.player) { try { this.player.destroy(); } catch (e) { /* gone */ } this.player = null; }
     const Hls = window.Hls;
     if (!Hls || !Hls.isSupported()) throw new Error('hls.js not supported here');
-    // lowLatencyMode acts only on playlists with parts (hls_variant:
+    // lowLatencyMode (hls.js's default) acts only on playlists with parts (hls_variant:
     // lowlatency: about 1.5 s glass to glass); MPEG-TS playlists ignore it.
-    const cfg = Object.assign({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 }, this.o.hlsConfig);
+    const cfg = Object.assign({ lowLatencyMode: true }, this.o.hlsConfig);
     if (this.o.cmcd && this.o.qos && c.qos_token) {
       // Stock hls.js reports CMCD itself: request mode on its media
       // requests (to the vendor), and event mode (CMCD v2: play state
