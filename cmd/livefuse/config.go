@@ -68,6 +68,7 @@ type Config struct {
 	CDNMix     cdnmix.Config     `yaml:"cdnmix"`
 	LMS        lms.Config        `yaml:"lms"`
 	Encryption EncryptionConfig  `yaml:"encryption"`
+	Console    ConsoleConfig     `yaml:"console"`
 	Streams    []StreamConfig    `yaml:"streams"`
 	Shutdown   time.Duration     `yaml:"shutdown_timeout"`
 
@@ -101,6 +102,7 @@ func defaultConfig() Config {
 		CDNMix:     cdnmix.DefaultConfig(),
 		LMS:        lms.DefaultConfig(),
 		Encryption: defaultEncryptionConfig(),
+		Console:    defaultConsoleConfig(),
 		AuthKey:    authkey.DefaultTypeAConfig(),
 		Shutdown:   5 * time.Second,
 
@@ -192,6 +194,7 @@ func (c *Config) validate() []fieldError {
 	rc.DataDir = c.DataDir
 	add("recording", rc.Validate())
 	add("cdnmix", c.CDNMix.Validate())
+	add("", c.Console.validate())
 	for i, s := range seedStreams(c.Streams) {
 		section := fmt.Sprintf("streams[%d]", i)
 		if s.Name == "" {

@@ -129,7 +129,7 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 		return err
 	}
 	policies.pushAll()
-	go reportUnit(ctx, reg, cfg.Unit, hub)
+	go reportUnit(ctx, reg, cfg.Unit, hub, cfg.Console.UnitReportPeriod)
 	rec.start(ctx)
 
 	rtmpSrv := ingest.NewRTMPServer(cfg.RTMP, deps, log)
@@ -179,20 +179,29 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 		}
 	}()
 
-	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc, rec, cfg.Unit, policies}, log, promReg)
+	live := liveSource{hub, tc, rec, cfg.Unit, policies}
+	api, err := lms.NewServer(lcfg, reg, live, log, promReg)
 	if err != nil {
 		return fmt.Errorf("control api: %w", err)
+	}
+	con := &console{cfg: cfg.Console, unit: cfg.Unit, reg: reg, hub: hub, live: live, cm: cm, log: log}
+	stopConsole := func() {}
+	if cfg.Console.Enabled {
+		if stopConsole, err = mountConsole(con, api, promReg); err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
 	}
 	tc.mount(api)
 	rec.mount(api)
 	cm.mount(api)
 	node.mount(api, store)
 	api.SetAuditStore(store)
-	api.SetAuditPublisher(events)
+	api.SetAuditPublisher(auditTee{events, con})
 	if err := api.Start(); err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}
 	defer api.Close()
+	defer stopConsole() // first: open event streams end before the API waits for its requests
 	node.agent.SetAddrs(listenerAddrs(api.URL(), mediaLn.Addr(), rtmpSrv.Addr(), rtspSrv.Addr(), rtmpsAddr))
 	go node.run(ctx)
 

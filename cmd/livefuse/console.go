@@ -1,0 +1,292 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livefuse/livefuse/bus"
+	"github.com/livefuse/livefuse/cdnmix"
+	"github.com/livefuse/livefuse/lms"
+	"github.com/livefuse/livefuse/lms/api"
+	"github.com/livefuse/livefuse/origin"
+	"github.com/livefuse/livefuse/web"
+)
+
+// ConsoleConfig is the console section of livefuse.yaml: the war-room
+// page at / and /console/ on the control API listener (loopback unless
+// lms.api_addr says otherwise) and its push channel, /api/v1/events.
+type ConsoleConfig struct {
+	// Enabled serves the page and the event stream (default true).
+	Enabled bool `yaml:"enabled"`
+	// Thresholds colour the feed cards: red under min_fps or
+	// min_bitrate_kbps.
+	Thresholds api.ConsoleThresholds `yaml:"thresholds"`
+	// UnitReportPeriod is how often every unit writes its switchers'
+	// state to the store, which is how a console sees the other units
+	// (its own unit it reads directly). Shorter shows other units'
+	// changes sooner and writes more to etcd (about 0.5 KB per stream and
+	// report).
+	UnitReportPeriod time.Duration `yaml:"unit_report_period"`
+	// The push channel's bounds: max_clients, tick, heartbeat,
+	// write_timeout.
+	lms.EventsConfig `yaml:",inline"`
+}
+
+func defaultConsoleConfig() ConsoleConfig {
+	return ConsoleConfig{Enabled: true, Thresholds: api.ConsoleThresholds{MinFPS: 15, MinBitrateKbps: 300},
+		UnitReportPeriod: time.Second, EventsConfig: lms.DefaultEventsConfig()}
+}
+
+// validate checks the section.
+func (c ConsoleConfig) validate() error {
+	if err := c.EventsConfig.Validate(); err != nil {
+		return fmt.Errorf("config: console: %w", err)
+	}
+	if c.UnitReportPeriod < 100*time.Millisecond || c.UnitReportPeriod > time.Minute {
+		return fmt.Errorf("config: console: unit_report_period %s: want 100ms to 1m", c.UnitReportPeriod)
+	}
+	t := c.Thresholds
+	if t.MinFPS < 0 || t.MinBitrateKbps < 0 || math.IsNaN(t.MinFPS) || math.IsNaN(t.MinBitrateKbps) {
+		return fmt.Errorf("config: console: thresholds must not be negative")
+	}
+	return nil
+}
+
+// maxConsoleRows bounds the streams and audience views.
+const maxConsoleRows = 2000
+
+// consoleAuditKeep is how many recent audit entries the audit view pushes.
+const consoleAuditKeep = 50
+
+// console builds the views the console pushes, from the parts of the
+// node that lms must not import.
+type console struct {
+	cfg  ConsoleConfig
+	unit string
+	reg  *lms.Registry
+	hub  *origin.Hub
+	live liveSource
+	cm   *cdnMix
+	log  *slog.Logger
+
+	// Other units' reports, read from the store at most every tick and
+	// four times per report period.
+	units   map[string][]lms.UnitStatus
+	unitsAt time.Time
+
+	auditMu sync.Mutex
+	audit   []api.AuditEntry // newest first
+}
+
+// thresholds is what colours a card. One function, so that the alert
+// rules can take over from the console's own config in one place.
+func (c *console) thresholds() api.ConsoleThresholds { return c.cfg.Thresholds }
+
+// sources returns the topics the console pushes. The alerts and plans
+// topics join them when those parts are wired.
+func (c *console) sources() []lms.ConsoleSource {
+	return []lms.ConsoleSource{
+		{Topic: "streams", Snapshot: func() any { return c.streams() }},
+		{Topic: "cdn", Snapshot: func() any { return c.cdn() }},
+		{Topic: "audience", Snapshot: func() any { return c.audience() }},
+		{Topic: "audit", Snapshot: func() any { return c.auditView() }},
+	}
+}
+
+// mountConsole starts the push channel and mounts it and the page on the
+// control API; the returned function stops it (after api.Close).
+func mountConsole(c *console, srv *lms.Server, promReg prometheus.Registerer) (func(), error) {
+	ev, err := lms.NewEvents(c.cfg.EventsConfig, c.sources(), c.log, promReg)
+	if err != nil {
+		return nil, err
+	}
+	srv.MountConsole(ev, web.ConsoleHandler())
+	go ev.Run()
+	return ev.Close, nil
+}
+
+// streams is the streams view: every registered stream, with this unit's
+// switcher read directly and the other units' from their reports.
+func (c *console) streams() any {
+	now := time.Now()
+	if now.Sub(c.unitsAt) >= max(c.cfg.Tick, c.cfg.UnitReportPeriod/4) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		u, err := c.reg.Units(ctx)
+		cancel()
+		if err == nil {
+			c.units = u
+		} else {
+			c.log.Debug("console: unit reports unavailable", "err", err)
+		}
+		c.unitsAt = now
+	}
+	local := map[string]origin.Status{}
+	for _, st := range c.hub.List() {
+		local[st.App+"/"+st.Name] = st
+	}
+	view := api.ConsoleStreams{At: now.UTC().Truncate(time.Second), Unit: c.unit, Thresholds: c.thresholds(),
+		Streams: []api.ConsoleStream{}}
+	for _, s := range c.reg.List() {
+		if len(view.Streams) == maxConsoleRows {
+			break
+		}
+		path := s.Path()
+		cs := api.ConsoleStream{Stream: path, Enabled: s.Enabled, Policy: cmp.Or(s.FeedPolicy, api.FeedAuto),
+			Encryption: s.Encryption, Record: s.Record, Profile: s.Profile, Units: []api.ConsoleUnit{}}
+		if st, ok := local[path]; ok {
+			cs.Units = append(cs.Units, c.localUnit(s, st))
+		}
+		for _, u := range c.units[path] {
+			if u.Unit == c.unit {
+				continue // read directly above
+			}
+			cs.Units = append(cs.Units, api.ConsoleUnit{UnitStatus: roundUnit(u)})
+		}
+		slices.SortFunc(cs.Units, func(a, b api.ConsoleUnit) int { return cmp.Compare(a.Unit, b.Unit) })
+		view.Streams = append(view.Streams, cs)
+	}
+	return view
+}
+
+// localUnit is this unit's part of a stream's card.
+func (c *console) localUnit(s lms.Stream, st origin.Status) api.ConsoleUnit {
+	u := toUnitStatus(st.Switch)
+	u.Unit = c.unit
+	cu := api.ConsoleUnit{UnitStatus: roundUnit(u), Local: true, Viewers: st.ReadersByProtocol}
+	if ts := c.live.tc.status(s.App, s.Name); ts != nil {
+		cu.Transcode = &api.ConsoleTranscode{Profile: ts.Profile, State: ts.State, Reason: ts.Reason,
+			Restarts: ts.Restarts, LastExit: ts.LastExit}
+	}
+	if rs := c.live.rec.status(s.App, s.Name); rs != nil {
+		cu.Recording = &api.ConsoleRecording{State: rs.State, Segments: rs.Segments, Pending: rs.Pending, Error: rs.Error}
+	}
+	for _, r := range c.live.tc.renditions(s.App, s.Name) {
+		cu.Renditions = append(cu.Renditions, api.ConsoleRendition{Name: r.Name, Stream: r.Stream, Height: r.Height,
+			BitrateKbps: math.Round(r.BitrateKbps), Readers: r.Readers})
+	}
+	return cu
+}
+
+// roundUnit rounds the figures to what a card shows (fps to 0.1, kbit/s
+// and RTT to units, the last packet's age to whole seconds, 0 under one),
+// so that the view changes when a card would, not on every sample.
+func roundUnit(u lms.UnitStatus) lms.UnitStatus {
+	feeds := make([]api.FeedStatus, len(u.Feeds))
+	for i, f := range u.Feeds {
+		f.FPS = math.Round(f.FPS*10) / 10
+		f.BitrateKbps = math.Round(f.BitrateKbps)
+		f.RTTMillis = math.Round(f.RTTMillis)
+		f.LastPacketAgeMillis = f.LastPacketAgeMillis / 1000 * 1000
+		feeds[i] = f
+	}
+	u.Feeds = feeds
+	return u
+}
+
+// cdn is the CDN view: pools, dispatch shares, blacklist.
+func (c *console) cdn() any {
+	view := api.ConsoleCDN{Pools: []api.ConsolePool{}, Shares: []api.ConsoleShare{}, Blacklist: []api.ConsoleBlacklist{}}
+	if c.cm == nil {
+		return view
+	}
+	alloc := c.cm.m.Allocator()
+	if p := alloc.Plan(); p != nil {
+		view.At = p.At.UTC()
+		for _, ps := range p.Pools {
+			view.Pools = append(view.Pools, api.ConsolePool{Vendor: ps.Vendor, Region: ps.Region,
+				Mbps: round2(ps.Mbps), ForecastMbps: round2(ps.ForecastMbps), CommitMbps: ps.CommitMbps,
+				CeilingMbps: ps.CeilingMbps, State: ps.State.String()})
+		}
+		for _, b := range p.Buckets() {
+			if len(view.Shares) == maxConsoleRows {
+				break
+			}
+			bp, _ := p.Bucket(b)
+			sh := api.ConsoleShare{Region: b.Region, ISP: b.ISP, Ratios: map[string]float64{}}
+			for _, cd := range bp.Candidates {
+				sh.Ratios[cd.Vendor] = math.Round(cd.Ratio*1000) / 1000
+			}
+			view.Shares = append(view.Shares, sh)
+		}
+	}
+	manual := map[cdnmix.Key]bool{}
+	for _, e := range alloc.ManualBlacklist() {
+		manual[cdnmix.Key{Vendor: e.Vendor, Bucket: cdnmix.Bucket{Region: e.Region, ISP: e.ISP}}] = true
+	}
+	for _, e := range alloc.Blacklist() {
+		k := cdnmix.Key{Vendor: e.Vendor, Bucket: cdnmix.Bucket{Region: e.Region, ISP: e.ISP}}
+		view.Blacklist = append(view.Blacklist, api.ConsoleBlacklist{Vendor: e.Vendor, Region: e.Region, ISP: e.ISP,
+			Until: e.Until.UTC(), Reason: e.Reason, Auto: !manual[k]})
+	}
+	return view
+}
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }
+
+// audience is the audience view: last-minute quality by province × ISP
+// × vendor, worst first. A dispatch node of a fleet shows the fleet's
+// figures, any other node its own aggregates.
+func (c *console) audience() any {
+	view := api.ConsoleAudience{Rows: []api.AudienceRow{}}
+	if c.cm == nil {
+		return view
+	}
+	var obs map[cdnmix.Key]cdnmix.Observation
+	if f := c.cm.m.FleetView(); f != nil {
+		obs = f.Snapshot()
+	} else {
+		obs = c.cm.m.Aggregator().Snapshot()
+	}
+	for k, o := range obs {
+		if o.Users <= 0 {
+			continue
+		}
+		view.Rows = append(view.Rows, api.AudienceRow{Region: k.Bucket.Region, ISP: k.Bucket.ISP, Vendor: k.Vendor,
+			Users: o.Users, StalledUsers: o.StalledUsers, StallRate: math.Round(o.StallRate*10000) / 10000,
+			ZeroStallRate: math.Round((1-o.StallRate)*10000) / 10000})
+	}
+	slices.SortFunc(view.Rows, func(a, b api.AudienceRow) int {
+		return cmp.Or(cmp.Compare(b.StallRate, a.StallRate), cmp.Compare(b.Users, a.Users),
+			cmp.Compare(a.Region, b.Region), cmp.Compare(a.ISP, b.ISP), cmp.Compare(a.Vendor, b.Vendor))
+	})
+	if len(view.Rows) > maxConsoleRows {
+		view.Rows = view.Rows[:maxConsoleRows]
+	}
+	return view
+}
+
+// auditView is the latest audit entries of this node.
+func (c *console) auditView() any {
+	c.auditMu.Lock()
+	defer c.auditMu.Unlock()
+	return api.ConsoleAudit{Entries: slices.Clone(c.audit)}
+}
+
+// auditTee is the audit publisher: every entry goes on to the bus and
+// into the console's recent list.
+type auditTee struct {
+	next bus.Publisher
+	c    *console
+}
+
+func (a auditTee) Publish(topic string, key, value []byte) error {
+	if topic == bus.TopicAudit {
+		var ev bus.AuditEvent
+		var e api.AuditEntry
+		if json.Unmarshal(value, &ev) == nil && json.Unmarshal(ev.Detail, &e) == nil {
+			a.c.auditMu.Lock()
+			a.c.audit = append([]api.AuditEntry{e}, a.c.audit[:min(len(a.c.audit), consoleAuditKeep-1)]...)
+			a.c.auditMu.Unlock()
+		}
+	}
+	return a.next.Publish(topic, key, value)
+}
