@@ -228,12 +228,13 @@ func (e *Events) tick() {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	sampled := start.UnixMilli()
 	for i, f := range frames {
 		if !bytes.Equal(e.last[f.topic], f.b) {
 			e.last[f.topic] = f.b
 			frames[i].changed = true
 		}
-		frames[i].b = sseFrame(f.topic, f.b)
+		frames[i].b = sseFrame(sampled, f.topic, f.b)
 	}
 	e.mSample.Observe(time.Since(start).Seconds())
 	for sub := range e.subs {
@@ -269,11 +270,16 @@ func sample(s ConsoleSource) (b []byte, err error) {
 	return json.Marshal(s.Snapshot())
 }
 
-// sseFrame is one server-sent event: the topic as its name, the JSON on
-// one data line (json.Marshal never writes a raw newline).
-func sseFrame(topic string, data []byte) []byte {
-	b := make([]byte, 0, len(topic)+len(data)+16)
-	b = append(b, "event: "...)
+// sseFrame is one server-sent event: the sampling time (Unix ms) as its
+// id, the topic as its name, the JSON on one data line (json.Marshal
+// never writes a raw newline). The id is outside the compared snapshot,
+// so a page can tell how old what it shows is without every tick
+// becoming a change.
+func sseFrame(sampled int64, topic string, data []byte) []byte {
+	b := make([]byte, 0, len(topic)+len(data)+40)
+	b = append(b, "id: "...)
+	b = strconv.AppendInt(b, sampled, 10)
+	b = append(b, "\nevent: "...)
 	b = append(b, topic...)
 	b = append(b, "\ndata: "...)
 	b = append(b, data...)

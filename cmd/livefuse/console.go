@@ -78,10 +78,13 @@ type console struct {
 	cm   *cdnMix
 	log  *slog.Logger
 
-	// Other units' reports, read from the store at most every tick and
-	// four times per report period.
-	units   map[string][]lms.UnitStatus
-	unitsAt time.Time
+	// Other units' reports, read from the store by runUnits when the
+	// streams view asks (at most twice per report period), so that a slow
+	// store never holds the view.
+	unitsAsk chan struct{}
+	unitsAt  time.Time // sampler's goroutine only
+	unitsMu  sync.Mutex
+	units    map[string][]lms.UnitStatus
 
 	auditMu sync.Mutex
 	audit   []api.AuditEntry // newest first
@@ -103,37 +106,61 @@ func (c *console) sources() []lms.ConsoleSource {
 }
 
 // mountConsole starts the push channel and mounts it and the page on the
-// control API; the returned function stops it (after api.Close).
-func mountConsole(c *console, srv *lms.Server, promReg prometheus.Registerer) (func(), error) {
+// control API; the returned function stops it (call it before api.Close,
+// so that open event streams end first).
+func mountConsole(ctx context.Context, c *console, srv *lms.Server, promReg prometheus.Registerer) (func(), error) {
 	ev, err := lms.NewEvents(c.cfg.EventsConfig, c.sources(), c.log, promReg)
 	if err != nil {
 		return nil, err
 	}
 	srv.MountConsole(ev, web.ConsoleHandler())
+	ctx, cancel := context.WithCancel(ctx)
+	c.unitsAsk = make(chan struct{}, 1)
+	go c.runUnits(ctx)
 	go ev.Run()
-	return ev.Close, nil
+	return func() { ev.Close(); cancel() }, nil
+}
+
+// runUnits reads the units' reports each time the streams view asks.
+func (c *console) runUnits(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.unitsAsk:
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		u, err := c.reg.Units(rctx)
+		cancel()
+		if err != nil {
+			c.log.Debug("console: unit reports unavailable", "err", err)
+			continue
+		}
+		c.unitsMu.Lock()
+		c.units = u
+		c.unitsMu.Unlock()
+	}
 }
 
 // streams is the streams view: every registered stream, with this unit's
 // switcher read directly and the other units' from their reports.
 func (c *console) streams() any {
 	now := time.Now()
-	if now.Sub(c.unitsAt) >= max(c.cfg.Tick, c.cfg.UnitReportPeriod/4) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		u, err := c.reg.Units(ctx)
-		cancel()
-		if err == nil {
-			c.units = u
-		} else {
-			c.log.Debug("console: unit reports unavailable", "err", err)
-		}
+	if c.unitsAsk != nil && now.Sub(c.unitsAt) >= c.cfg.UnitReportPeriod/2 {
 		c.unitsAt = now
+		select {
+		case c.unitsAsk <- struct{}{}:
+		default:
+		}
 	}
+	c.unitsMu.Lock()
+	units := c.units
+	c.unitsMu.Unlock()
 	local := map[string]origin.Status{}
 	for _, st := range c.hub.List() {
 		local[st.App+"/"+st.Name] = st
 	}
-	view := api.ConsoleStreams{At: now.UTC().Truncate(time.Second), Unit: c.unit, Thresholds: c.thresholds(),
+	view := api.ConsoleStreams{Unit: c.unit, Thresholds: c.thresholds(),
 		Streams: []api.ConsoleStream{}}
 	for _, s := range c.reg.List() {
 		if len(view.Streams) == maxConsoleRows {
@@ -145,7 +172,7 @@ func (c *console) streams() any {
 		if st, ok := local[path]; ok {
 			cs.Units = append(cs.Units, c.localUnit(s, st))
 		}
-		for _, u := range c.units[path] {
+		for _, u := range units[path] {
 			if u.Unit == c.unit {
 				continue // read directly above
 			}
@@ -176,20 +203,37 @@ func (c *console) localUnit(s lms.Stream, st origin.Status) api.ConsoleUnit {
 	return cu
 }
 
-// roundUnit rounds the figures to what a card shows (fps to 0.1, kbit/s
-// and RTT to units, the last packet's age to whole seconds, 0 under one),
-// so that the view changes when a card would, not on every sample.
+// roundUnit rounds the figures to what a card shows (frame rate to
+// whole frames, tenths under 10; bitrate to whole kbit/s and three
+// significant digits; RTT
+// to milliseconds; the last packet's age to whole seconds, 0 under one),
+// so that the view changes when a card would, not on every sample: with
+// 200 streams some figure moves on every tick otherwise, and the whole
+// view goes out four times a second.
 func roundUnit(u lms.UnitStatus) lms.UnitStatus {
 	feeds := make([]api.FeedStatus, len(u.Feeds))
 	for i, f := range u.Feeds {
-		f.FPS = math.Round(f.FPS*10) / 10
-		f.BitrateKbps = math.Round(f.BitrateKbps)
+		if f.FPS >= 10 {
+			f.FPS = math.Round(f.FPS)
+		} else {
+			f.FPS = math.Round(f.FPS*10) / 10
+		}
+		f.BitrateKbps = roundSig(math.Round(f.BitrateKbps), 3)
 		f.RTTMillis = math.Round(f.RTTMillis)
 		f.LastPacketAgeMillis = f.LastPacketAgeMillis / 1000 * 1000
 		feeds[i] = f
 	}
 	u.Feeds = feeds
 	return u
+}
+
+// roundSig rounds v to n significant digits.
+func roundSig(v float64, n int) float64 {
+	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return v
+	}
+	p := math.Pow(10, float64(n)-math.Ceil(math.Log10(math.Abs(v))))
+	return math.Round(v*p) / p
 }
 
 // cdn is the CDN view: pools, dispatch shares, blacklist.

@@ -187,7 +187,7 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 	con := &console{cfg: cfg.Console, unit: cfg.Unit, reg: reg, hub: hub, live: live, cm: cm, log: log}
 	stopConsole := func() {}
 	if cfg.Console.Enabled {
-		if stopConsole, err = mountConsole(con, api, promReg); err != nil {
+		if stopConsole, err = mountConsole(ctx, con, api, promReg); err != nil {
 			return fmt.Errorf("console: %w", err)
 		}
 	}

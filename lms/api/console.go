@@ -21,10 +21,10 @@ type ConsoleThresholds struct {
 }
 
 // ConsoleStreams is the "streams" event: every registered stream with its
-// switcher at every unit that has it live.
+// switcher at every unit that has it live. (Every event's id is when the
+// node sampled it, in Unix milliseconds; it is not in the view, which
+// changes only when a card would.)
 type ConsoleStreams struct {
-	// At is when this node sampled the view.
-	At         time.Time         `json:"at"`
 	Unit       string            `json:"unit"` // the unit of the node serving the console
 	Thresholds ConsoleThresholds `json:"thresholds"`
 	Streams    []ConsoleStream   `json:"streams"`

@@ -20,7 +20,7 @@
   // What the page shows and measures. __lf.marks records when each card
   // took a state (for the event-to-card latency measurement), bounded.
   const state = { token: '', role: '', name: '', view: 'streams', streams: null, cdnHist: {}, plans: null, alerts: null };
-  const lf = (window.__lf = { marks: [], events: 0, connected: false });
+  const lf = (window.__lf = { marks: [], events: 0, bytes: 0, renders: 0, renderMs: 0, gaps: [], lags: [], lastStreams: 0, connected: false });
   const mark = (key, what) => {
     lf.marks.push({ key, what, t: Date.now() });
     if (lf.marks.length > 20000) lf.marks.splice(0, 5000);
@@ -114,16 +114,25 @@
     }
   }
   function dispatch(block) {
-    let ev = 'message', data = '';
+    let ev = 'message', data = '', id = 0;
     for (const line of block.split('\n')) {
-      if (line.startsWith('event: ')) ev = line.slice(7);
+      if (line.startsWith('id: ')) id = Number(line.slice(4));
+      else if (line.startsWith('event: ')) ev = line.slice(7);
       else if (line.startsWith('data: ')) data += line.slice(6);
     }
     if (!data || !handlers[ev]) return;
     let v;
     try { v = JSON.parse(data); } catch (e) { return; }
     lf.events++;
+    lf.bytes += data.length;
+    const t0 = Date.now();
     handlers[ev](v);
+    if (id && ev === 'streams') {
+      // How long after the server sampled it the view was drawn, and how
+      // much of that was drawing.
+      lf.lags.push({ transit: t0 - id, drawn: Date.now() - id });
+      if (lf.lags.length > 5000) lf.lags.shift();
+    }
   }
   function setConn(up) {
     lf.connected = up;
@@ -146,7 +155,7 @@
     const j = judge(f, th);
     const key = s.stream + '|' + u.unit + '|' + f.feed;
     const cls = ['card', j.na ? 'na' : (j.fpsLow || j.bitrateLow) ? 'low' : 'ok', f.active ? 'active' : ''].join(' ');
-    const fps = j.na ? 'N/A' : f.fps.toFixed(1) + ' fps';
+    const fps = j.na ? 'N/A' : f.fps.toFixed(f.fps >= 10 ? 0 : 1) + ' fps';
     const br = j.na ? 'N/A' : Math.round(f.bitrate_kbps) + ' kbps';
     const res = !j.na && f.width ? f.width + '×' + f.height : '';
     const extra = [];
@@ -173,8 +182,13 @@
     return `<div class="unit" data-unit="${esc(u.unit)}"><div class="unit-head">unit <b>${esc(u.unit)}</b>${u.local ? '' : ' <span class="note">(reported ' + esc(ago(u.reported_at)) + ')</span>'}</div>` +
       `<div class="unit-info">${info.join(' · ')}</div><div class="cards">${feeds}</div></div>`;
   }
+  // Only the sections whose HTML changed are redrawn.
   const streamHTML = {};
+  const cardState = new Map();
   handlers.streams = (v) => {
+    const t0 = performance.now();
+    if (lf.lastStreams) { lf.gaps.push(Date.now() - lf.lastStreams); if (lf.gaps.length > 2000) lf.gaps.shift(); }
+    lf.lastStreams = Date.now();
     state.streams = v;
     const th = v.thresholds || {};
     $('#th').textContent = th.min_fps + ' fps / ' + th.min_bitrate_kbps + ' kbps';
@@ -184,29 +198,39 @@
     for (const s of v.streams || []) {
       seen.add(s.stream);
       const units = s.units.length ? s.units.map((u) => unitBlock(s, u, th)).join('')
-        : `<div class="unit"><div class="cards"><div class="card na" data-stream="${esc(s.stream)}" data-unit="" data-feed="" data-state="offline"><div class="feed">not on air</div><div class="fps">N/A</div><div class="bitrate">N/A</div></div></div></div>`;
+        : `<div class="unit"><div class="cards"><div class="card na" data-key="${esc(s.stream)}||" data-stream="${esc(s.stream)}" data-unit="" data-feed="" data-state="offline"><div class="feed">not on air</div><div class="fps">N/A</div><div class="bitrate">N/A</div></div></div></div>`;
       const html = `<h3>${esc(s.stream)} <span class="note">${s.enabled ? '' : 'disabled · '}policy ${esc(s.policy)}${s.encryption ? ' · encrypted' : ''}${s.record ? ' · recorded' : ''}${s.profile ? ' · profile ' + esc(s.profile) : ''}</span></h3>${units}`;
-      let el = root.querySelector(`section.stream[data-stream="${CSS.escape(s.stream)}"]`);
+      let el = streamEls.get(s.stream);
       if (!el) {
         el = document.createElement('section');
         el.className = 'stream';
         el.dataset.stream = s.stream;
-        if (prev && prev.nextSibling) root.insertBefore(el, prev.nextSibling);
-        else if (prev) root.appendChild(el);
-        else root.insertBefore(el, root.firstChild);
+        streamEls.set(s.stream, el);
       }
+      if ((prev ? prev.nextSibling : root.firstChild) !== el) root.insertBefore(el, prev ? prev.nextSibling : root.firstChild);
       prev = el;
       if (streamHTML[s.stream] !== html) {
         streamHTML[s.stream] = html;
         el.innerHTML = html;
-        for (const c of $$('.card', el)) mark(c.dataset.stream + '|' + c.dataset.unit + '|' + c.dataset.feed, c.dataset.state + ' ' + c.querySelector('.fps').textContent + ' ' + c.querySelector('.bitrate').textContent);
+        for (const c of el.getElementsByClassName('card')) {
+          // Marks record a card's changes of state or colour (not of
+          // figures), so that the list spans minutes.
+          const k = c.dataset.key, st = c.dataset.state + ' ' + c.className;
+          if (cardState.get(k) !== st) {
+            cardState.set(k, st);
+            mark(k, c.dataset.state + ' ' + c.className + ' ' + c.querySelector('.fps').textContent + ' ' + c.querySelector('.bitrate').textContent);
+          }
+        }
       }
     }
-    for (const el of $$('section.stream', root)) {
-      if (!seen.has(el.dataset.stream)) { delete streamHTML[el.dataset.stream]; el.remove(); }
+    for (const [name, el] of streamEls) {
+      if (!seen.has(name)) { delete streamHTML[name]; streamEls.delete(name); el.remove(); }
     }
     applyFilter();
+    lf.renderMs += performance.now() - t0;
+    lf.renders++;
   };
+  const streamEls = new Map();
   function applyFilter() {
     const q = $('#stream-filter').value.trim().toLowerCase();
     for (const el of $$('section.stream')) el.hidden = q !== '' && !el.dataset.stream.toLowerCase().includes(q);
