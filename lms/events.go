@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,9 +98,10 @@ type Events struct {
 	sources []ConsoleSource
 	clients atomic.Int64
 
-	mu   sync.Mutex
-	subs map[*eventSub]struct{}
-	last map[string][]byte // serialised snapshot last sent, by topic
+	mu    sync.Mutex
+	subs  map[*eventSub]struct{}
+	last  map[string][]byte      // serialised snapshot last sent, by topic
+	keyed map[string]*keyedState // the same for keyed topics
 
 	wake      chan struct{} // a client joined: sample now
 	done      chan struct{}
@@ -143,7 +146,7 @@ func NewEvents(cfg EventsConfig, sources []ConsoleSource, log *slog.Logger, reg 
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &Events{cfg: cfg, log: log, sources: append([]ConsoleSource(nil), sources...),
-		subs: map[*eventSub]struct{}{}, last: map[string][]byte{},
+		subs: map[*eventSub]struct{}{}, last: map[string][]byte{}, keyed: map[string]*keyedState{},
 		wake: make(chan struct{}, 1), done: make(chan struct{}), ran: make(chan struct{}),
 		mClients: prometheus.NewGauge(prometheus.GaugeOpts{Name: "livefuse_console_clients",
 			Help: "Console event streams open."}),
@@ -198,6 +201,53 @@ func (e *Events) Close() {
 	e.closeOnce.Do(func() { close(e.done) })
 }
 
+// ConsoleKeyed is a snapshot made of keyed items (the streams view: one
+// item per stream). For such a source the push channel sends a client its
+// full view once, then only what changed: the items whose JSON changed,
+// the keys gone, the key order when it changed, and the head (the view's
+// other fields). With 200 streams a tick typically changes a few items,
+// so the page parses and draws a few, not all.
+//
+// On the wire: {"full":true,"head":H,"set":{KEY:ITEM...},"order":[KEY...]}
+// first (and after a reconnect), then {"head":H,"set":{...},"del":[...],
+// "order":[...]} with set, del and order present only when not empty.
+type ConsoleKeyed struct {
+	Head  any
+	Items []ConsoleItem // in display order; keys unique
+}
+
+// ConsoleItem is one item of a ConsoleKeyed view.
+type ConsoleItem struct {
+	Key   string
+	Value any
+}
+
+// keyedFrame is a ConsoleKeyed event on the wire.
+type keyedFrame struct {
+	Full  bool                       `json:"full,omitempty"`
+	Head  json.RawMessage            `json:"head"`
+	Set   map[string]json.RawMessage `json:"set,omitempty"`
+	Del   []string                   `json:"del,omitempty"`
+	Order []string                   `json:"order,omitempty"`
+}
+
+// keyedState is what was last sent of a keyed topic.
+type keyedState struct {
+	head  []byte
+	items map[string][]byte
+	order []string
+}
+
+// sampled is one source's serialised snapshot: b for a plain view; for a
+// keyed one, its head, items and order.
+type sampled struct {
+	b     []byte
+	keyed bool
+	head  []byte
+	items map[string][]byte
+	order []string
+}
+
 // tick samples every source once while somebody listens and hands the
 // changed topics to the clients.
 func (e *Events) tick() {
@@ -207,43 +257,57 @@ func (e *Events) tick() {
 		// Nobody listens: forget what was sent, so the next client's
 		// first tick samples afresh.
 		clear(e.last)
+		clear(e.keyed)
 		e.mu.Unlock()
 		return
+	}
+	fresh := false
+	for sub := range e.subs {
+		fresh = fresh || sub.fresh
 	}
 	e.mu.Unlock()
 	start := time.Now()
 	type frame struct {
-		topic   string
-		b       []byte
-		changed bool
+		topic       string
+		full, delta []byte // full: for a fresh client; delta: for the others (nil: nothing changed)
 	}
 	frames := make([]frame, 0, len(e.sources))
+	at := start.UnixMilli()
 	for _, s := range e.sources {
-		b, err := sample(s)
+		v, err := sample(s)
 		if err != nil {
 			e.log.Warn("console: source failed", "topic", s.Topic, "err", err)
 			continue
 		}
-		frames = append(frames, frame{topic: s.Topic, b: b})
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	sampled := start.UnixMilli()
-	for i, f := range frames {
-		if !bytes.Equal(e.last[f.topic], f.b) {
-			e.last[f.topic] = f.b
-			frames[i].changed = true
+		f := frame{topic: s.Topic}
+		if !v.keyed {
+			if !bytes.Equal(e.last[s.Topic], v.b) {
+				e.last[s.Topic] = v.b
+				f.delta = sseFrame(at, s.Topic, v.b)
+			}
+			f.full = f.delta
+			if f.full == nil && fresh {
+				f.full = sseFrame(at, s.Topic, v.b)
+			}
+		} else {
+			f.full, f.delta = e.keyedFrames(at, s.Topic, v, fresh)
 		}
-		frames[i].b = sseFrame(sampled, f.topic, f.b)
+		frames = append(frames, f)
 	}
 	e.mSample.Observe(time.Since(start).Seconds())
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	for sub := range e.subs {
 		for _, f := range frames {
-			if !(f.changed || sub.fresh) || (sub.topics != nil && !sub.topics[f.topic]) {
+			b := f.delta
+			if sub.fresh {
+				b = f.full
+			}
+			if b == nil || (sub.topics != nil && !sub.topics[f.topic]) {
 				continue
 			}
 			select {
-			case sub.ch <- f.b:
+			case sub.ch <- b:
 				e.mEvents.Inc()
 			default:
 				// The client did not take what earlier ticks sent: drop it
@@ -259,15 +323,83 @@ func (e *Events) tick() {
 	}
 }
 
+// keyedFrames compares a keyed view with what was last sent and returns
+// the full event (when a client needs it) and the delta (nil when
+// nothing changed). Called from Run's goroutine only.
+func (e *Events) keyedFrames(at int64, topic string, v sampled, fresh bool) (full, delta []byte) {
+	last := e.keyed[topic]
+	if last == nil {
+		last = &keyedState{items: map[string][]byte{}}
+		e.keyed[topic] = last
+	}
+	d := keyedFrame{Head: v.head, Set: map[string]json.RawMessage{}}
+	for k, b := range v.items {
+		if !bytes.Equal(last.items[k], b) {
+			d.Set[k] = b
+		}
+	}
+	for k := range last.items {
+		if _, ok := v.items[k]; !ok {
+			d.Del = append(d.Del, k)
+		}
+	}
+	sort.Strings(d.Del)
+	if !slices.Equal(last.order, v.order) {
+		d.Order = v.order
+	}
+	if !bytes.Equal(last.head, v.head) || len(d.Set) > 0 || len(d.Del) > 0 || d.Order != nil {
+		if b, err := json.Marshal(d); err == nil {
+			delta = sseFrame(at, topic, b)
+		}
+	}
+	last.head, last.items, last.order = v.head, v.items, v.order
+	if fresh {
+		f := keyedFrame{Full: true, Head: v.head, Set: make(map[string]json.RawMessage, len(v.items)), Order: v.order}
+		for k, b := range v.items {
+			f.Set[k] = b
+		}
+		if f.Order == nil {
+			f.Order = []string{}
+		}
+		if b, err := json.Marshal(f); err == nil {
+			full = sseFrame(at, topic, b)
+		}
+	}
+	return full, delta
+}
+
 // sample serialises one source's snapshot; a panicking source is
 // reported as an error, not a crash of the node.
-func sample(s ConsoleSource) (b []byte, err error) {
+func sample(s ConsoleSource) (v sampled, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("snapshot panicked: %v", r)
 		}
 	}()
-	return json.Marshal(s.Snapshot())
+	snap := s.Snapshot()
+	kv, ok := snap.(ConsoleKeyed)
+	if !ok {
+		v.b, err = json.Marshal(snap)
+		return v, err
+	}
+	v.keyed = true
+	if v.head, err = json.Marshal(kv.Head); err != nil {
+		return v, err
+	}
+	v.items = make(map[string][]byte, len(kv.Items))
+	v.order = make([]string, 0, len(kv.Items))
+	for _, it := range kv.Items {
+		if _, dup := v.items[it.Key]; dup {
+			continue
+		}
+		b, err := json.Marshal(it.Value)
+		if err != nil {
+			return v, err
+		}
+		v.items[it.Key] = b
+		v.order = append(v.order, it.Key)
+	}
+	return v, nil
 }
 
 // sseFrame is one server-sent event: the sampling time (Unix ms) as its

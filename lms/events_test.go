@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -258,5 +260,64 @@ func TestEventsConfigValidate(t *testing.T) {
 	s := func() any { return 1 }
 	if _, err := NewEvents(good, []ConsoleSource{{"a", s}, {"a", s}}, nil, nil); err == nil {
 		t.Error("a topic registered twice accepted")
+	}
+}
+
+// A keyed view goes out whole to a new client, then as the items that
+// changed, the keys gone and the new order.
+func TestEventsKeyedDelta(t *testing.T) {
+	var mu sync.Mutex
+	items := []ConsoleItem{{"a", 1}, {"b", 2}, {"c", 3}}
+	head := "h1"
+	src := func() any {
+		mu.Lock()
+		defer mu.Unlock()
+		return ConsoleKeyed{Head: head, Items: slices.Clone(items)}
+	}
+	ev, err := NewEvents(DefaultEventsConfig(), []ConsoleSource{{"k", src}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := ev.subscribe(nil)
+	data := func() string {
+		t.Helper()
+		select {
+		case b := <-sub.ch:
+			_, d, _ := strings.Cut(string(b), "\ndata: ")
+			return strings.TrimSpace(d)
+		default:
+			return ""
+		}
+	}
+	ev.tick()
+	if got, want := data(), `{"full":true,"head":"h1","set":{"a":1,"b":2,"c":3},"order":["a","b","c"]}`; got != want {
+		t.Fatalf("first: %s, want %s", got, want)
+	}
+	ev.tick()
+	if got := data(); got != "" {
+		t.Fatalf("nothing changed, sent %s", got)
+	}
+	mu.Lock()
+	items = []ConsoleItem{{"c", 3}, {"a", 5}}
+	mu.Unlock()
+	ev.tick()
+	if got, want := data(), `{"head":"h1","set":{"a":5},"del":["b"],"order":["c","a"]}`; got != want {
+		t.Fatalf("delta: %s, want %s", got, want)
+	}
+	mu.Lock()
+	head = "h2"
+	mu.Unlock()
+	late := ev.subscribe(nil)
+	ev.tick()
+	if got, want := data(), `{"head":"h2"}`; got != want {
+		t.Fatalf("head change: %s, want %s", got, want)
+	}
+	select {
+	case b := <-late.ch:
+		if !strings.Contains(string(b), `{"full":true,"head":"h2","set":{"a":5,"c":3},"order":["c","a"]}`) {
+			t.Fatalf("late client: %s", b)
+		}
+	default:
+		t.Fatal("the late client got nothing")
 	}
 }

@@ -143,7 +143,8 @@ func (c *console) runUnits(ctx context.Context) {
 }
 
 // streams is the streams view: every registered stream, with this unit's
-// switcher read directly and the other units' from their reports.
+// switcher read directly and the other units' from their reports. It is
+// keyed by stream: a page gets the streams that changed, not all.
 func (c *console) streams() any {
 	now := time.Now()
 	if c.unitsAsk != nil && now.Sub(c.unitsAt) >= c.cfg.UnitReportPeriod/2 {
@@ -160,10 +161,9 @@ func (c *console) streams() any {
 	for _, st := range c.hub.List() {
 		local[st.App+"/"+st.Name] = st
 	}
-	view := api.ConsoleStreams{Unit: c.unit, Thresholds: c.thresholds(),
-		Streams: []api.ConsoleStream{}}
+	view := lms.ConsoleKeyed{Head: api.ConsoleStreamsHead{Unit: c.unit, Thresholds: c.thresholds()}}
 	for _, s := range c.reg.List() {
-		if len(view.Streams) == maxConsoleRows {
+		if len(view.Items) == maxConsoleRows {
 			break
 		}
 		path := s.Path()
@@ -179,7 +179,7 @@ func (c *console) streams() any {
 			cs.Units = append(cs.Units, api.ConsoleUnit{UnitStatus: roundUnit(u)})
 		}
 		slices.SortFunc(cs.Units, func(a, b api.ConsoleUnit) int { return cmp.Compare(a.Unit, b.Unit) })
-		view.Streams = append(view.Streams, cs)
+		view.Items = append(view.Items, lms.ConsoleItem{Key: path, Value: cs})
 	}
 	return view
 }

@@ -20,14 +20,14 @@ type ConsoleThresholds struct {
 	MinBitrateKbps float64 `json:"min_bitrate_kbps" yaml:"min_bitrate_kbps"`
 }
 
-// ConsoleStreams is the "streams" event: every registered stream with its
-// switcher at every unit that has it live. (Every event's id is when the
-// node sampled it, in Unix milliseconds; it is not in the view, which
-// changes only when a card would.)
-type ConsoleStreams struct {
+// ConsoleStreamsHead is the head of the "streams" event, which is keyed
+// (lms.ConsoleKeyed): {"full":true,"head":ConsoleStreamsHead,"set":{STREAM:
+// ConsoleStream...},"order":[STREAM...]} first, then only the streams that
+// changed ("set"), the streams gone ("del") and the order when it changed.
+// Every event's id is when the node sampled it, in Unix milliseconds.
+type ConsoleStreamsHead struct {
 	Unit       string            `json:"unit"` // the unit of the node serving the console
 	Thresholds ConsoleThresholds `json:"thresholds"`
-	Streams    []ConsoleStream   `json:"streams"`
 }
 
 // ConsoleStream is one stream of the streams view.

@@ -182,57 +182,80 @@
     return `<div class="unit" data-unit="${esc(u.unit)}"><div class="unit-head">unit <b>${esc(u.unit)}</b>${u.local ? '' : ' <span class="note">(reported ' + esc(ago(u.reported_at)) + ')</span>'}</div>` +
       `<div class="unit-info">${info.join(' · ')}</div><div class="cards">${feeds}</div></div>`;
   }
-  // Only the sections whose HTML changed are redrawn.
-  const streamHTML = {};
   const cardState = new Map();
+  // The streams event is keyed: the whole view first, then the streams
+  // that changed (set), those gone (del) and the order when it changed.
+  // Only the streams in set are drawn again.
+  const sv = { head: null, items: new Map(), order: [] };
   handlers.streams = (v) => {
     const t0 = performance.now();
     if (lf.lastStreams) { lf.gaps.push(Date.now() - lf.lastStreams); if (lf.gaps.length > 2000) lf.gaps.shift(); }
     lf.lastStreams = Date.now();
-    state.streams = v;
-    const th = v.thresholds || {};
+    const headChanged = v.full || JSON.stringify(v.head) !== JSON.stringify(sv.head);
+    if (v.full) sv.items.clear();
+    sv.head = v.head;
+    const dirty = headChanged ? null : new Set(Object.keys(v.set || {}));
+    for (const [k, item] of Object.entries(v.set || {})) sv.items.set(k, item);
+    for (const k of v.del || []) sv.items.delete(k);
+    if (v.order) sv.order = v.order;
+    state.streams = sv;
+    const th = (sv.head && sv.head.thresholds) || {};
     $('#th').textContent = th.min_fps + ' fps / ' + th.min_bitrate_kbps + ' kbps';
     const root = $('#streams');
-    const seen = new Set();
-    let prev = null;
-    for (const s of v.streams || []) {
-      seen.add(s.stream);
-      const units = s.units.length ? s.units.map((u) => unitBlock(s, u, th)).join('')
-        : `<div class="unit"><div class="cards"><div class="card na" data-key="${esc(s.stream)}||" data-stream="${esc(s.stream)}" data-unit="" data-feed="" data-state="offline"><div class="feed">not on air</div><div class="fps">N/A</div><div class="bitrate">N/A</div></div></div></div>`;
-      const html = `<h3>${esc(s.stream)} <span class="note">${s.enabled ? '' : 'disabled · '}policy ${esc(s.policy)}${s.encryption ? ' · encrypted' : ''}${s.record ? ' · recorded' : ''}${s.profile ? ' · profile ' + esc(s.profile) : ''}</span></h3>${units}`;
-      let el = streamEls.get(s.stream);
+    for (const k of v.del || []) {
+      const el = streamEls.get(k);
+      if (el) { el.remove(); streamEls.delete(k); }
+    }
+    if (v.full) {
+      for (const [k, el] of streamEls) if (!sv.items.has(k)) { el.remove(); streamEls.delete(k); }
+    }
+    for (const k of dirty || sv.order) {
+      const s = sv.items.get(k);
+      if (!s) continue;
+      let el = streamEls.get(k);
       if (!el) {
         el = document.createElement('section');
         el.className = 'stream';
-        el.dataset.stream = s.stream;
-        streamEls.set(s.stream, el);
+        el.dataset.stream = k;
+        streamEls.set(k, el);
+        root.appendChild(el);
       }
-      if ((prev ? prev.nextSibling : root.firstChild) !== el) root.insertBefore(el, prev ? prev.nextSibling : root.firstChild);
-      prev = el;
-      if (streamHTML[s.stream] !== html) {
-        streamHTML[s.stream] = html;
-        el.innerHTML = html;
-        for (const c of el.getElementsByClassName('card')) {
-          // Marks record a card's changes of state or colour (not of
-          // figures), so that the list spans minutes.
-          const k = c.dataset.key, st = c.dataset.state + ' ' + c.className;
-          if (cardState.get(k) !== st) {
-            cardState.set(k, st);
-            mark(k, c.dataset.state + ' ' + c.className + ' ' + c.querySelector('.fps').textContent + ' ' + c.querySelector('.bitrate').textContent);
-          }
-        }
-      }
+      drawStream(el, s, th);
     }
-    for (const [name, el] of streamEls) {
-      if (!seen.has(name)) { delete streamHTML[name]; streamEls.delete(name); el.remove(); }
+    if (v.order || v.full) {
+      // Put the sections in order (moves only those out of place).
+      let prev = null;
+      for (const k of sv.order) {
+        const el = streamEls.get(k);
+        if (!el) continue;
+        if ((prev ? prev.nextSibling : root.firstChild) !== el) root.insertBefore(el, prev ? prev.nextSibling : root.firstChild);
+        prev = el;
+      }
     }
     applyFilter();
     lf.renderMs += performance.now() - t0;
     lf.renders++;
   };
+  function drawStream(el, s, th) {
+    const units = s.units.length ? s.units.map((u) => unitBlock(s, u, th)).join('')
+      : `<div class="unit"><div class="cards"><div class="card na" data-key="${esc(s.stream)}||" data-stream="${esc(s.stream)}" data-unit="" data-feed="" data-state="offline"><div class="feed">not on air</div><div class="fps">N/A</div><div class="bitrate">N/A</div></div></div></div>`;
+    el.innerHTML = `<h3>${esc(s.stream)} <span class="note">${s.enabled ? '' : 'disabled · '}policy ${esc(s.policy)}${s.encryption ? ' · encrypted' : ''}${s.record ? ' · recorded' : ''}${s.profile ? ' · profile ' + esc(s.profile) : ''}</span></h3>${units}`;
+    for (const c of el.getElementsByClassName('card')) {
+      // Marks record a card's changes of state or colour (not of
+      // figures), so that the list spans minutes.
+      const k = c.dataset.key, st = c.dataset.state + ' ' + c.className;
+      if (cardState.get(k) !== st) {
+        cardState.set(k, st);
+        mark(k, c.dataset.state + ' ' + c.className + ' ' + c.querySelector('.fps').textContent + ' ' + c.querySelector('.bitrate').textContent);
+      }
+    }
+  }
   const streamEls = new Map();
+  let filtered = false;
   function applyFilter() {
     const q = $('#stream-filter').value.trim().toLowerCase();
+    if (q === '' && !filtered) return;
+    filtered = q !== '';
     for (const el of $$('section.stream')) el.hidden = q !== '' && !el.dataset.stream.toLowerCase().includes(q);
   }
 
