@@ -86,6 +86,13 @@ type console struct {
 	unitsMu  sync.Mutex
 	units    map[string][]lms.UnitStatus
 
+	// figures holds each local feed's figures as last shown, refreshed
+	// once a second (sampler's goroutine only): a window's rates move a
+	// little on every sample, and 200 streams would otherwise all change
+	// on every tick. A change of state shows at the next tick.
+	figures map[string]shownFigures
+	sampleN int64
+
 	auditMu sync.Mutex
 	audit   []api.AuditEntry // newest first
 }
@@ -157,6 +164,14 @@ func (c *console) streams() any {
 	c.unitsMu.Lock()
 	units := c.units
 	c.unitsMu.Unlock()
+	c.sampleN++
+	defer func() {
+		for k, f := range c.figures {
+			if f.seenAtSample != c.sampleN {
+				delete(c.figures, k) // the feed is gone
+			}
+		}
+	}()
 	local := map[string]origin.Status{}
 	for _, st := range c.hub.List() {
 		local[st.App+"/"+st.Name] = st
@@ -188,7 +203,11 @@ func (c *console) streams() any {
 func (c *console) localUnit(s lms.Stream, st origin.Status) api.ConsoleUnit {
 	u := toUnitStatus(st.Switch)
 	u.Unit = c.unit
-	cu := api.ConsoleUnit{UnitStatus: roundUnit(u), Local: true, Viewers: st.ReadersByProtocol}
+	u = roundUnit(u)
+	for i := range u.Feeds {
+		c.holdFigures(s.Path(), &u.Feeds[i])
+	}
+	cu := api.ConsoleUnit{UnitStatus: u, Local: true, Viewers: st.ReadersByProtocol}
 	if ts := c.live.tc.status(s.App, s.Name); ts != nil {
 		cu.Transcode = &api.ConsoleTranscode{Profile: ts.Profile, State: ts.State, Reason: ts.Reason,
 			Restarts: ts.Restarts, LastExit: ts.LastExit}
@@ -201,6 +220,44 @@ func (c *console) localUnit(s lms.Stream, st origin.Status) api.ConsoleUnit {
 			BitrateKbps: math.Round(r.BitrateKbps), Readers: r.Readers})
 	}
 	return cu
+}
+
+// shownFigures are a feed's figures as the console last showed them.
+type shownFigures struct {
+	state        string
+	fps, kbps    float64
+	at           time.Time
+	seenAtSample int64
+}
+
+// figuresRefresh is how often a feed's figures are refreshed on its card.
+const figuresRefresh = time.Second
+
+// holdFigures keeps f's figures as last shown while its state is the same
+// and they are younger than figuresRefresh. First sightings are spread
+// over the second by key, so that streams refresh on different ticks.
+func (c *console) holdFigures(stream string, f *api.FeedStatus) {
+	now := time.Now()
+	if c.figures == nil {
+		c.figures = map[string]shownFigures{}
+	}
+	key := stream + "|" + f.Feed
+	old, ok := c.figures[key]
+	if ok && old.state == f.State && now.Sub(old.at) < figuresRefresh {
+		f.FPS, f.BitrateKbps = old.fps, old.kbps
+		old.seenAtSample = c.sampleN
+		c.figures[key] = old
+		return
+	}
+	at := now
+	if !ok {
+		var h uint32
+		for i := 0; i < len(key); i++ {
+			h = h*31 + uint32(key[i])
+		}
+		at = now.Add(-time.Duration(h%1000) * time.Millisecond)
+	}
+	c.figures[key] = shownFigures{state: f.State, fps: f.FPS, kbps: f.BitrateKbps, at: at, seenAtSample: c.sampleN}
 }
 
 // roundUnit rounds the figures to what a card shows (frame rate to
