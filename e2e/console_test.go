@@ -432,6 +432,71 @@ cdnmix:
 		p.shot("audience")
 	})
 
+	// CDN: both vendors' pools against commit and ceiling, with a chart.
+	t.Run("cdn", func(t *testing.T) {
+		p.t = t
+		p.do(map[string]any{"op": "click", "selector": "#tabs button[data-view=cdn]"})
+		var pools []string
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			p.eval(`Array.from(document.querySelectorAll('#pools tbody tr')).map((tr) => Array.from(tr.children).slice(0, 6).map((td) => td.textContent).join(' '))`, &pools)
+			if len(pools) >= 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("CDN pools not shown: %v", pools)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !slices.ContainsFunc(pools, func(r string) bool { return strings.HasPrefix(r, "a all ") && strings.HasSuffix(r, " 1000 4000") }) ||
+			!slices.ContainsFunc(pools, func(r string) bool { return strings.HasPrefix(r, "b all ") }) {
+			t.Errorf("pools %q, want vendors a and b with commit 1000 and ceiling 4000", pools)
+		}
+		var charts int
+		p.eval(`document.querySelectorAll('#cdn-charts canvas').length`, &charts)
+		if charts < 2 {
+			t.Errorf("%d charts, want one per vendor", charts)
+		}
+		p.shot("cdn")
+	})
+
+	// Audit: a change made through the API is listed, newest first.
+	t.Run("audit", func(t *testing.T) {
+		p.t = t
+		p.do(map[string]any{"op": "click", "selector": "#tabs button[data-view=audit]"})
+		if err := s.apiOK("PATCH", "/streams/live/dual", map[string]any{"record": false}, nil); err != nil {
+			t.Fatal(err)
+		}
+		var rows []string
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			p.eval(`Array.from(document.querySelectorAll('#audit tbody tr')).map((tr) => Array.from(tr.children).slice(1, 6).map((td) => td.textContent).join(' '))`, &rows)
+			if len(rows) > 0 && strings.HasPrefix(rows[0], "admin admin patch live/dual done") {
+				break
+			}
+			if time.Now().After(deadline) {
+				p.shot("failed-audit")
+				t.Fatalf("the audit view does not list the change first: %q", rows)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		// A filter that matches nothing empties the table.
+		p.eval(`(() => { document.querySelector('#audit-filter [name=actor]').value = 'nobody'; return true; })()`, nil)
+		p.do(map[string]any{"op": "click", "selector": "#audit-filter button[type=submit]"})
+		deadline = time.Now().Add(5 * time.Second)
+		for {
+			p.eval(`Array.from(document.querySelectorAll('#audit tbody tr')).map((tr) => tr.textContent)`, &rows)
+			if len(rows) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("filter actor=nobody still shows %q", rows)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		p.shot("audit")
+	})
+
 	// Roles: the admin sees the plan form, a viewer does not.
 	t.Run("viewer sees no plan buttons", func(t *testing.T) {
 		p.t = t
