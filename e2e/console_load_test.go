@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -455,4 +456,71 @@ func loadPerCore() float64 {
 	}
 	l, _ := strconv.ParseFloat(f[0], 64)
 	return l / float64(runtime.NumCPU())
+}
+
+// TestConsoleOtherUnit (make drill-console) measures how soon a console
+// shows a change at another unit, which reaches it through the unit
+// reports in the store (console.unit_report_period: 2 s by default, then
+// 1 s and 500 ms; its own unit it reads directly). Units a and b share a's etcd; the main
+// encoder goes into a, which relays it to b; the console is b's. Each
+// trial kills the encoder and times a's card on b's console going N/A.
+func TestConsoleOtherUnit(t *testing.T) {
+	if os.Getenv("LIVEFUSE_CONSOLE_LOAD") == "" {
+		t.Skip("LIVEFUSE_CONSOLE_LOAD not set (make drill-console)")
+	}
+	for _, period := range []string{"2s", "1s", "500ms"} {
+		t.Run("report every "+period, func(t *testing.T) { consoleOtherUnit(t, period) })
+	}
+}
+
+func consoleOtherUnit(t *testing.T, period string) {
+	a, b := newUnit(t), newUnit(t)
+	etcdPort := freePort(t)
+	units := fmt.Sprintf(`units:
+  - {name: a, relay: "127.0.0.1:%d"}
+  - {name: b, relay: "127.0.0.1:%d"}
+relay_secret: "e2e-relay-secret"
+streams:
+  - {app: live, name: duo, publish_token: pubtok}
+console: {unit_report_period: %s}
+`, a.rtmp, b.rtmp, period)
+	a.configure(fmt.Sprintf("unit: a\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {listen: \"127.0.0.1:%d\"}}\n", a.apiPort, apiToken, etcdPort) + units)
+	b.configure(fmt.Sprintf("unit: b\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {endpoints: [\"127.0.0.1:%d\"]}}\n", b.apiPort, apiToken, etcdPort) + units)
+	a.start()
+	t.Cleanup(a.stop)
+	b.start()
+	t.Cleanup(b.stop)
+	page := openConsole(t, b, apiToken)
+	var remote, local []time.Duration
+	for trial := range 6 {
+		enc := push(t, a.rtmpURL("duo", "token=pubtok"), true)
+		page.waitCard("a's card live on b's console", "live/duo|a|main", 20*time.Second, func(c consoleCard) bool { return c.State == "live" })
+		page.waitCard("b's card live", "live/duo|b|main", 20*time.Second, func(c consoleCard) bool { return c.State == "live" })
+		if trial == 0 {
+			page.shot("two-units")
+		}
+		if trial == 0 {
+			var info struct {
+				Units []json.RawMessage `json:"units"`
+			}
+			if b.apiOK("GET", "/streams/live/duo", nil, &info) == nil && len(info.Units) > 0 {
+				t.Logf("one stream's state in a unit report: about %d bytes", len(info.Units[0]))
+			}
+		}
+		time.Sleep(time.Duration(300+trial*170) * time.Millisecond) // spread over the report period
+		killEncoder(enc)
+		at := time.Now()
+		page.waitCard("a's card N/A on b's console", "live/duo|a|main", 10*time.Second, func(c consoleCard) bool { return !c.Found || c.State != "live" })
+		if drawn, ok := page.firstMark("live/duo|a|main", "offline", at); ok {
+			remote = append(remote, drawn.Sub(at))
+		} else {
+			remote = append(remote, time.Since(at)) // the unit's card went away with its report
+		}
+		if drawn, ok := page.firstMark("live/duo|b|main", "offline", at); ok {
+			local = append(local, drawn.Sub(at))
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("encoder killed at unit a to the card drawn on unit b's console: unit a's card (through the reports, every %s) p50 %s max %s; unit b's own card p50 %s max %s (%d trials)",
+		period, fmtMs(percentile(remote, .5)), fmtMs(percentile(remote, 1)), fmtMs(percentile(local, .5)), fmtMs(percentile(local, 1)), len(remote))
 }

@@ -33,8 +33,10 @@ type ConsoleConfig struct {
 	// UnitReportPeriod is how often every unit writes its switchers'
 	// state to the store, which is how a console sees the other units
 	// (its own unit it reads directly). Shorter shows other units'
-	// changes sooner and writes more to etcd (about 0.5 KB per stream and
-	// report).
+	// changes sooner and writes more to etcd: about 0.5 KB per live stream
+	// and report, kept for the store's hour of history (at 200 streams,
+	// 2 s is about 0.2 GB an hour per unit; 500 ms, which brings other
+	// units' cards under 1 s, four times that).
 	UnitReportPeriod time.Duration `yaml:"unit_report_period"`
 	// The push channel's bounds: max_clients, tick, heartbeat,
 	// write_timeout.
@@ -43,7 +45,7 @@ type ConsoleConfig struct {
 
 func defaultConsoleConfig() ConsoleConfig {
 	return ConsoleConfig{Enabled: true, Thresholds: api.ConsoleThresholds{MinFPS: 15, MinBitrateKbps: 300},
-		UnitReportPeriod: time.Second, EventsConfig: lms.DefaultEventsConfig()}
+		UnitReportPeriod: 2 * time.Second, EventsConfig: lms.DefaultEventsConfig()}
 }
 
 // validate checks the section.
@@ -79,8 +81,8 @@ type console struct {
 	log  *slog.Logger
 
 	// Other units' reports, read from the store by runUnits when the
-	// streams view asks (at most twice per report period), so that a slow
-	// store never holds the view.
+	// streams view asks (each tick, while a console is open), so that a
+	// slow store never holds the view.
 	unitsAsk chan struct{}
 	unitsAt  time.Time // sampler's goroutine only
 	unitsMu  sync.Mutex
@@ -154,7 +156,7 @@ func (c *console) runUnits(ctx context.Context) {
 // keyed by stream: a page gets the streams that changed, not all.
 func (c *console) streams() any {
 	now := time.Now()
-	if c.unitsAsk != nil && now.Sub(c.unitsAt) >= c.cfg.UnitReportPeriod/2 {
+	if c.unitsAsk != nil && now.Sub(c.unitsAt) >= min(c.cfg.Tick, c.cfg.UnitReportPeriod/2) {
 		c.unitsAt = now
 		select {
 		case c.unitsAsk <- struct{}{}:
