@@ -334,7 +334,9 @@
   }
 
   // ---- alerts (contract: GET /api/v1/alerts, POST .../ack, POST /api/v1/alerts/silences) ----
-  handlers.alerts = (v) => { state.alerts = v.alerts || []; renderAlerts(); };
+  // The alerts event is (*lms.Alerts).List, a JSON array; GET /api/v1/alerts
+  // answers {"alerts": [...]}. Both are taken.
+  handlers.alerts = (v) => { state.alerts = (Array.isArray(v) ? v : v && v.alerts) || []; renderAlerts(); };
   async function loadAlerts() {
     try { handlers.alerts(await api('GET', '/api/v1/alerts')); $('#alerts-note').textContent = ''; }
     catch (e) { $('#alerts-note').textContent = e.status === 404 ? 'Alert rules are not available on this node.' : 'Alerts: ' + e.message; }
@@ -369,7 +371,13 @@
   });
 
   // ---- plans (contract: GET/POST /api/v1/plans, POST /{id}/confirm|cancel) ----
-  handlers.plans = (v) => { if (state.plans) state.plans.runs = v.runs || []; else state.plans = { kinds: [], runs: v.runs || [] }; renderRuns(); };
+  // The plans event is (*lms.Plans).List, a JSON array of runs; GET
+  // /api/v1/plans answers {"kinds": [...], "runs": [...]}.
+  handlers.plans = (v) => {
+    const runs = (Array.isArray(v) ? v : v && v.runs) || [];
+    if (state.plans) state.plans.runs = runs; else state.plans = { kinds: [], runs };
+    renderRuns();
+  };
   async function loadPlans() {
     try {
       state.plans = await api('GET', '/api/v1/plans');
