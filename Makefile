@@ -10,7 +10,7 @@ E2E_FLAGS ?=
 E2E_PARALLEL ?= 3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps edge-deps test-deps minio web-assets drill-player build run run-dual run-config test test-unit test-e2e bench bench-hostile drill lint fuzz clean plans-timing drill-llhls
+.PHONY: all deps edge-deps test-deps minio web-assets drill-player build run run-dual run-config test test-unit test-e2e bench bench-hostile drill lint fuzz clean plans-timing drill-llhls drill-console
 
 all: build
 
@@ -88,6 +88,14 @@ drill-player: test-deps web-assets
 LLHLS_SECONDS ?= 60
 drill-llhls: test-deps
 	set -o pipefail; LLHLS_SECONDS=$(LLHLS_SECONDS) $(GO) test -count=1 -v -timeout 10m -run 'TestLLHLS$$' ./e2e/ | grep -E 'llhls_test|^(---|ok|FAIL)'
+
+# drill-console: the war room console at 200 streams × 2 feeds (a light
+# synthetic RTMP publisher, Chromium on the console): event-to-card latency
+# p50/p95 and the server's CPU with and without the console open;
+# screenshots in e2e/artefacts. About 2 minutes plus the e2e build.
+drill-console: test-deps web-assets
+	set -o pipefail; LIVEFUSE_CONSOLE_LOAD=1 LIVEFUSE_ARTEFACTS=$(CURDIR)/e2e/artefacts \
+	  $(GO) test -count=1 -timeout 10m -run 'TestConsoleLoad' -v ./e2e/ | grep -E 'console_load|screenshot|^(---|ok|FAIL)'
 
 build: web-assets
 	$(GO) build -o $(BIN)/livefuse ./cmd/livefuse

@@ -104,3 +104,40 @@ func Handler(nodeModules string) http.Handler {
 		}
 	})
 }
+
+//go:embed console
+var consoleFiles embed.FS
+
+// ConsoleHandler serves the operator console (the war room): the page at
+// / and /console/, its script and style under /console/. Everything is
+// embedded; the page loads nothing from elsewhere (its Content Security
+// Policy says so) and talks only to the control API it came from.
+func ConsoleHandler() http.Handler {
+	sub, _ := fs.Sub(consoleFiles, "console")
+	static := http.FileServerFS(sub)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; "+
+			"img-src 'self' data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-cache")
+		switch p := r.URL.Path; p {
+		case "/", "/console", "/console/", "/console/index.html":
+			http.ServeFileFS(w, r, sub, "index.html")
+		case "/console/console.js", "/console/console.css":
+			r2 := *r
+			u := *r.URL
+			u.Path = p[len("/console"):]
+			r2.URL = &u
+			static.ServeHTTP(w, &r2)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}

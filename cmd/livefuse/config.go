@@ -70,6 +70,7 @@ type Config struct {
 	Encryption EncryptionConfig  `yaml:"encryption"`
 	Plans      lms.PlansConfig   `yaml:"plans"`
 	Alerts     lms.AlertsConfig  `yaml:"alerts"`
+	Console    ConsoleConfig     `yaml:"console"`
 	Streams    []StreamConfig    `yaml:"streams"`
 	Shutdown   time.Duration     `yaml:"shutdown_timeout"`
 
@@ -105,6 +106,7 @@ func defaultConfig() Config {
 		Plans:      lms.DefaultPlansConfig(),
 		Encryption: defaultEncryptionConfig(),
 		Alerts:     lms.DefaultAlertsConfig(),
+		Console:    defaultConsoleConfig(),
 		AuthKey:    authkey.DefaultTypeAConfig(),
 		Shutdown:   5 * time.Second,
 
@@ -198,6 +200,7 @@ func (c *Config) validate() []fieldError {
 	add("recording", rc.Validate())
 	add("cdnmix", c.CDNMix.Validate())
 	add("alerts", c.Alerts.Validate())
+	add("", c.Console.validate())
 	for i, s := range seedStreams(c.Streams) {
 		section := fmt.Sprintf("streams[%d]", i)
 		if s.Name == "" {

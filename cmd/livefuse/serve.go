@@ -129,7 +129,7 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 		return err
 	}
 	policies.pushAll()
-	go reportUnit(ctx, reg, cfg.Unit, hub)
+	go reportUnit(ctx, reg, cfg.Unit, hub, cfg.Console.UnitReportPeriod)
 	rec.start(ctx)
 
 	rtmpSrv := ingest.NewRTMPServer(cfg.RTMP, deps, log)
@@ -179,27 +179,37 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 		}
 	}()
 
-	api, err := lms.NewServer(lcfg, reg, liveSource{hub, tc, rec, cfg.Unit, policies}, log, promReg)
+	live := liveSource{hub, tc, rec, cfg.Unit, policies}
+	api, err := lms.NewServer(lcfg, reg, live, log, promReg)
 	if err != nil {
 		return fmt.Errorf("control api: %w", err)
+	}
+	alerts, err := newAlerts(ctx, cfg, hub, reg, store, tc, rec, cm, events, promReg, log)
+	if err != nil {
+		return fmt.Errorf("alerts: %w", err)
+	}
+	plans := mountPlans(ctx, cfg.Plans, api, reg, store, cm, mediaLn.TLS(), log)
+	con := &console{cfg: cfg.Console, unit: cfg.Unit, reg: reg, hub: hub, live: live, cm: cm,
+		alerts: alerts, plans: plans, log: log}
+	stopConsole := func() {}
+	if cfg.Console.Enabled {
+		if stopConsole, err = mountConsole(ctx, con, api, promReg); err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
 	}
 	tc.mount(api)
 	rec.mount(api)
 	cm.mount(api)
 	node.mount(api, store)
-	mountPlans(ctx, cfg.Plans, api, reg, store, cm, mediaLn.TLS(), log)
 	api.SetAuditStore(store)
-	api.SetAuditPublisher(events)
-	alerts, err := newAlerts(ctx, cfg, hub, reg, store, tc, rec, cm, events, promReg, log)
-	if err != nil {
-		return fmt.Errorf("alerts: %w", err)
-	}
+	api.SetAuditPublisher(auditTee{events, con})
 	alerts.Mount(api)
 	go alerts.Run(ctx)
 	if err := api.Start(); err != nil {
 		return fmt.Errorf("control api: %w", err)
 	}
 	defer api.Close()
+	defer stopConsole() // first: open event streams end before the API waits for its requests
 	node.agent.SetAddrs(listenerAddrs(api.URL(), mediaLn.Addr(), rtmpSrv.Addr(), rtspSrv.Addr(), rtmpsAddr))
 	go node.run(ctx)
 

@@ -12,10 +12,6 @@ import (
 	"github.com/livefuse/livefuse/origin"
 )
 
-// unitReportPeriod is how often a unit writes its switchers' state to the
-// store for every unit's control API to show.
-const unitReportPeriod = 2 * time.Second
-
 // validateUnits checks the units section: this unit's name, unique names
 // and relay addresses, and a relay secret when there is anyone to relay to.
 func (c *Config) validateUnits() error {
@@ -58,9 +54,10 @@ func newRelay(cfg Config, inner ingest.Sink, log *slog.Logger) *ingest.Relay {
 		log.With("unit", cfg.Unit))
 }
 
-// reportUnit writes this unit's switcher states to the store until ctx ends.
-func reportUnit(ctx context.Context, reg *lms.Registry, unit string, hub *origin.Hub) {
-	reg.ReportUnit(ctx, unit, unitReportPeriod, func() map[string]lms.UnitStatus {
+// reportUnit writes this unit's switcher states to the store every period
+// (console.unit_report_period) until ctx ends.
+func reportUnit(ctx context.Context, reg *lms.Registry, unit string, hub *origin.Hub, period time.Duration) {
+	reg.ReportUnit(ctx, unit, period, func() map[string]lms.UnitStatus {
 		out := map[string]lms.UnitStatus{}
 		for _, st := range hub.List() {
 			u := toUnitStatus(st.Switch)
