@@ -324,7 +324,7 @@ cdnmix:
 		enc := consoleEncoder(t, s.rtmpURL("war", "token=pubtok"), 25)
 		defer killEncoder(enc)
 		reported := firstReport(t, s, "live/war", "main", 20*time.Second)
-		c := p.waitCard("card live", "live/war|a|main", 5*time.Second, func(c consoleCard) bool { return c.State == "live" })
+		p.waitCard("card live", "live/war|a|main", 5*time.Second, func(c consoleCard) bool { return c.State == "live" })
 		drawn, ok := p.firstMark("live/war|a|main", "live", start)
 		if !ok {
 			t.Fatal("no mark of the card going live")
@@ -336,7 +336,7 @@ cdnmix:
 			t.Errorf("card drawn %v after the node reported the feed, want at most 1 s", lag)
 		}
 		// Figures settle at 25 fps, blue, bitrate green.
-		c = p.waitCard("25 fps shown", "live/war|a|main", 10*time.Second, func(c consoleCard) bool {
+		c := p.waitCard("25 fps shown", "live/war|a|main", 10*time.Second, func(c consoleCard) bool {
 			var fps float64
 			fmt.Sscanf(c.FPS, "%f", &fps)
 			return fps >= 23 && fps <= 27

@@ -57,7 +57,7 @@ func openEvents(t *testing.T, ts *httptest.Server, token, query string) (<-chan 
 	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/api/v1/events"+query, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := ts.Client().Do(req)
+	resp, err := ts.Client().Do(req) //nolint:bodyclose // closed on failure, else by the reading goroutine
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -272,7 +272,6 @@ type rigPlayer struct {
 	name string
 	rd   *Reader
 	got  []*av.Packet // what the player wrote, in order
-	gone bool         // dropped or ended
 }
 
 // rigStream returns n GOPs of clear media: 10 video frames a GOP (an SEI

@@ -30,7 +30,7 @@ func TestStreamPolicyRefuse(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp := get(t, ctx, srv.URL+"/live/cam.flv")
+	resp := get(t, ctx, srv.URL+"/live/cam.flv") //nolint:bodyclose // closed by the defer below
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("before: status %d", resp.StatusCode)
