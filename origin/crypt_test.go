@@ -531,6 +531,13 @@ func TestCryptSwitchPoints(t *testing.T) {
 		{"encrypting reader skips", false, 6, "jWsdWWWWWWWWTWWWWWWWWsdWWWWWWsdTWWWWWWWWWWWsd"},
 		{"starts clear, first on", false, 64, "jWWWsdTWWWWWWWWsdjWWWWWWWsdesd"},
 		{"players leave and join", true, 16, "jWsdjWsdeTlWWWWWsdjWWWsdTWWWWWWsdelWWWWWWsd"},
+		// Issue 16's artefact TestEncryptionOnOff-153714: a stream
+		// encrypted from its start, two players joining in its first GOP,
+		// one before an audio frame and one after it. Each must get the
+		// signal before the cached GOP (a binary built without the
+		// subscribe-time signal gave them the GOP unannounced, and the
+		// signal only before their first live packet).
+		{"players join in the first GOP of a stream encrypted from its start", true, 64, "WWwsjwsjwsdeWWsdeWWWWWWWWsde"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
