@@ -135,12 +135,21 @@ minio:
 	@bin="$$($(GO) env GOPATH)/bin/minio"; [ -x "$$bin" ] || { echo "installing minio $(MINIO_VERSION)"; \
 	  GOFLAGS= $(GO) install github.com/minio/minio@$(MINIO_VERSION); }
 
+# The unit tests mostly wait (a third of their wall time is CPU), so the
+# brief fuzz of every target runs beside them, its output shown after; the
+# end-to-end tests, some of which measure gaps, run afterwards alone.
+UNIT_P ?= 4
 test: test-deps web-assets minio lint
-	$(GO) test -count=1 -race -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v '/e2e$$')
+	@fuzzlog=$$(mktemp); \
+	( $(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_BRIEF) >$$fuzzlog 2>&1; echo $$? >$$fuzzlog.rc ) & \
+	echo "$(GO) test -count=1 -race -p $(UNIT_P) -timeout $(GOTEST_TIMEOUT) (every package but e2e)"; \
+	$(GO) test -count=1 -race -p $(UNIT_P) -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v '/e2e$$'); urc=$$?; \
+	wait; frc=$$(cat $$fuzzlog.rc 2>/dev/null || echo 1); \
+	echo "== brief fuzz of every target (ran beside the unit tests): exit $$frc"; cat $$fuzzlog; \
+	rm -f $$fuzzlog $$fuzzlog.rc; [ $$urc -eq 0 ] && [ $$frc -eq 0 ]
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -parallel $(E2E_PARALLEL) $(E2E_FLAGS) ./e2e
 	$(MAKE) --no-print-directory chart-check
 	$(MAKE) --no-print-directory prom-check
-	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_BRIEF)
 
 # plans-timing: the emergency plans' confirm-to-verified figures (e2e
 # TestPlans with three runs of every plan; medians on the FIGURE lines).

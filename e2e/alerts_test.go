@@ -106,6 +106,7 @@ func (h *hookReceiver) got(rule, state string) *api.Alert {
 // API lists it firing then resolved; the health figures match what was
 // encoded; a viewer cannot change the rules.
 func TestAlertsIngestFPS(t *testing.T) {
+	parallel(t)
 	hook := &hookReceiver{}
 	hs := httptest.NewServer(hook)
 	defer hs.Close()
