@@ -378,13 +378,25 @@
     if (state.plans) state.plans.runs = runs; else state.plans = { kinds: [], runs };
     renderRuns();
   };
+  // loadPlans reads the kinds and runs. The form is drawn again only when
+  // the kinds change, and keeps the chosen kind and what was typed: it is
+  // called on every visit of the view and after every arm, confirm and
+  // cancel, while an operator may be filling it in.
   async function loadPlans() {
     try {
-      state.plans = await api('GET', '/api/v1/plans');
+      const l = await api('GET', '/api/v1/plans');
       $('#plans-note').textContent = '';
-      const sel = $('#plan-kind');
-      sel.innerHTML = (state.plans.kinds || []).map((k) => `<option value="${esc(k.kind)}">${esc(k.kind)}</option>`).join('');
-      renderParams();
+      const kinds = (l && l.kinds) || [];
+      const kindsKey = JSON.stringify(kinds);
+      const changed = !state.plans || state.plans.kindsKey !== kindsKey;
+      state.plans = { kinds, runs: (l && l.runs) || [], kindsKey };
+      if (changed) {
+        const sel = $('#plan-kind');
+        const cur = sel.value;
+        sel.innerHTML = kinds.map((k) => `<option value="${esc(k.kind)}">${esc(k.kind)}</option>`).join('');
+        if (kinds.some((k) => k.kind === cur)) sel.value = cur;
+        renderParams();
+      }
       renderRuns();
     } catch (e) {
       $('#plans-note').textContent = e.status === 404 ? 'Emergency plans are not available on this node.' : 'Plans: ' + e.message;
@@ -392,13 +404,17 @@
     $('#arm').hidden = !canOperate();
   }
   const paramName = (p) => (typeof p === 'string' ? p : p && p.name);
+  // renderParams draws the chosen kind's fields; a field of the same name
+  // as before (the stream, mostly) keeps its value.
   function renderParams() {
     const k = ((state.plans && state.plans.kinds) || []).find((x) => x.kind === $('#plan-kind').value);
+    const old = {};
+    for (const inp of $$('#plan-params input')) old[inp.name] = inp.value;
     $('#plan-desc').textContent = k ? k.description || '' : '';
     $('#plan-params').innerHTML = ((k && k.params) || []).map((p) => {
       const n = paramName(p);
       const req = typeof p === 'object' && p.required ? ' required' : '';
-      return `<label>${esc(n)} <input name="${esc(n)}"${req} placeholder="${esc(typeof p === 'object' && p.description ? p.description : n)}"></label>`;
+      return `<label>${esc(n)} <input name="${esc(n)}"${req} value="${esc(old[n] || '')}" placeholder="${esc(typeof p === 'object' && p.description ? p.description : n)}"></label>`;
     }).join('');
   }
   $('#plan-kind').addEventListener('change', renderParams);
@@ -428,6 +444,7 @@
     $('#confirm-title').textContent = 'Confirm ' + armed.kind + (armed.drill ? ' (drill)' : '');
     $('#confirm-preview').textContent = (pv.summary || '') + '\n\nstreams: ' + (pv.streams || []).join(', ') +
       '\nplayers: ' + (pv.players == null ? '?' : pv.players) + '\nvendors: ' + (pv.vendors || []).join(', ') + '\nregions: ' + (pv.regions || []).join(', ');
+    $('#confirm').dataset.run = armed.id;
     $('#confirm-expiry').textContent = armed.expires_at ? 'The confirmation expires at ' + new Date(armed.expires_at).toLocaleTimeString() + '.' : '';
     $('#confirm').showModal();
     loadPlans();
