@@ -19,7 +19,10 @@ import (
 // changes), armed again, confirmed and shown verified; the audit view
 // lists every step; a viewer sees no plan form and may not arm.
 
-const consoleOperatorToken = "console-operator-token-0123"
+const (
+	consoleOperatorToken  = "console-operator-token-0123"
+	consoleOperator2Token = "console-operator2-token-0123"
+)
 
 func TestConsoleAlertsPlans(t *testing.T) {
 	geo, err := filepath.Abs("../cdnmix/testdata/geo.csv")
@@ -143,6 +146,7 @@ cdnmix:
 			start := time.Now()
 			p.do(map[string]any{"op": "click", "selector": "#confirm-ok"})
 			state := p.waitRun(kind+" verified", pv.ID, 20*time.Second, "verified")
+			p.waitDialogClosed()
 			var r api.PlanRun
 			if err := s.apiOK("GET", "/plans/"+pv.ID, nil, &r); err != nil || r.State != api.PlanVerified || r.ConfirmedBy != "ops" {
 				t.Fatalf("confirmed run in the API: %+v %v", r, err)
@@ -273,6 +277,77 @@ cdnmix:
 		p.shot("audit-plans")
 	})
 
+	// plans.two_person: the operator who armed a run cannot confirm it;
+	// the dialog says so and shows the token, and another operator
+	// confirms it from the runs list with that token.
+	t.Run("two_person", func(t *testing.T) {
+		p.t = t
+		s2 := newUnit(t)
+		s2.configure(fmt.Sprintf(`lms: {api_addr: "127.0.0.1:%d", api_token: %q,
+  tokens: [{name: ops, token: %q, role: operator}, {name: ops2, token: %q, role: operator}]}
+streams:
+  - {app: live, name: demo, publish_token: pub}
+plans: {two_person: true, confirm_within: 30s}
+cdnmix:
+  vendors:
+    - {name: a, flv_base: "http://cdn-a.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
+    - {name: b, flv_base: "http://cdn-b.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
+  geo: {cidr_file: %q}
+  trusted_proxies: [127.0.0.1]
+  regions: [GD, SH]
+  isps: [telecom]
+  recompute: 500ms
+  min_change: -1
+`, s2.apiPort, apiToken, consoleOperatorToken, consoleOperator2Token, geo))
+		s2.start()
+		t.Cleanup(s2.stop)
+		q := openConsole(t, s2, consoleOperatorToken)
+		q.do(map[string]any{"op": "click", "selector": "#tabs button[data-view=plans]"})
+		pv := q.armFromForm(api.PlanBlacklistVendor, map[string]string{"vendor": "a", "region": "SH", "isp": "telecom"})
+		q.allowHTTP = append(q.allowHTTP, "403 /api/v1/plans/"+pv.ID+"/confirm")
+		var tok string
+		q.eval(`document.getElementById('confirm-token').textContent`, &tok)
+		if tok == "" {
+			t.Fatal("the dialog shows no confirmation token")
+		}
+		q.do(map[string]any{"op": "click", "selector": "#confirm-ok"})
+		var msg string
+		if err := waitFor(10*time.Second, func() error {
+			q.eval(`document.getElementById('confirm').open ? document.getElementById('confirm-error').textContent : 'closed'`, &msg)
+			if !strings.Contains(msg, "two_person") {
+				return fmt.Errorf("dialog says %q", msg)
+			}
+			return nil
+		}); err != nil {
+			q.shot("failed-two-person-refusal")
+			t.Fatalf("the armer's own confirmation: %v", err)
+		}
+		q.shot("two-person-refused")
+		q.do(map[string]any{"op": "click", "selector": "#confirm-leave"})
+		q.waitDialogClosed()
+		q.waitRun("left armed", pv.ID, 5*time.Second, "armed")
+
+		q.do(map[string]any{"op": "click", "selector": "#logout"})
+		q.do(map[string]any{"op": "login", "token": consoleOperator2Token})
+		q.do(map[string]any{"op": "click", "selector": "#tabs button[data-view=plans]"})
+		q.do(map[string]any{"op": "click", "selector": fmt.Sprintf("#runs button[data-confirm=%q]", pv.ID)})
+		q.eval(fmt.Sprintf(`(() => { document.getElementById('confirm-token-input').value = %q; return true; })()`, tok), nil)
+		var preview string
+		q.eval(`document.getElementById('confirm-preview').textContent`, &preview)
+		if !strings.Contains(preview, "SH/telecom") {
+			t.Errorf("second operator's dialog preview %q", preview)
+		}
+		q.shot("two-person-second")
+		q.do(map[string]any{"op": "click", "selector": "#confirm-ok"})
+		q.waitRun("verified by the second operator", pv.ID, 20*time.Second, "verified")
+		q.waitDialogClosed()
+		var r api.PlanRun
+		if err := s2.apiOK("GET", "/plans/"+pv.ID, nil, &r); err != nil || r.ArmedBy != "ops" || r.ConfirmedBy != "ops2" || r.State != api.PlanVerified {
+			t.Fatalf("two-person run in the API: %+v %v", r, err)
+		}
+		q.shot("two-person-verified")
+	})
+
 	t.Run("viewer", func(t *testing.T) {
 		p.t = t
 		p.do(map[string]any{"op": "click", "selector": "#logout"})
@@ -399,6 +474,24 @@ func (p *consolePage) waitRun(what, id string, d time.Duration, state string) st
 		if time.Now().After(deadline) {
 			p.shot("failed-" + strings.ReplaceAll(what, " ", "-"))
 			p.t.Fatalf("%s: run %s shows %q, not %s within %v", what, id, cell, state, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitDialogClosed waits until the confirmation dialog is closed.
+func (p *consolePage) waitDialogClosed() {
+	p.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var open bool
+		p.eval(`document.getElementById('confirm').open`, &open)
+		if !open {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.shot("failed-dialog-open")
+			p.t.Fatal("the confirmation dialog is still open after 20 s")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
