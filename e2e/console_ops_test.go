@@ -13,11 +13,15 @@ import (
 )
 
 // The console's alerts and plans views against the real alert engine and
-// the real plans: an ingest alert fires, is acknowledged from the page and
-// resolves; stop_encryption, force_feed and blacklist_vendor are armed
-// from the form, previewed in the confirmation dialog, cancelled (nothing
-// changes), armed again, confirmed and shown verified; the audit view
-// lists every step; a viewer sees no plan form and may not arm.
+// the real plans: an ingest alert ("fps under 10 for 2 s", the encoder
+// restarted at 5 fps) fires, is acknowledged and silenced from the page,
+// and resolves back at 25 fps; stop_encryption, force_feed and
+// blacklist_vendor are armed from the form, previewed in the
+// confirmation dialog, cancelled (nothing changes), armed again,
+// confirmed and shown verified; the audit view lists every step; under
+// plans.two_person the armer's confirmation is refused in the dialog and
+// a second operator confirms with the token; a viewer sees no plan form
+// and may not arm; move_unit runs on two units. About 30 s.
 
 const (
 	consoleOperatorToken  = "console-operator-token-0123"
@@ -98,7 +102,20 @@ cdnmix:
 			t.Fatalf("the API after the console's ack: %+v, want acked_by ops", got)
 		}
 		t.Logf("acked from the console: %+v", acked)
-		p.shot("alert-acked")
+		// Silenced from the console for the chosen 15 minutes.
+		p.eval(`(() => { document.getElementById('silence-for').value = '900'; return true; })()`, nil)
+		p.do(map[string]any{"op": "click", "selector": fmt.Sprintf("#alerts button[data-silence=%q]", row.ID)})
+		silenced := p.waitAlert("silenced", 10*time.Second, func(r consoleAlert) bool { return r.ID == row.ID && strings.Contains(r.Buttons, "silenced until") })
+		if err := s.apiOK("GET", "/alerts", nil, &l); err != nil {
+			t.Fatal(err)
+		}
+		for _, al := range l.Alerts {
+			if al.ID == row.ID && (al.SilencedUntil == nil || al.SilencedUntil.Sub(time.Now()) < 14*time.Minute || al.SilencedUntil.Sub(time.Now()) > 15*time.Minute) {
+				t.Errorf("the API after the console's silence: %+v, want silenced for 15 min", al)
+			}
+		}
+		t.Logf("silenced from the console: %+v", silenced)
+		p.shot("alert-acked-silenced")
 
 		killEncoder(enc)
 		enc = consoleEncoder(t, s.rtmpURL("alarm", "token=pub"), 25)
@@ -113,49 +130,10 @@ cdnmix:
 	})
 
 	var runs []string
-	// plan arms kind with params from the page's form, checks the dialog's
-	// preview, cancels it and checks that nothing changed, arms it again,
-	// confirms and waits for the run to show verified.
 	plan := func(t *testing.T, kind string, params map[string]string, preview []string, still func() error) {
 		t.Helper()
 		p.t = t
-		p.do(map[string]any{"op": "click", "selector": "#tabs button[data-view=plans]"})
-		var cancelled string
-		for round := range 2 {
-			pv := p.armFromForm(kind, params)
-			for _, w := range preview {
-				if !strings.Contains(pv.Preview, w) {
-					t.Errorf("%s preview %q lacks %q", kind, pv.Preview, w)
-				}
-			}
-			if round == 0 {
-				p.shot("plan-" + kind + "-preview")
-				p.do(map[string]any{"op": "click", "selector": "#confirm-cancel"})
-				cancelled = p.waitRun(kind+" cancelled", pv.ID, 10*time.Second, "cancelled")
-				time.Sleep(500 * time.Millisecond)
-				if err := still(); err != nil {
-					t.Fatalf("%s cancelled from the console, yet: %v", kind, err)
-				}
-				var r api.PlanRun
-				if err := s.apiOK("GET", "/plans/"+pv.ID, nil, &r); err != nil || r.State != api.PlanCancelled {
-					t.Fatalf("cancelled run in the API: %+v %v", r, err)
-				}
-				runs = append(runs, pv.ID)
-				continue
-			}
-			start := time.Now()
-			p.do(map[string]any{"op": "click", "selector": "#confirm-ok"})
-			state := p.waitRun(kind+" verified", pv.ID, 20*time.Second, "verified")
-			p.waitDialogClosed()
-			var r api.PlanRun
-			if err := s.apiOK("GET", "/plans/"+pv.ID, nil, &r); err != nil || r.State != api.PlanVerified || r.ConfirmedBy != "ops" {
-				t.Fatalf("confirmed run in the API: %+v %v", r, err)
-			}
-			t.Logf("%s: cancelled run shows %q; confirmed run shows %q %v after the click (verify %d ms)", kind, cancelled, state,
-				time.Since(start).Round(time.Millisecond), *r.VerifyMillis)
-			runs = append(runs, pv.ID)
-			p.shot("plan-" + kind + "-verified")
-		}
+		runs = append(runs, p.planTwice(s, kind, params, preview, still)...)
 	}
 
 	t.Run("stop_encryption", func(t *testing.T) {
@@ -375,6 +353,32 @@ cdnmix:
 		}
 	})
 	p.t = t
+
+	// move_unit on two units (plans_test.go's: a runs the store, main
+	// pushed to a, backup to b, each relaying to the other): from the
+	// console on unit a, unit b serves the players and a refuses them.
+	t.Run("move_unit", func(t *testing.T) {
+		a, b, _ := plansUnits(t)
+		q := openConsole(t, a, plansOperator)
+		if err := waitFor(20*time.Second, func() error { return unitsShow(a, api.FeedAuto) }); err != nil {
+			t.Fatalf("both units before the plan: %v", err)
+		}
+		serves := func(aCode, bCode int) error {
+			if code, body := playStatus(a.flvURL(plansStream)); code != aCode {
+				return fmt.Errorf("unit a answers %d %q, want %d", code, body, aCode)
+			}
+			if code, body := playStatus(b.flvURL(plansStream)); code != bCode {
+				return fmt.Errorf("unit b answers %d %q, want %d", code, body, bCode)
+			}
+			return nil
+		}
+		q.planTwice(a, api.PlanMoveUnit, map[string]string{"stream": "live/" + plansStream, "unit": "b"},
+			[]string{"live/" + plansStream, "units: b, a"}, func() error { return serves(http.StatusOK, http.StatusOK) })
+		if err := serves(http.StatusServiceUnavailable, http.StatusOK); err != nil {
+			t.Errorf("move_unit verified, but: %v", err)
+		}
+	})
+	p.t = t
 }
 
 // consoleAlert is a row of the alerts view.
@@ -495,4 +499,51 @@ func (p *consolePage) waitDialogClosed() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// planTwice arms kind with params from the page's plan form, checks the
+// dialog's preview, cancels it and checks with still that nothing
+// changed, arms it again, confirms and waits for the run to show
+// verified. It returns the two runs' ids.
+func (p *consolePage) planTwice(s *server, kind string, params map[string]string, preview []string, still func() error) []string {
+	t := p.t
+	t.Helper()
+	p.do(map[string]any{"op": "click", "selector": "#tabs button[data-view=plans]"})
+	var ids []string
+	var cancelled string
+	for round := range 2 {
+		pv := p.armFromForm(kind, params)
+		ids = append(ids, pv.ID)
+		for _, w := range preview {
+			if !strings.Contains(pv.Preview, w) {
+				t.Errorf("%s preview %q lacks %q", kind, pv.Preview, w)
+			}
+		}
+		if round == 0 {
+			p.shot("plan-" + kind + "-preview")
+			p.do(map[string]any{"op": "click", "selector": "#confirm-cancel"})
+			cancelled = p.waitRun(kind+" cancelled", pv.ID, 10*time.Second, "cancelled")
+			time.Sleep(500 * time.Millisecond)
+			if err := still(); err != nil {
+				t.Fatalf("%s cancelled from the console, yet: %v", kind, err)
+			}
+			var r api.PlanRun
+			if err := s.apiOK("GET", "/plans/"+pv.ID, nil, &r); err != nil || r.State != api.PlanCancelled {
+				t.Fatalf("cancelled run in the API: %+v %v", r, err)
+			}
+			continue
+		}
+		start := time.Now()
+		p.do(map[string]any{"op": "click", "selector": "#confirm-ok"})
+		state := p.waitRun(kind+" verified", pv.ID, 20*time.Second, "verified")
+		p.waitDialogClosed()
+		var r api.PlanRun
+		if err := s.apiOK("GET", "/plans/"+pv.ID, nil, &r); err != nil || r.State != api.PlanVerified || r.ConfirmedBy != "ops" {
+			t.Fatalf("confirmed run in the API: %+v %v", r, err)
+		}
+		t.Logf("%s: cancelled run shows %q; confirmed run shows %q %v after the click (verify %d ms)", kind, cancelled, state,
+			time.Since(start).Round(time.Millisecond), *r.VerifyMillis)
+		p.shot("plan-" + kind + "-verified")
+	}
+	return ids
 }

@@ -350,10 +350,11 @@
     $('#alerts tbody').innerHTML = list.map((a) => {
       const labels = Object.entries(a.labels || {}).map(([k, x]) => esc(k) + '=' + esc(x)).join(' ');
       const silenced = a.silenced_until && Date.parse(a.silenced_until) > Date.now();
+      const silText = silenced ? 'silenced until ' + esc(new Date(a.silenced_until).toLocaleTimeString()) : '';
+      const ackText = a.acked_by ? 'acked by ' + esc(a.acked_by) : '';
       const btns = canOperate() && a.state === 'firing'
-        ? (a.acked_by ? 'acked by ' + esc(a.acked_by) : `<button data-ack="${esc(a.id)}">Ack</button>`) +
-          (silenced ? ' silenced' : ` <button data-silence="${esc(a.id)}">Silence</button>`)
-        : (a.acked_by ? 'acked by ' + esc(a.acked_by) : '');
+        ? (ackText || `<button data-ack="${esc(a.id)}">Ack</button>`) + ' ' + (silText || `<button data-silence="${esc(a.id)}">Silence</button>`)
+        : [ackText, silText].filter(Boolean).join(' ');
       return `<tr class="al-${esc(a.state)} sev-${esc(a.severity)}" data-id="${esc(a.id)}"><td>${esc(a.state)}</td><td>${esc(a.severity)}</td><td>${esc(a.rule)}</td>` +
         `<td>${esc(a.summary)}</td><td>${labels}</td><td>${num(a.value)} / ${num(a.threshold)}</td><td>${esc(ago(a.started_at))}${a.resolved_at ? ' → ' + esc(ago(a.resolved_at)) : ''}</td><td>${btns}</td></tr>`;
     }).join('');
@@ -364,9 +365,8 @@
       if (ack) await api('POST', '/api/v1/alerts/' + encodeURIComponent(ack) + '/ack', {});
       if (sil) {
         const a = (state.alerts || []).find((x) => x.id === sil);
-        const min = prompt('Silence "' + (a ? a.rule : sil) + '' + '" for how many minutes?', '30');
-        if (!min) return;
-        await api('POST', '/api/v1/alerts/silences', { rule: a ? a.rule : '', labels: a ? a.labels : {}, duration_s: Math.round(Number(min) * 60) });
+        if (!a) return;
+        await api('POST', '/api/v1/alerts/silences', { rule: a.rule, labels: a.labels || {}, duration_s: Number($('#silence-for').value) });
       }
       if (ack || sil) loadAlerts();
     } catch (err) { alert(err.message); }
@@ -534,7 +534,7 @@
     try {
       const r = await api('GET', '/api/v1/audit?' + q.toString());
       $('#audit tbody').innerHTML = (r.entries || []).map((e) => `<tr class="out-${esc(e.outcome)}"><td>${esc(new Date(e.time).toLocaleString())}</td><td>${esc(e.actor)}</td><td>${esc(e.role)}</td>` +
-        `<td>${esc(e.action)}</td><td>${esc(e.target)}</td><td>${esc(e.outcome)} (${e.status})</td>` +
+        `<td>${esc(e.action)}</td><td>${esc(e.target)}</td><td>${esc(e.outcome)}${e.status ? ' (' + e.status + ')' : ''}</td>` +
         `<td>${esc(Object.entries(e.detail || {}).map(([k, v]) => k + '=' + v).join(' '))}</td></tr>`).join('');
     } catch (err) {
       $('#audit tbody').innerHTML = `<tr><td colspan="7" class="error">${esc(err.message)}</td></tr>`;
