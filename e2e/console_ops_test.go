@@ -372,7 +372,7 @@ cdnmix:
 			}
 			return nil
 		}
-		q.planTwice(a, api.PlanMoveUnit, map[string]string{"stream": "live/" + plansStream, "unit": "b"},
+		q.planTwice(a, api.PlanMoveUnit, map[string]string{"stream": "live/" + plansStream, "unit": "b", "drill": "true"},
 			[]string{"live/" + plansStream, "units: b, a"}, func() error { return serves(http.StatusOK, http.StatusOK) })
 		if err := serves(http.StatusServiceUnavailable, http.StatusOK); err != nil {
 			t.Errorf("move_unit verified, but: %v", err)
@@ -434,7 +434,7 @@ func (p *consolePage) armFromForm(kind string, params map[string]string) armedDi
 			sel.value = %q; sel.dispatchEvent(new Event('change'));
 			const ps = %s;
 			for (const inp of document.querySelectorAll('#plan-params input')) inp.value = ps[inp.name] || '';
-			document.getElementById('plan-drill').checked = false;
+			document.getElementById('plan-drill').checked = ps.drill === 'true';
 			return true; })()`, kind, kind, b), &ok)
 		if ok {
 			break
@@ -514,6 +514,9 @@ func (p *consolePage) planTwice(s *server, kind string, params map[string]string
 	for round := range 2 {
 		pv := p.armFromForm(kind, params)
 		ids = append(ids, pv.ID)
+		if (params["drill"] == "true") != strings.Contains(pv.Title, "(drill)") {
+			t.Errorf("%s dialog title %q, drill %q", kind, pv.Title, params["drill"])
+		}
 		for _, w := range preview {
 			if !strings.Contains(pv.Preview, w) {
 				t.Errorf("%s preview %q lacks %q", kind, pv.Preview, w)

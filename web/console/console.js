@@ -413,6 +413,10 @@
     const old = {};
     for (const inp of $$('#plan-params input')) old[inp.name] = inp.value;
     $('#plan-desc').textContent = k ? k.description || '' : '';
+    // Only the stream plans run in drill mode (on a drill stream).
+    const drill = $('#plan-drill');
+    drill.disabled = !(k && k.drill);
+    if (drill.disabled) drill.checked = false;
     $('#plan-params').innerHTML = ((k && k.params) || []).map((p) => {
       const n = paramName(p);
       const req = typeof p === 'object' && p.required ? ' required' : '';
