@@ -518,7 +518,9 @@
   // Leave armed: close the dialog, the run waits for its confirmation
   // (by another operator, with the token shown) until it expires.
   $('#confirm-leave').addEventListener('click', () => { closeConfirm(); loadPlans(); });
-  $('#confirm').addEventListener('cancel', (e) => { e.preventDefault(); }); // Escape: choose a button
+  // Escape leaves the run armed, as "Leave armed" does (the browser may
+  // close a modal dialog on a second Escape whatever the page says).
+  $('#confirm').addEventListener('close', () => { if (armed) closeConfirm(); });
 
   // ---- audit ----
   let auditTimer = null;
