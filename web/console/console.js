@@ -10,6 +10,7 @@
   const $$ = (s, el) => Array.from((el || document).querySelectorAll(s));
   const esc = (v) => String(v == null ? '' : v).replace(/[&<>"']/g,
     (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+  const num = (x) => (typeof x !== 'number' || !isFinite(x) ? esc(x) : String(Number(x.toPrecision(4))));
   const pct = (x) => (x == null || isNaN(x) ? 'N/A' : (x * 100).toFixed(1) + ' %');
   const ago = (t) => {
     if (!t) return '';
@@ -52,6 +53,7 @@
     sessionStorage.removeItem(TOKEN_KEY);
     state.token = '';
     if (stream.abort) stream.abort.abort();
+    if ($('#confirm').open) closeConfirm();
     $('#main').hidden = true;
     $('#login').hidden = false;
     $('#login-error').textContent = why || '';
@@ -348,12 +350,13 @@
     $('#alerts tbody').innerHTML = list.map((a) => {
       const labels = Object.entries(a.labels || {}).map(([k, x]) => esc(k) + '=' + esc(x)).join(' ');
       const silenced = a.silenced_until && Date.parse(a.silenced_until) > Date.now();
+      const silText = silenced ? 'silenced until ' + esc(new Date(a.silenced_until).toLocaleTimeString()) : '';
+      const ackText = a.acked_by ? 'acked by ' + esc(a.acked_by) : '';
       const btns = canOperate() && a.state === 'firing'
-        ? (a.acked_by ? 'acked by ' + esc(a.acked_by) : `<button data-ack="${esc(a.id)}">Ack</button>`) +
-          (silenced ? ' silenced' : ` <button data-silence="${esc(a.id)}">Silence</button>`)
-        : (a.acked_by ? 'acked by ' + esc(a.acked_by) : '');
+        ? (ackText || `<button data-ack="${esc(a.id)}">Ack</button>`) + ' ' + (silText || `<button data-silence="${esc(a.id)}">Silence</button>`)
+        : [ackText, silText].filter(Boolean).join(' ');
       return `<tr class="al-${esc(a.state)} sev-${esc(a.severity)}" data-id="${esc(a.id)}"><td>${esc(a.state)}</td><td>${esc(a.severity)}</td><td>${esc(a.rule)}</td>` +
-        `<td>${esc(a.summary)}</td><td>${labels}</td><td>${a.value} / ${a.threshold}</td><td>${esc(ago(a.started_at))}${a.resolved_at ? ' → ' + esc(ago(a.resolved_at)) : ''}</td><td>${btns}</td></tr>`;
+        `<td>${esc(a.summary)}</td><td>${labels}</td><td>${num(a.value)} / ${num(a.threshold)}</td><td>${esc(ago(a.started_at))}${a.resolved_at ? ' → ' + esc(ago(a.resolved_at)) : ''}</td><td>${btns}</td></tr>`;
     }).join('');
   }
   $('#alerts').addEventListener('click', async (e) => {
@@ -362,9 +365,8 @@
       if (ack) await api('POST', '/api/v1/alerts/' + encodeURIComponent(ack) + '/ack', {});
       if (sil) {
         const a = (state.alerts || []).find((x) => x.id === sil);
-        const min = prompt('Silence "' + (a ? a.rule : sil) + '' + '" for how many minutes?', '30');
-        if (!min) return;
-        await api('POST', '/api/v1/alerts/silences', { rule: a ? a.rule : '', labels: a ? a.labels : {}, duration_s: Math.round(Number(min) * 60) });
+        if (!a) return;
+        await api('POST', '/api/v1/alerts/silences', { rule: a.rule, labels: a.labels || {}, duration_s: Number($('#silence-for').value) });
       }
       if (ack || sil) loadAlerts();
     } catch (err) { alert(err.message); }
@@ -378,13 +380,25 @@
     if (state.plans) state.plans.runs = runs; else state.plans = { kinds: [], runs };
     renderRuns();
   };
+  // loadPlans reads the kinds and runs. The form is drawn again only when
+  // the kinds change, and keeps the chosen kind and what was typed: it is
+  // called on every visit of the view and after every arm, confirm and
+  // cancel, while an operator may be filling it in.
   async function loadPlans() {
     try {
-      state.plans = await api('GET', '/api/v1/plans');
+      const l = await api('GET', '/api/v1/plans');
       $('#plans-note').textContent = '';
-      const sel = $('#plan-kind');
-      sel.innerHTML = (state.plans.kinds || []).map((k) => `<option value="${esc(k.kind)}">${esc(k.kind)}</option>`).join('');
-      renderParams();
+      const kinds = (l && l.kinds) || [];
+      const kindsKey = JSON.stringify(kinds);
+      const changed = !state.plans || state.plans.kindsKey !== kindsKey;
+      state.plans = { kinds, runs: (l && l.runs) || [], kindsKey };
+      if (changed) {
+        const sel = $('#plan-kind');
+        const cur = sel.value;
+        sel.innerHTML = kinds.map((k) => `<option value="${esc(k.kind)}">${esc(k.kind)}</option>`).join('');
+        if (kinds.some((k) => k.kind === cur)) sel.value = cur;
+        renderParams();
+      }
       renderRuns();
     } catch (e) {
       $('#plans-note').textContent = e.status === 404 ? 'Emergency plans are not available on this node.' : 'Plans: ' + e.message;
@@ -392,62 +406,121 @@
     $('#arm').hidden = !canOperate();
   }
   const paramName = (p) => (typeof p === 'string' ? p : p && p.name);
+  // renderParams draws the chosen kind's fields; a field of the same name
+  // as before (the stream, mostly) keeps its value.
   function renderParams() {
     const k = ((state.plans && state.plans.kinds) || []).find((x) => x.kind === $('#plan-kind').value);
+    const old = {};
+    for (const inp of $$('#plan-params input')) old[inp.name] = inp.value;
     $('#plan-desc').textContent = k ? k.description || '' : '';
+    // Only the stream plans run in drill mode (on a drill stream).
+    const drill = $('#plan-drill');
+    drill.disabled = !(k && k.drill);
+    if (drill.disabled) drill.checked = false;
     $('#plan-params').innerHTML = ((k && k.params) || []).map((p) => {
       const n = paramName(p);
       const req = typeof p === 'object' && p.required ? ' required' : '';
-      return `<label>${esc(n)} <input name="${esc(n)}"${req} placeholder="${esc(typeof p === 'object' && p.description ? p.description : n)}"></label>`;
+      return `<label>${esc(n)} <input name="${esc(n)}"${req} value="${esc(old[n] || '')}" placeholder="${esc(typeof p === 'object' && p.description ? p.description : n)}"></label>`;
     }).join('');
   }
   $('#plan-kind').addEventListener('change', renderParams);
   function renderRuns() {
     const runs = ((state.plans && state.plans.runs) || []).slice().sort((a, b) => Date.parse(b.armed_at) - Date.parse(a.armed_at));
+    const steps = (r) => (r.steps || []).map((x) => new Date(x.at).toLocaleTimeString() + (x.ok ? '  ' : ' ✗ ') + x.what).join('\n');
     $('#runs tbody').innerHTML = runs.map((r) => `<tr data-id="${esc(r.id)}" class="run-${esc(r.state)}"><td>${esc(r.id)}</td><td>${esc(r.kind)}${r.drill ? ' (drill)' : ''}</td>` +
-      `<td>${esc(Object.entries(r.params || {}).map(([k, v]) => k + '=' + v).join(' '))}</td><td class="state">${esc(r.state)}${r.error ? ': ' + esc(r.error) : ''}</td>` +
+      `<td>${esc(Object.entries(r.params || {}).map(([k, v]) => k + '=' + v).join(' '))}</td><td class="state" title="${esc(steps(r))}">${esc(r.state)}${r.error ? ': ' + esc(r.error) : ''}</td>` +
       `<td>${esc(r.armed_by || '')} ${esc(ago(r.armed_at))}</td><td>${esc(r.confirmed_by || '')} ${esc(ago(r.confirmed_at))}</td>` +
       `<td>${r.verified_at ? esc(ago(r.verified_at)) + (r.verify_ms != null ? ' (' + r.verify_ms + ' ms)' : '') : ''}</td>` +
-      `<td>${canOperate() && r.state === 'armed' ? `<button data-cancel="${esc(r.id)}">Cancel</button>` : ''}</td></tr>`).join('');
+      `<td>${canOperate() && r.state === 'armed' ? `<button data-confirm="${esc(r.id)}">Confirm…</button> <button data-cancel="${esc(r.id)}">Cancel</button>` : ''}</td></tr>`).join('');
   }
   $('#runs').addEventListener('click', async (e) => {
-    const id = e.target.dataset.cancel;
+    const id = e.target.dataset.cancel, cid = e.target.dataset.confirm;
+    if (cid) {
+      // A run armed elsewhere (or by another operator, plans.two_person):
+      // its token is asked for in the dialog.
+      const r = ((state.plans && state.plans.runs) || []).find((x) => x.id === cid);
+      if (r) openConfirm(r);
+      return;
+    }
     if (!id) return;
     try { await api('POST', '/api/v1/plans/' + encodeURIComponent(id) + '/cancel', {}); loadPlans(); } catch (err) { alert(err.message); }
   });
+  // openConfirm shows run's preview; with its token when this page armed
+  // it, else with a field for the token.
+  function openConfirm(run) {
+    armed = run;
+    const pv = run.preview || {};
+    const lines = [pv.summary || '', '', 'streams: ' + (pv.streams || []).join(', '), 'players: ' + (pv.players == null ? '?' : pv.players)];
+    if ((pv.vendors || []).length) lines.push('vendors: ' + pv.vendors.join(', '));
+    if ((pv.regions || []).length) lines.push('regions: ' + pv.regions.join(', '));
+    if ((pv.units || []).length) lines.push('units: ' + pv.units.join(', '));
+    $('#confirm-title').textContent = 'Confirm ' + run.kind + (run.drill ? ' (drill)' : '');
+    $('#confirm-preview').textContent = lines.join('\n');
+    $('#confirm').dataset.run = run.id;
+    $('#confirm-expiry').textContent = run.expires_at ? 'The confirmation expires at ' + new Date(run.expires_at).toLocaleTimeString() +
+      (run.armed_by ? '; armed by ' + run.armed_by : '') + '.' : '';
+    $('#confirm-token').textContent = run.token || '';
+    $('#confirm-token-row').hidden = !run.token;
+    $('#confirm-token-ask').hidden = !!run.token;
+    $('#confirm-token-input').value = '';
+    $('#confirm-status').textContent = '';
+    $('#confirm-error').textContent = '';
+    for (const b of $$('#confirm button')) b.disabled = false;
+    if (!$('#confirm').open) $('#confirm').showModal();
+  }
+  function closeConfirm() {
+    armed = null;
+    $('#confirm-token').textContent = '';
+    $('#confirm-token-input').value = '';
+    delete $('#confirm').dataset.run;
+    $('#confirm').close();
+  }
   let armed = null;
   $('#arm').addEventListener('submit', async (e) => {
     e.preventDefault();
     if (!canOperate()) return;
     const body = { kind: $('#plan-kind').value, drill: $('#plan-drill').checked };
     for (const inp of $$('#plan-params input')) if (inp.value.trim()) body[inp.name] = inp.value.trim();
+    let run;
     try {
-      armed = await api('POST', '/api/v1/plans', body);
+      run = await api('POST', '/api/v1/plans', body);
     } catch (err) { alert('Arm refused: ' + err.message); return; }
-    const pv = armed.preview || {};
-    $('#confirm-title').textContent = 'Confirm ' + armed.kind + (armed.drill ? ' (drill)' : '');
-    $('#confirm-preview').textContent = (pv.summary || '') + '\n\nstreams: ' + (pv.streams || []).join(', ') +
-      '\nplayers: ' + (pv.players == null ? '?' : pv.players) + '\nvendors: ' + (pv.vendors || []).join(', ') + '\nregions: ' + (pv.regions || []).join(', ');
-    $('#confirm-expiry').textContent = armed.expires_at ? 'The confirmation expires at ' + new Date(armed.expires_at).toLocaleTimeString() + '.' : '';
-    $('#confirm').showModal();
+    openConfirm(run);
     loadPlans();
   });
+  // Confirm: the answer comes once the effect is verified (or not); the
+  // dialog stays open until then, and on a refusal (a wrong or expired
+  // token, plans.two_person) it says why and keeps the token.
   $('#confirm-ok').addEventListener('click', async () => {
     const run = armed;
-    armed = null;
-    $('#confirm').close();
     if (!run) return;
-    try { await api('POST', '/api/v1/plans/' + encodeURIComponent(run.id) + '/confirm', { token: run.token }); }
-    catch (err) { alert('Confirm refused: ' + err.message); }
+    const tok = run.token || $('#confirm-token-input').value.trim();
+    if (!tok) { $('#confirm-error').textContent = 'The confirmation token is needed.'; return; }
+    for (const b of $$('#confirm button')) b.disabled = true;
+    $('#confirm-error').textContent = '';
+    $('#confirm-status').textContent = 'Executing and verifying…';
+    try {
+      await api('POST', '/api/v1/plans/' + encodeURIComponent(run.id) + '/confirm', { token: tok });
+      if (armed === run) closeConfirm();
+    } catch (err) {
+      $('#confirm-status').textContent = '';
+      $('#confirm-error').textContent = 'Confirm refused: ' + err.message;
+      for (const b of $$('#confirm button')) b.disabled = false;
+    }
     loadPlans();
   });
   $('#confirm-cancel').addEventListener('click', async () => {
     const run = armed;
-    armed = null;
-    $('#confirm').close();
+    closeConfirm();
     if (run) { try { await api('POST', '/api/v1/plans/' + encodeURIComponent(run.id) + '/cancel', {}); } catch (err) { /* expired */ } }
     loadPlans();
   });
+  // Leave armed: close the dialog, the run waits for its confirmation
+  // (by another operator, with the token shown) until it expires.
+  $('#confirm-leave').addEventListener('click', () => { closeConfirm(); loadPlans(); });
+  // Escape leaves the run armed, as "Leave armed" does (the browser may
+  // close a modal dialog on a second Escape whatever the page says).
+  $('#confirm').addEventListener('close', () => { if (armed) closeConfirm(); });
 
   // ---- audit ----
   let auditTimer = null;
@@ -467,7 +540,7 @@
     try {
       const r = await api('GET', '/api/v1/audit?' + q.toString());
       $('#audit tbody').innerHTML = (r.entries || []).map((e) => `<tr class="out-${esc(e.outcome)}"><td>${esc(new Date(e.time).toLocaleString())}</td><td>${esc(e.actor)}</td><td>${esc(e.role)}</td>` +
-        `<td>${esc(e.action)}</td><td>${esc(e.target)}</td><td>${esc(e.outcome)} (${e.status})</td>` +
+        `<td>${esc(e.action)}</td><td>${esc(e.target)}</td><td>${esc(e.outcome)}${e.status ? ' (' + e.status + ')' : ''}</td>` +
         `<td>${esc(Object.entries(e.detail || {}).map(([k, v]) => k + '=' + v).join(' '))}</td></tr>`).join('');
     } catch (err) {
       $('#audit tbody').innerHTML = `<tr><td colspan="7" class="error">${esc(err.message)}</td></tr>`;
