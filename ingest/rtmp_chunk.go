@@ -705,6 +705,21 @@ func (c *rtmpNetConn) writeRaw(p []byte) (int, error) {
 	return c.nc.Write(p)
 }
 
+// writeBuffers writes bufs to tcp (the socket under nc) as one writev,
+// between whole chunks of go-rtmp's writer, with nc's write deadline.
+func (c *rtmpNetConn) writeBuffers(tcp *net.TCPConn, bufs *net.Buffers) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writeTimeout > 0 {
+		if now := time.Now(); now.Sub(c.writeSetAt) >= rtmpDeadlineSlack {
+			c.writeSetAt = now
+			_ = c.nc.SetWriteDeadline(now.Add(c.writeTimeout))
+		}
+	}
+	_, err := bufs.WriteTo(tcp)
+	return err
+}
+
 // Close closes the socket; go-rtmp calls it last when a connection ends.
 func (c *rtmpNetConn) Close() error {
 	err := c.nc.Close()
