@@ -163,7 +163,7 @@ type rtmpLogHook struct{ c *rtmpConn }
 func (rtmpLogHook) Levels() []logrus.Level { return []logrus.Level{logrus.ErrorLevel} }
 
 func (h rtmpLogHook) Fire(e *logrus.Entry) error {
-	if rest, ok := strings.CutPrefix(e.Message, "Server closed by error: Err = "); ok {
+	if rest, ok := strings.CutPrefix(e.Message, "Server closed by error: Err = "); ok && !strings.Contains(rest, errRTMPHandoff.Error()) {
 		line, _, _ := strings.Cut(rest, "\n")
 		h.c.setReason(slog.LevelWarn, "rtmp: "+line)
 	}
@@ -531,6 +531,7 @@ func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32, st
 		return
 	}
 	wait.Stop()
+	c.handOff() // go-rtmp has sent all it sends a player
 	out := newRTMPPlayOut(c.rc, c.s.cfg.ChunkSize, sid)
 	// |RtmpSampleAccess(true, true): Flash players want it to read the data.
 	sampleAccess := []byte{0x02, 0x00, 0x11}
@@ -588,6 +589,9 @@ func (c *rtmpConn) stopPlay(sid uint32) {
 // its pending writes (a refusal status) are out, except for players, whose
 // writer is stopped at once.
 func (c *rtmpConn) OnClose() {
+	if c.rc.handoff.Load() {
+		return // the player goes on (handOff)
+	}
 	c.endPublish()
 	if c.playCancel != nil {
 		c.playCancel()

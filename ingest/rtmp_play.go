@@ -1,9 +1,12 @@
 package ingest
 
 import (
+	"bufio"
 	"encoding/binary"
+	"errors"
 	"math"
 	"net"
+	"time"
 
 	"github.com/livefuse/livefuse/av"
 )
@@ -196,4 +199,48 @@ func (o *rtmpPlayOut) reset() {
 		o.refs, o.iov = nil, nil
 	}
 	o.head, o.refs, o.refBytes = o.head[:0], o.refs[:0], 0
+}
+
+// errRTMPHandoff ends go-rtmp's part in a player's connection (handOff).
+var errRTMPHandoff = errors.New("rtmp: player connection handed off")
+
+// rtmpPlayerReadBuffer is the read buffer of a player's connection after
+// the hand-off: a player sends only acknowledgements and a few commands.
+const rtmpPlayerReadBuffer = 512
+
+// handOff takes a player's connection from go-rtmp once Play.Start is out:
+// go-rtmp's loop ends (its read fails with errRTMPHandoff, woken by a read
+// deadline in the past) and its Close, which leaves the socket open, starts
+// readPlayer instead. go-rtmp's per-connection state (a 64 KiB read
+// buffer, 8 KiB of buffered reader and writer, two goroutines) is then
+// garbage: about 80 KiB of each player's 100.
+//
+// After the hand-off what the player sends is checked by the chunk parser
+// and dropped: acknowledgements, and commands (deleteStream, closeStream,
+// pause), which players send right before they close the connection.
+func (c *rtmpConn) handOff() {
+	c.rc.afterHandoff = c.readPlayer
+	c.rc.handoff.Store(true)
+	_ = c.rc.nc.SetReadDeadline(time.Now())
+}
+
+// readPlayer reads the player's side after the hand-off until it fails
+// (the player closed, or endGently's deadline), then ends the play and
+// closes the connection.
+func (c *rtmpConn) readPlayer() {
+	rc := c.rc
+	_ = rc.nc.SetReadDeadline(time.Time{})
+	if rc.br.Buffered() == 0 {
+		rc.br = bufio.NewReaderSize(rtmpDeadlineReader{rc}, rtmpPlayerReadBuffer)
+	}
+	var buf [rtmpPlayerReadBuffer]byte
+	for {
+		if _, err := rc.Read(buf[:]); err != nil {
+			break
+		}
+	}
+	if c.playCancel != nil {
+		c.playCancel()
+	}
+	_ = rc.Close()
 }
