@@ -22,7 +22,7 @@ const (
 	rtmpPlayHeadKeep = 32 << 10
 	// rtmpPlayRefsKeep is the most payload references a player keeps room
 	// for between batches.
-	rtmpPlayRefsKeep = 256
+	rtmpPlayRefsKeep = 64
 )
 
 // rtmpPlayOut builds one RTMP player's batch of media messages and writes

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,5 +126,45 @@ func TestRTMPPlayOutWrite(t *testing.T) {
 	nc.Close()
 	if got := <-done; !bytes.Equal(got, want) {
 		t.Fatalf("received %d bytes, want %d", len(got), len(want))
+	}
+}
+
+// TestRTMPPlayHandoff: once play has started, the player's connection is
+// read by the server without go-rtmp: commands the player sends then are
+// dropped without ending the play, the media goes on, and when the player
+// closes, its reader is closed and the connection is logged as closed by
+// the peer (not as an error of the hand-off).
+func TestRTMPPlayHandoff(t *testing.T) {
+	pkts := []*av.Packet{
+		{Kind: av.KindVideo, Codec: av.CodecH264, Header: true, Key: true, Data: []byte{1, 0x64, 0, 0x1e, 0xff, 0xe1, 0, 0}},
+		{Kind: av.KindVideo, Codec: av.CodecH264, Key: true, DTS: time.Second, Data: rtmpPattern(9000)},
+	}
+	play := &rtmpFakePlay{streams: map[string][]*av.Packet{"live/x": pkts}}
+	deps := Deps{Sink: newRTMPFakeSink(), Auth: &rtmpFakeAuth{token: "T"}, Play: play}
+	s, logs := rtmpTestServer(t, RTMPConfig{}, deps, nil)
+	c := newRTMPTestClient(t, s.Addr().String())
+	c.connect()
+	c.command(8, 1, "play", 4, nil, "x")
+	c.waitFor("video frame", func(m rtmpTestMsg) bool { return m.typeID == 9 && len(m.payload) > 9000 })
+	rtmpWaitFor(t, 5*time.Second, "hand-off", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for conn := range s.conns {
+			if conn.role == "play" && conn.rc.handoff.Load() {
+				return true
+			}
+		}
+		return false
+	})
+	c.command(8, 1, "pause", 5, nil, true, 0.0) // read and dropped
+	time.Sleep(100 * time.Millisecond)
+	if r := play.all(); len(r) != 1 || r[0].isClosed() {
+		t.Fatal("play ended by a command after the hand-off")
+	}
+	c.nc.Close()
+	rtmpWaitFor(t, 5*time.Second, "reader closed", func() bool { return play.all()[0].isClosed() })
+	logs.waitFor(t, `reason="peer closed"`)
+	if strings.Contains(logs.String(), "handed off") {
+		t.Errorf("the hand-off was logged as a reason:\n%s", logs.String())
 	}
 }
