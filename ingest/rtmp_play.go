@@ -19,7 +19,7 @@ const (
 	rtmpPlayInline = 512
 	// rtmpPlayHeadKeep is the largest header buffer a player keeps between
 	// batches: a GOP burst's buffer is let go afterwards.
-	rtmpPlayHeadKeep = 32 << 10
+	rtmpPlayHeadKeep = 4 << 10
 	// rtmpPlayRefsKeep is the most payload references a player keeps room
 	// for between batches.
 	rtmpPlayRefsKeep = 64
