@@ -189,13 +189,21 @@ chart-check:
 
 # bench: Stream fan-out micro-benchmarks, then the player load test
 # (N HTTP-FLV and N RTMP players of one 2.5 Mbit/s stream).
+# SBS=DIR (a writable copy of ../shared/bench, set up with its setup.sh):
+# then also the side-by-side rounds against the anchors (sbs.sh r1 r2 r3,
+# about 25 min) and their tables (sbs_report.py).
 BENCH_N ?= 100 500 1000
+SBS ?=
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./origin/ ./av/
 	@for n in $(BENCH_N); do \
 	  echo "== $$n HTTP-FLV players"; $(GO) run ./e2e/loadtool -server $(BIN)/livefuse -flv $$n -rtmp 0 -duration 30s; \
 	  echo "== $$n RTMP players";    $(GO) run ./e2e/loadtool -server $(BIN)/livefuse -flv 0 -rtmp $$n -duration 30s; \
 	done
+	@if [ -n "$(SBS)" ]; then \
+	  out=$$(cd "$(SBS)" && pwd)/results/sbs-$$(date -u +%Y%m%d); \
+	  (cd "$(SBS)" && LF_BIN=$(CURDIR)/$(BIN)/livefuse SBS_OUT=$$out ./sbs.sh r1 r2 r3 && python3 sbs_report.py $$out); \
+	fi
 
 # bench-hostile: what hostile connections cost the node (memory per idle
 # RTMP, idle HTTP and pre-authorization-held RTMP connection; CPU and a

@@ -11,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/yutopp/go-rtmp/message"
@@ -432,6 +433,14 @@ type rtmpNetConn struct {
 	onReadErr func(error)
 	closeOnce sync.Once
 	onClose   func()
+
+	// Hand-off of a player's connection (rtmp_play.go): once handoff is
+	// set, go-rtmp's reads fail with errRTMPHandoff and its Close leaves
+	// the socket open and starts afterHandoff, which then reads alone
+	// (handedOff set).
+	handoff      atomic.Bool
+	handedOff    bool
+	afterHandoff func()
 }
 
 // rtmpConnLimits are the bounds of one server connection (see RTMPConfig).
@@ -532,7 +541,15 @@ func (c *rtmpNetConn) Read(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	if !c.handedOff && c.handoff.Load() {
+		return 0, errRTMPHandoff
+	}
 	n, err := c.read(p)
+	if err != nil && !c.handedOff && c.handoff.Load() {
+		// The read was woken for the hand-off (a player sends only
+		// control messages: nothing was half read).
+		return 0, errRTMPHandoff
+	}
 	if err != nil {
 		var nerr net.Error
 		if errors.As(err, &nerr) && nerr.Timeout() && c.hsLeft == 0 && c.parser.preAuth &&
@@ -705,8 +722,29 @@ func (c *rtmpNetConn) writeRaw(p []byte) (int, error) {
 	return c.nc.Write(p)
 }
 
+// writeBuffers writes bufs to tcp (the socket under nc) as one writev,
+// between whole chunks of go-rtmp's writer, with nc's write deadline.
+func (c *rtmpNetConn) writeBuffers(tcp *net.TCPConn, bufs *net.Buffers) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writeTimeout > 0 {
+		if now := time.Now(); now.Sub(c.writeSetAt) >= rtmpDeadlineSlack {
+			c.writeSetAt = now
+			_ = c.nc.SetWriteDeadline(now.Add(c.writeTimeout))
+		}
+	}
+	_, err := bufs.WriteTo(tcp)
+	return err
+}
+
 // Close closes the socket; go-rtmp calls it last when a connection ends.
+// After a hand-off go-rtmp's Close only starts afterHandoff.
 func (c *rtmpNetConn) Close() error {
+	if !c.handedOff && c.handoff.Load() && c.afterHandoff != nil {
+		c.handedOff = true
+		go c.afterHandoff()
+		return nil
+	}
 	err := c.nc.Close()
 	c.parser.budget.release()
 	c.closeOnce.Do(func() {

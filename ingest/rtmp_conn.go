@@ -26,8 +26,9 @@ import (
 const (
 	rtmpAckWindow       = 2500000
 	rtmpPeerBandwidth   = 2500000
-	rtmpMaxStreamsPerCn = 8 // message streams (createStream) per connection
-	rtmpPlayBatch       = 256 << 10
+	rtmpMaxStreamsPerCn = 8         // message streams (createStream) per connection
+	rtmpPlayBatch       = 256 << 10 // bytes: a batch larger than this is written in parts
+	rtmpPlayPktsKeep    = 256       // packets a player keeps room for between batches
 )
 
 // rtmpConn is the go-rtmp handler of one server connection. go-rtmp calls
@@ -162,7 +163,7 @@ type rtmpLogHook struct{ c *rtmpConn }
 func (rtmpLogHook) Levels() []logrus.Level { return []logrus.Level{logrus.ErrorLevel} }
 
 func (h rtmpLogHook) Fire(e *logrus.Entry) error {
-	if rest, ok := strings.CutPrefix(e.Message, "Server closed by error: Err = "); ok {
+	if rest, ok := strings.CutPrefix(e.Message, "Server closed by error: Err = "); ok && !strings.Contains(rest, errRTMPHandoff.Error()) {
 		line, _, _ := strings.Cut(rest, "\n")
 		h.c.setReason(slog.LevelWarn, "rtmp: "+line)
 	}
@@ -515,11 +516,12 @@ func (c *rtmpConn) refusePlay(sid uint32, stream string, err error) error {
 }
 
 // runPlayer copies packets from r to the player as RTMP messages, written
-// directly (see rtmpNetConn) in batches.
+// directly (see rtmpNetConn) in batches: everything r has queued at a
+// wake-up goes out with one writev whose media payloads are the shared
+// packets themselves (rtmpPlayOut).
 func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32, started <-chan struct{}) {
 	defer c.s.wg.Done()
 	defer r.Close()
-	chunkSize := c.s.cfg.ChunkSize
 	wait := time.NewTimer(rtmpPlayStartWait)
 	select {
 	case <-started:
@@ -529,31 +531,27 @@ func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32, st
 		return
 	}
 	wait.Stop()
+	c.handOff() // go-rtmp has sent all it sends a player
+	out := newRTMPPlayOut(c.rc, c.s.cfg.ChunkSize, sid)
 	// |RtmpSampleAccess(true, true): Flash players want it to read the data.
 	sampleAccess := []byte{0x02, 0x00, 0x11}
 	sampleAccess = append(sampleAccess, "|RtmpSampleAccess"...)
 	sampleAccess = append(sampleAccess, 0x01, 0x01, 0x01, 0x01)
-	var (
-		pkts []*av.Packet
-		body []byte
-		out  = rtmpAppendMessage(nil, rtmpCSIDStatus, uint8(message.TypeIDDataMessageAMF0), sid, 0, sampleAccess, chunkSize)
-		err  error
-	)
+	out.appendRaw(rtmpAppendMessage(nil, rtmpCSIDStatus, uint8(message.TypeIDDataMessageAMF0), sid, 0, sampleAccess, c.s.cfg.ChunkSize))
 	flush := func() bool {
-		if len(out) == 0 {
-			return true
-		}
-		werr := c.write(out)
-		out = out[:0]
-		if werr != nil {
+		if err := out.flush(); err != nil {
 			if ctx.Err() == nil {
-				c.setReason(slog.LevelInfo, "write: "+werr.Error())
+				c.setReason(slog.LevelInfo, "write: "+err.Error())
 				_ = c.rc.nc.Close()
 			}
 			return false
 		}
 		return true
 	}
+	var (
+		pkts []*av.Packet
+		err  error
+	)
 	for {
 		pkts, err = r.ReadPackets(ctx, pkts[:0])
 		if err != nil {
@@ -566,36 +564,16 @@ func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32, st
 		}
 		for i, p := range pkts {
 			pkts[i] = nil
-			var typeID uint8
-			var ts uint32
-			body, typeID, ts = av.AppendTagBody(body[:0], p)
-			var csid uint32
-			switch typeID {
-			case av.TagVideo:
-				csid = rtmpCSIDVideo
-			case av.TagAudio:
-				csid = rtmpCSIDAudio
-			case av.TagScript:
-				csid = rtmpCSIDStatus
-			default:
-				continue
-			}
-			if len(body) > rtmpMaxPayload {
-				continue
-			}
-			out = rtmpAppendMessage(out, csid, typeID, sid, ts, body, chunkSize)
-			if len(out) >= rtmpPlayBatch && !flush() {
+			out.appendPacket(p)
+			if out.size() >= rtmpPlayBatch && !flush() {
 				return
 			}
 		}
 		if !flush() {
 			return
 		}
-		if cap(out) > 4<<20 {
-			out = nil
-		}
-		if cap(body) > 4<<20 {
-			body = nil
+		if cap(pkts) > rtmpPlayPktsKeep {
+			pkts = nil // a GOP burst's slice
 		}
 	}
 }
@@ -611,6 +589,9 @@ func (c *rtmpConn) stopPlay(sid uint32) {
 // its pending writes (a refusal status) are out, except for players, whose
 // writer is stopped at once.
 func (c *rtmpConn) OnClose() {
+	if c.rc.handoff.Load() {
+		return // the player goes on (handOff)
+	}
 	c.endPublish()
 	if c.playCancel != nil {
 		c.playCancel()

@@ -82,7 +82,8 @@ func (h *Hub) playStream(app, name string) (*Stream, *cryptFLV, error) {
 
 // Play returns the reader of an RTMP player of app/name: the stream its
 // policy's play alias names (a watermarked source), in its encrypted form
-// when it has one, counted as an RTMP player. The error wraps ErrNotFound
+// when it has one, counted as an RTMP player, coalesced as HTTP-FLV players
+// are (Config.FLVCoalesce). The error wraps ErrNotFound
 // when the stream is not live.
 func (h *Hub) Play(app, name string) (*Reader, error) {
 	if reason := h.refused(app, name); reason != "" {
@@ -93,10 +94,17 @@ func (h *Hub) Play(app, name string) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
+	var rd *Reader
 	if c != nil {
-		return c.subscribe(roleRTMP), nil
+		rd = c.subscribe(roleRTMP)
+	} else {
+		rd = s.subscribe(false, roleRTMP)
 	}
-	return s.subscribe(false, roleRTMP), nil
+	if h.cfg.FLVCoalesce > 0 {
+		// As for HTTP-FLV players: one wake-up and one write per batch.
+		rd.holdAudio(h.cfg.FLVCoalesce)
+	}
+	return rd, nil
 }
 
 // flvSource is what writeFLV reads: a Reader of the stream or of its

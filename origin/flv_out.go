@@ -14,8 +14,10 @@ import (
 
 const (
 	// flvHeadSize is the initial size of a player's buffer of tag headers
-	// (and, without writev, of whole tags).
-	flvHeadSize = 16 << 10
+	// (and, without writev, of whole tags): a batch of a video frame and
+	// the audio before it needs well under 1 KiB. A GOP burst's larger
+	// buffer is let go after it (reset).
+	flvHeadSize = 2 << 10
 	// flvInline: payloads shorter than this are copied next to their tag
 	// header (AAC frames, metadata); longer ones (video) are written from
 	// the packet itself. A copy this small costs less than an iovec.
@@ -131,7 +133,7 @@ func (o *flvOut) close() {
 
 // reset starts a new batch.
 func (o *flvOut) reset() {
-	if cap(o.head) > 16*flvHeadSize && len(o.head) < flvHeadSize {
+	if cap(o.head) > 8*flvHeadSize && len(o.head) < flvHeadSize {
 		o.head = make([]byte, 0, flvHeadSize) // let a burst's buffer go
 	}
 	o.head = o.head[:0]

@@ -78,11 +78,14 @@ type Config struct {
 	// MaxOverflows is how many times a reader may overflow its queue within
 	// a minute before it is disconnected.
 	MaxOverflows int `yaml:"max_overflows"`
-	// FLVCoalesce is how long an HTTP-FLV player may hold audio: an audio
-	// packet does not wake the player, it goes out with the next video
-	// frame (or after at most this). Video is never delayed. One write per
-	// video frame instead of three or four cuts the fan-out cost by about
-	// 40%. 0 turns it off (every packet wakes the player).
+	// FLVCoalesce is the latency-versus-CPU setting of HTTP-FLV and RTMP
+	// players: about the longest a packet waits so that a player writes
+	// several at once. Below two video frame intervals (the default 40ms
+	// at 25-30 fps) only audio waits, for the next video frame: one write
+	// per frame, video never delayed. From two frame intervals on, video
+	// frames wait too while the next one is due within it (100ms at 30 fps:
+	// about 3 frames a write). 0 turns it off (every packet is written
+	// as it comes).
 	FLVCoalesce time.Duration `yaml:"flv_coalesce"`
 	// HLSVariant is "mpegts" (default), "fmp4", "lowlatency" or "off".
 	HLSVariant string `yaml:"hls_variant"`

@@ -38,6 +38,10 @@ type Stream struct {
 	hdrGen               uint64 // changes when meta or a sequence header changes
 	hasVideo, hasAudio   bool
 
+	// videoGap is the time between video frames (a moving average of DTS
+	// steps), for readers that hold frames (holdAudio).
+	videoGap, lastVideoDTS time.Duration
+
 	gop      []*av.Packet // packets since the last keyframe, while gopOn
 	gopBytes int
 	gopOn    bool
@@ -121,6 +125,14 @@ func (s *Stream) track(p *av.Packet, now time.Duration) {
 			return
 		}
 		s.rate.add(now, len(p.Data), 1)
+		if g := p.DTS - s.lastVideoDTS; g > 0 && g <= time.Second {
+			if s.videoGap == 0 {
+				s.videoGap = g
+			} else {
+				s.videoGap += (g - s.videoGap) / 8
+			}
+		}
+		s.lastVideoDTS = p.DTS
 		if p.Key {
 			s.resetGOP()
 			s.gopOn = true
@@ -217,8 +229,7 @@ func (s *Stream) deliver(r *Reader, p *av.Packet, now time.Duration) bool {
 		}
 		r.sig = s.sig
 	}
-	hold := r.holdMax > 0 && p.Kind == av.KindAudio && !p.Header && s.hasVideo &&
-		(!r.holding || now-r.holdSince < r.holdMax)
+	hold := r.holds(p, now, s.hasVideo, s.videoGap)
 	if !r.push(p, hold) {
 		if !r.overflow(now, s.cfg.MaxOverflows) && s.giveUp(r, "too many queue overflows") {
 			return false
@@ -466,23 +477,47 @@ type Reader struct {
 	// sigEnd is one past the last packet the reader was woken for: it
 	// needs a wake-up for a new packet once it has taken that one.
 	sigEnd uint64
-	// holdMax > 0: audio packets (of a stream with video) do not wake the
-	// reader; they go with the next packet that does, or with the first
-	// one after holdMax (holdAudio).
+	// holdMax > 0: audio packets (of a stream with video), and video
+	// frames when holdMax allows, do not wake the reader; they go with the
+	// next packet that does (holdAudio).
 	holdMax   time.Duration
-	holding   bool // audio is queued without a wake-up, since holdSince
+	holding   bool // packets are queued without a wake-up, since holdSince
 	holdSince time.Duration
 }
 
-// holdAudio makes audio wait, without waking the reader, for the next
-// video frame (or header, or metadata) or for at most max, so that a player
-// writes each video frame and the audio before it at once: about a third
-// of the wake-ups and writes of a 25 fps stream with 48 kHz AAC. Video is
-// never delayed. Audio-only streams are not held.
+// holdAudio makes packets wait, without waking the reader, so that a
+// player writes several at once (Config.FLVCoalesce): audio waits for the
+// next video frame (or header, or metadata) or for at most max, so that a
+// player writes each video frame and the audio before it at once (about a
+// third of the wake-ups and writes of a 25 fps stream with 48 kHz AAC).
+// When max is at least two frame intervals, video frames wait too, as long
+// as the next frame is due before the oldest packet waiting is max old: a
+// batch then holds several frames and no packet of a regular stream waits
+// longer than max. Below that only audio waits: video is not delayed.
+// Audio-only streams are not held.
 func (r *Reader) holdAudio(max time.Duration) {
 	r.s.mu.Lock()
 	r.holdMax = max
 	r.s.mu.Unlock()
+}
+
+// holds reports whether p is queued without waking the reader (holdAudio);
+// gap is the stream's time between video frames. Called with s.mu held.
+func (r *Reader) holds(p *av.Packet, now time.Duration, hasVideo bool, gap time.Duration) bool {
+	if r.holdMax <= 0 || p.Header || !hasVideo {
+		return false
+	}
+	var age time.Duration // of the oldest packet waiting
+	if r.holding {
+		age = now - r.holdSince
+	}
+	switch p.Kind {
+	case av.KindAudio:
+		return age < r.holdMax
+	case av.KindVideo:
+		return gap > 0 && 2*gap <= r.holdMax && age+gap <= r.holdMax
+	}
+	return false
 }
 
 // queued is the number of packets waiting for the reader.

@@ -479,7 +479,8 @@ func TestHoldAudio(t *testing.T) {
 	s.Write(vid(0, true))
 	r := s.Subscribe()
 	defer r.Close()
-	r.holdAudio(100 * time.Millisecond)
+	// Shorter than the 40 ms between frames: video never waits.
+	r.holdAudio(30 * time.Millisecond)
 	if got := kinds(drain(r)); got != "VK" {
 		t.Fatalf("start: %q", got)
 	}
@@ -497,7 +498,7 @@ func TestHoldAudio(t *testing.T) {
 		t.Fatalf("after video: %q, want the held audio with it", got)
 	}
 	s.Write(aud(50))
-	time.Sleep(120 * time.Millisecond)
+	time.Sleep(40 * time.Millisecond)
 	if woken(r) {
 		t.Fatal("woken for audio")
 	}
@@ -507,6 +508,27 @@ func TestHoldAudio(t *testing.T) {
 	}
 	if got := kinds(drain(r)); got != "aa" {
 		t.Fatalf("after the window: %q", got)
+	}
+
+	// Longer than two frame steps: frames wait too while the next one is
+	// due within the window of the oldest packet waiting.
+	s.Write(vid(80, false)) // the step is 40 ms
+	r.holdAudio(100 * time.Millisecond)
+	drain(r)
+	woken(r)
+	s.Write(vid(120, false))
+	s.Write(aud(130))
+	s.Write(vid(160, false))
+	if woken(r) {
+		t.Fatal("woken for a frame within the window")
+	}
+	time.Sleep(70 * time.Millisecond)
+	s.Write(vid(200, false)) // 70 ms + the next step > 100 ms: written now
+	if !woken(r) {
+		t.Fatal("not woken when the next frame would be late")
+	}
+	if got := kinds(drain(r)); got != "papp" {
+		t.Fatalf("batch %q, want the frames and audio held", got)
 	}
 
 	a := NewStream(DefaultConfig(), nil)
