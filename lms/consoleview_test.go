@@ -1,0 +1,112 @@
+package lms
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/livefuse/livefuse/lms/api"
+)
+
+func TestRoundSig(t *testing.T) {
+	for _, tc := range []struct{ in, want float64 }{
+		{2027, 2030}, {2024.9, 2020}, {15.3, 15.3}, {0, 0}, {999.6, 1000}, {0.01234, 0.0123}, {-2027, -2030},
+	} {
+		if got := roundSig(tc.in, 3); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("roundSig(%v, 3) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestRoundUnit(t *testing.T) {
+	u := RoundUnit(UnitStatus{Feeds: []api.FeedStatus{
+		{Feed: "main", FPS: 24.62, BitrateKbps: 2027.4, RTTMillis: 3.6, LastPacketAgeMillis: 840},
+		{Feed: "backup", FPS: 4.96, BitrateKbps: 15.3, LastPacketAgeMillis: 2600},
+	}})
+	m, b := u.Feeds[0], u.Feeds[1]
+	if m.FPS != 25 || m.BitrateKbps != 2030 || m.RTTMillis != 4 || m.LastPacketAgeMillis != 0 {
+		t.Errorf("main %+v", m)
+	}
+	if b.FPS != 5 || b.BitrateKbps != 15 || b.LastPacketAgeMillis != 2000 {
+		t.Errorf("backup %+v", b)
+	}
+}
+
+// A feed's figures hold for a second while its state stays; a change of
+// state shows new figures at once; a feed not seen in a sample is forgotten.
+func TestHoldFigures(t *testing.T) {
+	var h FeedFigures
+	sample := func(f api.FeedStatus) api.FeedStatus {
+		h.Begin()
+		h.Hold("live/x", &f)
+		h.Sweep()
+		return f
+	}
+	first := sample(api.FeedStatus{Feed: "main", State: "live", FPS: 25, BitrateKbps: 2000})
+	if first.FPS != 25 || first.BitrateKbps != 2000 {
+		t.Fatalf("first sighting %+v", first)
+	}
+	// Make the figures recent whatever the spread of first sightings.
+	f := h.shown["live/x|main"]
+	f.at = time.Now()
+	h.shown["live/x|main"] = f
+	if got := sample(api.FeedStatus{Feed: "main", State: "live", FPS: 24, BitrateKbps: 1990}); got.FPS != 25 || got.BitrateKbps != 2000 {
+		t.Errorf("within the second: %+v, want the figures held", got)
+	}
+	if got := sample(api.FeedStatus{Feed: "main", State: "stalled", FPS: 3, BitrateKbps: 100}); got.FPS != 3 || got.BitrateKbps != 100 {
+		t.Errorf("state changed: %+v, want the new figures", got)
+	}
+	f = h.shown["live/x|main"]
+	f.at = time.Now().Add(-2 * figuresRefresh)
+	h.shown["live/x|main"] = f
+	if got := sample(api.FeedStatus{Feed: "main", State: "stalled", FPS: 1, BitrateKbps: 50}); got.FPS != 1 {
+		t.Errorf("after the refresh period: %+v, want the new figures", got)
+	}
+	h.Begin()
+	h.Sweep()
+	if len(h.shown) != 0 {
+		t.Errorf("a feed not seen in the last sample is kept: %v", h.shown)
+	}
+}
+
+func TestCardThresholds(t *testing.T) {
+	base := api.ConsoleThresholds{MinFPS: 15, MinBitrateKbps: 300}
+	for _, tc := range []struct {
+		name  string
+		rules []api.AlertRule
+		want  api.ConsoleThresholds
+	}{
+		{"no rules", nil, base},
+		{"first covering rule of each kind", []api.AlertRule{
+			{Kind: api.AlertIngestFPS, Threshold: 20},
+			{Kind: api.AlertIngestFPS, Threshold: 5},
+			{Kind: api.AlertIngestBitrate, Threshold: 800},
+		}, api.ConsoleThresholds{MinFPS: 20, MinBitrateKbps: 800}},
+		{"disabled and per-stream rules ignored", []api.AlertRule{
+			{Kind: api.AlertIngestFPS, Threshold: 20, Disabled: true},
+			{Kind: api.AlertIngestBitrate, Threshold: 800, Stream: "live/x"},
+		}, base},
+	} {
+		if got := CardThresholds(base, tc.rules); got != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestConsoleConfigValidate(t *testing.T) {
+	good := DefaultConsoleConfig()
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*ConsoleConfig){
+		"negative fps":       func(c *ConsoleConfig) { c.Thresholds.MinFPS = -1 },
+		"report period 10ms": func(c *ConsoleConfig) { c.UnitReportPeriod = 10 * time.Millisecond },
+		"no clients":         func(c *ConsoleConfig) { c.MaxClients = 0 },
+	} {
+		c := good
+		mut(&c)
+		if c.Validate() == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
