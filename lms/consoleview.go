@@ -1,10 +1,14 @@
 package lms
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
+	"sync"
 	"time"
 
+	"github.com/livefuse/livefuse/bus"
 	"github.com/livefuse/livefuse/lms/api"
 )
 
@@ -171,3 +175,35 @@ func roundSig(v float64, n int) float64 {
 
 // Round2 rounds f to hundredths, as the CDN view shows rates.
 func Round2(f float64) float64 { return math.Round(f*100) / 100 }
+
+// consoleAuditKeep is how many recent audit entries the audit view pushes.
+const consoleAuditKeep = 50
+
+// RecentAudit keeps this node's newest audit entries for the console's
+// audit view, taken from the audit events on their way to the bus.
+type RecentAudit struct {
+	mu      sync.Mutex
+	entries []api.AuditEntry // newest first
+}
+
+// Observe records the entry carried by value when topic is the audit
+// topic; anything else, or an event it cannot read, is ignored.
+func (r *RecentAudit) Observe(topic string, value []byte) {
+	if topic != bus.TopicAudit {
+		return
+	}
+	var ev bus.AuditEvent
+	var e api.AuditEntry
+	if json.Unmarshal(value, &ev) == nil && json.Unmarshal(ev.Detail, &e) == nil {
+		r.mu.Lock()
+		r.entries = append([]api.AuditEntry{e}, r.entries[:min(len(r.entries), consoleAuditKeep-1)]...)
+		r.mu.Unlock()
+	}
+}
+
+// View is the audit view: the latest entries, newest first.
+func (r *RecentAudit) View() api.ConsoleAudit {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return api.ConsoleAudit{Entries: slices.Clone(r.entries)}
+}

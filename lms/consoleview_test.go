@@ -1,10 +1,13 @@
 package lms
 
 import (
+	"encoding/json"
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/livefuse/livefuse/bus"
 	"github.com/livefuse/livefuse/lms/api"
 )
 
@@ -108,5 +111,22 @@ func TestConsoleConfigValidate(t *testing.T) {
 		if c.Validate() == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// The audit view keeps the newest consoleAuditKeep entries, newest first,
+// and ignores other topics and events it cannot read.
+func TestRecentAudit(t *testing.T) {
+	var r RecentAudit
+	for i := range consoleAuditKeep + 10 {
+		detail, _ := json.Marshal(api.AuditEntry{ID: strconv.Itoa(i)})
+		v, _ := json.Marshal(bus.AuditEvent{Action: "x", Detail: detail})
+		r.Observe(bus.TopicAudit, v)
+	}
+	r.Observe("other", []byte(`{"detail":{"id":"other"}}`))
+	r.Observe(bus.TopicAudit, []byte("{not json"))
+	got := r.View().Entries
+	if len(got) != consoleAuditKeep || got[0].ID != strconv.Itoa(consoleAuditKeep+9) || got[len(got)-1].ID != "10" {
+		t.Fatalf("%d entries, first %q last %q", len(got), got[0].ID, got[len(got)-1].ID)
 	}
 }

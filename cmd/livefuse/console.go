@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
@@ -38,9 +37,6 @@ func (c ConsoleConfig) validate() error {
 // maxConsoleRows bounds the streams and audience views.
 const maxConsoleRows = 2000
 
-// consoleAuditKeep is how many recent audit entries the audit view pushes.
-const consoleAuditKeep = 50
-
 // console builds the views the console pushes, from the parts of the
 // node that lms must not import.
 type console struct {
@@ -68,8 +64,7 @@ type console struct {
 	// goroutine only).
 	figures lms.FeedFigures
 
-	auditMu sync.Mutex
-	audit   []api.AuditEntry // newest first
+	audit lms.RecentAudit
 }
 
 // thresholds is what colours a card: the alert rules take over from the
@@ -273,11 +268,7 @@ func (c *console) audience() any {
 }
 
 // auditView is the latest audit entries of this node.
-func (c *console) auditView() any {
-	c.auditMu.Lock()
-	defer c.auditMu.Unlock()
-	return api.ConsoleAudit{Entries: slices.Clone(c.audit)}
-}
+func (c *console) auditView() any { return c.audit.View() }
 
 // auditTee is the audit publisher: every entry goes on to the bus and
 // into the console's recent list.
@@ -287,14 +278,6 @@ type auditTee struct {
 }
 
 func (a auditTee) Publish(topic string, key, value []byte) error {
-	if topic == bus.TopicAudit {
-		var ev bus.AuditEvent
-		var e api.AuditEntry
-		if json.Unmarshal(value, &ev) == nil && json.Unmarshal(ev.Detail, &e) == nil {
-			a.c.auditMu.Lock()
-			a.c.audit = append([]api.AuditEntry{e}, a.c.audit[:min(len(a.c.audit), consoleAuditKeep-1)]...)
-			a.c.auditMu.Unlock()
-		}
-	}
+	a.c.audit.Observe(topic, value)
 	return a.next.Publish(topic, key, value)
 }
