@@ -1,6 +1,7 @@
 package lms
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -206,4 +207,26 @@ func (r *RecentAudit) View() api.ConsoleAudit {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return api.ConsoleAudit{Entries: slices.Clone(r.entries)}
+}
+
+// MaxConsoleRows bounds the streams, CDN shares and audience views.
+const MaxConsoleRows = 2000
+
+// AudienceView shapes the audience view from one row per province × ISP
+// × vendor with users (StallRate as measured; ZeroStallRate is filled
+// here): rates to four decimals, worst first, at most MaxConsoleRows.
+func AudienceView(rows []api.AudienceRow) api.ConsoleAudience {
+	for i := range rows {
+		r := &rows[i]
+		r.ZeroStallRate = math.Round((1-r.StallRate)*10000) / 10000
+		r.StallRate = math.Round(r.StallRate*10000) / 10000
+	}
+	slices.SortFunc(rows, func(a, b api.AudienceRow) int {
+		return cmp.Or(cmp.Compare(b.StallRate, a.StallRate), cmp.Compare(b.Users, a.Users),
+			cmp.Compare(a.Region, b.Region), cmp.Compare(a.ISP, b.ISP), cmp.Compare(a.Vendor, b.Vendor))
+	})
+	if len(rows) > MaxConsoleRows {
+		rows = rows[:MaxConsoleRows]
+	}
+	return api.ConsoleAudience{Rows: rows}
 }

@@ -130,3 +130,23 @@ func TestRecentAudit(t *testing.T) {
 		t.Fatalf("%d entries, first %q last %q", len(got), got[0].ID, got[len(got)-1].ID)
 	}
 }
+
+// The audience view shows the worst rows first, rates to four decimals.
+func TestAudienceView(t *testing.T) {
+	v := AudienceView([]api.AudienceRow{
+		{Region: "bj", ISP: "ct", Vendor: "x", Users: 100, StallRate: 0.012345},
+		{Region: "sh", ISP: "cu", Vendor: "y", Users: 10, StallRate: 0.5},
+		{Region: "gz", ISP: "cm", Vendor: "x", Users: 300, StallRate: 0.012345},
+	})
+	got := v.Rows
+	if len(got) != 3 || got[0].Region != "sh" || got[1].Region != "gz" || got[2].Region != "bj" {
+		t.Fatalf("order %+v", got)
+	}
+	if got[1].StallRate != 0.0123 || got[1].ZeroStallRate != 0.9877 {
+		t.Errorf("rates %+v", got[1])
+	}
+	many := make([]api.AudienceRow, MaxConsoleRows+5)
+	if n := len(AudienceView(many).Rows); n != MaxConsoleRows {
+		t.Errorf("%d rows, want %d", n, MaxConsoleRows)
+	}
+}

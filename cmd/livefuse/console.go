@@ -34,9 +34,6 @@ func (c ConsoleConfig) validate() error {
 	return nil
 }
 
-// maxConsoleRows bounds the streams and audience views.
-const maxConsoleRows = 2000
-
 // console builds the views the console pushes, from the parts of the
 // node that lms must not import.
 type console struct {
@@ -153,7 +150,7 @@ func (c *console) streams() any {
 	}
 	view := lms.ConsoleKeyed{Head: api.ConsoleStreamsHead{Unit: c.unit, Thresholds: c.thresholds()}}
 	for _, s := range c.reg.List() {
-		if len(view.Items) == maxConsoleRows {
+		if len(view.Items) == lms.MaxConsoleRows {
 			break
 		}
 		path := s.Path()
@@ -212,7 +209,7 @@ func (c *console) cdn() any {
 				CeilingMbps: ps.CeilingMbps, State: ps.State.String()})
 		}
 		for _, b := range p.Buckets() {
-			if len(view.Shares) == maxConsoleRows {
+			if len(view.Shares) == lms.MaxConsoleRows {
 				break
 			}
 			bp, _ := p.Bucket(b)
@@ -236,12 +233,12 @@ func (c *console) cdn() any {
 }
 
 // audience is the audience view: last-minute quality by province × ISP
-// × vendor, worst first. A dispatch node of a fleet shows the fleet's
+// × vendor, worst first (lms.AudienceView). A dispatch node of a fleet shows the fleet's
 // figures, any other node its own aggregates.
 func (c *console) audience() any {
-	view := api.ConsoleAudience{Rows: []api.AudienceRow{}}
+	rows := []api.AudienceRow{}
 	if c.cm == nil {
-		return view
+		return lms.AudienceView(rows)
 	}
 	var obs map[cdnmix.Key]cdnmix.Observation
 	if f := c.cm.m.FleetView(); f != nil {
@@ -250,21 +247,12 @@ func (c *console) audience() any {
 		obs = c.cm.m.Aggregator().Snapshot()
 	}
 	for k, o := range obs {
-		if o.Users <= 0 {
-			continue
+		if o.Users > 0 {
+			rows = append(rows, api.AudienceRow{Region: k.Bucket.Region, ISP: k.Bucket.ISP, Vendor: k.Vendor,
+				Users: o.Users, StalledUsers: o.StalledUsers, StallRate: o.StallRate})
 		}
-		view.Rows = append(view.Rows, api.AudienceRow{Region: k.Bucket.Region, ISP: k.Bucket.ISP, Vendor: k.Vendor,
-			Users: o.Users, StalledUsers: o.StalledUsers, StallRate: math.Round(o.StallRate*10000) / 10000,
-			ZeroStallRate: math.Round((1-o.StallRate)*10000) / 10000})
 	}
-	slices.SortFunc(view.Rows, func(a, b api.AudienceRow) int {
-		return cmp.Or(cmp.Compare(b.StallRate, a.StallRate), cmp.Compare(b.Users, a.Users),
-			cmp.Compare(a.Region, b.Region), cmp.Compare(a.ISP, b.ISP), cmp.Compare(a.Vendor, b.Vendor))
-	})
-	if len(view.Rows) > maxConsoleRows {
-		view.Rows = view.Rows[:maxConsoleRows]
-	}
-	return view
+	return lms.AudienceView(rows)
 }
 
 // auditView is the latest audit entries of this node.
