@@ -2,8 +2,10 @@ package lms
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"sync"
@@ -229,4 +231,60 @@ func AudienceView(rows []api.AudienceRow) api.ConsoleAudience {
 		rows = rows[:MaxConsoleRows]
 	}
 	return api.ConsoleAudience{Rows: rows}
+}
+
+// UnitReports keeps the units' reports (Registry.Units) for the streams
+// view: the sampler asks for a refresh and reads the last reports at
+// once, and Run reads the store on its own goroutine, so that a slow
+// store never holds the view.
+type UnitReports struct {
+	reg *Registry
+	log *slog.Logger
+	ask chan struct{}
+	at  time.Time // Latest's caller only
+
+	mu    sync.Mutex
+	units map[string][]UnitStatus
+}
+
+// NewUnitReports returns the reports of reg's units; Run reads them.
+func NewUnitReports(reg *Registry, log *slog.Logger) *UnitReports {
+	return &UnitReports{reg: reg, log: log, ask: make(chan struct{}, 1)}
+}
+
+// Run reads the units' reports each time Latest asks, until ctx ends.
+func (u *UnitReports) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-u.ask:
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		units, err := u.reg.Units(rctx)
+		cancel()
+		if err != nil {
+			u.log.Debug("console: unit reports unavailable", "err", err)
+			continue
+		}
+		u.mu.Lock()
+		u.units = units
+		u.mu.Unlock()
+	}
+}
+
+// Latest returns the reports last read, by stream, and asks Run for
+// fresh ones when it last asked longer than every ago. One goroutine (the
+// sampler's) calls it.
+func (u *UnitReports) Latest(every time.Duration) map[string][]UnitStatus {
+	if now := time.Now(); now.Sub(u.at) >= every {
+		u.at = now
+		select {
+		case u.ask <- struct{}{}:
+		default:
+		}
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.units
 }

@@ -1,6 +1,7 @@
 package lms
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"strconv"
@@ -148,5 +149,29 @@ func TestAudienceView(t *testing.T) {
 	many := make([]api.AudienceRow, MaxConsoleRows+5)
 	if n := len(AudienceView(many).Rows); n != MaxConsoleRows {
 		t.Errorf("%d rows, want %d", n, MaxConsoleRows)
+	}
+}
+
+// UnitReports returns at once what it last read and reads the store on
+// Run's goroutine when asked: a unit's report shows after a few asks.
+func TestUnitReports(t *testing.T) {
+	st := prefixStore(t)
+	reg := startRegistry(t, st)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go reg.ReportUnit(ctx, "b", 100*time.Millisecond, func() map[string]UnitStatus {
+		return map[string]UnitStatus{"live/x": {Policy: api.FeedAuto, Active: api.FeedMain}}
+	})
+	u := NewUnitReports(reg, testLogger(t))
+	go u.Run(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if got := u.Latest(0)["live/x"]; len(got) == 1 && got[0].Unit == "b" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no report of unit b: %v", u.Latest(0))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"slices"
-	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -49,13 +47,8 @@ type console struct {
 	plans  *lms.Plans
 	log    *slog.Logger
 
-	// Other units' reports, read from the store by runUnits when the
-	// streams view asks (each tick, while a console is open), so that a
-	// slow store never holds the view.
-	unitsAsk chan struct{}
-	unitsAt  time.Time // sampler's goroutine only
-	unitsMu  sync.Mutex
-	units    map[string][]lms.UnitStatus
+	// units has the other units' reports (set by mountConsole).
+	units *lms.UnitReports
 
 	// figures holds each local feed's figures as last shown (sampler's
 	// goroutine only).
@@ -100,48 +93,20 @@ func mountConsole(ctx context.Context, c *console, srv *lms.Server, promReg prom
 	}
 	srv.MountConsole(ev, web.ConsoleHandler())
 	ctx, cancel := context.WithCancel(ctx)
-	c.unitsAsk = make(chan struct{}, 1)
-	go c.runUnits(ctx)
+	c.units = lms.NewUnitReports(c.reg, c.log)
+	go c.units.Run(ctx)
 	go ev.Run()
 	return func() { ev.Close(); cancel() }, nil
-}
-
-// runUnits reads the units' reports each time the streams view asks.
-func (c *console) runUnits(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.unitsAsk:
-		}
-		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		u, err := c.reg.Units(rctx)
-		cancel()
-		if err != nil {
-			c.log.Debug("console: unit reports unavailable", "err", err)
-			continue
-		}
-		c.unitsMu.Lock()
-		c.units = u
-		c.unitsMu.Unlock()
-	}
 }
 
 // streams is the streams view: every registered stream, with this unit's
 // switcher read directly and the other units' from their reports. It is
 // keyed by stream: a page gets the streams that changed, not all.
 func (c *console) streams() any {
-	now := time.Now()
-	if c.unitsAsk != nil && now.Sub(c.unitsAt) >= min(c.cfg.Tick, c.cfg.UnitReportPeriod/2) {
-		c.unitsAt = now
-		select {
-		case c.unitsAsk <- struct{}{}:
-		default:
-		}
+	var units map[string][]lms.UnitStatus
+	if c.units != nil {
+		units = c.units.Latest(min(c.cfg.Tick, c.cfg.UnitReportPeriod/2))
 	}
-	c.unitsMu.Lock()
-	units := c.units
-	c.unitsMu.Unlock()
 	c.figures.Begin()
 	defer c.figures.Sweep()
 	local := map[string]origin.Status{}
