@@ -2,17 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livefuse/livefuse/bus"
 	"github.com/livefuse/livefuse/cdnmix"
-	"github.com/livefuse/livefuse/ingest"
 	"github.com/livefuse/livefuse/lms"
 	"github.com/livefuse/livefuse/lms/api"
 	"github.com/livefuse/livefuse/origin"
@@ -30,6 +27,12 @@ func newAlerts(ctx context.Context, cfg Config, hub *origin.Hub, reg *lms.Regist
 	if spoolMax <= 0 {
 		spoolMax = recording.DefaultConfig().SpoolMaxBytes
 	}
+	expected := []string{cfg.Unit} // this unit first, then the others of the config
+	for _, u := range cfg.Units {
+		if u.Name != cfg.Unit {
+			expected = append(expected, u.Name)
+		}
+	}
 	src := lms.AlertSources{
 		Unit:     cfg.Unit,
 		Streams:  alertStreams{hub: hub, reg: reg, unit: cfg.Unit},
@@ -37,13 +40,8 @@ func newAlerts(ctx context.Context, cfg Config, hub *origin.Hub, reg *lms.Regist
 		Vendors:  alertCDN{cm.m},
 		Spool:    alertSpool{rec: rec, max: spoolMax},
 		Restarts: alertRestarts{tc},
-		Units:    alertUnits{store: store, self: cfg.Unit, units: cfg.Units},
-		Probes: []lms.AlertProbe{{Kind: api.AlertEtcd, Check: func(ctx context.Context) error {
-			if err := reg.Ready(ctx); err != nil {
-				return errors.New("the store did not answer")
-			}
-			return nil
-		}}},
+		Units:    lms.RegisteredUnits{Store: store, Expected: expected},
+		Probes:   []lms.AlertProbe{lms.StoreProbe(reg)},
 	}
 	if brokers := cfg.Bus.Kafka.Brokers; len(brokers) > 0 {
 		src.Probes = append(src.Probes, lms.AlertProbe{Kind: api.AlertKafka, Check: func(ctx context.Context) error {
@@ -170,33 +168,4 @@ func (r alertRestarts) TranscodeRestarts() map[string]int64 {
 		out[st.App+"/"+st.Name] = int64(st.Restarts)
 	}
 	return out
-}
-
-// alertUnits: the units of the config (this one alone without a units
-// list) against the units with a live node in the registry.
-type alertUnits struct {
-	store *lms.Store
-	self  string
-	units []ingest.Unit
-}
-
-func (u alertUnits) Units(ctx context.Context) (expected, alive []string, err error) {
-	expected = []string{u.self}
-	for _, x := range u.units {
-		if x.Name != u.self {
-			expected = append(expected, x.Name)
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	nodes, err := lms.ListNodes(ctx, u.store)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, n := range nodes {
-		if n.Unit != "" {
-			alive = append(alive, n.Unit)
-		}
-	}
-	return expected, alive, nil
 }

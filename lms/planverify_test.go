@@ -1,10 +1,8 @@
-package main
+package lms
 
 import (
 	"strings"
 	"testing"
-
-	"github.com/livefuse/livefuse/lms"
 )
 
 func TestPlanPlaylistChecks(t *testing.T) {
@@ -36,13 +34,13 @@ func TestPlanPlaylistChecks(t *testing.T) {
 }
 
 func TestRefusal(t *testing.T) {
-	s := lms.Stream{App: "live", Name: "ev"}
-	if refusal(s, "a") != "" {
+	s := Stream{App: "live", Name: "ev"}
+	if Refusal(s, "a") != "" {
 		t.Error("a stream without serve_unit refused")
 	}
 	s.ServeUnit = "a"
-	if refusal(s, "a") != "" || !strings.Contains(refusal(s, "b"), "unit a serves live/ev") {
-		t.Errorf("serve_unit a: at a %q, at b %q", refusal(s, "a"), refusal(s, "b"))
+	if Refusal(s, "a") != "" || !strings.Contains(Refusal(s, "b"), "unit a serves live/ev") {
+		t.Errorf("serve_unit a: at a %q, at b %q", Refusal(s, "a"), Refusal(s, "b"))
 	}
 }
 
