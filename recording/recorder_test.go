@@ -371,9 +371,9 @@ func TestBadSinkConfig(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			src.publish(ctx, c, 7*time.Second, 7)
-			if n := len(ev.of(EventSegmentSpooled)); n < 3 {
-				t.Errorf("%d segments spooled, want 3", n)
-			}
+			// The recorder cuts and spools on its own goroutine: on a
+			// busy machine the third segment lands after publish returns.
+			waitFor(t, 10*time.Second, "3 segments spooled", func() bool { return len(ev.of(EventSegmentSpooled)) >= 3 })
 			st := r.Status("live", "cam")
 			if !strings.Contains(st.Error, "s3") || len(ev.of(EventSegmentUploaded)) != 0 {
 				t.Errorf("stream status %+v; uploaded %d", st, len(ev.of(EventSegmentUploaded)))
