@@ -45,17 +45,7 @@ alerts:
   rules:
     - {name: fps-low, kind: ingest_fps_below, threshold: 10, for_s: 2, severity: critical}
 plans: {confirm_within: 30s}
-cdnmix:
-  vendors:
-    - {name: a, flv_base: "http://cdn-a.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
-    - {name: b, flv_base: "http://cdn-b.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
-  geo: {cidr_file: %q}
-  trusted_proxies: [127.0.0.1]
-  regions: [GD, SH]
-  isps: [telecom]
-  recompute: 500ms
-  min_change: -1
-`, s.apiPort, apiToken, consoleOperatorToken, consoleViewerToken, plansStream, encPlayKey, geo))
+%s`, s.apiPort, apiToken, consoleOperatorToken, consoleViewerToken, plansStream, encPlayKey, warRoomCDN(geo)))
 	s.start()
 	t.Cleanup(s.stop)
 
@@ -266,17 +256,7 @@ cdnmix:
 streams:
   - {app: live, name: demo, publish_token: pub}
 plans: {two_person: true, confirm_within: 30s}
-cdnmix:
-  vendors:
-    - {name: a, flv_base: "http://cdn-a.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
-    - {name: b, flv_base: "http://cdn-b.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
-  geo: {cidr_file: %q}
-  trusted_proxies: [127.0.0.1]
-  regions: [GD, SH]
-  isps: [telecom]
-  recompute: 500ms
-  min_change: -1
-`, s2.apiPort, apiToken, consoleOperatorToken, consoleOperator2Token, geo))
+%s`, s2.apiPort, apiToken, consoleOperatorToken, consoleOperator2Token, warRoomCDN(geo)))
 		s2.start()
 		t.Cleanup(s2.stop)
 		q := openConsole(t, s2, consoleOperatorToken)

@@ -96,25 +96,36 @@ func playlistWholly(t *testing.T, s *server, name, method string) {
 	var body string
 	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
 		body = mediaPlaylist(t, u)
-		cur, ok, segs := "NONE", true, 0
-		for _, l := range strings.Split(body, "\n") {
-			l = strings.TrimSpace(l)
-			switch {
-			case strings.HasPrefix(l, "#EXT-X-KEY:"):
-				cur = "NONE"
-				if i := strings.Index(l, "METHOD="); i >= 0 {
-					cur, _, _ = strings.Cut(l[i+len("METHOD="):], ",")
-				}
-			case l != "" && !strings.HasPrefix(l, "#"):
-				segs++
-				ok = ok && cur == method
-			}
+		methods := segmentKeyMethods(body)
+		ok := len(methods) > 0
+		for _, m := range methods {
+			ok = ok && m == method
 		}
-		if ok && segs > 0 {
+		if ok {
 			return
 		}
 	}
 	t.Fatalf("playlist of %s not wholly %s within 20 s:\n%s", name, method, body)
+}
+
+// segmentKeyMethods returns the key method in force for each segment of a
+// media playlist, in order ("NONE" without a key).
+func segmentKeyMethods(body string) []string {
+	var methods []string
+	cur := "NONE"
+	for _, l := range strings.Split(body, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "#EXT-X-KEY:"):
+			cur = "NONE"
+			if i := strings.Index(l, "METHOD="); i >= 0 {
+				cur, _, _ = strings.Cut(l[i+len("METHOD="):], ",")
+			}
+		case l != "" && !strings.HasPrefix(l, "#"):
+			methods = append(methods, cur)
+		}
+	}
+	return methods
 }
 
 // playlistHas waits up to 10 s for the media playlist of name (a

@@ -50,17 +50,7 @@ streams:
   - {app: live, name: %s, publish_token: pub, play_key: %s, encryption: true}
   - {app: live, name: ev, publish_token: pub}
   - {app: live, name: demo, publish_token: pub}
-cdnmix:
-  vendors:
-    - {name: a, flv_base: "http://cdn-a.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
-    - {name: b, flv_base: "http://cdn-b.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
-  geo: {cidr_file: %q}
-  trusted_proxies: [127.0.0.1]
-  regions: [GD, SH]
-  isps: [telecom]
-  recompute: 500ms
-  min_change: -1
-`, a.rtmp, b.rtmp, plansStream, encPlayKey, geo)
+%s`, a.rtmp, b.rtmp, plansStream, encPlayKey, warRoomCDN(geo))
 	a.configure(fmt.Sprintf("unit: a\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {listen: \"127.0.0.1:%d\"}, %s}\n",
 		a.apiPort, apiToken, etcdPort, lmsExtra) + common)
 	b.configure(fmt.Sprintf("unit: b\nlms: {api_addr: \"127.0.0.1:%d\", api_token: %q, etcd: {endpoints: [\"127.0.0.1:%d\"]}, %s}\n",
@@ -153,22 +143,11 @@ func playStatus(url string) (int, string) {
 // lastMethod is the key method of the newest segment of the drill
 // stream's media playlist at s.
 func lastMethod(t *testing.T, s *server) string {
-	body := mediaPlaylist(t, hlsPlay(s, plansStream))
-	method := "NONE"
-	cur := "NONE"
-	for _, l := range strings.Split(body, "\n") {
-		l = strings.TrimSpace(l)
-		switch {
-		case strings.HasPrefix(l, "#EXT-X-KEY:"):
-			cur = "NONE"
-			if i := strings.Index(l, "METHOD="); i >= 0 {
-				cur, _, _ = strings.Cut(l[i+len("METHOD="):], ",")
-			}
-		case l != "" && !strings.HasPrefix(l, "#"):
-			method = cur
-		}
+	methods := segmentKeyMethods(mediaPlaylist(t, hlsPlay(s, plansStream)))
+	if len(methods) == 0 {
+		return "NONE"
 	}
-	return method
+	return methods[len(methods)-1]
 }
 
 func medianMS(ds []int64) int64 {
@@ -508,4 +487,21 @@ func waitFor(within time.Duration, cond func() error) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// warRoomCDN is the cdnmix section of the plans and console tests: vendors
+// a and b, regions GD and SH × telecom from the geo file, a plan that
+// follows every change at once.
+func warRoomCDN(geo string) string {
+	return fmt.Sprintf(`cdnmix:
+  vendors:
+    - {name: a, flv_base: "http://cdn-a.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
+    - {name: b, flv_base: "http://cdn-b.example.com", commit_mbps: 1000, ceiling_mbps: 4000}
+  geo: {cidr_file: %q}
+  trusted_proxies: [127.0.0.1]
+  regions: [GD, SH]
+  isps: [telecom]
+  recompute: 500ms
+  min_change: -1
+`, geo)
 }

@@ -154,17 +154,12 @@ func (o *hlsOutput) setAVC(b []byte) {
 	}
 	o.stopMuxer()
 	o.avc, o.sps, o.pps = bytes.Clone(b), nil, nil
-	c, err := av.ParseAVCConfig(b)
-	if err != nil || len(c.SPS) == 0 || len(c.PPS) == 0 {
+	sps, pps, err := avcParamSets(b, true)
+	if err != nil {
 		o.log.Warn("hls: unusable AVC sequence header", "err", err)
 		return
 	}
-	var sps h264.SPS
-	if err := sps.Unmarshal(c.SPS[0]); err != nil {
-		o.log.Warn("hls: unusable SPS", "err", err)
-		return
-	}
-	o.sps, o.pps = c.SPS[0], c.PPS[0]
+	o.sps, o.pps = sps, pps
 }
 
 func (o *hlsOutput) setASC(b []byte) {

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4/seekablebuffer"
@@ -214,18 +213,13 @@ func (l *llhls) setAVC(b []byte) {
 	if bytes.Equal(b, l.avc) {
 		return
 	}
-	c, err := av.ParseAVCConfig(b)
-	if err != nil || len(c.SPS) == 0 || len(c.PPS) == 0 {
+	sps, pps, err := avcParamSets(b, true)
+	if err != nil {
 		l.errs.log(l.log, "ll-hls: unusable AVC sequence header", err)
 		return
 	}
-	var sps h264.SPS
-	if err := sps.Unmarshal(c.SPS[0]); err != nil {
-		l.errs.log(l.log, "ll-hls: unusable SPS", err)
-		return
-	}
 	l.avc = bytes.Clone(b)
-	l.sps, l.pps = bytes.Clone(c.SPS[0]), bytes.Clone(c.PPS[0])
+	l.sps, l.pps = bytes.Clone(sps), bytes.Clone(pps)
 	l.codecsChanged()
 }
 

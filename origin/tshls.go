@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+
 	"github.com/livefuse/livefuse/av"
 	"github.com/livefuse/livefuse/encryption"
 )
@@ -184,8 +186,8 @@ func (h *tshls) setAVC(b []byte) {
 	if bytes.Equal(b, h.avc) {
 		return
 	}
-	c, err := av.ParseAVCConfig(b)
-	if err != nil || len(c.SPS) == 0 || len(c.PPS) == 0 {
+	sps, pps, err := avcParamSets(b, false)
+	if err != nil {
 		h.errs.log(h.log, "hls: unusable AVC sequence header", err)
 		return
 	}
@@ -193,7 +195,27 @@ func (h *tshls) setAVC(b []byte) {
 		h.markDiscontinuity()
 	}
 	h.avc = bytes.Clone(b)
-	h.sps, h.pps = bytes.Clone(c.SPS[0]), bytes.Clone(c.PPS[0])
+	h.sps, h.pps = bytes.Clone(sps), bytes.Clone(pps)
+}
+
+// avcParamSets returns the first SPS and PPS of an AVC sequence header
+// (the packagers' one reading of it); with parseSPS the SPS must also
+// parse, as the fMP4 packagers put it in their init segment.
+func avcParamSets(b []byte, parseSPS bool) (sps, pps []byte, err error) {
+	c, err := av.ParseAVCConfig(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(c.SPS) == 0 || len(c.PPS) == 0 {
+		return nil, nil, errors.New("no SPS or no PPS")
+	}
+	if parseSPS {
+		var s h264.SPS
+		if err := s.Unmarshal(c.SPS[0]); err != nil {
+			return nil, nil, fmt.Errorf("SPS: %w", err)
+		}
+	}
+	return c.SPS[0], c.PPS[0], nil
 }
 
 func (h *tshls) setASC(b []byte) {
