@@ -41,7 +41,7 @@ func runTests(m *testing.M) int {
 
 // prefixStore returns a Store on the shared etcd with a key prefix of its
 // own for t.
-func prefixStore(t *testing.T) *Store {
+func prefixStore(t testing.TB) *Store {
 	t.Helper()
 	id, err := NewToken() // unique across -count runs on the same etcd
 	if err != nil {
@@ -55,11 +55,15 @@ func prefixStore(t *testing.T) *Store {
 }
 
 // testLogger logs to t, so a failing test shows what lms said.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
+	if _, ok := t.(*testing.F); ok {
+		// A fuzz target's F must not be logged to while it fuzzes.
+		return slog.New(slog.DiscardHandler)
+	}
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(b []byte) (int, error) {
 	w.t.Helper()
@@ -68,7 +72,7 @@ func (w tWriter) Write(b []byte) (int, error) {
 }
 
 // startRegistry returns a started Registry over st, closed at the end of t.
-func startRegistry(t *testing.T, st *Store) *Registry {
+func startRegistry(t testing.TB, st *Store) *Registry {
 	t.Helper()
 	r := NewRegistry(st, testLogger(t))
 	if err := r.Start(t.Context()); err != nil {

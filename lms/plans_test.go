@@ -86,7 +86,7 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newPlansEnv(t *testing.T, pc PlansConfig) *plansEnv {
+func newPlansEnv(t testing.TB, pc PlansConfig) *plansEnv {
 	t.Helper()
 	st := prefixStore(t)
 	reg := startRegistry(t, st)
@@ -376,4 +376,32 @@ func TestPlansConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzPlanArm posts any body to the arm route as an operator: the answer
+// is a run or a refusal (never a server error), and arming alone changes
+// nothing: no blacklist entry, no stream's feed policy or serving unit.
+func FuzzPlanArm(f *testing.F) {
+	f.Add(`{"kind":"blacklist_vendor","vendor":"cdnA","region":"GD","isp":"telecom"}`)
+	f.Add(`{"kind":"force_feed","stream":"live/ev","feed":"backup"}`)
+	f.Add(`{"kind":"move_unit","stream":"live/drill-ev","unit":"b","drill":true}`)
+	f.Add(`{"kind":"stop_encryption","stream":"live/../x"}`)
+	f.Add(`{"kind":"drain_node","node":"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"}`)
+	f.Add(`{"kind":"force_feed","stream":"live/ev","feed":"backup","extra":1}`)
+	f.Add(`[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]`)
+	e := newPlansEnv(f, DefaultPlansConfig())
+	f.Fuzz(func(t *testing.T, body string) {
+		code, b := call(t, e.ts, "POST", "/api/v1/plans", operatorToken, body)
+		if code >= 500 || (code != http.StatusCreated && code/100 != 4) {
+			t.Fatalf("arm %q: %d %s", body, code, b)
+		}
+		if n := e.media.blacklisted(); n != 0 {
+			t.Fatalf("arm %q blacklisted %d entries", body, n)
+		}
+		for _, s := range e.reg.List() {
+			if s.FeedPolicy != "" || s.ServeUnit != "" {
+				t.Fatalf("arm %q changed %s: %+v", body, s.Path(), s)
+			}
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -464,6 +465,48 @@ func FuzzLLHLSWrite(f *testing.F) {
 		defer l.mu.Unlock()
 		if len(l.segs) > 0 && !strings.HasPrefix(string(l.playlistLocked("")), "#EXTM3U\n") {
 			t.Fatal("bad playlist")
+		}
+	})
+}
+
+// FuzzLLHLSRequest sends any path and query to a live LL-HLS packager:
+// blocking-reload parameters and segment and part names are the request
+// side's hostile bytes. Every answer comes within the request's deadline
+// (blocking waits end with it) and nothing panics.
+func FuzzLLHLSRequest(f *testing.F) {
+	f.Add("index.m3u8", "_HLS_msn=3&_HLS_part=1")
+	f.Add("index.m3u8", "_HLS_msn=99999999999&_HLS_part=0")
+	f.Add("index.m3u8", "_HLS_part=2")
+	f.Add("p1200.m4s", "token=x")
+	f.Add("s99999999999999999999.m4s", "")
+	f.Add("init00000000.mp4", "")
+	f.Add("p-1.m4s", "_HLS_msn=-1")
+	sps := []byte{0x67, 0x42, 0xc0, 0x0c, 0xda, 0x05, 0x06, 0x7e, 0x7c, 0x04, 0x40, 0x00, 0x00, 0x03,
+		0x00, 0x40, 0x00, 0x00, 0x0c, 0x83, 0xc5, 0x0a, 0xa8}
+	cfg, err := av.BuildAVCConfig(sps, []byte{0x68, 0xce, 0x0f, 0xc8})
+	if err != nil {
+		f.Fatal(err)
+	}
+	l := newLLHLS(llhlsConfig{SegmentDuration: 200 * time.Millisecond, PlaylistWait: 10 * time.Millisecond})
+	l.writePacket(&av.Packet{Kind: av.KindVideo, Codec: av.CodecH264, Header: true, Key: true, Data: cfg.Marshal()})
+	l.writePacket(&av.Packet{Kind: av.KindAudio, Codec: av.CodecAAC, Header: true, Data: []byte{0x12, 0x10}})
+	for i := 0; i < 75; i++ { // 3 s at 25 fps, a keyframe every 5 frames
+		d := time.Duration(i) * 40 * time.Millisecond
+		l.writePacket(&av.Packet{Kind: av.KindVideo, Codec: av.CodecH264, Key: i%5 == 0, DTS: d,
+			Data: []byte{0, 0, 0, 5, 0x65, 0x88, 0x84, 0, 0x33}})
+		l.writePacket(&av.Packet{Kind: av.KindAudio, Codec: av.CodecAAC, DTS: d, Data: []byte{0x21, 0x10, 0x04}})
+	}
+	f.Fuzz(func(t *testing.T, name, query string) {
+		u := &url.URL{Path: "/" + name, RawQuery: query}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		req := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(ctx)
+		req.URL = u
+		start := time.Now()
+		w := httptest.NewRecorder()
+		l.ServeHTTP(w, req)
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("%q ?%q answered after %v", name, query, d)
 		}
 	})
 }

@@ -161,3 +161,26 @@ func FuzzStreamJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAlertRulesJSON: a PUT of alert rules is decoded and validated; any
+// set that validates survives a round trip and still validates.
+func FuzzAlertRulesJSON(f *testing.F) {
+	f.Add([]byte(`{"rules":[{"name":"fps-low","kind":"ingest_fps_below","threshold":10,"for_s":2,"severity":"critical"}]}`))
+	f.Add([]byte(`{"rules":[{"name":"x","kind":"stall_rate_above","threshold":5,"for_s":120,"min_users":20}]}`))
+	f.Add([]byte(`{"rules":[{"name":"a b","kind":"nope","threshold":-1,"for_s":1e308}]}`))
+	f.Add([]byte(`{"rules":[{"name":"d","kind":"switch","for_s":"NaN"}],"x":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var rs AlertRules
+		if json.Unmarshal(b, &rs) != nil || ValidateAlertRules(rs.Rules) != nil {
+			return
+		}
+		out, err := json.Marshal(rs)
+		if err != nil {
+			t.Fatalf("marshal valid rules: %v", err)
+		}
+		var back AlertRules
+		if err := json.Unmarshal(out, &back); err != nil || ValidateAlertRules(back.Rules) != nil {
+			t.Fatalf("round trip of %s: %v / %v", out, err, ValidateAlertRules(back.Rules))
+		}
+	})
+}
