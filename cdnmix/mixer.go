@@ -495,6 +495,10 @@ func (m *Mixer) Allocator() *Allocator { return m.alloc }
 // Aggregator returns the aggregator.
 func (m *Mixer) Aggregator() *Aggregator { return m.agg }
 
+// Observations returns the last-minute figures the allocator plans from:
+// the fleet's on a dispatch node of a fleet, else this node's aggregates.
+func (m *Mixer) Observations() map[Key]Observation { return m.obs.Snapshot() }
+
 // Dispatcher returns the dispatch handler.
 func (m *Mixer) Dispatcher() *Dispatcher { return m.disp }
 

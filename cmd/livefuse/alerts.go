@@ -116,13 +116,7 @@ func (s alertStreams) StreamHealth() []lms.StreamHealth {
 type alertCDN struct{ m *cdnmix.Mixer }
 
 func (c alertCDN) Quality() []lms.QualityStat {
-	var obs map[cdnmix.Key]cdnmix.Observation
-	switch {
-	case c.m.FleetView() != nil:
-		obs = c.m.FleetView().Snapshot()
-	case c.m.Aggregator() != nil:
-		obs = c.m.Aggregator().Snapshot()
-	}
+	obs := c.m.Observations()
 	out := make([]lms.QualityStat, 0, len(obs))
 	for k, ob := range obs {
 		if ob.Users > 0 {

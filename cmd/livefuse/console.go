@@ -205,13 +205,7 @@ func (c *console) audience() any {
 	if c.cm == nil {
 		return lms.AudienceView(rows)
 	}
-	var obs map[cdnmix.Key]cdnmix.Observation
-	if f := c.cm.m.FleetView(); f != nil {
-		obs = f.Snapshot()
-	} else {
-		obs = c.cm.m.Aggregator().Snapshot()
-	}
-	for k, o := range obs {
+	for k, o := range c.cm.m.Observations() {
 		if o.Users > 0 {
 			rows = append(rows, api.AudienceRow{Region: k.Bucket.Region, ISP: k.Bucket.ISP, Vendor: k.Vendor,
 				Users: o.Users, StalledUsers: o.StalledUsers, StallRate: o.StallRate})

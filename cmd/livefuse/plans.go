@@ -86,9 +86,6 @@ func (p *planMedia) Dispatches(vendor, region, isp string) bool {
 	return false
 }
 
-// refusal is why this unit refuses the players of s (lms.Refusal).
-func refusal(s lms.Stream, unit string) string { return lms.Refusal(s, unit) }
-
 // flvSignal decodes an FLV onEncryption tag for the plan verifier.
 func flvSignal(data []byte) (signal, encrypted bool, err error) {
 	if !encryption.IsSignal(data) {

@@ -450,7 +450,7 @@ type policyPusher struct {
 func (p *policyPusher) policy(s lms.Stream) origin.StreamPolicy {
 	alias, variants := p.tc.playPolicy(s)
 	return origin.StreamPolicy{Feed: s.FeedPolicy, Encrypted: s.Encryption, PlayAlias: alias, Variants: variants,
-		Refuse: refusal(s, p.unit)}
+		Refuse: lms.Refusal(s, p.unit)}
 }
 
 func (p *policyPusher) set(s lms.Stream) {
