@@ -17,6 +17,7 @@ import (
 	"github.com/yutopp/go-rtmp/message"
 
 	"github.com/livefuse/livefuse/av"
+	"github.com/livefuse/livefuse/batchio"
 )
 
 // This file holds the RTMP chunk framing livefuse does itself (RTMP
@@ -401,6 +402,7 @@ const rtmpDeadlineSlack = time.Second
 // measured over rateWindow.
 type rtmpNetConn struct {
 	nc     net.Conn
+	raw    *batchio.Reader // reads nc without the runtime's blocking-syscall bookkeeping
 	br     *bufio.Reader
 	parser *rtmpChunkParser
 	log    *slog.Logger // refusals; nil: not logged
@@ -469,6 +471,7 @@ func (c *rtmpNetConn) limit(l rtmpConnLimits, log *slog.Logger, remote string) {
 func newRTMPNetConn(nc net.Conn, maxMessage int) *rtmpNetConn {
 	c := &rtmpNetConn{
 		nc:     nc,
+		raw:    batchio.NewReader(nc),
 		parser: newRTMPChunkParser(maxMessage),
 		hsLeft: rtmpHandshakeSize,
 	}
@@ -496,7 +499,7 @@ func (r rtmpDeadlineReader) Read(p []byte) (int, error) {
 			_ = c.nc.SetReadDeadline(d)
 		}
 	}
-	n, err := c.nc.Read(p)
+	n, err := c.raw.Read(p)
 	if c.publishing && c.minRate > 0 {
 		c.rateBytes += int64(n)
 		now := time.Now()
@@ -722,9 +725,9 @@ func (c *rtmpNetConn) writeRaw(p []byte) (int, error) {
 	return c.nc.Write(p)
 }
 
-// writeBuffers writes bufs to tcp (the socket under nc) as one writev,
-// between whole chunks of go-rtmp's writer, with nc's write deadline.
-func (c *rtmpNetConn) writeBuffers(tcp *net.TCPConn, bufs *net.Buffers) error {
+// writeBatch writes b with w (one writev on the socket under nc), between
+// whole chunks of go-rtmp's writer, with nc's write deadline.
+func (c *rtmpNetConn) writeBatch(w *batchio.Writer, b *batchio.Batch) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.writeTimeout > 0 {
@@ -733,7 +736,7 @@ func (c *rtmpNetConn) writeBuffers(tcp *net.TCPConn, bufs *net.Buffers) error {
 			_ = c.nc.SetWriteDeadline(now.Add(c.writeTimeout))
 		}
 	}
-	_, err := bufs.WriteTo(tcp)
+	_, err := w.Write(b)
 	return err
 }
 

@@ -4,11 +4,10 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
-	"math"
-	"net"
 	"time"
 
 	"github.com/livefuse/livefuse/av"
+	"github.com/livefuse/livefuse/batchio"
 )
 
 const (
@@ -17,6 +16,9 @@ const (
 	// written from the shared packet. A copy this small costs less than an
 	// iovec.
 	rtmpPlayInline = 512
+	// rtmpPlayHeadSize is the initial size of a player's header buffer:
+	// a video frame's chunk headers and the audio before it.
+	rtmpPlayHeadSize = 1 << 10
 	// rtmpPlayHeadKeep is the largest header buffer a player keeps between
 	// batches: a GOP burst's buffer is let go afterwards.
 	rtmpPlayHeadKeep = 4 << 10
@@ -26,62 +28,39 @@ const (
 )
 
 // rtmpPlayOut builds one RTMP player's batch of media messages and writes
-// it at once, as origin's HTTP-FLV writer does: on a TCP connection a batch
-// is one writev whose small pieces (chunk headers, tag body headers, short
-// payloads) come from the player's head buffer and whose media payloads are
-// written straight from the packets every player shares. No player copies
-// the stream. Elsewhere (RTMPS) the batch is copied into head and written
-// with one Write, so TLS makes large records.
+// it at once, as origin's HTTP-FLV writer does (batchio): on a TCP
+// connection a batch is one writev whose small pieces (chunk headers, tag
+// body headers, short payloads) are the player's own bytes and whose media
+// payloads are written straight from the packets every player shares. No
+// player copies the stream. Elsewhere (RTMPS) the batch is flat and
+// written with one Write, so TLS makes large records.
 //
 // The bytes are those rtmpAppendMessage makes: a type 0 header per message,
 // type 3 headers between its chunks.
 type rtmpPlayOut struct {
 	rc        *rtmpNetConn
-	tcp       *net.TCPConn // nil: no writev, flat batches
+	bw        *batchio.Writer
+	b         *batchio.Batch
 	chunkSize int
 	sid       uint32
-	inline    int
-
-	head     []byte
-	refs     []rtmpPlayRef
-	iov      [][]byte
-	bufs     net.Buffers // WriteTo consumes it; a field, so it does not escape per write
-	refBytes int         // bytes in refs
-	small    [16]byte    // a message's tag body header
-}
-
-// rtmpPlayRef is a payload piece written from the packet, before head[at:].
-type rtmpPlayRef struct {
-	at   int
-	data []byte
+	small     [16]byte // a message's tag body header
 }
 
 func newRTMPPlayOut(rc *rtmpNetConn, chunkSize int, sid uint32) *rtmpPlayOut {
-	o := &rtmpPlayOut{rc: rc, chunkSize: chunkSize, sid: sid, inline: math.MaxInt}
-	nc := rc.nc
-	for {
-		if t, ok := nc.(*net.TCPConn); ok {
-			o.tcp, o.inline = t, rtmpPlayInline
-			break
-		}
-		u, ok := nc.(interface{ Unwrap() net.Conn })
-		if !ok {
-			break
-		}
-		if nc = u.Unwrap(); nc == nil {
-			break
-		}
+	o := &rtmpPlayOut{rc: rc, bw: batchio.NewWriter(rc.nc), b: batchio.NewBatch(rtmpPlayHeadSize, rtmpPlayInline), chunkSize: chunkSize, sid: sid}
+	if !o.bw.Vectored() {
+		o.b.Flatten()
 	}
 	return o
 }
 
 // appendRaw adds ready-made chunks to the batch.
 func (o *rtmpPlayOut) appendRaw(b []byte) {
-	o.head = append(o.head, b...)
+	o.b.Head = append(o.b.Head, b...)
 }
 
 // size is the batch's length in bytes.
-func (o *rtmpPlayOut) size() int { return len(o.head) + o.refBytes }
+func (o *rtmpPlayOut) size() int { return o.b.Len() }
 
 // appendPacket adds p as one RTMP message on its chunk stream; a packet
 // RTMP cannot carry (or too large for a message) adds nothing.
@@ -112,46 +91,37 @@ func (o *rtmpPlayOut) appendPacket(p *av.Packet) {
 	if ext {
 		field = 0xffffff
 	}
-	h := rtmpAppendBasicHeader(o.head, 0, csid)
+	h := rtmpAppendBasicHeader(o.b.Head, 0, csid)
 	h = append(h, byte(field>>16), byte(field>>8), byte(field), byte(n>>16), byte(n>>8), byte(n), typeID)
 	h = binary.LittleEndian.AppendUint32(h, o.sid)
 	if ext {
 		h = binary.BigEndian.AppendUint32(h, ts)
 	}
-	o.head = h
+	o.b.Head = h
 	// The payload is pre then data, cut every chunkSize bytes.
 	data := p.Data
 	for off := 0; ; {
 		k := min(o.chunkSize, n-off)
 		if off < len(pre) {
 			c := min(k, len(pre)-off)
-			o.head = append(o.head, pre[off:off+c]...)
+			o.b.Head = append(o.b.Head, pre[off:off+c]...)
 			if c < k {
-				o.addData(data[:k-c])
+				o.b.Add(data[:k-c])
 				data = data[k-c:]
 			}
 		} else {
-			o.addData(data[:k])
+			o.b.Add(data[:k])
 			data = data[k:]
 		}
 		off += k
 		if off >= n {
 			break
 		}
-		o.head = rtmpAppendBasicHeader(o.head, 3, csid)
+		o.b.Head = rtmpAppendBasicHeader(o.b.Head, 3, csid)
 		if ext {
-			o.head = binary.BigEndian.AppendUint32(o.head, ts)
+			o.b.Head = binary.BigEndian.AppendUint32(o.b.Head, ts)
 		}
 	}
-}
-
-func (o *rtmpPlayOut) addData(b []byte) {
-	if len(b) < o.inline {
-		o.head = append(o.head, b...)
-		return
-	}
-	o.refs = append(o.refs, rtmpPlayRef{at: len(o.head), data: b})
-	o.refBytes += len(b)
 }
 
 // flush writes the batch (one writev on TCP) and starts the next one.
@@ -159,46 +129,9 @@ func (o *rtmpPlayOut) flush() error {
 	if o.size() == 0 {
 		return nil
 	}
-	var err error
-	if o.tcp == nil || len(o.refs) == 0 {
-		_, err = o.rc.writeRaw(o.head)
-	} else {
-		o.bufs = o.vectors()
-		err = o.rc.writeBuffers(o.tcp, &o.bufs)
-		clear(o.iov) // let the packets go
-		o.bufs = nil
-	}
-	o.reset()
+	err := o.rc.writeBatch(o.bw, o.b)
+	o.b.Reset(rtmpPlayHeadKeep, rtmpPlayRefsKeep)
 	return err
-}
-
-// vectors returns the batch as the pieces of one writev.
-func (o *rtmpPlayOut) vectors() [][]byte {
-	o.iov = o.iov[:0]
-	pos := 0
-	for _, rf := range o.refs {
-		if rf.at > pos {
-			o.iov = append(o.iov, o.head[pos:rf.at])
-		}
-		o.iov = append(o.iov, rf.data)
-		pos = rf.at
-	}
-	if pos < len(o.head) {
-		o.iov = append(o.iov, o.head[pos:])
-	}
-	return o.iov
-}
-
-// reset empties the batch, letting a burst's buffers go.
-func (o *rtmpPlayOut) reset() {
-	clear(o.refs)
-	if cap(o.head) > rtmpPlayHeadKeep {
-		o.head = nil
-	}
-	if cap(o.refs) > rtmpPlayRefsKeep {
-		o.refs, o.iov = nil, nil
-	}
-	o.head, o.refs, o.refBytes = o.head[:0], o.refs[:0], 0
 }
 
 // errRTMPHandoff ends go-rtmp's part in a player's connection (handOff).

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/livefuse/livefuse/av"
+	"github.com/livefuse/livefuse/batchio"
 )
 
 // TestRTMPPlayOutBytes checks that a player's batch, written as pieces
@@ -57,11 +58,11 @@ func TestRTMPPlayOutBytes(t *testing.T) {
 					}
 					want = rtmpAppendMessage(want, csid, typeID, sid, ts, body, chunkSize)
 				}
-				o := &rtmpPlayOut{chunkSize: chunkSize, sid: sid, inline: inline}
+				o := &rtmpPlayOut{chunkSize: chunkSize, sid: sid, b: batchio.NewBatch(rtmpPlayHeadSize, inline)}
 				for _, p := range pkts {
 					o.appendPacket(p)
 				}
-				got := bytes.Join(o.vectors(), nil)
+				got := o.b.AppendTo(nil)
 				if o.size() != len(want) {
 					t.Errorf("batch size %d, want %d", o.size(), len(want))
 				}
@@ -103,7 +104,7 @@ func TestRTMPPlayOutWrite(t *testing.T) {
 	rc := newRTMPNetConn(nc, 1<<20)
 	rc.writeTimeout = 5 * time.Second
 	o := newRTMPPlayOut(rc, 4096, 1)
-	if o.tcp == nil {
+	if !o.bw.Vectored() {
 		t.Fatal("no writev on a TCP connection")
 	}
 	data := bytes.Repeat([]byte{0xab}, 10000)
@@ -115,12 +116,7 @@ func TestRTMPPlayOutWrite(t *testing.T) {
 	if err := o.flush(); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range o.iov[:cap(o.iov)] {
-		if v != nil {
-			t.Fatal("a batch's pieces are kept after the write")
-		}
-	}
-	if len(o.refs) != 0 || len(o.head) != 0 || o.size() != 0 {
+	if o.b.Refs() || len(o.b.Head) != 0 || o.size() != 0 {
 		t.Fatal("batch not reset")
 	}
 	nc.Close()

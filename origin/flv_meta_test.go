@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/livefuse/livefuse/av"
+	"github.com/livefuse/livefuse/batchio"
 )
 
 // TestFLVOutMetaAtZero: the HTTP-FLV writer makes the same tags as
@@ -16,10 +17,10 @@ func TestFLVOutMetaAtZero(t *testing.T) {
 		{Kind: av.KindData, DTS: 999 * time.Millisecond, Data: av.EncodeScript("onCuePoint", map[string]any{"name": "x"})},
 	}
 	for _, p := range pkts {
-		o := &flvOut{inline: 1 << 20, head: make([]byte, 0, flvHeadSize)}
+		o := &flvOut{b: batchio.NewBatch(flvHeadSize, 1<<20)}
 		o.appendTag(p)
-		if want := av.AppendTag(nil, p); !bytes.Equal(o.head, want) {
-			t.Errorf("%q: tag %x, want %x", p.Data[:13], o.head[:11], want[:11])
+		if want := av.AppendTag(nil, p); !bytes.Equal(o.b.Head, want) {
+			t.Errorf("%q: tag %x, want %x", p.Data[:13], o.b.Head[:11], want[:11])
 		}
 	}
 	if tag := av.AppendTag(nil, pkts[0]); tag[4] != 0 || tag[5] != 0 || tag[6] != 0 || tag[7] != 0 {

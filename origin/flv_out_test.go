@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/livefuse/livefuse/av"
+	"github.com/livefuse/livefuse/batchio"
 )
 
 // TestHTTPFLVBytes: every transport (HTTP/1.1 taken over and written with
@@ -129,7 +130,10 @@ func TestFLVOutNoAlloc(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	o := &flvOut{conn: conn, wconn: conn, vec: true, inline: flvInline, maxLag: time.Second, head: make([]byte, 0, flvHeadSize)}
+	o := &flvOut{conn: conn, bw: batchio.NewWriter(conn), maxLag: time.Second, b: batchio.NewBatch(flvHeadSize, flvInline)}
+	if !o.bw.Vectored() {
+		t.Fatal("a TCP connection is not written vectored")
+	}
 	pkts := []*av.Packet{aud(0), {Kind: av.KindVideo, Codec: av.CodecH264, Data: make([]byte, 12000)}, aud(20)}
 	allocs := testing.AllocsPerRun(200, func() {
 		o.reset()

@@ -11,7 +11,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"runtime"
 	"runtime/pprof"
+	"syscall"
 
 	"gopkg.in/yaml.v3"
 )
@@ -71,6 +74,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			defer stopProfile()
 		}
+		if path := os.Getenv("LIVEFUSE_HEAPPROFILE"); path != "" {
+			defer heapProfileOnSignal(path, log)()
+		}
 		if args[0] == "witness" {
 			err = witness(ctx, cfg, log, stdout)
 		} else {
@@ -110,6 +116,38 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// heapProfileOnSignal writes a heap profile to path each time the process
+// gets SIGUSR1, until the returned function is called
+// (LIVEFUSE_HEAPPROFILE=path livefuse serve: opt-in, for measuring what a
+// load keeps in memory; read it with go tool pprof).
+func heapProfileOnSignal(path string, log *slog.Logger) func() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-sig:
+			}
+			runtime.GC()
+			f, err := os.Create(path)
+			if err == nil {
+				err = pprof.WriteHeapProfile(f)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			log.Info("heap profile written", "path", path, "err", err, "heap_inuse", ms.HeapInuse,
+				"stack_inuse", ms.StackInuse, "sys", ms.Sys, "goroutines", runtime.NumGoroutine())
+		}
+	}()
+	return func() { signal.Stop(sig); close(done) }
 }
 
 // startCPUProfile writes a CPU profile to path until the returned function
