@@ -27,8 +27,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxIOV is the most pieces one writev takes (Linux IOV_MAX).
-const maxIOV = 1024
+const (
+	// maxIOV is the most pieces one writev takes (Linux IOV_MAX).
+	maxIOV = 1024
+	// vecKeep is the most pieces a writer keeps room for between writes.
+	vecKeep = 64
+)
 
 // Batch is one write's worth of bytes. Head is the player's own bytes,
 // appended to directly; Add puts a shared payload after what Head holds
@@ -174,6 +178,9 @@ func (w *Writer) Write(b *Batch) (int, error) {
 	err := w.raw.Write(w.wfn)
 	clear(w.vec) // let the packets go
 	w.vec, w.iov = w.vec[:0], nil
+	if cap(w.vec) > vecKeep {
+		w.vec = nil // a burst's
+	}
 	if err == nil && w.err != nil {
 		err = &net.OpError{Op: "writev", Net: w.conn.LocalAddr().Network(), Source: w.conn.LocalAddr(), Addr: w.conn.RemoteAddr(), Err: w.err}
 	}

@@ -552,8 +552,13 @@ func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32, st
 		pkts []*av.Packet
 		err  error
 	)
+	// The play's end closes the reader, so the wait for packets needs no
+	// select on ctx (a select per wake-up costs more than the rest of the
+	// wait).
+	stop := context.AfterFunc(ctx, r.Close)
+	defer stop()
 	for {
-		pkts, err = r.ReadPackets(ctx, pkts[:0])
+		pkts, err = r.ReadPackets(context.Background(), pkts[:0])
 		if err != nil {
 			if ctx.Err() == nil {
 				c.setReason(slog.LevelInfo, "stream ended: "+err.Error())

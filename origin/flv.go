@@ -16,6 +16,10 @@ import (
 // per write costs more than the write's bookkeeping.
 const flvMetricBytes = 1 << 20
 
+// flvBatchPackets is the room a player's batch starts with: a frame and
+// its audio, several at a long flv_coalesce. A GOP burst's is let go.
+const flvBatchPackets = 16
+
 // serveFLV streams app/name as HTTP-FLV: the FLV header, onMetaData (the
 // publisher's or one built here), the sequence headers, the cached GOP,
 // then live packets.
@@ -117,10 +121,15 @@ type flvSource interface {
 // writeFLV sends rd's packets to one HTTP-FLV player until either ends;
 // s is the stream rd reads (for the tracks and generated metadata). It
 // closes rd. m may be nil.
+//
+// A connection taken over (HTTP/1.x) is served by a goroutine of its own
+// and writeFLV returns at once: net/http's per-connection buffers and the
+// handler's deep stack are let go, about 20 KiB a player. Otherwise
+// (HTTP/2) the handler's goroutine serves it until the request ends.
 func writeFLV(w http.ResponseWriter, r *http.Request, s *Stream, rd flvSource, maxLag time.Duration, m *metrics, log *slog.Logger) {
-	defer rd.Close()
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
+	// The player's end (the connection watcher, or the request's end when
+	// not taken over) cancels ctx.
+	ctx, cancel := context.WithCancel(context.Background())
 	resume := parseResume(r.URL.Query()) // flv_resume.go
 	if resume != nil {
 		w.Header().Set("X-Livefuse-Resume", "1") // the origin understood the resume
@@ -128,12 +137,40 @@ func writeFLV(w http.ResponseWriter, r *http.Request, s *Stream, rd flvSource, m
 	}
 	out, err := newFLVOut(w, r, cancel, maxLag)
 	if err != nil {
+		cancel()
+		rd.Close()
 		log.Debug("http-flv player gone", "err", err)
 		return
 	}
+	p := &flvPlay{s: s, rd: rd, out: out, resume: resume, m: m, log: log}
+	if out.conn != nil {
+		go p.run(ctx, cancel)
+		return
+	}
+	stop := context.AfterFunc(r.Context(), cancel)
+	defer stop()
+	p.run(ctx, cancel)
+}
+
+// flvPlay is one HTTP-FLV player's writing side.
+type flvPlay struct {
+	s      *Stream
+	rd     flvSource
+	out    *flvOut
+	resume *flvResume
+	m      *metrics
+	log    *slog.Logger
+}
+
+// run writes until the player, the reader or the stream ends, then closes
+// the reader and the response.
+func (fp *flvPlay) run(ctx context.Context, cancel context.CancelFunc) {
+	s, rd, out, resume, m, log := fp.s, fp.rd, fp.out, fp.resume, fp.m, fp.log
+	defer rd.Close()
+	defer cancel()
 	defer out.close()
 	var (
-		pkts     = make([]*av.Packet, 0, 256)
+		pkts     = make([]*av.Packet, 0, flvBatchPackets)
 		started  bool
 		sentMeta bool
 		unsent   int // bytes not yet added to the counter
@@ -175,6 +212,9 @@ func writeFLV(w http.ResponseWriter, r *http.Request, s *Stream, rd flvSource, m
 			out.appendTag(p)
 		}
 		clear(pkts)
+		if cap(pkts) > 4*flvBatchPackets {
+			pkts = make([]*av.Packet, 0, flvBatchPackets) // let a burst's go
+		}
 		n, werr := out.flush()
 		if unsent += n; unsent >= flvMetricBytes {
 			count(unsent)

@@ -96,6 +96,9 @@ func (o *flvOut) hijacked(conn net.Conn, gone context.CancelFunc) error {
 	if err := conn.SetWriteDeadline(o.deadline); err != nil {
 		return err
 	}
+	// The response is net/http's no more: let it (and with it the
+	// connection's buffers) go.
+	o.w, o.rc = nil, nil
 	_, err := conn.Write(b.Bytes())
 	return err
 }

@@ -335,8 +335,10 @@ func (s *Stream) subscribe(packager bool, role int) *Reader {
 	if s.signals {
 		limit++ // the signal in effect
 	}
-	size := 1
-	for size < limit {
+	// The ring starts large enough for the burst and a little more and
+	// grows (up to limit) only for a reader that falls behind.
+	size := ringMin
+	for size < burst+ringMin/2 {
 		size <<= 1
 	}
 	r := &Reader{
@@ -444,16 +446,24 @@ const (
 	stateClosed
 )
 
+// ringMin is the smallest ring of a reader, in packets: about a second of
+// a 30 fps stream with its audio, far more than a reader that keeps up
+// has queued.
+const ringMin = 64
+
 // Reader is one consumer of a Stream. ReadPackets must be called from one
 // goroutine at a time; Close may be called from any goroutine.
 //
 // The queue is a single-producer single-consumer ring: the writer (under
 // the stream's lock) fills slots and advances tail, the reader empties
-// them and advances head.
+// them and advances head. The ring starts small and the writer grows it,
+// up to limit, when a reader falls behind; ringMu keeps the reader out of
+// the ring while it is replaced (uncontended otherwise).
 type Reader struct {
-	s     *Stream
-	ring  []*av.Packet
-	mask  uint64
+	s      *Stream
+	ringMu sync.Mutex
+	ring   []*av.Packet
+	mask   uint64
 	limit uint64 // queued packets at which the reader overflows
 	wake  chan struct{}
 	state atomic.Int32
@@ -527,8 +537,12 @@ func (r *Reader) queued() uint64 { return r.tail.Load() - r.head.Load() }
 // full. Called with s.mu held.
 func (r *Reader) push(p *av.Packet, hold bool) bool {
 	t := r.tail.Load()
-	if t-r.head.Load() >= r.limit {
+	n := t - r.head.Load()
+	if n >= r.limit {
 		return false
+	}
+	if n >= uint64(len(r.ring)) {
+		r.grow()
 	}
 	r.ring[t&r.mask] = p
 	r.tail.Store(t + 1)
@@ -545,6 +559,21 @@ func (r *Reader) push(p *av.Packet, hold bool) bool {
 	}
 	r.sigEnd = t + 1
 	return true
+}
+
+// grow doubles the ring (to at least limit at most), keeping what is
+// queued. Called by the writer, with s.mu held.
+func (r *Reader) grow() {
+	r.ringMu.Lock()
+	defer r.ringMu.Unlock()
+	h, t := r.head.Load(), r.tail.Load()
+	size := 2 * len(r.ring)
+	ring := make([]*av.Packet, size)
+	mask := uint64(size - 1)
+	for i := h; i != t; i++ {
+		ring[i&mask] = r.ring[i&r.mask]
+	}
+	r.ring, r.mask = ring, mask
 }
 
 // overflow counts one overflow at now and reports whether the reader may
@@ -572,6 +601,8 @@ func (r *Reader) take(dst []*av.Packet) ([]*av.Packet, bool) {
 	if h == t {
 		return dst, false
 	}
+	r.ringMu.Lock()
+	defer r.ringMu.Unlock()
 	for i := h; i != t; i++ {
 		slot := &r.ring[i&r.mask]
 		dst = append(dst, *slot)

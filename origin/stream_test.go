@@ -315,8 +315,14 @@ func TestReaderCloseWakes(t *testing.T) {
 // (meant for -race): each sees packets in order, and after any gap the
 // first packet is a keyframe.
 func TestStreamConcurrentReaders(t *testing.T) {
+	for _, queue := range []int{64, 1024} { // 64: some readers skip; 1024: rings grow while read
+		t.Run(fmt.Sprint("queue=", queue), func(t *testing.T) { testConcurrentReaders(t, queue) })
+	}
+}
+
+func testConcurrentReaders(t *testing.T, queue int) {
 	cfg := DefaultConfig()
-	cfg.ReaderQueue = 64 // small, so some readers skip
+	cfg.ReaderQueue = queue
 	s := NewStream(cfg, nil)
 	const packets = 20_000
 	var wg sync.WaitGroup
@@ -353,7 +359,7 @@ func TestStreamConcurrentReaders(t *testing.T) {
 					return
 				}
 				if slow {
-					time.Sleep(time.Microsecond)
+					time.Sleep(50 * time.Microsecond)
 				}
 			}
 		}(i%2 == 1)
@@ -541,5 +547,46 @@ func TestHoldAudio(t *testing.T) {
 	a.Write(aud(0))
 	if !woken(ra) {
 		t.Fatal("audio-only stream: not woken for audio")
+	}
+}
+
+// TestReaderRingGrows: a reader's ring starts small and grows, keeping
+// order, up to its queue limit for a reader that does not read; a reader
+// that keeps up keeps a small ring.
+func TestReaderRingGrows(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ReaderQueue = 1000
+	s := NewStream(cfg, nil)
+	idle, keeps := s.Subscribe(), s.Subscribe()
+	defer idle.Close()
+	defer keeps.Close()
+	var want, got []*av.Packet
+	for i := range 1000 {
+		p := vid(i, i%60 == 0)
+		s.Write(p)
+		want = append(want, p)
+		got = keeps.poll(got[:0])
+		if len(got) != 1 || got[0] != p {
+			t.Fatalf("packet %d: the reader that keeps up got %d packets", i, len(got))
+		}
+	}
+	if len(keeps.ring) != ringMin {
+		t.Errorf("ring of a reader that keeps up: %d slots, want %d", len(keeps.ring), ringMin)
+	}
+	if len(idle.ring) != 1024 {
+		t.Errorf("ring of a reader 1000 packets behind: %d slots, want 1024", len(idle.ring))
+	}
+	got = idle.poll(nil)
+	if len(got) != len(want) {
+		t.Fatalf("the reader behind got %d packets, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("packet %d out of order after the ring grew", i)
+		}
+	}
+	s.Write(vid(1000, false)) // the grown ring goes on queueing
+	if q := idle.queued(); q != 1 {
+		t.Fatalf("%d queued after reading all, want 1", q)
 	}
 }
