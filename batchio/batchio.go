@@ -114,6 +114,7 @@ type Writer struct {
 	n    int             // bytes written by the current write
 	err  error           // the current write's system call error
 	wfn  func(fd uintptr) bool
+	fd   int // the socket, for writes that try before the poller; -1: none (Exclusive)
 }
 
 // NewWriter returns a writer for c. It writes vectored when c is, or wraps
@@ -121,7 +122,7 @@ type Writer struct {
 // Unix socket; otherwise (TLS) it writes a batch's Head with c.Write, and
 // the batch should be flat (Batch.Flatten).
 func NewWriter(c net.Conn) *Writer {
-	w := &Writer{conn: c}
+	w := &Writer{conn: c, fd: -1}
 	nc := c
 	for nc != nil {
 		if sc, ok := nc.(interface {
@@ -143,6 +144,19 @@ func NewWriter(c net.Conn) *Writer {
 		nc = u.Unwrap()
 	}
 	return w
+}
+
+// Exclusive is the caller's promise that the connection is closed only by
+// the goroutine that writes, after its last Write. Writes then go straight
+// to the socket and through the poller (its lock, the deadline, the wait)
+// only when it is full: about a tenth less work per write. Without the
+// promise a concurrent Close could let the socket's number be reused
+// during a write.
+func (w *Writer) Exclusive() {
+	if w.raw == nil {
+		return
+	}
+	_ = w.raw.Control(func(fd uintptr) { w.fd = int(fd) })
 }
 
 // Vectored reports whether batches go out as one writev (their payloads
@@ -175,7 +189,10 @@ func (w *Writer) Write(b *Batch) (int, error) {
 		w.add(b.Head[pos:])
 	}
 	w.iov, w.n, w.err = w.vec, 0, nil
-	err := w.raw.Write(w.wfn)
+	var err error
+	if w.fd < 0 || !w.writev(uintptr(w.fd)) {
+		err = w.raw.Write(w.wfn) // what is left, once the socket has room
+	}
 	clear(w.vec) // let the packets go
 	w.vec, w.iov = w.vec[:0], nil
 	if cap(w.vec) > vecKeep {

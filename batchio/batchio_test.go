@@ -3,6 +3,7 @@ package batchio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -51,14 +52,18 @@ func TestWriterBytes(t *testing.T) {
 	big := bytes.Repeat([]byte("video"), 3000)
 	pieces := [][]byte{[]byte("hdr1"), big, []byte("aac"), big[:700], []byte("tail"), {}, []byte("x")}
 	for _, tc := range []struct {
-		name    string
-		wrap    bool
-		pipe    bool
-		vectors bool
+		name      string
+		wrap      bool
+		pipe      bool
+		exclusive bool
+		vectors   bool
 	}{
 		{name: "tcp", vectors: true},
+		{name: "tcp exclusive", exclusive: true, vectors: true},
 		{name: "wrapped tcp", wrap: true, vectors: true},
+		{name: "wrapped tcp exclusive", wrap: true, exclusive: true, vectors: true},
 		{name: "pipe", pipe: true},
+		{name: "pipe exclusive", pipe: true, exclusive: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c, s net.Conn
@@ -74,6 +79,12 @@ func TestWriterBytes(t *testing.T) {
 				wc = wrapped{c}
 			}
 			w := NewWriter(wc)
+			if tc.exclusive {
+				w.Exclusive()
+				if (w.fd >= 0) != tc.vectors {
+					t.Fatalf("exclusive writer's socket %d", w.fd)
+				}
+			}
 			if w.Vectored() != tc.vectors {
 				t.Fatalf("vectored %v, want %v", w.Vectored(), tc.vectors)
 			}
@@ -125,9 +136,18 @@ func TestWriterBytes(t *testing.T) {
 // in the poller), and a reader that stops reading ends the write at the
 // deadline, not later.
 func TestWriterFullSocket(t *testing.T) {
+	for _, exclusive := range []bool{false, true} {
+		t.Run(fmt.Sprint("exclusive=", exclusive), func(t *testing.T) { testWriterFullSocket(t, exclusive) })
+	}
+}
+
+func testWriterFullSocket(t *testing.T, exclusive bool) {
 	c, s := tcpPair(t)
 	_ = c.(*net.TCPConn).SetWriteBuffer(16 << 10)
 	w := NewWriter(c)
+	if exclusive {
+		w.Exclusive()
+	}
 	b := NewBatch(16, 1)
 	chunk := bytes.Repeat([]byte{7}, 4<<10)
 	for range 1500 { // more than IOV_MAX pieces, 6 MiB

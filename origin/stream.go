@@ -464,9 +464,9 @@ type Reader struct {
 	ringMu sync.Mutex
 	ring   []*av.Packet
 	mask   uint64
-	limit uint64 // queued packets at which the reader overflows
-	wake  chan struct{}
-	state atomic.Int32
+	limit  uint64 // queued packets at which the reader overflows
+	wake   chan struct{}
+	state  atomic.Int32
 
 	head atomic.Uint64 // next slot to read; written by the reader only
 	_    [56]byte      // keep head and tail on separate cache lines
