@@ -66,7 +66,7 @@ func (o *flvOut) hijacked(conn net.Conn, gone context.CancelFunc) error {
 	// connection is closed through the wrapper (which gives the slot
 	// back).
 	o.conn, o.bw = conn, batchio.NewWriter(conn)
-	o.bw.Exclusive() // only close, from the writing goroutine, closes conn
+	o.bw.Exclusive()      // only close, from the writing goroutine, closes conn
 	if !o.bw.Vectored() { // TLS: one flat write per batch is one record
 		o.b.Flatten()
 	}
