@@ -31,7 +31,7 @@ const (
 	// maxIOV is the most pieces one writev takes (Linux IOV_MAX).
 	maxIOV = 1024
 	// vecKeep is the most pieces a writer keeps room for between writes.
-	vecKeep = 64
+	vecKeep = 16
 )
 
 // Batch is one write's worth of bytes. Head is the player's own bytes,

@@ -28,7 +28,7 @@ const (
 	rtmpPeerBandwidth   = 2500000
 	rtmpMaxStreamsPerCn = 8         // message streams (createStream) per connection
 	rtmpPlayBatch       = 256 << 10 // bytes: a batch larger than this is written in parts
-	rtmpPlayPktsKeep    = 256       // packets a player keeps room for between batches
+	rtmpPlayPktsKeep    = 32        // packets a player keeps room for between batches
 )
 
 // rtmpConn is the go-rtmp handler of one server connection. go-rtmp calls
@@ -570,7 +570,7 @@ func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32, st
 		for i, p := range pkts {
 			pkts[i] = nil
 			out.appendPacket(p)
-			if out.size() >= rtmpPlayBatch && !flush() {
+			if out.full() && !flush() {
 				return
 			}
 		}

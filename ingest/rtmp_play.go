@@ -21,10 +21,10 @@ const (
 	rtmpPlayHeadSize = 1 << 10
 	// rtmpPlayHeadKeep is the largest header buffer a player keeps between
 	// batches: a GOP burst's buffer is let go afterwards.
-	rtmpPlayHeadKeep = 4 << 10
+	rtmpPlayHeadKeep = 2 << 10
 	// rtmpPlayRefsKeep is the most payload references a player keeps room
 	// for between batches.
-	rtmpPlayRefsKeep = 64
+	rtmpPlayRefsKeep = 16
 )
 
 // rtmpPlayOut builds one RTMP player's batch of media messages and writes
@@ -61,6 +61,14 @@ func (o *rtmpPlayOut) appendRaw(b []byte) {
 
 // size is the batch's length in bytes.
 func (o *rtmpPlayOut) size() int { return o.b.Len() }
+
+// full reports whether the batch should be written before more is added
+// (a GOP burst): its own bytes have reached rtmpPlayHeadKeep, or it holds
+// rtmpPlayBatch bytes. So a player's buffer never grows past about
+// rtmpPlayHeadKeep.
+func (o *rtmpPlayOut) full() bool {
+	return len(o.b.Head) >= rtmpPlayHeadKeep || o.size() >= rtmpPlayBatch
+}
 
 // appendPacket adds p as one RTMP message on its chunk stream; a packet
 // RTMP cannot carry (or too large for a message) adds nothing.

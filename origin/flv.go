@@ -185,11 +185,27 @@ func (fp *flvPlay) run(ctx context.Context, cancel context.CancelFunc) {
 	// for packets is a plain channel receive rather than a select.
 	stop := context.AfterFunc(ctx, rd.Close)
 	defer stop()
+	write := func() bool {
+		n, werr := out.flush()
+		out.reset()
+		if unsent += n; unsent >= flvMetricBytes {
+			count(unsent)
+			unsent = 0
+		}
+		if werr != nil {
+			log.Debug("http-flv player gone", "err", werr)
+			return false
+		}
+		return true
+	}
 	for {
 		var rerr error
 		pkts, rerr = rd.ReadPackets(context.Background(), pkts[:0])
-		out.reset()
-		for _, p := range pkts {
+		for i, p := range pkts {
+			if out.full() && !write() { // a GOP burst goes in parts: no large buffer per player
+				return
+			}
+			pkts[i] = nil
 			if resume != nil {
 				if p = resume.filter(p); p == nil {
 					continue
@@ -211,17 +227,10 @@ func (fp *flvPlay) run(ctx context.Context, cancel context.CancelFunc) {
 			}
 			out.appendTag(p)
 		}
-		clear(pkts)
 		if cap(pkts) > 4*flvBatchPackets {
 			pkts = make([]*av.Packet, 0, flvBatchPackets) // let a burst's go
 		}
-		n, werr := out.flush()
-		if unsent += n; unsent >= flvMetricBytes {
-			count(unsent)
-			unsent = 0
-		}
-		if werr != nil {
-			log.Debug("http-flv player gone", "err", werr)
+		if !write() {
 			return
 		}
 		if rerr != nil {

@@ -22,6 +22,11 @@ const (
 	// header (AAC frames, metadata); longer ones (video) are written from
 	// the packet itself. A copy this small costs less than an iovec.
 	flvInline = 512
+	// flvHeadKeep is the largest buffer of tag headers a player keeps
+	// between batches; a batch is written when it reaches it (full).
+	flvHeadKeep = 4 * flvHeadSize
+	// flvBatchBytes is the most a batch holds before it is written.
+	flvBatchBytes = 256 << 10
 )
 
 // flvOut writes one HTTP-FLV response. A batch of tags is built with
@@ -117,7 +122,14 @@ func (o *flvOut) close() {
 }
 
 // reset starts a new batch, letting a burst's buffers go.
-func (o *flvOut) reset() { o.b.Reset(8*flvHeadSize, 64) }
+func (o *flvOut) reset() { o.b.Reset(flvHeadKeep, 16) }
+
+// full reports whether the batch should be written before more is added
+// (a GOP burst, a long flv_coalesce): its own bytes have reached
+// flvHeadKeep, or it holds flvBatchBytes.
+func (o *flvOut) full() bool {
+	return len(o.b.Head) >= flvHeadKeep || o.b.Len() >= flvBatchBytes
+}
 
 // appendRaw adds bytes to the batch.
 func (o *flvOut) appendRaw(b []byte) { o.b.Head = append(o.b.Head, b...) }

@@ -47,6 +47,7 @@ type tshls struct {
 	ts       tsWriter
 	cur      *tshlsSegment
 	curDTS   time.Duration // DTS of cur's first packet
+	lastLen  int           // bytes of the last segment finished
 	lastDTS  time.Duration
 	avc      []byte // AVC sequence header as received
 	sps, pps []byte
@@ -368,7 +369,9 @@ func (h *tshls) start(dts time.Duration, disc, on bool) {
 	h.cur = seg
 	h.mu.Unlock()
 	h.curDTS = dts
-	h.ts.buf = make([]byte, 0, 256<<10)
+	// Room for a segment like the last one, so it is not regrown (and
+	// copied) several times while it is built.
+	h.ts.buf = make([]byte, 0, max(256<<10, h.lastLen+h.lastLen/8))
 	enc := seg.key != nil
 	if enc != h.pmtEnc {
 		h.pmtVer = (h.pmtVer + 1) & 0x1f
@@ -446,6 +449,7 @@ func (h *tshls) writeTables(enc bool) error {
 func (h *tshls) finish(end time.Duration) {
 	seg := h.cur
 	seg.data = h.ts.buf
+	h.lastLen = len(seg.data)
 	seg.dur = max(end-h.curDTS, time.Millisecond)
 	h.ts.buf = nil
 	h.mu.Lock()
