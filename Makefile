@@ -191,9 +191,13 @@ chart-check:
 # (N HTTP-FLV and N RTMP players of one 2.5 Mbit/s stream).
 # SBS=DIR (a writable copy of ../shared/bench, set up with its setup.sh):
 # then also the side-by-side rounds against the anchors (sbs.sh r1 r2 r3,
-# about 25 min) and their tables (sbs_report.py).
+# about 35 min) and their tables (sbs_report.py). Our targets (e2e/sbs:
+# livefuse with the RTMP per-address cap lifted, and the flv_coalesce
+# 100ms and 200ms points of the CPU-versus-delay curve) are installed into
+# DIR/targets first.
 BENCH_N ?= 100 500 1000
 SBS ?=
+SBS_TARGETS ?= livefuse srs srs_realtime mediamtx nginx livefuse_nocoalesce livefuse_c100 livefuse_c200
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./origin/ ./av/
 	@for n in $(BENCH_N); do \
@@ -202,7 +206,9 @@ bench: deps build
 	done
 	@if [ -n "$(SBS)" ]; then \
 	  out=$$(cd "$(SBS)" && pwd)/results/sbs-$$(date -u +%Y%m%d); \
-	  (cd "$(SBS)" && LF_BIN=$(CURDIR)/$(BIN)/livefuse SBS_OUT=$$out ./sbs.sh r1 r2 r3 && python3 sbs_report.py $$out); \
+	  cp e2e/sbs/*.sh "$(SBS)/targets/" && \
+	  (cd "$(SBS)" && LF_BIN=$(CURDIR)/$(BIN)/livefuse SBS_OUT=$$out TARGETS="$(SBS_TARGETS)" ./sbs.sh r1 r2 r3 && python3 sbs_report.py $$out) && \
+	  python3 e2e/sbs/curve.py $$out; \
 	fi
 
 # bench-hostile: what hostile connections cost the node (memory per idle
