@@ -151,12 +151,14 @@ func NewWriter(c net.Conn) *Writer {
 // to the socket and through the poller (its lock, the deadline, the wait)
 // only when it is full: about a tenth less work per write. Without the
 // promise a concurrent Close could let the socket's number be reused
-// during a write.
-func (w *Writer) Exclusive() {
+// during a write. It reports whether writes go straight to the socket (a
+// connection that is not a TCP or Unix socket, TLS for one, does not).
+func (w *Writer) Exclusive() bool {
 	if w.raw == nil {
-		return
+		return false
 	}
 	_ = w.raw.Control(func(fd uintptr) { w.fd = int(fd) })
+	return w.fd >= 0
 }
 
 // Vectored reports whether batches go out as one writev (their payloads
@@ -176,6 +178,42 @@ func (w *Writer) Write(b *Batch) (int, error) {
 		}
 		return w.conn.Write(b.Head)
 	}
+	w.build(b)
+	w.iov, w.n, w.err = w.vec, 0, nil
+	var err error
+	if w.fd < 0 || !w.writev(uintptr(w.fd)) {
+		err = w.raw.Write(w.wfn) // what is left, once the socket has room
+	}
+	return w.n, w.done(err)
+}
+
+// TryWrite writes b without waiting, on an Exclusive writer: done is
+// false when the socket filled first, and what is left is pending until
+// Finish writes it (b must not change meanwhile). Elsewhere it is Write.
+func (w *Writer) TryWrite(b *Batch) (n int, done bool, err error) {
+	if w.fd < 0 || b.Len() == 0 {
+		n, err = w.Write(b)
+		return n, true, err
+	}
+	w.build(b)
+	w.iov, w.n, w.err = w.vec, 0, nil
+	if !w.writev(uintptr(w.fd)) {
+		return w.n, false, nil // pending: Finish
+	}
+	n, err = w.n, w.done(nil)
+	return n, true, err
+}
+
+// Finish writes what TryWrite left pending, waiting for room until the
+// connection's write deadline, and reports the bytes it wrote.
+func (w *Writer) Finish() (int, error) {
+	w.n, w.err = 0, nil
+	err := w.raw.Write(w.wfn)
+	return w.n, w.done(err)
+}
+
+// build turns b into w.vec.
+func (w *Writer) build(b *Batch) {
 	w.vec = w.vec[:0]
 	pos := 0
 	for _, rf := range b.refs {
@@ -188,11 +226,10 @@ func (w *Writer) Write(b *Batch) (int, error) {
 	if pos < len(b.Head) {
 		w.add(b.Head[pos:])
 	}
-	w.iov, w.n, w.err = w.vec, 0, nil
-	var err error
-	if w.fd < 0 || !w.writev(uintptr(w.fd)) {
-		err = w.raw.Write(w.wfn) // what is left, once the socket has room
-	}
+}
+
+// done ends a write: it lets the pieces go and makes the error.
+func (w *Writer) done(err error) error {
 	clear(w.vec) // let the packets go
 	w.vec, w.iov = w.vec[:0], nil
 	if cap(w.vec) > vecKeep {
@@ -202,9 +239,9 @@ func (w *Writer) Write(b *Batch) (int, error) {
 		err = &net.OpError{Op: "writev", Net: w.conn.LocalAddr().Network(), Source: w.conn.LocalAddr(), Addr: w.conn.RemoteAddr(), Err: w.err}
 	}
 	if err != nil {
-		return w.n, fmt.Errorf("batchio: %w", err)
+		return fmt.Errorf("batchio: %w", err)
 	}
-	return w.n, nil
+	return nil
 }
 
 func (w *Writer) add(p []byte) {

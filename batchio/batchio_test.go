@@ -273,3 +273,43 @@ func TestReader(t *testing.T) {
 		t.Fatalf("pipe read: %d, %v", n, err)
 	}
 }
+
+// TestWriterTryWrite: a write that does not wait leaves what does not fit
+// pending, and Finish writes it once the reader reads: every byte arrives
+// once, in order.
+func TestWriterTryWrite(t *testing.T) {
+	c, s := tcpPair(t)
+	w := NewWriter(c)
+	if !w.Exclusive() {
+		t.Fatal("a TCP connection is not written straight")
+	}
+	b := NewBatch(16, 1)
+	var want []byte
+	for i := range 400 { // 16 MB: more than the socket buffers hold
+		chunk := bytes.Repeat([]byte{byte(i)}, 40<<10)
+		b.Head = append(b.Head, byte(i))
+		b.Add(chunk)
+		want = append(append(want, byte(i)), chunk...)
+	}
+	n, done, err := w.TryWrite(b)
+	if err != nil || done || n <= 0 || n >= len(want) {
+		t.Fatalf("TryWrite to a reader that does not read: %d of %d bytes, done %v, %v", n, len(want), done, err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, len(want))
+		_, err := io.ReadFull(s, buf)
+		if err != nil {
+			buf = nil
+		}
+		got <- buf
+	}()
+	_ = c.SetWriteDeadline(time.Now().Add(time.Minute))
+	m, err := w.Finish()
+	if err != nil || n+m != len(want) {
+		t.Fatalf("Finish: %d + %d bytes of %d, %v", n, m, len(want), err)
+	}
+	if g := <-got; !bytes.Equal(g, want) {
+		t.Fatal("the bytes received differ from the batch")
+	}
+}

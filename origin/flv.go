@@ -142,109 +142,200 @@ func writeFLV(w http.ResponseWriter, r *http.Request, s *Stream, rd flvSource, m
 		log.Debug("http-flv player gone", "err", err)
 		return
 	}
-	p := &flvPlay{s: s, rd: rd, out: out, resume: resume, m: m, log: log}
+	fp := &flvPlay{s: s, rd: rd, out: out, resume: resume, m: m, log: log, cancel: cancel,
+		pkts: make([]*av.Packet, 0, flvBatchPackets)}
+	// The player's end (or the request's) closes the reader, so the wait
+	// for packets is a plain channel receive rather than a select.
+	fp.stopWatch = context.AfterFunc(ctx, rd.Close)
 	if out.conn != nil {
-		go p.run(ctx, cancel)
+		if r, ok := rd.(*Reader); ok && out.direct {
+			fp.rdr = r // may be served by the stream's writers (flv_group.go)
+			r.step = fp.step
+		}
+		go fp.run()
 		return
 	}
 	stop := context.AfterFunc(r.Context(), cancel)
 	defer stop()
-	p.run(ctx, cancel)
+	fp.run()
 }
 
-// flvPlay is one HTTP-FLV player's writing side.
+// flvPlay is one HTTP-FLV player's writing side. It is served by a
+// goroutine of its own (run) or, once it has caught up, by one of its
+// stream's group writers (step); never by both.
 type flvPlay struct {
-	s      *Stream
-	rd     flvSource
-	out    *flvOut
-	resume *flvResume
-	m      *metrics
-	log    *slog.Logger
+	s         *Stream
+	rd        flvSource
+	rdr       *Reader // rd, when a group writer may serve it; nil: never
+	out       *flvOut
+	resume    *flvResume
+	m         *metrics
+	log       *slog.Logger
+	cancel    context.CancelFunc
+	stopWatch func() bool
+
+	pkts     []*av.Packet
+	started  bool
+	sentMeta bool
+	unsent   int // bytes not yet added to the counter
 }
 
-// run writes until the player, the reader or the stream ends, then closes
-// the reader and the response.
-func (fp *flvPlay) run(ctx context.Context, cancel context.CancelFunc) {
-	s, rd, out, resume, m, log := fp.s, fp.rd, fp.out, fp.resume, fp.m, fp.log
-	defer rd.Close()
-	defer cancel()
-	defer out.close()
-	var (
-		pkts     = make([]*av.Packet, 0, flvBatchPackets)
-		started  bool
-		sentMeta bool
-		unsent   int // bytes not yet added to the counter
-	)
-	count := func(n int) {
-		if m != nil {
-			m.flvBytes.Add(float64(n))
+// count adds n written bytes to the counter, in steps of flvMetricBytes.
+func (fp *flvPlay) count(n int) {
+	if fp.unsent += n; fp.unsent >= flvMetricBytes {
+		fp.flushCount()
+	}
+}
+
+func (fp *flvPlay) flushCount() {
+	if fp.m != nil && fp.unsent > 0 {
+		fp.m.flvBytes.Add(float64(fp.unsent))
+	}
+	fp.unsent = 0
+}
+
+// end closes the reader and the response.
+func (fp *flvPlay) end() {
+	fp.flushCount()
+	fp.stopWatch()
+	fp.out.close()
+	fp.rd.Close()
+	fp.cancel()
+}
+
+// logEnd says why the player ended.
+func (fp *flvPlay) logEnd(rerr error) {
+	switch {
+	case errors.Is(rerr, ErrDropped):
+		fp.log.Info("http-flv player dropped: too slow")
+	case errors.Is(rerr, ErrEnded):
+		fp.log.Debug("http-flv stream ended")
+	default:
+		fp.log.Debug("http-flv player gone", "err", rerr)
+	}
+}
+
+// add appends p's tag to the batch, after the FLV header and onMetaData
+// when they are due.
+func (fp *flvPlay) add(p *av.Packet) {
+	if fp.resume != nil {
+		if p = fp.resume.filter(p); p == nil {
+			return
 		}
 	}
-	defer func() { count(unsent) }()
-	// The player's end (or the request's) closes the reader, so the wait
-	// for packets is a plain channel receive rather than a select.
-	stop := context.AfterFunc(ctx, rd.Close)
-	defer stop()
-	write := func() bool {
-		n, werr := out.flush()
-		out.reset()
-		if unsent += n; unsent >= flvMetricBytes {
-			count(unsent)
-			unsent = 0
+	out := fp.out
+	if !fp.started {
+		fp.started = true
+		hasVideo, hasAudio, _ := fp.s.tracks()
+		if !hasVideo && !hasAudio {
+			hasVideo, hasAudio = true, true
 		}
-		if werr != nil {
-			log.Debug("http-flv player gone", "err", werr)
-			return false
-		}
-		return true
+		out.appendRaw(av.FLVHeader(hasVideo, hasAudio))
 	}
+	if p.Kind == av.KindData && isOnMetaData(p.Data) {
+		fp.sentMeta = true
+	} else if !fp.sentMeta && p.Kind != av.KindData {
+		fp.sentMeta = true
+		out.appendTag(fp.s.metaPacket(p.DTS))
+	}
+	out.appendTag(p)
+}
+
+// keepPkts lets a burst's packet slice go.
+func (fp *flvPlay) keepPkts(pkts []*av.Packet) {
+	clear(pkts)
+	if cap(pkts) > 4*flvBatchPackets {
+		pkts = make([]*av.Packet, 0, flvBatchPackets)
+	}
+	fp.pkts = pkts[:0]
+}
+
+// write writes the batch, waiting while the socket is full.
+func (fp *flvPlay) write() bool {
+	n, werr := fp.out.flush()
+	fp.out.reset()
+	fp.count(n)
+	if werr != nil {
+		fp.log.Debug("http-flv player gone", "err", werr)
+		return false
+	}
+	return true
+}
+
+// run serves the player from its own goroutine until it ends, or until it
+// has caught up and a group writer takes it over.
+func (fp *flvPlay) run() {
 	for {
-		var rerr error
-		pkts, rerr = rd.ReadPackets(context.Background(), pkts[:0])
+		pkts, rerr := fp.rd.ReadPackets(context.Background(), fp.pkts[:0])
 		for i, p := range pkts {
-			if out.full() && !write() { // a GOP burst goes in parts: no large buffer per player
+			if fp.out.full() && !fp.write() { // a GOP burst goes in parts: no large buffer per player
+				fp.end()
 				return
 			}
 			pkts[i] = nil
-			if resume != nil {
-				if p = resume.filter(p); p == nil {
-					continue
-				}
-			}
-			if !started {
-				started = true
-				hasVideo, hasAudio, _ := s.tracks()
-				if !hasVideo && !hasAudio {
-					hasVideo, hasAudio = true, true
-				}
-				out.appendRaw(av.FLVHeader(hasVideo, hasAudio))
-			}
-			if p.Kind == av.KindData && isOnMetaData(p.Data) {
-				sentMeta = true
-			} else if !sentMeta && p.Kind != av.KindData {
-				sentMeta = true
-				out.appendTag(s.metaPacket(p.DTS))
-			}
-			out.appendTag(p)
+			fp.add(p)
 		}
-		if cap(pkts) > 4*flvBatchPackets {
-			pkts = make([]*av.Packet, 0, flvBatchPackets) // let a burst's go
-		}
-		if !write() {
+		fp.keepPkts(pkts)
+		if !fp.write() {
+			fp.end()
 			return
 		}
 		if rerr != nil {
-			switch {
-			case errors.Is(rerr, ErrDropped):
-				log.Info("http-flv player dropped: too slow")
-			case errors.Is(rerr, ErrEnded):
-				log.Debug("http-flv stream ended")
-			default:
-				log.Debug("http-flv player gone", "err", rerr)
-			}
+			fp.logEnd(rerr)
+			fp.end()
 			return
 		}
+		if fp.rdr != nil && fp.rdr.queued() == 0 && fp.s.joinFLVGroup(fp.rdr) {
+			return // caught up: a group writer serves it from here
+		}
 	}
+}
+
+// step is the group writer's turn with the player: what is queued is
+// written without waiting. A player whose socket fills leaves the group
+// for a goroutine of its own, which finishes the write.
+func (fp *flvPlay) step() {
+	pkts, rerr := fp.rdr.pollState(fp.pkts[:0])
+	for i, p := range pkts {
+		pkts[i] = nil
+		fp.add(p)
+	}
+	fp.keepPkts(pkts)
+	n, done, werr := fp.out.tryFlush()
+	fp.count(n)
+	switch {
+	case werr != nil:
+		fp.s.leaveFLVGroup(fp.rdr)
+		fp.log.Debug("http-flv player gone", "err", werr)
+		fp.end()
+	case !done:
+		fp.s.leaveFLVGroup(fp.rdr)
+		go fp.finishRun()
+	case rerr != nil:
+		fp.out.reset()
+		fp.s.leaveFLVGroup(fp.rdr)
+		fp.logEnd(rerr)
+		fp.end()
+	default:
+		fp.out.reset()
+		if fp.rdr.state.Load() != stateActive {
+			fp.rdr.signal() // one more turn, for the end
+		}
+	}
+}
+
+// finishRun finishes the write step left pending, then serves the player
+// from this goroutine.
+func (fp *flvPlay) finishRun() {
+	n, err := fp.out.finish()
+	fp.out.reset()
+	fp.count(n)
+	if err != nil {
+		fp.log.Debug("http-flv player gone", "err", err)
+		fp.end()
+		return
+	}
+	fp.run()
 }
 
 // metaPacket builds an onMetaData packet from what the stream knows, for

@@ -44,6 +44,7 @@ type flvOut struct {
 	readDone chan struct{} // closed when the connection watcher ends
 	maxLag   time.Duration
 	deadline time.Time // current write deadline of conn
+	direct   bool      // batches go straight to the socket (tryFlush can be used)
 
 	b *batchio.Batch
 }
@@ -71,8 +72,8 @@ func (o *flvOut) hijacked(conn net.Conn, gone context.CancelFunc) error {
 	// connection is closed through the wrapper (which gives the slot
 	// back).
 	o.conn, o.bw = conn, batchio.NewWriter(conn)
-	o.bw.Exclusive()      // only close, from the writing goroutine, closes conn
-	if !o.bw.Vectored() { // TLS: one flat write per batch is one record
+	o.direct = o.bw.Exclusive() // only close, from the player's writer, closes conn
+	if !o.bw.Vectored() {       // TLS: one flat write per batch is one record
 		o.b.Flatten()
 	}
 	_ = conn.SetDeadline(time.Time{}) // whatever the server set for reading the request
@@ -187,4 +188,19 @@ func (o *flvOut) flush() (int, error) {
 		}
 	}
 	return o.bw.Write(o.b)
+}
+
+// tryFlush writes the batch without waiting (a group writer's turn): done
+// is false when the socket filled first; finish then writes the rest.
+func (o *flvOut) tryFlush() (n int, done bool, err error) {
+	return o.bw.TryWrite(o.b)
+}
+
+// finish writes what tryFlush left, waiting until a fresh write deadline.
+func (o *flvOut) finish() (int, error) {
+	o.deadline = time.Now().Add(o.maxLag)
+	if err := o.conn.SetWriteDeadline(o.deadline); err != nil {
+		return 0, err
+	}
+	return o.bw.Finish()
 }

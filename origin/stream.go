@@ -58,8 +58,11 @@ type Stream struct {
 	// whenever the reader joined and whatever it held or skipped.
 	sig, sigPend *av.Packet
 	signals      bool // the stream carries signals (an encrypted output)
-	info         mediaInfo
-	rate         rateWindow
+
+	groups    []*flvGroup // the HTTP-FLV group writers, one per core, made when first needed
+	nextGroup int
+	info      mediaInfo
+	rate      rateWindow
 }
 
 // NewStream returns an empty stream. Zero fields of cfg take their
@@ -473,6 +476,14 @@ type Reader struct {
 	tail atomic.Uint64 // next slot to fill; written by the writer only
 	_    [56]byte
 
+	// A caught-up HTTP-FLV player is served by a group writer of the
+	// stream (flv_group.go): grp is its group (nil: the reader's own
+	// goroutine waits on wake), listed whether it is on the group's list,
+	// step the group writer's turn with it.
+	grp    atomic.Pointer[flvGroup]
+	listed atomic.Bool
+	step   func()
+
 	// Writer side, guarded by s.mu.
 	internal     bool       // a packager: skips instead of being dropped
 	role         int        // what the reader counts as (roleInternal, roleFLV, ...)
@@ -588,6 +599,12 @@ func (r *Reader) overflow(now time.Duration, max int) bool {
 }
 
 func (r *Reader) signal() {
+	if g := r.grp.Load(); g != nil {
+		if r.listed.CompareAndSwap(false, true) {
+			g.enqueue(r)
+		}
+		return
+	}
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -643,6 +660,23 @@ func (r *Reader) ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packe
 			return dst, ctx.Err()
 		}
 	}
+}
+
+// pollState appends what is queued without waiting; its error is the one
+// ReadPackets would return instead of waiting (nil while active).
+func (r *Reader) pollState(dst []*av.Packet) ([]*av.Packet, error) {
+	st := r.state.Load()
+	switch st {
+	case stateDropped:
+		return dst, ErrDropped
+	case stateClosed:
+		return dst, ErrReaderClosed
+	}
+	dst, ok := r.take(dst)
+	if !ok && st == stateEnded {
+		return dst, ErrEnded
+	}
+	return dst, nil
 }
 
 // poll appends what is queued without waiting.
