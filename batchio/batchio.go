@@ -122,28 +122,32 @@ type Writer struct {
 // Unix socket; otherwise (TLS) it writes a batch's Head with c.Write, and
 // the batch should be flat (Batch.Flatten).
 func NewWriter(c net.Conn) *Writer {
-	w := &Writer{conn: c, fd: -1}
-	nc := c
-	for nc != nil {
-		if sc, ok := nc.(interface {
-			SyscallConn() (syscall.RawConn, error)
-		}); ok {
-			switch nc.(type) {
-			case *net.TCPConn, *net.UnixConn:
-				if raw, err := sc.SyscallConn(); err == nil {
-					w.raw = raw
-					w.wfn = w.writev
-				}
-			}
-			break
+	w := &Writer{conn: c, fd: -1, raw: rawConn(c)}
+	if w.raw != nil {
+		w.wfn = w.writev
+	}
+	return w
+}
+
+// rawConn returns the syscall.RawConn of the TCP or Unix socket c is or
+// wraps (through Unwrap methods); nil for anything else (TLS).
+func rawConn(c net.Conn) syscall.RawConn {
+	for nc := c; nc != nil; {
+		switch t := nc.(type) {
+		case *net.TCPConn:
+			raw, _ := t.SyscallConn()
+			return raw
+		case *net.UnixConn:
+			raw, _ := t.SyscallConn()
+			return raw
 		}
 		u, ok := nc.(interface{ Unwrap() net.Conn })
 		if !ok {
-			break
+			return nil
 		}
 		nc = u.Unwrap()
 	}
-	return w
+	return nil
 }
 
 // Exclusive is the caller's promise that the connection is closed only by
@@ -310,9 +314,8 @@ type Reader struct {
 
 // NewReader returns a reader of c (looked through as NewWriter does).
 func NewReader(c net.Conn) *Reader {
-	r := &Reader{conn: c}
-	if w := NewWriter(c); w.raw != nil {
-		r.raw = w.raw
+	r := &Reader{conn: c, raw: rawConn(c)}
+	if r.raw != nil {
 		r.rfn = r.read
 	}
 	return r

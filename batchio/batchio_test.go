@@ -40,6 +40,19 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	return client, server
 }
 
+// readN reads n bytes from c in the background; nil on an error.
+func readN(c net.Conn, n int) <-chan []byte {
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			buf = nil
+		}
+		got <- buf
+	}()
+	return got
+}
+
 // wrapped hides a connection as netguard's capped connections do.
 type wrapped struct{ net.Conn }
 
@@ -107,15 +120,7 @@ func TestWriterBytes(t *testing.T) {
 			if b.Refs() != tc.vectors {
 				t.Fatalf("refs %v, want %v", b.Refs(), tc.vectors)
 			}
-			got := make(chan []byte, 1)
-			go func() {
-				buf := make([]byte, len(want))
-				_, err := io.ReadFull(s, buf)
-				if err != nil {
-					buf = nil
-				}
-				got <- buf
-			}()
+			got := readN(s, len(want))
 			n, err := w.Write(b)
 			if err != nil || n != len(want) {
 				t.Fatalf("Write: %d, %v; want %d", n, err, len(want))
@@ -295,15 +300,7 @@ func TestWriterTryWrite(t *testing.T) {
 	if err != nil || done || n <= 0 || n >= len(want) {
 		t.Fatalf("TryWrite to a reader that does not read: %d of %d bytes, done %v, %v", n, len(want), done, err)
 	}
-	got := make(chan []byte, 1)
-	go func() {
-		buf := make([]byte, len(want))
-		_, err := io.ReadFull(s, buf)
-		if err != nil {
-			buf = nil
-		}
-		got <- buf
-	}()
+	got := readN(s, len(want))
 	_ = c.SetWriteDeadline(time.Now().Add(time.Minute))
 	m, err := w.Finish()
 	if err != nil || n+m != len(want) {

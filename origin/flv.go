@@ -303,6 +303,9 @@ func (fp *flvPlay) step() {
 	fp.keepPkts(pkts)
 	n, done, werr := fp.out.tryFlush()
 	fp.count(n)
+	if done {
+		fp.out.reset() // else the rest is pending, for finishRun
+	}
 	switch {
 	case werr != nil:
 		fp.s.leaveFLVGroup(fp.rdr)
@@ -312,12 +315,10 @@ func (fp *flvPlay) step() {
 		fp.s.leaveFLVGroup(fp.rdr)
 		go fp.finishRun()
 	case rerr != nil:
-		fp.out.reset()
 		fp.s.leaveFLVGroup(fp.rdr)
 		fp.logEnd(rerr)
 		fp.end()
 	default:
-		fp.out.reset()
 		if fp.rdr.state.Load() != stateActive {
 			fp.rdr.signal() // one more turn, for the end
 		}

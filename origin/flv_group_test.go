@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"runtime/pprof"
 	"testing"
@@ -27,18 +26,7 @@ func TestHTTPFLVGroupWriters(t *testing.T) {
 	cfg.ReaderQueue = 4096 // the stalled player is not skipped
 	cfg.MaxLag = 30 * time.Second
 	cfg.FLVCoalesce = 40 * time.Millisecond
-	h, err := NewHub(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h.Handler())
-	defer srv.Close()
-	defer h.Close()
-	f, err := h.Publish("live", "cam", "main", av.Source{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	h, srv, f := servedFeed(t, cfg)
 	frame := func(i int) *av.Packet {
 		d := make([]byte, 60000+i%7*1000)
 		for k := range d {

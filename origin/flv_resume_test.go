@@ -140,18 +140,7 @@ func FuzzFLVResume(f *testing.F) {
 // TestHTTPFLVResume: through the origin's handler, a resuming player gets
 // the headers, then only the frames after T of its GOP, then live.
 func TestHTTPFLVResume(t *testing.T) {
-	h, err := NewHub(flvConfig(), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h.Handler())
-	defer srv.Close()
-	defer h.Close()
-	f, err := h.Publish("live", "cam", "main", av.Source{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	_, srv, f := servedFeed(t, flvConfig())
 	for _, p := range []*av.Packet{metaPkt(), avcHdr(1), aacHdr(), vid(0, true), aud(10), vid(40, false), aud(50), vid(80, false), vid(120, false)} {
 		f.WritePacket(p)
 	}
@@ -192,4 +181,23 @@ func TestHTTPFLVResume(t *testing.T) {
 	if s := fmt.Sprint(got); s != "[A50 V80 V120 V160]" || headers != 3 {
 		t.Fatalf("got %s after %d headers, want [A50 V80 V120 V160] after 3", s, headers)
 	}
+}
+
+// servedFeed returns a hub with cfg served over HTTP and the main feed of
+// live/cam published into it; all are closed at the end of the test.
+func servedFeed(t *testing.T, cfg Config) (*Hub, *httptest.Server, *Feed) {
+	t.Helper()
+	h, err := NewHub(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h.Handler())
+	t.Cleanup(srv.Close)
+	t.Cleanup(h.Close)
+	f, err := h.Publish("live", "cam", "main", av.Source{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return h, srv, f
 }

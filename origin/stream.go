@@ -635,19 +635,10 @@ func (r *Reader) take(dst []*av.Packet) ([]*av.Packet, bool) {
 // after Close, or ctx's error.
 func (r *Reader) ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packet, error) {
 	for {
-		st := r.state.Load()
-		switch st {
-		case stateDropped:
-			return dst, ErrDropped
-		case stateClosed:
-			return dst, ErrReaderClosed
-		}
-		var ok bool
-		if dst, ok = r.take(dst); ok {
-			return dst, nil
-		}
-		if st == stateEnded {
-			return dst, ErrEnded
+		n := len(dst)
+		var err error
+		if dst, err = r.pollState(dst); err != nil || len(dst) > n {
+			return dst, err
 		}
 		done := ctx.Done()
 		if done == nil {
