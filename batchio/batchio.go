@@ -114,7 +114,9 @@ type Writer struct {
 	n    int             // bytes written by the current write
 	err  error           // the current write's system call error
 	wfn  func(fd uintptr) bool
-	fd   int // the socket, for writes that try before the poller; -1: none (Exclusive)
+	tfn  func(fd uintptr) bool // tryWritev
+	full bool                  // tryWritev found the socket full
+	fd   int                   // the socket, for writes that try before the poller; -1: none (Exclusive)
 }
 
 // NewWriter returns a writer for c. It writes vectored when c is, or wraps
@@ -124,7 +126,7 @@ type Writer struct {
 func NewWriter(c net.Conn) *Writer {
 	w := &Writer{conn: c, fd: -1, raw: rawConn(c)}
 	if w.raw != nil {
-		w.wfn = w.writev
+		w.wfn, w.tfn = w.writev, w.tryWritev
 	}
 	return w
 }
@@ -191,21 +193,41 @@ func (w *Writer) Write(b *Batch) (int, error) {
 	return w.n, w.done(err)
 }
 
-// TryWrite writes b without waiting, on an Exclusive writer: done is
-// false when the socket filled first, and what is left is pending until
-// Finish writes it (b must not change meanwhile). Elsewhere it is Write.
+// TryWrite writes b without waiting: done is false when the socket filled
+// first, and what is left is pending until Finish writes it (b must not
+// change meanwhile). An Exclusive writer writes straight to the socket;
+// another goes through the poller's lock, which keeps the socket open
+// during the write, but still does not wait for room. On a connection
+// that is not vectored (TLS) it is Write.
 func (w *Writer) TryWrite(b *Batch) (n int, done bool, err error) {
-	if w.fd < 0 || b.Len() == 0 {
+	if w.raw == nil || b.Len() == 0 {
 		n, err = w.Write(b)
 		return n, true, err
 	}
 	w.build(b)
 	w.iov, w.n, w.err = w.vec, 0, nil
-	if !w.writev(uintptr(w.fd)) {
-		return w.n, false, nil // pending: Finish
+	if w.fd >= 0 {
+		if !w.writev(uintptr(w.fd)) {
+			return w.n, false, nil // pending: Finish
+		}
+	} else {
+		w.full = false
+		if err := w.raw.Write(w.tfn); err != nil {
+			return w.n, true, w.done(err)
+		}
+		if w.full {
+			return w.n, false, nil // pending: Finish
+		}
 	}
 	n, err = w.n, w.done(nil)
 	return n, true, err
+}
+
+// tryWritev is the RawConn.Write callback of TryWrite: it writes what
+// fits and never lets the poller wait.
+func (w *Writer) tryWritev(fd uintptr) bool {
+	w.full = !w.writev(fd)
+	return true
 }
 
 // Finish writes what TryWrite left pending, waiting for room until the

@@ -281,32 +281,47 @@ func TestReader(t *testing.T) {
 
 // TestWriterTryWrite: a write that does not wait leaves what does not fit
 // pending, and Finish writes it once the reader reads: every byte arrives
-// once, in order.
+// once, in order; for an Exclusive writer (straight to the socket) and
+// one that goes through the poller (a connection closed elsewhere).
 func TestWriterTryWrite(t *testing.T) {
-	c, s := tcpPair(t)
-	w := NewWriter(c)
-	if !w.Exclusive() {
-		t.Fatal("a TCP connection is not written straight")
-	}
-	b := NewBatch(16, 1)
-	var want []byte
-	for i := range 400 { // 16 MB: more than the socket buffers hold
-		chunk := bytes.Repeat([]byte{byte(i)}, 40<<10)
-		b.Head = append(b.Head, byte(i))
-		b.Add(chunk)
-		want = append(append(want, byte(i)), chunk...)
-	}
-	n, done, err := w.TryWrite(b)
-	if err != nil || done || n <= 0 || n >= len(want) {
-		t.Fatalf("TryWrite to a reader that does not read: %d of %d bytes, done %v, %v", n, len(want), done, err)
-	}
-	got := readN(s, len(want))
-	_ = c.SetWriteDeadline(time.Now().Add(time.Minute))
-	m, err := w.Finish()
-	if err != nil || n+m != len(want) {
-		t.Fatalf("Finish: %d + %d bytes of %d, %v", n, m, len(want), err)
-	}
-	if g := <-got; !bytes.Equal(g, want) {
-		t.Fatal("the bytes received differ from the batch")
+	for _, exclusive := range []bool{true, false} {
+		t.Run(fmt.Sprintf("exclusive=%v", exclusive), func(t *testing.T) {
+			c, s := tcpPair(t)
+			w := NewWriter(c)
+			if exclusive && !w.Exclusive() {
+				t.Fatal("a TCP connection is not written straight")
+			}
+			b := NewBatch(16, 1)
+			var want []byte
+			for i := range 400 { // 16 MB: more than the socket buffers hold
+				chunk := bytes.Repeat([]byte{byte(i)}, 40<<10)
+				b.Head = append(b.Head, byte(i))
+				b.Add(chunk)
+				want = append(append(want, byte(i)), chunk...)
+			}
+			n, done, err := w.TryWrite(b)
+			if err != nil || done || n <= 0 || n >= len(want) {
+				t.Fatalf("TryWrite to a reader that does not read: %d of %d bytes, done %v, %v", n, len(want), done, err)
+			}
+			got := readN(s, len(want))
+			_ = c.SetWriteDeadline(time.Now().Add(time.Minute))
+			m, err := w.Finish()
+			if err != nil || n+m != len(want) {
+				t.Fatalf("Finish: %d + %d bytes of %d, %v", n, m, len(want), err)
+			}
+			if g := <-got; !bytes.Equal(g, want) {
+				t.Fatal("the bytes received differ from the batch")
+			}
+			if exclusive {
+				return // only the writer may close an Exclusive writer's connection
+			}
+			// A connection closed elsewhere: the write fails, it does not wait.
+			b.Reset(16, 1)
+			b.Add([]byte("after close"))
+			_ = c.Close()
+			if _, done, err := w.TryWrite(b); err == nil || !done {
+				t.Fatalf("TryWrite on a closed connection: done %v, err %v", done, err)
+			}
+		})
 	}
 }
