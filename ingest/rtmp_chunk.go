@@ -740,6 +740,38 @@ func (c *rtmpNetConn) writeBatch(w *batchio.Writer, b *batchio.Batch) error {
 	return err
 }
 
+// groupWrites readies the connection for tryBatch: a write that does not
+// wait needs no deadline, and an old one would fail it once passed. The
+// next write that waits sets one again.
+func (c *rtmpNetConn) groupWrites() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.writeSetAt = time.Time{}
+	_ = c.nc.SetWriteDeadline(time.Time{})
+}
+
+// tryBatch writes b with w without waiting (batchio's TryWrite); what the
+// socket did not take is left for finishBatch.
+func (c *rtmpNetConn) tryBatch(w *batchio.Writer, b *batchio.Batch) (done bool, err error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, done, err = w.TryWrite(b)
+	return done, err
+}
+
+// finishBatch writes what tryBatch left, waiting for room at most the
+// write timeout from now.
+func (c *rtmpNetConn) finishBatch(w *batchio.Writer) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writeTimeout > 0 {
+		c.writeSetAt = time.Now()
+		_ = c.nc.SetWriteDeadline(c.writeSetAt.Add(c.writeTimeout))
+	}
+	_, err := w.Finish()
+	return err
+}
+
 // Close closes the socket; go-rtmp calls it last when a connection ends.
 // After a hand-off go-rtmp's Close only starts afterHandoff.
 func (c *rtmpNetConn) Close() error {

@@ -518,69 +518,176 @@ func (c *rtmpConn) refusePlay(sid uint32, stream string, err error) error {
 // runPlayer copies packets from r to the player as RTMP messages, written
 // directly (see rtmpNetConn) in batches: everything r has queued at a
 // wake-up goes out with one writev whose media payloads are the shared
-// packets themselves (rtmpPlayOut).
+// packets themselves (rtmpPlayOut). Once the player has caught up, one of
+// the stream's group writers serves it (rtmpPlayer.step), as it serves
+// HTTP-FLV players, when r allows it (origin's readers do).
 func (c *rtmpConn) runPlayer(ctx context.Context, r PacketReader, sid uint32, started <-chan struct{}) {
-	defer c.s.wg.Done()
-	defer r.Close()
 	wait := time.NewTimer(rtmpPlayStartWait)
 	select {
 	case <-started:
 	case <-wait.C: // go-rtmp could not send it; play anyway
 	case <-ctx.Done():
 		wait.Stop()
+		r.Close()
+		c.s.wg.Done()
 		return
 	}
 	wait.Stop()
 	c.handOff() // go-rtmp has sent all it sends a player
-	out := newRTMPPlayOut(c.rc, c.s.cfg.ChunkSize, sid)
+	p := &rtmpPlayer{c: c, ctx: ctx, r: r, sid: sid, out: newRTMPPlayOut(c.rc, c.s.cfg.ChunkSize, sid)}
+	if g, ok := r.(groupReader); ok && p.out.bw.Vectored() {
+		p.g = g // never for RTMPS: a TLS write cannot be made without waiting
+	}
 	// |RtmpSampleAccess(true, true): Flash players want it to read the data.
 	sampleAccess := []byte{0x02, 0x00, 0x11}
 	sampleAccess = append(sampleAccess, "|RtmpSampleAccess"...)
 	sampleAccess = append(sampleAccess, 0x01, 0x01, 0x01, 0x01)
-	out.appendRaw(rtmpAppendMessage(nil, rtmpCSIDStatus, uint8(message.TypeIDDataMessageAMF0), sid, 0, sampleAccess, c.s.cfg.ChunkSize))
-	flush := func() bool {
-		if err := out.flush(); err != nil {
-			if ctx.Err() == nil {
-				c.setReason(slog.LevelInfo, "write: "+err.Error())
-				_ = c.rc.nc.Close()
-			}
-			return false
-		}
-		return true
-	}
-	var (
-		pkts []*av.Packet
-		err  error
-	)
+	p.out.appendRaw(rtmpAppendMessage(nil, rtmpCSIDStatus, uint8(message.TypeIDDataMessageAMF0), sid, 0, sampleAccess, c.s.cfg.ChunkSize))
 	// The play's end closes the reader, so the wait for packets needs no
 	// select on ctx (a select per wake-up costs more than the rest of the
-	// wait).
-	stop := context.AfterFunc(ctx, r.Close)
-	defer stop()
+	// wait), and a group writer is given the player's last turn.
+	p.stop = context.AfterFunc(ctx, r.Close)
+	p.run()
+}
+
+// groupReader is a PacketReader whose player may be served by its
+// stream's group writers (origin.Reader): a goroutine that writes, without
+// waiting, to every caught-up player that has something queued, instead
+// of a goroutine per player woken per frame.
+type groupReader interface {
+	PacketReader
+	// JoinGroup hands the player to a group writer, which calls step
+	// whenever it may have packets; false when it has some queued.
+	JoinGroup(step func()) bool
+	// LeaveGroup, from step, gives the player back to a goroutine.
+	LeaveGroup()
+	// Poll is ReadPackets without the wait.
+	Poll(dst []*av.Packet) ([]*av.Packet, error)
+	// StepDone ends a turn that wrote everything.
+	StepDone()
+}
+
+// rtmpPlayer is one RTMP player's writing side after the hand-off: served
+// by a goroutine of its own (run) or, once caught up, by a group writer
+// (step); never by both.
+type rtmpPlayer struct {
+	c    *rtmpConn
+	ctx  context.Context
+	r    PacketReader
+	g    groupReader // r, when group writers may serve the player; nil: never
+	sid  uint32
+	out  *rtmpPlayOut
+	pkts []*av.Packet
+	stop func() bool
+}
+
+// run serves the player from its goroutine until the play ends, or until
+// it has caught up and a group writer takes it over.
+func (p *rtmpPlayer) run() {
 	for {
-		pkts, err = r.ReadPackets(context.Background(), pkts[:0])
+		pkts, err := p.r.ReadPackets(context.Background(), p.pkts[:0])
 		if err != nil {
-			if ctx.Err() == nil {
-				c.setReason(slog.LevelInfo, "stream ended: "+err.Error())
-				c.stopPlay(sid)
-				c.endGently()
-			}
+			p.end(err)
 			return
 		}
-		for i, p := range pkts {
+		for i, pk := range pkts {
 			pkts[i] = nil
-			out.appendPacket(p)
-			if out.full() && !flush() {
+			p.out.appendPacket(pk)
+			if p.out.full() && !p.wrote(p.out.flush()) {
+				p.keep(pkts)
+				p.end(nil)
 				return
 			}
 		}
-		if !flush() {
+		p.keep(pkts)
+		if !p.wrote(p.out.flush()) {
+			p.end(nil)
 			return
 		}
-		if cap(pkts) > rtmpPlayPktsKeep {
-			pkts = nil // a GOP burst's slice
+		if p.g != nil && p.g.JoinGroup(p.step) {
+			// Caught up: a group writer serves it from here, with writes
+			// that need no deadline (the old one, at most a second old, is
+			// taken off before it could fail one).
+			p.c.rc.groupWrites()
+			return
 		}
 	}
+}
+
+// step is a group writer's turn with the player: what is queued is
+// written without waiting. A player whose socket fills leaves the group
+// for a goroutine of its own, which finishes the write.
+func (p *rtmpPlayer) step() {
+	pkts, rerr := p.g.Poll(p.pkts[:0])
+	for i, pk := range pkts {
+		pkts[i] = nil
+		p.out.appendPacket(pk)
+	}
+	p.keep(pkts)
+	done, werr := p.out.tryFlush()
+	switch {
+	case werr != nil:
+		p.g.LeaveGroup()
+		p.wrote(werr)
+		p.end(nil)
+	case !done:
+		p.g.LeaveGroup()
+		go p.finishRun()
+	case rerr != nil:
+		p.g.LeaveGroup()
+		if p.ctx.Err() != nil {
+			p.end(nil) // the player left: nothing to tell it
+		} else {
+			go p.end(rerr) // Play.Stop is written, and may wait
+		}
+	default:
+		p.g.StepDone()
+	}
+}
+
+// finishRun finishes the write step left pending, then serves the player
+// from this goroutine.
+func (p *rtmpPlayer) finishRun() {
+	if !p.wrote(p.out.finish()) {
+		p.end(nil)
+		return
+	}
+	p.run()
+}
+
+// wrote reports whether a write succeeded; a failed one ends the
+// connection (unless the play ended first).
+func (p *rtmpPlayer) wrote(err error) bool {
+	if err == nil {
+		return true
+	}
+	if p.ctx.Err() == nil {
+		p.c.setReason(slog.LevelInfo, "write: "+err.Error())
+		_ = p.c.rc.nc.Close()
+	}
+	return false
+}
+
+// keep lets a GOP burst's packet slice go.
+func (p *rtmpPlayer) keep(pkts []*av.Packet) {
+	clear(pkts)
+	if cap(pkts) > rtmpPlayPktsKeep {
+		pkts = nil
+	}
+	p.pkts = pkts[:0]
+}
+
+// end ends the play; rerr, the reader's end (the stream ended, or the
+// player fell too far behind), is told to a player still there.
+func (p *rtmpPlayer) end(rerr error) {
+	if rerr != nil && p.ctx.Err() == nil {
+		p.c.setReason(slog.LevelInfo, "stream ended: "+rerr.Error())
+		p.c.stopPlay(p.sid)
+		p.c.endGently()
+	}
+	p.stop()
+	p.r.Close()
+	p.c.s.wg.Done()
 }
 
 // stopPlay tells the player the stream is over (Play.Stop, then Stream

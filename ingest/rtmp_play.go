@@ -142,6 +142,27 @@ func (o *rtmpPlayOut) flush() error {
 	return err
 }
 
+// tryFlush writes the batch without waiting (a group writer's turn): done
+// is false when the socket filled first; finish then writes the rest.
+func (o *rtmpPlayOut) tryFlush() (done bool, err error) {
+	if o.size() == 0 {
+		return true, nil
+	}
+	done, err = o.rc.tryBatch(o.bw, o.b)
+	if done {
+		o.b.Reset(rtmpPlayHeadKeep, rtmpPlayRefsKeep)
+	}
+	return done, err
+}
+
+// finish writes what tryFlush left, waiting until a fresh write deadline,
+// and starts the next batch.
+func (o *rtmpPlayOut) finish() error {
+	err := o.rc.finishBatch(o.bw)
+	o.b.Reset(rtmpPlayHeadKeep, rtmpPlayRefsKeep)
+	return err
+}
+
 // errRTMPHandoff ends go-rtmp's part in a player's connection (handOff).
 var errRTMPHandoff = errors.New("rtmp: player connection handed off")
 

@@ -3,11 +3,14 @@ package origin
 import (
 	"runtime"
 	"sync"
+
+	"github.com/livefuse/livefuse/av"
 )
 
 // flvGroup is one of a stream's group writers: a goroutine that serves the
-// caught-up HTTP-FLV players given to it in turn, each with a write that
-// does not wait (flvPlay.step). A player that is woken (a new batch, its
+// caught-up players given to it in turn, each with a write that does not
+// wait (HTTP-FLV: flvPlay.step; RTMP: ingest's player, through
+// Reader.JoinGroup). A player that is woken (a new batch, its
 // end) is put on the group's list instead of waking a goroutine of its
 // own, so a frame costs one wake-up per group rather than one per player.
 // A player whose socket fills leaves for a goroutine of its own, which
@@ -108,5 +111,38 @@ func (g *flvGroup) run() {
 			}
 		}
 		g.spare = list[:0]
+	}
+}
+
+// JoinGroup gives r, caught up, to one of its stream's group writers, as
+// HTTP-FLV players are given (an RTMP player's writer in ingest): from now
+// on step is called, from the group's goroutine, whenever r may have
+// packets or its state changed, instead of a ReadPackets call waking.
+// step must not wait: it takes what is queued (Poll), writes what the
+// socket takes, and leaves (LeaveGroup) to wait in a goroutine of its own.
+// False, and r stays with its caller, when packets are queued or the
+// stream has ended.
+func (r *Reader) JoinGroup(step func()) bool {
+	if r.queued() != 0 {
+		return false
+	}
+	r.step = step
+	return r.s.joinFLVGroup(r)
+}
+
+// LeaveGroup takes r out of its group writer: from now on ReadPackets
+// waits for it. Called from step.
+func (r *Reader) LeaveGroup() { r.s.leaveFLVGroup(r) }
+
+// Poll appends what is queued without waiting; its error is the one
+// ReadPackets would return instead of waiting (nil while active).
+func (r *Reader) Poll(dst []*av.Packet) ([]*av.Packet, error) { return r.pollState(dst) }
+
+// StepDone ends a group turn that wrote everything: a reader that is no
+// longer active (its stream ended, or it was closed) gets one more turn,
+// in which Poll returns the end.
+func (r *Reader) StepDone() {
+	if r.state.Load() != stateActive {
+		r.signal()
 	}
 }

@@ -476,8 +476,8 @@ type Reader struct {
 	tail atomic.Uint64 // next slot to fill; written by the writer only
 	_    [56]byte
 
-	// A caught-up HTTP-FLV player is served by a group writer of the
-	// stream (flv_group.go): grp is its group (nil: the reader's own
+	// A caught-up HTTP-FLV or RTMP player is served by a group writer of
+	// the stream (flv_group.go): grp is its group (nil: the reader's own
 	// goroutine waits on wake), listed whether it is on the group's list,
 	// step the group writer's turn with it.
 	grp    atomic.Pointer[flvGroup]
