@@ -675,21 +675,22 @@ func (p *flvPlayer) frames() int {
 func (p *flvPlayer) maxGap(from time.Time) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return largestGap(p.arrivals, from)
+}
+
+// largestGap is the largest interval between arrivals (in order) after
+// from, counting the time since the last one.
+func largestGap(arrivals []time.Time, from time.Time) time.Duration {
 	var gap time.Duration
 	prev := from
-	for _, a := range p.arrivals {
+	for _, a := range arrivals {
 		if a.Before(from) {
 			continue
 		}
-		if d := a.Sub(prev); d > gap {
-			gap = d
-		}
+		gap = max(gap, a.Sub(prev))
 		prev = a
 	}
-	if d := time.Since(prev); d > gap {
-		gap = d
-	}
-	return gap
+	return max(gap, time.Since(prev))
 }
 
 // waitFrames waits until at least n video frames arrived.

@@ -121,16 +121,7 @@ func (p *rtmpPlayer) framesSince(from time.Time) int {
 func (p *rtmpPlayer) maxGap(from time.Time) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var gap time.Duration
-	prev := from
-	for _, a := range p.arrived {
-		if a.Before(from) {
-			continue
-		}
-		gap = max(gap, a.Sub(prev))
-		prev = a
-	}
-	return max(gap, time.Since(prev))
+	return largestGap(p.arrived, from)
 }
 
 // state is the player's error and count of malformed video messages.
