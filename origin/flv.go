@@ -295,7 +295,7 @@ func (fp *flvPlay) run() {
 // written without waiting. A player whose socket fills leaves the group
 // for a goroutine of its own, which finishes the write.
 func (fp *flvPlay) step() {
-	pkts, rerr := fp.rdr.pollState(fp.pkts[:0])
+	pkts, rerr := fp.rdr.Poll(fp.pkts[:0])
 	for i, p := range pkts {
 		pkts[i] = nil
 		fp.add(p)
@@ -319,9 +319,7 @@ func (fp *flvPlay) step() {
 		fp.logEnd(rerr)
 		fp.end()
 	default:
-		if fp.rdr.state.Load() != stateActive {
-			fp.rdr.signal() // one more turn, for the end
-		}
+		fp.rdr.StepDone() // one more turn, for the end
 	}
 }
 

@@ -3,8 +3,6 @@ package origin
 import (
 	"runtime"
 	"sync"
-
-	"github.com/livefuse/livefuse/av"
 )
 
 // flvGroup is one of a stream's group writers: a goroutine that serves the
@@ -133,10 +131,6 @@ func (r *Reader) JoinGroup(step func()) bool {
 // LeaveGroup takes r out of its group writer: from now on ReadPackets
 // waits for it. Called from step.
 func (r *Reader) LeaveGroup() { r.s.leaveFLVGroup(r) }
-
-// Poll appends what is queued without waiting; its error is the one
-// ReadPackets would return instead of waiting (nil while active).
-func (r *Reader) Poll(dst []*av.Packet) ([]*av.Packet, error) { return r.pollState(dst) }
 
 // StepDone ends a group turn that wrote everything: a reader that is no
 // longer active (its stream ended, or it was closed) gets one more turn,

@@ -637,7 +637,7 @@ func (r *Reader) ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packe
 	for {
 		n := len(dst)
 		var err error
-		if dst, err = r.pollState(dst); err != nil || len(dst) > n {
+		if dst, err = r.Poll(dst); err != nil || len(dst) > n {
 			return dst, err
 		}
 		done := ctx.Done()
@@ -653,9 +653,9 @@ func (r *Reader) ReadPackets(ctx context.Context, dst []*av.Packet) ([]*av.Packe
 	}
 }
 
-// pollState appends what is queued without waiting; its error is the one
+// Poll appends what is queued without waiting; its error is the one
 // ReadPackets would return instead of waiting (nil while active).
-func (r *Reader) pollState(dst []*av.Packet) ([]*av.Packet, error) {
+func (r *Reader) Poll(dst []*av.Packet) ([]*av.Packet, error) {
 	st := r.state.Load()
 	switch st {
 	case stateDropped:
