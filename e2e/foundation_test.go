@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -96,6 +98,43 @@ func TestHLS(t *testing.T) {
 	}
 	seq2 := waitMediaSequence(t, s.hlsURL("demo"), seq1, 15*time.Second)
 	t.Logf("media sequence advanced %d -> %d", seq1, seq2)
+	checkSegmentsOnDisk(t, s, "demo")
+}
+
+// checkSegmentsOnDisk checks the default HLS store: the stream's finished
+// segments are files under data_dir/hls, and each is byte for byte what a
+// player gets for it.
+func checkSegmentsOnDisk(t *testing.T, s *server, name string) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(s.dir, "data", "hls", "live."+name+".*", "seg*.ts"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("segment files of %s under data_dir/hls: %v (%v), want the finished segments", name, files, err)
+	}
+	base := strings.TrimSuffix(s.hlsURL(name), "index.m3u8")
+	compared := 0
+	for _, f := range files {
+		onDisk, err := os.ReadFile(f)
+		if err != nil {
+			continue // let go meanwhile
+		}
+		resp, err := http.Get(base + filepath.Base(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		served, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			continue // out of the window meanwhile
+		}
+		if !bytes.Equal(onDisk, served) {
+			t.Fatalf("%s: %d bytes on disk, %d served", filepath.Base(f), len(onDisk), len(served))
+		}
+		compared++
+	}
+	if compared < 2 {
+		t.Fatalf("compared %d of %d segment files with what players get, want at least 2", compared, len(files))
+	}
+	t.Logf("%d segments on disk, the same bytes as served", compared)
 }
 
 var mediaSeqRe = regexp.MustCompile(`#EXT-X-MEDIA-SEQUENCE:(\d+)`)

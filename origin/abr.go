@@ -329,17 +329,17 @@ func (h *tshls) abrRates(minDur time.Duration) (peak, avg, n int) {
 		if s.dur <= 0 || s.dur < minDur {
 			continue
 		}
-		bps := int(float64(len(s.data)*8) / s.dur.Seconds())
+		bps := int(float64(s.size*8) / s.dur.Seconds())
 		peak = max(peak, bps)
-		bytes += len(s.data)
+		bytes += s.size
 		dur += s.dur
 		n++
 	}
 	if n == 0 && len(segs) > 0 { // only short segments: count them all
 		for _, s := range segs {
 			if s.dur > 0 {
-				peak = max(peak, int(float64(len(s.data)*8)/s.dur.Seconds()))
-				bytes += len(s.data)
+				peak = max(peak, int(float64(s.size*8)/s.dur.Seconds()))
+				bytes += s.size
 				dur += s.dur
 				n++
 			}

@@ -211,7 +211,8 @@ func TestABRRouting(t *testing.T) {
 	segLen := func(stream, name string) int {
 		var n uint64
 		fmt.Sscanf(name, "seg%d.ts", &n)
-		return len(h.tsOut("live", stream).pk.segment(n).data)
+		_, _, size, _ := h.tsOut("live", stream).pk.segment(n)
+		return size
 	}
 	cases := []struct {
 		path string

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -466,6 +467,21 @@ func (t *trackingWriter) Write(b []byte) (int, error) {
 	t.wrote = true
 	n, err := t.ResponseWriter.Write(b)
 	t.n += int64(n)
+	return n, err
+}
+
+// ReadFrom passes a file on to the response writer's own ReadFrom, so a
+// segment on disk goes out with sendfile through the wrapper.
+func (t *trackingWriter) ReadFrom(r io.Reader) (int64, error) {
+	t.wrote = true
+	var n int64
+	var err error
+	if rf, ok := t.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{t.ResponseWriter}, r)
+	}
+	t.n += n
 	return n, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 
 	"github.com/livefuse/livefuse/av"
 )
@@ -32,6 +33,9 @@ type tsOutput struct {
 func newTSOutput(cfg Config, log *slog.Logger, key string, s *Stream, keys *sessionKeys, encrypted bool) *tsOutput {
 	tc := tshlsConfig{Stream: key, SegmentDuration: cfg.HLSSegmentDuration,
 		SegmentCount: cfg.HLSSegmentCount, Logger: log}
+	if cfg.spoolTS() {
+		tc.Dir, tc.DirPrefix = cfg.HLSDir, strings.ReplaceAll(key, "/", ".")
+	}
 	if keys != nil {
 		tc.NewKey = keys.forPackager()
 		tc.RotateSegments = cfg.Encryption.RotateSegments

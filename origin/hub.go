@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -111,6 +112,14 @@ func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, erro
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.spoolTS() {
+		if err := os.MkdirAll(cfg.HLSDir, 0o700); err != nil {
+			return nil, fmt.Errorf("origin: hls_dir: %w", err)
+		}
+		if err := sweepTSSpools(cfg.HLSDir); err != nil {
+			log.Warn("hls: segments of an earlier run left in hls_dir", "dir", cfg.HLSDir, "err", err)
+		}
 	}
 	h := &Hub{cfg: cfg, log: log, m: m, streams: make(map[string]*entry),
 		policies: make(map[string]StreamPolicy), parents: make(map[string]string),

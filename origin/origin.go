@@ -61,6 +61,12 @@ const (
 	HLSOff        = "off"
 )
 
+// Values of Config.HLSStore.
+const (
+	HLSStoreDisk   = "disk"
+	HLSStoreMemory = "memory"
+)
+
 // Config tunes the origin. Every field has a default (DefaultConfig); a zero
 // field is replaced by its default.
 type Config struct {
@@ -94,6 +100,16 @@ type Config struct {
 	HLSSegmentDuration time.Duration `yaml:"hls_segment_duration"`
 	// HLSSegmentCount is the number of segments in the playlist.
 	HLSSegmentCount int `yaml:"hls_segment_count"`
+	// HLSStore is where finished MPEG-TS HLS segments are kept: "disk"
+	// (default: files under HLSDir, as SRS and nginx-rtmp keep theirs,
+	// so the kernel's page cache holds them and not the process heap)
+	// or "memory". A segment the disk cannot take stays in memory.
+	HLSStore string `yaml:"hls_store"`
+	// HLSDir is the directory of the "disk" store; the livefuse wiring
+	// sets it to data_dir/hls when empty. Empty here keeps segments in
+	// memory. At start the hub removes segment files an earlier process
+	// left in it.
+	HLSDir string `yaml:"hls_dir"`
 
 	// FeedTimeout is how long a feed may go without media before it is
 	// taken as lost (the switcher then moves to the other feed or the slate).
@@ -150,6 +166,7 @@ func DefaultConfig() Config {
 		HLSVariant:         HLSMPEGTS,
 		HLSSegmentDuration: time.Second,
 		HLSSegmentCount:    7,
+		HLSStore:           HLSStoreDisk,
 		FeedTimeout:        500 * time.Millisecond,
 		ReturnAfter:        10 * time.Second,
 		StartWindow:        time.Second,
@@ -188,6 +205,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.HLSSegmentCount <= 0 {
 		c.HLSSegmentCount = d.HLSSegmentCount
+	}
+	if c.HLSStore == "" {
+		c.HLSStore = d.HLSStore
+	}
+	if c.HLSStore != HLSStoreDisk && c.HLSStore != HLSStoreMemory {
+		return c, fmt.Errorf("origin: hls_store %q: want disk or memory", c.HLSStore)
 	}
 	if c.FeedTimeout <= 0 {
 		c.FeedTimeout = d.FeedTimeout
@@ -230,6 +253,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+// spoolTS reports whether finished MPEG-TS segments go to disk.
+func (c Config) spoolTS() bool { return c.HLSStore == HLSStoreDisk && c.HLSDir != "" }
 
 // Validate checks c as NewHub does, so that a bad config is refused before
 // anything starts.

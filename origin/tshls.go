@@ -64,6 +64,8 @@ type tshls struct {
 	annexB   []byte
 	errs     tshlsLimiter
 	dropped  int
+
+	spool *tsSpool // nil: finished segments stay in memory
 }
 
 // tshlsConfig configures a tshls packager.
@@ -94,12 +96,20 @@ type tshlsConfig struct {
 	Logger       *slog.Logger
 	// Now is the wall clock for PROGRAM-DATE-TIME (default time.Now).
 	Now func() time.Time
+	// Dir, when set, is where finished segments go (in a directory of
+	// the packager's own, named DirPrefix and a random suffix); only the
+	// segment being built stays in memory. The packager's close removes
+	// them. "" keeps every segment in memory.
+	Dir       string
+	DirPrefix string
 }
 
 // tshlsSegment is one finished (or building) segment.
 type tshlsSegment struct {
 	seq   uint64
-	data  []byte
+	data  []byte // nil once spooled to file
+	file  string // set (and data let go) by the spool, under tshls.mu
+	size  int
 	dur   time.Duration
 	start time.Time // PROGRAM-DATE-TIME
 	disc  bool      // preceded by #EXT-X-DISCONTINUITY
@@ -138,13 +148,17 @@ func newTSHLS(cfg tshlsConfig) *tshls {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &tshls{
+	h := &tshls{
 		cfg:     cfg,
 		log:     log,
 		changed: make(chan struct{}),
 		pendOn:  cfg.Encrypted,
 		targetS: max(1, int((cfg.SegmentDuration+time.Second-1)/time.Second)),
 	}
+	if cfg.Dir != "" {
+		h.spool = newTSSpool(h, cfg.Dir, cfg.DirPrefix)
+	}
+	return h
 }
 
 // markDiscontinuity makes the next segment start at the next keyframe
@@ -449,7 +463,8 @@ func (h *tshls) writeTables(enc bool) error {
 func (h *tshls) finish(end time.Duration) {
 	seg := h.cur
 	seg.data = h.ts.buf
-	h.lastLen = len(seg.data)
+	seg.size = len(seg.data)
+	h.lastLen = seg.size
 	seg.dur = max(end-h.curDTS, time.Millisecond)
 	h.ts.buf = nil
 	h.mu.Lock()
@@ -469,6 +484,14 @@ func (h *tshls) finish(end time.Duration) {
 	close(h.changed)
 	h.changed = make(chan struct{})
 	h.mu.Unlock()
+	if h.spool != nil {
+		h.spool.offer()
+	}
+}
+
+// keeps reports whether segment seq is still kept. h.mu is held.
+func (h *tshls) keeps(seq uint64) bool {
+	return len(h.segs) > 0 && seq >= h.segs[0].seq && seq <= h.segs[len(h.segs)-1].seq
 }
 
 // close finishes the last segment and ends the playlist (#EXT-X-ENDLIST).
@@ -483,6 +506,10 @@ func (h *tshls) close() {
 		h.changed = make(chan struct{})
 	}
 	h.mu.Unlock()
+	if h.spool != nil {
+		h.spool.close()
+		h.spool = nil
+	}
 }
 
 // ServeHTTP serves index.m3u8 and seg<N>.ts, chosen by the last element of
@@ -500,31 +527,32 @@ func (h *tshls) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.NotFound(w, r)
 			return
 		}
-		seg := h.segment(seq)
-		if seg == nil {
+		data, file, size, ok := h.segment(seq)
+		switch {
+		case !ok:
 			http.NotFound(w, r)
-			return
-		}
-		hd := w.Header()
-		hd.Set("Content-Type", "video/mp2t")
-		hd.Set("Cache-Control", "max-age=3600")
-		hd.Set("Content-Length", strconv.Itoa(len(seg.data)))
-		w.WriteHeader(http.StatusOK)
-		if r.Method != http.MethodHead {
-			_, _ = w.Write(seg.data)
+		case data == nil:
+			serveSegmentFile(w, r, file, size, h.log)
+		default:
+			setSegmentHeaders(w, size)
+			if r.Method != http.MethodHead {
+				_, _ = w.Write(data)
+			}
 		}
 	default:
 		http.NotFound(w, r)
 	}
 }
 
-func (h *tshls) segment(seq uint64) *tshlsSegment {
+// segment returns segment seq: its bytes when in memory, else its file.
+func (h *tshls) segment(seq uint64) (data []byte, file string, size int, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.segs) == 0 || seq < h.segs[0].seq || seq > h.segs[len(h.segs)-1].seq {
-		return nil
+	if !h.keeps(seq) {
+		return nil, "", 0, false
 	}
-	return h.segs[seq-h.segs[0].seq]
+	s := h.segs[seq-h.segs[0].seq]
+	return s.data, s.file, s.size, true
 }
 
 func (h *tshls) servePlaylist(w http.ResponseWriter, r *http.Request) {

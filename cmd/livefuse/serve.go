@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -63,6 +64,9 @@ func serve(ctx context.Context, life *lifecycle, cfg Config, log *slog.Logger, s
 	reg.SetEncryptionRefusal(encryptionRefusal(cfg.Origin.HLSVariant))
 	ocfg := withAuth(cfg.Origin, auth)
 	ocfg.Encryption = keys.originConfig()
+	if ocfg.HLSDir == "" {
+		ocfg.HLSDir = filepath.Join(cfg.DataDir, "hls")
+	}
 	hub, err := origin.NewHub(ocfg, log, promReg)
 	if err != nil {
 		return fmt.Errorf("origin: %w", err)
