@@ -119,19 +119,40 @@ func TestHLS(t *testing.T) {
 		variant string
 		clip    string
 		want    []string
+		store   string // with an HLSDir, as the livefuse wiring sets; "": none
 	}{
-		{HLSMPEGTS, "av", []string{"aac", "h264"}},
-		{HLSFMP4, "av", []string{"aac", "h264"}},
-		{HLSLowLatency, "av", []string{"aac", "h264"}},
-		{HLSMPEGTS, "audio", []string{"aac"}},
-		{HLSLowLatency, "audio", []string{"aac"}},
+		{HLSMPEGTS, "av", []string{"aac", "h264"}, ""},
+		{HLSFMP4, "av", []string{"aac", "h264"}, ""},
+		{HLSLowLatency, "av", []string{"aac", "h264"}, ""},
+		{HLSMPEGTS, "audio", []string{"aac"}, ""},
+		{HLSLowLatency, "audio", []string{"aac"}, ""},
+		{HLSMPEGTS, "av", []string{"aac", "h264"}, HLSStoreDisk},
+		{HLSMPEGTS, "av", []string{"aac", "h264"}, HLSStoreMemory},
+		{HLSLowLatency, "av", []string{"aac", "h264"}, HLSStoreDisk}, // the disk store is MPEG-TS only
 	}
 	for _, tc := range cases {
-		t.Run(tc.variant+"/"+tc.clip, func(t *testing.T) {
+		t.Run(tc.variant+"/"+tc.clip+"/"+tc.store, func(t *testing.T) {
 			pkts := clip(t, tc.clip)
 			cfg := DefaultConfig()
 			cfg.HLSVariant = tc.variant
+			var stale string
+			if tc.store != "" {
+				cfg.HLSStore, cfg.HLSDir = tc.store, filepath.Join(t.TempDir(), "hls")
+				// What a run that did not exit cleanly left: swept at start
+				// by the disk store (and left alone by the memory store).
+				stale = filepath.Join(cfg.HLSDir, "live.old.1", "seg9.ts")
+				if err := os.MkdirAll(filepath.Dir(stale), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(stale, []byte("old"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			spooled := tc.store == HLSStoreDisk && tc.variant == HLSMPEGTS
 			h, srv, reg := newTestHub(t, cfg)
+			if _, err := os.Stat(stale); stale != "" && (err == nil) == (tc.store == HLSStoreDisk) {
+				t.Fatalf("a segment file an earlier run left: %v, want it gone only with the disk store", err)
+			}
 			f, err := h.Publish("live", "cam", "main", av.Source{Protocol: "rtmp"})
 			if err != nil {
 				t.Fatal(err)
@@ -176,6 +197,18 @@ func TestHLS(t *testing.T) {
 				if got := ffprobeCodecs(t, file); !slices.Equal(got, tc.want) {
 					t.Fatalf("ffprobe of segment %s: %v, want %v", seg, got, tc.want)
 				}
+				// The other segments come from where the store keeps them:
+				// the same bytes either way.
+				files := spoolFiles(t, cfg.HLSDir, spooled, len(segs)-1)
+				for _, f := range files {
+					onDisk, err := os.ReadFile(f)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if code, body := httpGetBody(t, base+filepath.Base(f)); code != 200 || body != string(onDisk) {
+						t.Fatalf("%s: %d, %d bytes served, %d on disk", filepath.Base(f), code, len(body), len(onDisk))
+					}
+				}
 			}
 			if n := metricValue(t, reg, "livefuse_origin_bytes_out_total"); n == 0 {
 				t.Errorf("bytes out counter is 0")
@@ -192,7 +225,42 @@ func TestHLS(t *testing.T) {
 			if code, _ := httpGetBody(t, base+"index.m3u8"); code != http.StatusNotFound {
 				t.Fatalf("playlist after the stream ended: %d, want 404", code)
 			}
+			if spooled {
+				// The packager's end removes its files and directory.
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					left, _ := os.ReadDir(cfg.HLSDir)
+					if len(left) == 0 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("after the stream ended hls_dir still holds %v", left)
+					}
+				}
+			}
 		})
+	}
+}
+
+// spoolFiles returns the segment files of the disk store under dir: when
+// spooled, at least want of them (waiting for the spool, bounded); else it
+// checks there are none.
+func spoolFiles(t *testing.T, dir string, spooled bool, want int) []string {
+	t.Helper()
+	glob := filepath.Join(dir, "live.cam.*", tsSegFileGlob)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		files, _ := filepath.Glob(glob)
+		if dir == "" || !spooled {
+			if len(files) > 0 {
+				t.Fatalf("segment files %v without the disk store", files)
+			}
+			return nil
+		}
+		if len(files) >= want && want > 0 {
+			return files
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d segment files on disk, want at least %d", len(files), want)
+		}
 	}
 }
 
