@@ -84,20 +84,20 @@ func TestTSHLSSpool(t *testing.T) {
 			defer diskSrv.Close()
 			for _, s := range segs {
 				name := "/live/x/seg" + strconv.FormatUint(s.seq, 10) + ".ts"
-				wantCode, want, _ := spoolGet(t, http.MethodGet, memSrv.URL+name)
-				code, got, hd := spoolGet(t, http.MethodGet, diskSrv.URL+name)
+				wantCode, want, _ := tshlsDo(t, http.MethodGet, memSrv.URL+name)
+				code, got, hd := tshlsDo(t, http.MethodGet, diskSrv.URL+name)
 				if wantCode != 200 || code != 200 || !bytes.Equal(got, want) || len(got) != s.size {
 					t.Fatalf("%s: %d, %d bytes; in memory %d, %d bytes (size %d)", name, code, len(got), wantCode, len(want), s.size)
 				}
 				if hd.Get("Content-Type") != "video/mp2t" || hd.Get("Content-Length") != strconv.Itoa(s.size) {
 					t.Fatalf("%s: headers %v", name, hd)
 				}
-				code, body, hd := spoolGet(t, http.MethodHead, diskSrv.URL+name)
+				code, body, hd := tshlsDo(t, http.MethodHead, diskSrv.URL+name)
 				if code != 200 || len(body) != 0 || hd.Get("Content-Length") != strconv.Itoa(s.size) {
 					t.Fatalf("HEAD %s: %d, %d bytes, Content-Length %q", name, code, len(body), hd.Get("Content-Length"))
 				}
 			}
-			if code, _, _ := spoolGet(t, http.MethodGet, diskSrv.URL+"/live/x/seg2.ts"); code != http.StatusNotFound {
+			if code, _, _ := tshlsDo(t, http.MethodGet, diskSrv.URL+"/live/x/seg2.ts"); code != http.StatusNotFound {
 				t.Fatalf("a segment no longer kept: %d, want 404", code)
 			}
 
@@ -118,7 +118,8 @@ func TestTSHLSSpool(t *testing.T) {
 	}
 }
 
-func spoolGet(t *testing.T, method, u string) (int, []byte, http.Header) {
+// tshlsDo makes a request and returns the status, body and headers.
+func tshlsDo(t *testing.T, method, u string) (int, []byte, http.Header) {
 	t.Helper()
 	req, err := http.NewRequest(method, u, nil)
 	if err != nil {

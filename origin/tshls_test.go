@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -67,16 +66,8 @@ func tshlsNeedFFmpeg(t *testing.T) {
 
 func tshlsGet(t *testing.T, u string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	code, b, _ := tshlsDo(t, http.MethodGet, u)
+	return code, string(b)
 }
 
 // keySource returns a NewKey func that stores its keys in ks.
