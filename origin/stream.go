@@ -353,6 +353,7 @@ func (s *Stream) subscribe(packager bool, role int) *Reader {
 		idx:      -1,
 		internal: packager,
 		role:     role,
+		shrunk:   true, // not while the burst is queued
 	}
 	if s.closed {
 		r.state.Store(stateEnded)
@@ -366,6 +367,7 @@ func (s *Stream) subscribe(packager bool, role int) *Reader {
 	for _, p := range s.gop {
 		r.push(p, false)
 	}
+	r.shrunk = false // from now on, once the burst is taken (push)
 	// Without a cached GOP the first video frame must wait for a keyframe.
 	r.needKey = !s.gopOn
 	r.idx = len(s.readers)
@@ -494,6 +496,7 @@ type Reader struct {
 	behindSince  time.Duration
 	overflows    int
 	overflowFrom time.Duration
+	shrunk       bool // the ring was given back once (shrink)
 	hdrGen       uint64
 	// sigEnd is one past the last packet the reader was woken for: it
 	// needs a wake-up for a new packet once it has taken that one.
@@ -554,6 +557,8 @@ func (r *Reader) push(p *av.Packet, hold bool) bool {
 	}
 	if n >= uint64(len(r.ring)) {
 		r.grow()
+	} else if n == 0 && !r.shrunk && len(r.ring) > ringMin {
+		r.shrink()
 	}
 	r.ring[t&r.mask] = p
 	r.tail.Store(t + 1)
@@ -585,6 +590,18 @@ func (r *Reader) grow() {
 		ring[i&mask] = r.ring[i&r.mask]
 	}
 	r.ring, r.mask = ring, mask
+}
+
+// shrink gives back the ring of a reader that has caught up (after its
+// join burst, or after falling behind), once per reader so that one that
+// keeps falling behind does not reallocate each time: 1000 players would
+// otherwise each keep a ring sized for the cached GOP. Called by the
+// writer, with s.mu held, when nothing is queued.
+func (r *Reader) shrink() {
+	r.ringMu.Lock()
+	defer r.ringMu.Unlock()
+	r.ring, r.mask = make([]*av.Packet, ringMin), ringMin-1
+	r.shrunk = true
 }
 
 // overflow counts one overflow at now and reports whether the reader may

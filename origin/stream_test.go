@@ -585,8 +585,53 @@ func TestReaderRingGrows(t *testing.T) {
 			t.Fatalf("packet %d out of order after the ring grew", i)
 		}
 	}
-	s.Write(vid(1000, false)) // the grown ring goes on queueing
+	p := vid(1000, false)
+	s.Write(p) // the reader has caught up: its ring is given back
 	if q := idle.queued(); q != 1 {
 		t.Fatalf("%d queued after reading all, want 1", q)
+	}
+	if len(idle.ring) != ringMin {
+		t.Errorf("ring of a reader that caught up: %d slots, want %d", len(idle.ring), ringMin)
+	}
+	if got = idle.poll(got[:0]); len(got) != 1 || got[0] != p {
+		t.Fatalf("after the ring was given back the reader got %d packets", len(got))
+	}
+	// Once only: falling behind again grows it, and it is kept.
+	for i := range 200 {
+		s.Write(vid(1001+i, false))
+	}
+	idle.poll(nil)
+	s.Write(vid(1201, false))
+	if len(idle.ring) != 256 {
+		t.Errorf("ring of a reader that fell behind twice: %d slots, want 256 (kept)", len(idle.ring))
+	}
+}
+
+// TestReaderRingAfterBurst: a player that joins gets the cached GOP in a
+// ring sized for it, and once it has taken the burst the ring is given
+// back, with nothing lost.
+func TestReaderRingAfterBurst(t *testing.T) {
+	s := NewStream(DefaultConfig(), nil)
+	s.Write(avcHdr(1))
+	for i := range 200 {
+		s.Write(vid(i, i == 0))
+	}
+	r := s.Subscribe()
+	defer r.Close()
+	if len(r.ring) < 200 {
+		t.Fatalf("ring of a reader joining with a 200-packet GOP: %d slots", len(r.ring))
+	}
+	if got := r.poll(nil); len(got) != 201 {
+		t.Fatalf("burst: %d packets, want the header and 200 frames", len(got))
+	}
+	for i := 200; i < 210; i++ {
+		p := vid(i, false)
+		s.Write(p)
+		if got := r.poll(nil); len(got) != 1 || got[0] != p {
+			t.Fatalf("frame %d after the burst: got %d packets", i, len(got))
+		}
+	}
+	if len(r.ring) != ringMin {
+		t.Errorf("ring after the burst was taken: %d slots, want %d", len(r.ring), ringMin)
 	}
 }
