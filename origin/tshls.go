@@ -531,7 +531,7 @@ func (h *tshls) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case !ok:
 			http.NotFound(w, r)
-		case data == nil:
+		case file != "":
 			serveSegmentFile(w, r, file, size, h.log)
 		default:
 			setSegmentHeaders(w, size)

@@ -58,12 +58,31 @@ type relay struct {
 type relayPlayer struct {
 	conn     *rtmp.Conn
 	streamID uint32
+	started  <-chan struct{} // closed once go-rtmp has written Play.Start
 }
 
 type relayHandler struct {
 	rtmp.DefaultHandler
-	r    *relay
-	conn *rtmp.Conn
+	r     *relay
+	conn  *rtmp.Conn
+	watch *playStartWatch
+}
+
+// playStartWatch closes started once go-rtmp has written a player's
+// NetStream.Play.Start: go-rtmp writes it after OnPlay returns, and its
+// writer must not be used from another goroutine before then.
+type playStartWatch struct {
+	net.Conn
+	once    sync.Once
+	started chan struct{}
+}
+
+func (w *playStartWatch) Write(p []byte) (int, error) {
+	n, err := w.Conn.Write(p)
+	if bytes.Contains(p, []byte("NetStream.Play.Start")) {
+		w.once.Do(func() { close(w.started) })
+	}
+	return n, err
 }
 
 func (h *relayHandler) OnServe(c *rtmp.Conn) { h.conn = c }
@@ -81,7 +100,7 @@ func (h *relayHandler) OnPublish(_ *rtmp.StreamContext, _ uint32, cmd *rtmpmsg.N
 func (h *relayHandler) OnPlay(ctx *rtmp.StreamContext, _ uint32, cmd *rtmpmsg.NetStreamPlay) error {
 	h.r.mu.Lock()
 	defer h.r.mu.Unlock()
-	h.r.players = append(h.r.players, &relayPlayer{conn: h.conn, streamID: ctx.StreamID})
+	h.r.players = append(h.r.players, &relayPlayer{conn: h.conn, streamID: ctx.StreamID, started: h.watch.started})
 	return nil
 }
 
@@ -104,6 +123,11 @@ func (h *relayHandler) forward(ts uint32, payload io.Reader, tagType uint8) erro
 	}
 	h.r.mu.Unlock()
 	for _, p := range players {
+		select {
+		case <-p.started:
+		default:
+			continue // go-rtmp is still answering its play
+		}
 		var msg rtmpmsg.Message = &rtmpmsg.AudioMessage{Payload: bytes.NewReader(b)}
 		csid := 5
 		if tagType == av.TagVideo {
@@ -168,7 +192,8 @@ func (r *relay) serveFLV(w http.ResponseWriter, req *http.Request) {
 // serveRelay runs the relay's RTMP side on ln until ln is closed.
 func serveRelay(r *relay, ln net.Listener) (stop func()) {
 	srv := rtmp.NewServer(&rtmp.ServerConfig{OnConnect: func(c net.Conn) (io.ReadWriteCloser, *rtmp.ConnConfig) {
-		return c, &rtmp.ConnConfig{Handler: &relayHandler{r: r}}
+		w := &playStartWatch{Conn: c, started: make(chan struct{})}
+		return w, &rtmp.ConnConfig{Handler: &relayHandler{r: r, watch: w}}
 	}})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
